@@ -1,0 +1,54 @@
+"""Packaging entry for torchexplain.
+
+``kernels/`` lives at the top of the repository (next to ``torchexplain/``) so the
+Triton kernels and their references are easy to find, but it is installed as
+``torchexplain.kernels``: nothing named bare ``kernels`` lands in site-packages.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (HERE / "torchexplain" / "_version.py").read_text(), re.M
+).group(1)
+
+
+
+def find_packages_under(root: str, prefix: str) -> list[str]:
+    """Dotted names of every package (a folder with __init__.py) under ``root``."""
+    names = []
+    for init in sorted((HERE / root).rglob("__init__.py")):
+        parts = init.parent.relative_to(HERE / root).parts
+        names.append(".".join((prefix, *parts)))
+    return names
+
+
+PACKAGES = find_packages_under("torchexplain", "torchexplain")
+KERNEL_PACKAGES = find_packages_under("kernels", "torchexplain.kernels")
+
+setup(
+    name="torchexplain",
+    version=VERSION,
+    description="Fast, batched explanations (Integrated Gradients, counterfactuals, anchors) for PyTorch models",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=PACKAGES + KERNEL_PACKAGES,
+    package_dir={"torchexplain": "torchexplain", "torchexplain.kernels": "kernels"},
+    package_data={"torchexplain": ["py.typed"], "torchexplain.datasets": ["*.csv.gz", "NOTICE.md"]},
+    include_package_data=False,
+    install_requires=["torch>=2.1", "numpy>=1.23", "pillow>=9.0"],
+    extras_require={
+        "test": ["pytest>=7.0", "captum>=0.7"],
+        "bench": ["captum>=0.7"],
+        "dev": ["ruff>=0.5"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

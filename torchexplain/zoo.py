@@ -1,0 +1,119 @@
+"""Small models for the demo, the tests and the benchmarks.
+
+``MnistCNN`` is the classic two-convolution MNIST network (as in PyTorch's MNIST
+example). ``pretrained_mnist_cnn`` trains it on the offline MNIST data in well
+under a minute on a laptop CPU, or loads the checkpoint a previous call cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from torchexplain.datasets import load_mnist
+
+
+class MnistCNN(nn.Module):
+    """Conv(1→32, 3) → ReLU → Conv(32→64, 3) → ReLU → MaxPool(2) → Dropout → FC(9216→128) → ReLU → Dropout → FC(128→10).
+
+    Input ``(B, 1, 28, 28)`` in [0, 1]; output ``(B, 10)`` logits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.25),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(9216, 128),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(128, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def default_cache_dir() -> Path:
+    """``$TORCHEXPLAIN_CACHE``, else ``$XDG_CACHE_HOME/torchexplain``, else ``~/.cache/torchexplain``."""
+    if "TORCHEXPLAIN_CACHE" in os.environ:
+        return Path(os.environ["TORCHEXPLAIN_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "torchexplain"
+
+
+def train_mnist_cnn(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int = 3,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> MnistCNN:
+    """Train a fresh :class:`MnistCNN` with Adam on CPU; deterministic for a seed.
+
+    The caller's global RNG is left as it was (initialisation and dropout draw
+    from a forked stream).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MnistCNN()
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        shuffle = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(epochs):
+            order = torch.randperm(images.shape[0], generator=shuffle)
+            for start in range(0, images.shape[0], batch_size):
+                batch = order[start : start + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+                loss.backward()
+                optimizer.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    return model
+
+
+def pretrained_mnist_cnn(
+    cache_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    epochs: int = 3,
+    seed: int = 0,
+    retrain: bool = False,
+) -> tuple[MnistCNN, bool]:
+    """A trained :class:`MnistCNN` in eval mode, from the cache when possible.
+
+    Args:
+        cache_dir: where checkpoints live (default :func:`default_cache_dir`).
+        data_root: passed to :func:`~torchexplain.datasets.load_mnist`.
+        epochs, seed: training settings; part of the checkpoint's key.
+        retrain: ignore a cached checkpoint.
+
+    Returns:
+        ``(model, from_cache)``.
+    """
+    train = load_mnist("train", root=data_root)
+    key = hashlib.sha1(f"{train.source}|{len(train.labels)}|{epochs}|{seed}".encode()).hexdigest()[:12]
+    path = Path(cache_dir or default_cache_dir()) / f"mnist_cnn-{key}.pt"
+    model = MnistCNN()
+    if path.is_file() and not retrain:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval(), True
+    model = train_mnist_cnn(train.images, train.labels, epochs=epochs, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp_path)
+    tmp_path.replace(path)
+    return model, False
