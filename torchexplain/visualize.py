@@ -1,0 +1,136 @@
+"""Heatmaps, overlays and captioned PNG grids for explanations.
+
+Everything returns or accepts ``uint8`` RGB arrays ``(H, W, 3)`` so pictures can be
+composed freely; tensors are accepted wherever an image or a map is expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+ImageLike = np.ndarray | torch.Tensor
+
+_NEGATIVE = np.array([33, 102, 172], dtype=np.float64)  # blue
+_ZERO = np.array([255, 255, 255], dtype=np.float64)  # white
+_POSITIVE = np.array([178, 24, 43], dtype=np.float64)  # red
+
+
+def _to_numpy(x: ImageLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def attribution_map(attributions: ImageLike) -> np.ndarray:
+    """Collapse ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)`` attributions to one ``(H, W)`` map (sum over channels)."""
+    a = _to_numpy(attributions).astype(np.float64)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3:
+        a = a.sum(axis=0)
+    if a.ndim != 2:
+        raise ValueError(f"expected attributions shaped (H, W), (C, H, W) or (1, C, H, W), got {a.shape}")
+    return a
+
+
+def heatmap(attributions: ImageLike, percentile: float = 99.0) -> np.ndarray:
+    """Diverging colour map: negative blue, zero white, positive red.
+
+    The colour scale is symmetric, saturating at the ``percentile`` of ``|a|`` so a
+    few extreme pixels do not wash the rest out.
+
+    Args:
+        attributions: ``(H, W)`` or ``(C, H, W)`` (channels are summed).
+        percentile: in (0, 100].
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    a = attribution_map(attributions)
+    scale = np.percentile(np.abs(a), percentile)
+    t = np.clip(a / scale, -1.0, 1.0) if scale > 0 else np.zeros_like(a)
+    t = t[..., None]
+    rgb = np.where(t >= 0, _ZERO + t * (_POSITIVE - _ZERO), _ZERO - t * (_NEGATIVE - _ZERO))
+    return np.round(rgb).astype(np.uint8)
+
+
+def to_rgb(image: ImageLike) -> np.ndarray:
+    """An image ``(H, W)``, ``(1|3, H, W)`` or ``(H, W, 1|3)`` with values in [0, 1] (float) or [0, 255] (uint8) as ``(H, W, 3)`` uint8."""
+    img = _to_numpy(image)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = np.moveaxis(img, 0, -1)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[-1] not in (1, 3):
+        raise ValueError(f"expected a grey or RGB image, got shape {img.shape}")
+    if img.dtype != np.uint8:
+        img = np.round(np.clip(img.astype(np.float64), 0.0, 1.0) * 255).astype(np.uint8)
+    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+
+
+def overlay(image: ImageLike, attributions: ImageLike, alpha: float = 0.6) -> np.ndarray:
+    """The heatmap of ``attributions`` blended over a greyed ``image``; ``(H, W, 3)`` uint8."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    base = to_rgb(image).astype(np.float64).mean(axis=-1, keepdims=True)
+    heat = heatmap(attributions).astype(np.float64)
+    if heat.shape[:2] != base.shape[:2]:
+        raise ValueError(f"image is {base.shape[:2]} but attributions are {heat.shape[:2]}")
+    return np.round((1 - alpha) * base + alpha * heat).astype(np.uint8)
+
+
+def save_grid(
+    rows: Sequence[Sequence[ImageLike]],
+    captions: Sequence[str],
+    path: str | Path,
+    scale: int = 4,
+    titles: Sequence[str] | None = None,
+) -> Path:
+    """Write a PNG grid: one row per example, its images side by side, a caption under each row.
+
+    Args:
+        rows: each row a list of images (anything :func:`to_rgb` accepts); all images
+            in the grid share one size.
+        captions: one line of text per row.
+        path: the PNG to write (parent folders are created).
+        scale: nearest-neighbour upscaling, so 28×28 digits are readable.
+        titles: optional column headings.
+    """
+    if len(rows) != len(captions):
+        raise ValueError(f"got {len(rows)} rows but {len(captions)} captions")
+    if not rows:
+        raise ValueError("save_grid needs at least one row")
+    tiles = [[to_rgb(img) for img in row] for row in rows]
+    h, w = tiles[0][0].shape[:2]
+    if any(t.shape[:2] != (h, w) for row in tiles for t in row):
+        raise ValueError("every image in the grid must have the same height and width")
+    n_cols = max(len(row) for row in tiles)
+    font = ImageFont.load_default()
+    pad, text_h = 4, 14
+    tile_w, tile_h = w * scale, h * scale
+    header = text_h + pad if titles else 0
+    char_w = 6  # the default bitmap font is about 6 px per character
+    width = max(n_cols * (tile_w + pad) + pad, char_w * max(len(c) for c in captions) + 2 * pad)
+    height = header + len(tiles) * (tile_h + text_h + 2 * pad) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if titles:
+        for col, title in enumerate(titles):
+            draw.text((pad + col * (tile_w + pad), pad // 2), title, fill="black", font=font)
+    for r, (row, caption) in enumerate(zip(tiles, captions)):
+        top = header + pad + r * (tile_h + text_h + 2 * pad)
+        for col, tile in enumerate(row):
+            picture = Image.fromarray(tile).resize((tile_w, tile_h), Image.NEAREST)
+            canvas.paste(picture, (pad + col * (tile_w + pad), top))
+        draw.text((pad, top + tile_h + 2), caption, fill="black", font=font)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
