@@ -3,5 +3,12 @@
 from torchexplain._version import __version__
 from torchexplain.base import Explainer
 from torchexplain.explanation import Explanation
+from torchexplain.integrated_gradients import IntegratedGradients, integrated_gradients
 
-__all__ = ["Explainer", "Explanation", "__version__"]
+__all__ = [
+    "Explainer",
+    "Explanation",
+    "IntegratedGradients",
+    "__version__",
+    "integrated_gradients",
+]

@@ -1,0 +1,490 @@
+"""Integrated Gradients, batched over examples and steps.
+
+Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks", ICML 2017.
+
+For an input ``x``, a baseline ``b`` and a target score ``F``::
+
+    IG(x) = (x - b) * integral_0^1 dF(b + a (x - b)) / dx  da
+          ~ (x - b) * sum_k w_k * grad F(b + alpha_k (x - b))
+
+Every step of every example goes through the model as one large batch (or a few
+chunks of it): the path is built by broadcasting, the gradient of all selected
+scores comes from one backward call per chunk, and the reduction over steps is
+accumulated in float32 (float64 for float64 models). Path building and reduction
+are ``torchexplain.kernels.ig`` ops, so CUDA gets fused kernels where they exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import torch
+
+from torchexplain import _memory
+from torchexplain._model_state import preserved_model_state
+from torchexplain._quadrature import METHODS, quadrature
+from torchexplain.base import Explainer, make_meta
+from torchexplain.explanation import Explanation
+from torchexplain.kernels import ig as ig_ops
+
+TensorOrTuple = Union[torch.Tensor, tuple[torch.Tensor, ...]]
+BaselineType = Union[None, int, float, torch.Tensor, tuple[Union[int, float, torch.Tensor, None], ...]]
+TargetType = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+#: Rows per forward when evaluating the model at the inputs and the baselines.
+ENDPOINT_ROWS = 1024
+
+
+class IntegratedGradients(Explainer):
+    """Integrated Gradients for PyTorch models (Sundararajan et al., 2017).
+
+    Args:
+        model: callable taking the input tensor(s) (and any additional forward
+            args) and returning ``(B, classes)`` scores, or ``(B,)`` for one score
+            per example.
+        n_steps: points on the path from baseline to input.
+        method: quadrature rule: ``riemann_left``, ``riemann_right``,
+            ``riemann_middle``, ``riemann_trapezoid`` or ``gausslegendre``.
+        internal_batch_size: rows (example-step pairs) per forward/backward;
+            ``"auto"`` measures the model's memory per row on a first small chunk
+            and sizes the rest to the device, ``None`` runs everything at once.
+        multiply_by_inputs: multiply the averaged gradients by ``x - baseline``
+            (IG proper); False gives the path-averaged gradients.
+        eval_mode: run the model in eval mode and restore the caller's modes
+            afterwards (default). False keeps the caller's modes; buffers such as
+            BatchNorm running statistics are restored either way.
+
+    Examples:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x = torch.rand(2, 1, 2, 2)
+        >>> exp = IntegratedGradients(model, n_steps=16).explain(x, target=1)
+        >>> exp.attributions.shape
+        torch.Size([2, 1, 2, 2])
+        >>> bool(exp.convergence_delta.abs().max() < 1e-5)
+        True
+    """
+
+    name = "IntegratedGradients"
+
+    def __init__(
+        self,
+        model: Callable[..., torch.Tensor],
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: int | str | None = "auto",
+        multiply_by_inputs: bool = True,
+        eval_mode: bool = True,
+    ) -> None:
+        quadrature(method, n_steps)  # validates both now rather than at explain()
+        _check_internal_batch_size(internal_batch_size)
+        super().__init__(
+            model,
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=internal_batch_size,
+            multiply_by_inputs=multiply_by_inputs,
+            eval_mode=eval_mode,
+        )
+
+    def explain(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        baselines: BaselineType = None,
+        additional_forward_args: Any = None,
+    ) -> Explanation:
+        """Attribute the target score of each example to its input features.
+
+        Args:
+            inputs: ``(B, ...)`` tensor, or a tuple of them for multi-input models.
+            target: ``None`` (each example's predicted class), an int, a ``(B,)``
+                tensor or list of classes, or a callable mapping the model output
+                ``(R, ...)`` to one score per row ``(R,)``.
+            baselines: ``None`` (zeros), a number, a tensor broadcastable to the
+                input (e.g. shaped like it or with batch size 1), or a tuple of
+                these matching ``inputs``.
+            additional_forward_args: extra positional args for the model; tensors
+                whose first dimension is ``B`` are expanded along the path, other
+                values are passed unchanged.
+
+        Returns:
+            Explanation with ``attributions`` (shaped like ``inputs``, in their
+            dtype), ``convergence_delta`` ``(B,)`` (sum of attributions minus
+            ``F(x) - F(baseline)``), ``target`` ``(B,)`` (None for a callable
+            target or a one-score model) and ``predictions`` (the model output at
+            the inputs).
+        """
+        return integrated_gradients(
+            self.model,
+            inputs,
+            target=target,
+            baselines=baselines,
+            additional_forward_args=additional_forward_args,
+            **self.config,
+        )
+
+
+def integrated_gradients(
+    model: Callable[..., torch.Tensor],
+    inputs: TensorOrTuple,
+    target: TargetType = None,
+    baselines: BaselineType = None,
+    additional_forward_args: Any = None,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int | str | None = "auto",
+    multiply_by_inputs: bool = True,
+    eval_mode: bool = True,
+) -> Explanation:
+    """Functional form of :class:`IntegratedGradients`; see its docs for the arguments.
+
+    Examples:
+        >>> model = torch.nn.Linear(3, 2)
+        >>> exp = integrated_gradients(model, torch.rand(4, 3), target=0)
+        >>> exp.attributions.shape
+        torch.Size([4, 3])
+    """
+    alphas, weights = quadrature(method, n_steps)
+    _check_internal_batch_size(internal_batch_size)
+    inputs_tuple = _check_inputs(inputs)
+    baselines_tuple = _format_baselines(baselines, inputs_tuple)
+    extra_args = _format_extra_args(additional_forward_args)
+
+    with preserved_model_state(model, eval_mode=eval_mode):
+        run = _PathIntegral(model, inputs_tuple, baselines_tuple, extra_args, alphas, weights)
+        predictions, start_scores, end_scores, target_index = run.endpoints(target)
+        totals = run.integrate(internal_batch_size, multiply_by_inputs)
+
+    acc_dtype = totals[0].dtype
+    attribution_sum = sum(t.sum(dim=1, dtype=acc_dtype) for t in totals)
+    delta = attribution_sum - (end_scores.to(acc_dtype) - start_scores.to(acc_dtype))
+    attributions = tuple(
+        t.view_as(x).to(x.dtype) for t, x in zip(totals, inputs_tuple)
+    )
+    meta = make_meta(
+        IntegratedGradients.name,
+        {
+            "n_steps": int(n_steps),
+            "method": method,
+            "internal_batch_size": internal_batch_size,
+            "multiply_by_inputs": multiply_by_inputs,
+            "eval_mode": eval_mode,
+        },
+        device=str(inputs_tuple[0].device),
+    )
+    data = {
+        "attributions": attributions if isinstance(inputs, tuple) else attributions[0],
+        "convergence_delta": delta,
+        "target": target_index,
+        "predictions": predictions,
+    }
+    return Explanation(meta, data)
+
+
+class _PathIntegral:
+    """The state of one IG call: flattened inputs, baselines, targets, accumulators.
+
+    Rows of work are (example, step) pairs in example-major order: row ``r`` is
+    example ``r // S`` at step ``r % S``. A chunk is a contiguous range of rows,
+    split into at most three rectangles of (examples x steps) so path building and
+    reduction run as a few broadcast ops per chunk.
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., torch.Tensor],
+        inputs: tuple[torch.Tensor, ...],
+        baselines: tuple[torch.Tensor, ...],
+        extra_args: tuple[Any, ...],
+        alphas: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.n_examples = inputs[0].shape[0]
+        self.device = inputs[0].device
+        self.flat_inputs = [x.detach().reshape(self.n_examples, -1) for x in inputs]
+        self.flat_baselines = [b.reshape(b.shape[0], -1) for b in baselines]
+        self.baselines = baselines
+        self.extra_args = extra_args
+        self.per_example_arg = [
+            isinstance(a, torch.Tensor) and a.dim() >= 1 and a.shape[0] == self.n_examples
+            for a in extra_args
+        ]
+        self.acc_dtype = max(
+            (ig_ops.accumulation_dtype(x.dtype) for x in inputs), key=lambda d: torch.finfo(d).bits
+        )
+        # Quadrature in each input's accumulation dtype, on the device, once.
+        self.step_alphas = [alphas.to(self.device, ig_ops.accumulation_dtype(x.dtype)) for x in inputs]
+        self.step_weights = [weights.to(self.device, ig_ops.accumulation_dtype(x.dtype)) for x in inputs]
+        self.n_steps = alphas.numel()
+        self.score: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+        self.target_index: torch.Tensor | None = None
+
+    # -- endpoints -----------------------------------------------------------------
+
+    def _forward_chunked(self, batches: Sequence[torch.Tensor]) -> torch.Tensor:
+        outputs = []
+        for start in range(0, self.n_examples, ENDPOINT_ROWS):
+            stop = min(self.n_examples, start + ENDPOINT_ROWS)
+            args = [
+                a[start:stop] if per else a for a, per in zip(self.extra_args, self.per_example_arg)
+            ]
+            outputs.append(self.model(*(b[start:stop] for b in batches), *args))
+        if not all(isinstance(o, torch.Tensor) for o in outputs):
+            raise TypeError(f"the model must return a tensor, got {type(outputs[0]).__name__}")
+        return torch.cat(outputs)
+
+    def endpoints(self, target: TargetType):
+        """Model outputs at the inputs and baselines; resolves the target."""
+        n = self.n_examples
+        with torch.no_grad():
+            out_x = self._forward_chunked([x.detach() for x in self.inputs])
+            expanded = [b.expand(n, *b.shape[1:]) for b in self.baselines]
+            out_b = self._forward_chunked(expanded)
+        if out_x.dim() == 0 or out_x.shape[0] != n:
+            raise ValueError(
+                f"the model returned shape {tuple(out_x.shape)} for {n} examples; expected the "
+                "batch dimension first"
+            )
+        self.score, self.target_index = _resolve_target(target, out_x)
+        start = self.score(out_b, self.target_index)
+        end = self.score(out_x, self.target_index)
+        return out_x.detach(), start.detach(), end.detach(), self.target_index
+
+    # -- path integral -------------------------------------------------------------
+
+    def _rectangles(self, start: int, stop: int) -> list[tuple[int, int, int, int]]:
+        steps = self.n_steps
+        rects, row = [], start
+        while row < stop:
+            example, step = divmod(row, steps)
+            if step == 0 and stop - row >= steps:
+                n_full = (stop - row) // steps
+                rects.append((example, example + n_full, 0, steps))
+                row += n_full * steps
+            else:
+                step_end = min(steps, step + stop - row)
+                rects.append((example, example + 1, step, step_end))
+                row += step_end - step
+        return rects
+
+    def _baseline_rows(self, i: int, e0: int, e1: int) -> torch.Tensor:
+        b = self.flat_baselines[i]
+        return b if b.shape[0] == 1 else b[e0:e1]
+
+    def _chunk_gradients(self, start: int, stop: int):
+        """Forward and backward of rows ``[start, stop)``: the rectangles and the path gradients."""
+        rects = self._rectangles(start, stop)
+        n_rows = stop - start
+        paths = []
+        for i, x in enumerate(self.inputs):
+            path = torch.empty((n_rows, *x.shape[1:]), dtype=x.dtype, device=self.device)
+            flat = path.view(n_rows, -1)
+            offset = 0
+            for e0, e1, s0, s1 in rects:
+                block = flat[offset : offset + (e1 - e0) * (s1 - s0)].view(e1 - e0, s1 - s0, -1)
+                ig_ops.build_path(
+                    self.flat_inputs[i][e0:e1], self._baseline_rows(i, e0, e1), self.step_alphas[i][s0:s1], out=block
+                )
+                offset += (e1 - e0) * (s1 - s0)
+            paths.append(path.requires_grad_())
+        row_examples = torch.cat(
+            [torch.arange(e0, e1, device=self.device).repeat_interleave(s1 - s0) for e0, e1, s0, s1 in rects]
+        )
+        args = [
+            a.index_select(0, row_examples) if per else a
+            for a, per in zip(self.extra_args, self.per_example_arg)
+        ]
+        with torch.enable_grad():
+            output = self.model(*paths, *args)
+            rows_target = None if self.target_index is None else self.target_index[row_examples]
+            scores = self.score(output, rows_target)
+            # One scalar backward: rows are independent, so d(sum)/d(row) is each row's gradient.
+            grads = torch.autograd.grad(scores.sum(), paths, allow_unused=True)
+        return rects, grads
+
+    def _reduce_chunk(self, rects, grads, totals: list[torch.Tensor], multiply: bool) -> None:
+        for i, grad in enumerate(grads):
+            if grad is None:  # the model ignores this input: its attribution is zero
+                continue
+            flat_grad = grad.reshape(grad.shape[0], -1)
+            offset = 0
+            for e0, e1, s0, s1 in rects:
+                size = (e1 - e0) * (s1 - s0)
+                block = flat_grad[offset : offset + size].view(e1 - e0, s1 - s0, -1)
+                ig_ops.reduce_path(
+                    block,
+                    self.step_weights[i][s0:s1],
+                    self.flat_inputs[i][e0:e1] if multiply else None,
+                    self._baseline_rows(i, e0, e1) if multiply else None,
+                    out=totals[i][e0:e1],
+                    accumulate=True,
+                )
+                offset += size
+
+    def integrate(self, internal_batch_size: int | str | None, multiply: bool) -> list[torch.Tensor]:
+        """Per-input ``(N, D)`` attributions in the accumulation dtype."""
+        total_rows = self.n_examples * self.n_steps
+        totals = [
+            torch.zeros((self.n_examples, fx.shape[1]), dtype=self.acc_dtype, device=self.device)
+            for fx in self.flat_inputs
+        ]
+        auto = internal_batch_size == "auto"
+        # path + its gradient, per row, across all inputs
+        io_bytes_per_row = sum(2 * fx.shape[1] * fx.element_size() for fx in self.flat_inputs)
+        if auto:
+            budget = _memory.chunk_budget_bytes(self.device)
+            # Until the first chunk has measured the model, assume activations of
+            # roughly 8x the path (conservative for CNNs on small images).
+            rows = _memory.rows_for_budget(8 * io_bytes_per_row, budget, min(total_rows, _memory.PROBE_ROWS))
+        else:
+            rows = total_rows if internal_batch_size is None else int(internal_batch_size)
+        measured = not auto
+        start = 0
+        while start < total_rows:
+            stop = min(total_rows, start + rows)
+            counter = None if measured else _memory.SavedBytesCounter()
+            try:
+                with counter.recording() if counter is not None else contextlib.nullcontext():
+                    rects, grads = self._chunk_gradients(start, stop)
+            except Exception as err:
+                if not (auto and _memory.is_out_of_memory(err) and stop - start > 1):
+                    raise
+                # Nothing was accumulated yet, so the chunk is simply retried smaller.
+                del err
+                rows = max(1, (stop - start) // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            self._reduce_chunk(rects, grads, totals, multiply)
+            del grads
+            if counter is not None:
+                per_row = (counter.total / (stop - start)) + io_bytes_per_row
+                rows = _memory.rows_for_budget(per_row, budget, total_rows)
+                measured = True
+            start = stop
+        return totals
+
+
+def _check_internal_batch_size(value: int | str | None) -> None:
+    if value is None or value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"internal_batch_size must be a positive int, 'auto' or None, got {value!r}")
+
+
+def _check_inputs(inputs: TensorOrTuple) -> tuple[torch.Tensor, ...]:
+    items = inputs if isinstance(inputs, tuple) else (inputs,)
+    if not items:
+        raise ValueError("inputs is an empty tuple; pass at least one tensor")
+    for i, x in enumerate(items):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"inputs[{i}] must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"inputs[{i}] has dtype {x.dtype}; Integrated Gradients needs floating-point "
+                "inputs (convert with .float())"
+            )
+        if x.dim() == 0:
+            raise ValueError(f"inputs[{i}] is a scalar; inputs need a batch dimension (B, ...)")
+    n = items[0].shape[0]
+    for i, x in enumerate(items):
+        if x.shape[0] != n:
+            raise ValueError(f"inputs[{i}] has batch size {x.shape[0]} but inputs[0] has {n}")
+        if x.device != items[0].device:
+            raise ValueError(f"inputs[{i}] is on {x.device} but inputs[0] is on {items[0].device}")
+    if n == 0:
+        raise ValueError("inputs have batch size 0; nothing to explain")
+    return tuple(items)
+
+
+def _format_baselines(baselines: BaselineType, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Each baseline as a contiguous ``(1, *D)`` or ``(N, *D)`` tensor in its input's dtype."""
+    if isinstance(baselines, (tuple, list)):
+        if len(baselines) != len(inputs):
+            raise ValueError(f"got {len(baselines)} baselines for {len(inputs)} inputs")
+        items = tuple(baselines)
+    elif isinstance(baselines, torch.Tensor) and len(inputs) > 1:
+        raise ValueError("inputs is a tuple, so baselines must be a tuple of the same length (or a number)")
+    else:
+        items = (baselines,) * len(inputs)
+    formatted = []
+    for i, (b, x) in enumerate(zip(items, inputs)):
+        row_shape = (1, *x.shape[1:])
+        if b is None:
+            formatted.append(torch.zeros(row_shape, dtype=x.dtype, device=x.device))
+            continue
+        if isinstance(b, (int, float)) and not isinstance(b, bool):
+            formatted.append(torch.full(row_shape, float(b), dtype=x.dtype, device=x.device))
+            continue
+        if not isinstance(b, torch.Tensor):
+            raise TypeError(f"baselines[{i}] must be None, a number or a tensor, got {type(b).__name__}")
+        b = b.detach().to(device=x.device, dtype=x.dtype)
+        try:
+            broadcast = torch.broadcast_shapes(b.shape, x.shape)
+        except RuntimeError:
+            broadcast = None
+        if broadcast != x.shape:
+            raise ValueError(
+                f"baselines[{i}] has shape {tuple(b.shape)}, which does not broadcast to the "
+                f"input's shape {tuple(x.shape)}; use a tensor shaped like the input or with batch size 1"
+            )
+        aligned = b.reshape((1,) * (x.dim() - b.dim()) + tuple(b.shape))
+        per_example = aligned.shape[0] == x.shape[0] and x.shape[0] != 1
+        shape = tuple(x.shape) if per_example else row_shape
+        formatted.append(torch.broadcast_to(aligned, shape).contiguous())
+    return tuple(formatted)
+
+
+def _format_extra_args(args: Any) -> tuple[Any, ...]:
+    if args is None:
+        return ()
+    return tuple(args) if isinstance(args, tuple) else (args,)
+
+
+def _resolve_target(target: TargetType, output: torch.Tensor):
+    """A scoring function ``(output, row_targets) -> (R,)`` and the per-example classes."""
+    n = output.shape[0]
+    if callable(target) and not isinstance(target, torch.Tensor):
+        scores = target(output)
+        if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n,):
+            got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(f"a callable target must map the model output to shape ({n},), got {got}")
+        return (lambda out, _rows: target(out)), None
+    if target is None and output.dim() == 1:
+        # One score per example: nothing to select.
+        return (lambda out, _rows: out), None
+    if output.dim() != 2:
+        raise ValueError(
+            f"a class target needs a model output shaped (B, classes), got {tuple(output.shape)}; "
+            "pass a callable target to reduce other output shapes to one score per example"
+        )
+    n_classes = output.shape[1]
+    if target is None:
+        index = output.argmax(dim=1)
+    else:
+        if isinstance(target, bool):
+            raise TypeError(f"target must be an int, a sequence or tensor of ints, or a callable; got {target!r}")
+        if isinstance(target, int):
+            index = torch.full((n,), target, dtype=torch.long, device=output.device)
+        else:
+            index = torch.as_tensor(target, device=output.device)
+            if index.is_floating_point() or index.is_complex():
+                raise TypeError(f"target must hold integer class indices, got dtype {index.dtype}")
+            index = index.long().reshape(-1)
+            if index.numel() == 1:
+                index = index.expand(n)
+            elif index.numel() != n:
+                raise ValueError(f"target has {index.numel()} entries but the batch has {n} examples")
+        out_of_range = (index < 0) | (index >= n_classes)
+        if bool(out_of_range.any()):
+            bad = index[out_of_range][0].item()
+            raise ValueError(f"target class {bad} is out of range for a model with {n_classes} outputs")
+    index = index.contiguous()
+    return (lambda out, rows: out.gather(1, rows.unsqueeze(1)).squeeze(1)), index
+
+
+__all__ = ["METHODS", "IntegratedGradients", "integrated_gradients"]
