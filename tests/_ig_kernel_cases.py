@@ -55,7 +55,9 @@ class Case:
         return "-".join(parts)
 
 
-def _strided(shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator, device) -> torch.Tensor:
+def _strided(
+    shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator, device
+) -> torch.Tensor:
     """A view with ``shape`` whose last dim is not unit-stride (every other element)."""
     base = torch.randn(*shape[:-1], 2 * shape[-1], generator=generator, dtype=torch.float64)
     return base.to(device=device, dtype=dtype)[..., ::2]
@@ -69,7 +71,9 @@ def make_inputs(case: Case, device: str | torch.device = "cpu") -> dict[str, tor
 
     def rand(*shape: int) -> torch.Tensor:
         if case.contiguous:
-            return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+            return torch.randn(*shape, generator=g, dtype=torch.float64).to(
+                device=device, dtype=dtype
+            )
         return _strided(shape, dtype, g, device)
 
     tensors: dict[str, torch.Tensor | None] = {
@@ -80,15 +84,21 @@ def make_inputs(case: Case, device: str | torch.device = "cpu") -> dict[str, tor
         tensors["alphas"] = torch.rand(s, generator=g, dtype=torch.float64).to(device)
     else:
         if case.contiguous:
-            grads = torch.randn(n, s, d, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+            grads = torch.randn(n, s, d, generator=g, dtype=torch.float64).to(
+                device=device, dtype=dtype
+            )
         else:
             # Step-major storage seen example-major: the layout a (S, N, D) batch gives.
-            grads = torch.randn(s, n, d, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+            grads = torch.randn(s, n, d, generator=g, dtype=torch.float64).to(
+                device=device, dtype=dtype
+            )
             grads = grads.transpose(0, 1)
         tensors["grads"] = grads
         tensors["weights"] = torch.rand(s, generator=g, dtype=torch.float64).to(device) / max(s, 1)
         acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        tensors["prefill"] = torch.randn(n, d, generator=g, dtype=torch.float64).to(device=device, dtype=acc_dtype)
+        tensors["prefill"] = torch.randn(n, d, generator=g, dtype=torch.float64).to(
+            device=device, dtype=acc_dtype
+        )
         if not case.has_diff:
             tensors["inputs"] = tensors["baselines"] = None
     return tensors
@@ -99,7 +109,9 @@ def run_kernel(case: Case, ops, device: str | torch.device = "cpu") -> torch.Ten
     t = make_inputs(case, device)
     dtype = DTYPES[case.dtype]
     if case.op == "path":
-        out = torch.full((case.n_rows, case.n_steps, case.n_features), float("nan"), dtype=dtype, device=device)
+        out = torch.full(
+            (case.n_rows, case.n_steps, case.n_features), float("nan"), dtype=dtype, device=device
+        )
         return ops.build_path(t["inputs"], t["baselines"], t["alphas"], out=out)
     if case.accumulate:
         out = t["prefill"].clone()

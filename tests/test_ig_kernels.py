@@ -48,7 +48,13 @@ def _gpu_cases() -> list[Case]:
     """Real sizes: MNIST batches, CIFAR, one 224x224x3 image; odd batches and dims."""
     cases = []
     for dtype in DTYPE_NAMES:
-        for n, s, d in [(1, 50, 1), (1023, 50, 784), (7, 33, 4097), (3, 50, 3 * 224 * 224), (257, 50, 3 * 32 * 32)]:
+        for n, s, d in [
+            (1, 50, 1),
+            (1023, 50, 784),
+            (7, 33, 4097),
+            (3, 50, 3 * 224 * 224),
+            (257, 50, 3 * 32 * 32),
+        ]:
             cases.append(Case("path", n, s, d, dtype))
             cases.append(Case("reduce", n, s, d, dtype))
         cases += [
@@ -85,8 +91,16 @@ def interpreted_results(tmp_path_factory) -> dict[str, torch.Tensor]:
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tests_dir), env.get("PYTHONPATH")]))
     done = subprocess.run(
-        [sys.executable, str(tests_dir / "_ig_kernel_cases.py"), str(cases_path), str(results_path)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(tests_dir / "_ig_kernel_cases.py"),
+            str(cases_path),
+            str(results_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if done.returncode != 0:
         raise AssertionError(f"interpreted kernel run failed:\n{done.stderr[-4000:]}")
@@ -167,17 +181,76 @@ def test_grad_tracking_call_takes_the_reference() -> None:
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda: ig.build_path(torch.ones(3), torch.ones(1, 3), torch.ones(2)), ValueError, "inputs must have shape"),
-        (lambda: ig.build_path(torch.ones(2, 3), torch.ones(2, 4), torch.ones(2)), ValueError, "baselines must have shape"),
-        (lambda: ig.build_path(torch.ones(2, 3), torch.ones(1, 3), torch.ones(2, 1)), ValueError, "alphas must have shape"),
-        (lambda: ig.build_path(torch.ones(2, 3), torch.ones(1, 3), torch.ones(2), out=torch.empty(2, 3, 3)), ValueError, "out must have shape"),
-        (lambda: ig.build_path(torch.ones(2, 3), torch.ones(1, 3), torch.ones(2), out=torch.empty(2, 2, 3, dtype=torch.float64)), TypeError, "out must have dtype"),
-        (lambda: ig.build_path(torch.ones(2, 3), torch.ones(1, 3, dtype=torch.int64), torch.ones(2)), TypeError, "baselines must be a floating"),
-        (lambda: ig.reduce_path(torch.ones(2, 3), torch.ones(3)), ValueError, "grads must have shape"),
-        (lambda: ig.reduce_path(torch.ones(2, 4, 3), torch.ones(3)), ValueError, r"weights must have shape \(4,\)"),
-        (lambda: ig.reduce_path(torch.ones(2, 4, 3), torch.ones(4), torch.ones(2, 3)), ValueError, "both inputs and baselines"),
-        (lambda: ig.reduce_path(torch.ones(2, 4, 3), torch.ones(4), torch.ones(1, 3), torch.ones(1, 3)), ValueError, "inputs must have shape"),
-        (lambda: ig.reduce_path(torch.ones(2, 4, 3, dtype=torch.float16), torch.ones(4), out=torch.empty(2, 3, dtype=torch.float16)), TypeError, "out must have dtype torch.float32"),
+        (
+            lambda: ig.build_path(torch.ones(3), torch.ones(1, 3), torch.ones(2)),
+            ValueError,
+            "inputs must have shape",
+        ),
+        (
+            lambda: ig.build_path(torch.ones(2, 3), torch.ones(2, 4), torch.ones(2)),
+            ValueError,
+            "baselines must have shape",
+        ),
+        (
+            lambda: ig.build_path(torch.ones(2, 3), torch.ones(1, 3), torch.ones(2, 1)),
+            ValueError,
+            "alphas must have shape",
+        ),
+        (
+            lambda: ig.build_path(
+                torch.ones(2, 3), torch.ones(1, 3), torch.ones(2), out=torch.empty(2, 3, 3)
+            ),
+            ValueError,
+            "out must have shape",
+        ),
+        (
+            lambda: ig.build_path(
+                torch.ones(2, 3),
+                torch.ones(1, 3),
+                torch.ones(2),
+                out=torch.empty(2, 2, 3, dtype=torch.float64),
+            ),
+            TypeError,
+            "out must have dtype",
+        ),
+        (
+            lambda: ig.build_path(
+                torch.ones(2, 3), torch.ones(1, 3, dtype=torch.int64), torch.ones(2)
+            ),
+            TypeError,
+            "baselines must be a floating",
+        ),
+        (
+            lambda: ig.reduce_path(torch.ones(2, 3), torch.ones(3)),
+            ValueError,
+            "grads must have shape",
+        ),
+        (
+            lambda: ig.reduce_path(torch.ones(2, 4, 3), torch.ones(3)),
+            ValueError,
+            r"weights must have shape \(4,\)",
+        ),
+        (
+            lambda: ig.reduce_path(torch.ones(2, 4, 3), torch.ones(4), torch.ones(2, 3)),
+            ValueError,
+            "both inputs and baselines",
+        ),
+        (
+            lambda: ig.reduce_path(
+                torch.ones(2, 4, 3), torch.ones(4), torch.ones(1, 3), torch.ones(1, 3)
+            ),
+            ValueError,
+            "inputs must have shape",
+        ),
+        (
+            lambda: ig.reduce_path(
+                torch.ones(2, 4, 3, dtype=torch.float16),
+                torch.ones(4),
+                out=torch.empty(2, 3, dtype=torch.float16),
+            ),
+            TypeError,
+            "out must have dtype torch.float32",
+        ),
     ],
 )
 def test_bad_arguments_are_named(call, error, match) -> None:
@@ -205,4 +278,3 @@ def test_package_imports_without_triton() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
-

@@ -55,7 +55,9 @@ def _check_float_on_device(name: str, t: torch.Tensor, like: torch.Tensor, like_
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got {t.dtype}")
     if t.device != like.device:
-        raise ValueError(f"{name} must be on the device of {like_name} ({like.device}), got {t.device}")
+        raise ValueError(
+            f"{name} must be on the device of {like_name} ({like.device}), got {t.device}"
+        )
 
 
 def _check_steps(name: str, t: torch.Tensor, n_steps: int | None = None) -> None:
@@ -64,7 +66,9 @@ def _check_steps(name: str, t: torch.Tensor, n_steps: int | None = None) -> None
         raise ValueError(f"{name} must have shape {expected}, got {tuple(t.shape)}")
 
 
-def _check_out(t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
+def _check_out(
+    t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> None:
     if tuple(t.shape) != shape:
         raise ValueError(f"out must have shape {shape}, got {tuple(t.shape)}")
     if t.dtype != dtype:

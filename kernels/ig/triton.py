@@ -273,4 +273,3 @@ def reduce_path(
             **config,
         )
     return out
-
