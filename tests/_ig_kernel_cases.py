@@ -40,6 +40,7 @@ class Case:
     contiguous: bool = True  # False: every input is a strided view
     has_diff: bool = True  # reduce only: multiply by (x - b)
     accumulate: bool = False  # reduce only: add into a prefilled out
+    out_float64: bool = False  # reduce only: a float64 out whatever the grads' dtype
     seed: int = 0
 
     @property
@@ -52,6 +53,8 @@ class Case:
             parts.append("nodiff")
         if self.accumulate:
             parts.append("acc")
+        if self.out_float64:
+            parts.append("out64")
         return "-".join(parts)
 
 
@@ -95,7 +98,8 @@ def make_inputs(case: Case, device: str | torch.device = "cpu") -> dict[str, tor
             grads = grads.transpose(0, 1)
         tensors["grads"] = grads
         tensors["weights"] = torch.rand(s, generator=g, dtype=torch.float64).to(device) / max(s, 1)
-        acc_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        wide = dtype == torch.float64 or case.out_float64
+        acc_dtype = torch.float64 if wide else torch.float32
         tensors["prefill"] = torch.randn(n, d, generator=g, dtype=torch.float64).to(
             device=device, dtype=acc_dtype
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _ig_kernel_cases import Case, dump_cases, run_kernel, run_reference
+from _ig_kernel_cases import DTYPES, Case, dump_cases, run_kernel, run_reference
 from conftest import TOLERANCES
 from torchexplain.kernels import ig
 
@@ -40,6 +40,7 @@ def _cpu_cases() -> list[Case]:
             Case("reduce", 3, 17, 4097, dtype, accumulate=True),
             Case("reduce", 1, 3, 1023, dtype, has_diff=False),
             Case("reduce", 3, 6, 784, dtype, baseline_rows=3, has_diff=False, accumulate=True),
+            Case("reduce", 2, 5, 1023, dtype, accumulate=True, out_float64=True),
         ]
     return cases
 
@@ -62,6 +63,7 @@ def _gpu_cases() -> list[Case]:
             Case("reduce", 65, 20, 1023, dtype, baseline_rows=65, contiguous=False),
             Case("reduce", 33, 200, 784, dtype, accumulate=True),
             Case("reduce", 5, 50, 4097, dtype, has_diff=False, accumulate=True),
+            Case("reduce", 17, 50, 784, dtype, accumulate=True, out_float64=True),
         ]
     return cases
 
@@ -74,8 +76,11 @@ def _assert_matches(kernel_out: torch.Tensor, expected: torch.Tensor, case: Case
     assert kernel_out.dtype == expected.dtype
     assert kernel_out.shape == expected.shape
     assert not torch.isnan(kernel_out).any(), "kernel left elements unwritten (NaN poison survived)"
-    # Paths come back in the input dtype, reductions in float32/float64.
-    rtol, atol = TOLERANCES[expected.dtype]
+    # Tolerance of the precision the values were computed in: paths are rounded to the
+    # input dtype, reductions summed in float32 (float64 for float64 grads) even when
+    # added into a float64 buffer.
+    dtype = DTYPES[case.dtype]
+    rtol, atol = TOLERANCES[dtype if case.op == "path" else ig.accumulation_dtype(dtype)]
     torch.testing.assert_close(kernel_out.cpu(), expected.cpu(), rtol=rtol, atol=atol)
 
 
@@ -249,7 +254,7 @@ def test_grad_tracking_call_takes_the_reference() -> None:
                 out=torch.empty(2, 3, dtype=torch.float16),
             ),
             TypeError,
-            "out must have dtype torch.float32",
+            "out must have dtype torch.float32 or torch.float64",
         ),
     ],
 )

@@ -67,12 +67,16 @@ def _check_steps(name: str, t: torch.Tensor, n_steps: int | None = None) -> None
 
 
 def _check_out(
-    t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    t: torch.Tensor,
+    shape: tuple[int, ...],
+    dtypes: tuple[torch.dtype, ...],
+    device: torch.device,
 ) -> None:
     if tuple(t.shape) != shape:
         raise ValueError(f"out must have shape {shape}, got {tuple(t.shape)}")
-    if t.dtype != dtype:
-        raise TypeError(f"out must have dtype {dtype}, got {t.dtype}")
+    if t.dtype not in dtypes:
+        expected = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"out must have dtype {expected}, got {t.dtype}")
     if t.device != device:
         raise ValueError(f"out must be on {device}, got {t.device}")
 
@@ -110,7 +114,7 @@ def build_path(
     _check_float_on_device("baselines", baselines, inputs, "inputs")
     _check_steps("alphas", alphas)
     if out is not None:
-        _check_out(out, (n_rows, alphas.shape[0], n_features), inputs.dtype, inputs.device)
+        _check_out(out, (n_rows, alphas.shape[0], n_features), (inputs.dtype,), inputs.device)
     if uses_triton(inputs, baselines, out, force_reference=force_reference):
         return triton_ops.build_path(inputs, baselines, alphas, out=out)
     return reference.build_path(inputs, baselines, alphas.to(inputs.device), out=out)
@@ -132,14 +136,15 @@ def reduce_path(
         weights: (S,) quadrature weights of the steps.
         inputs, baselines: (N, D) and (N, D) or (1, D) on the device of ``grads``;
             both None gives the plain weighted gradient sum.
-        out: optional (N, D) buffer in the accumulation dtype (float64 for float64
-            grads, float32 otherwise).
+        out: optional (N, D) float32 or float64 buffer (normally the accumulation
+            dtype: float64 for float64 grads, float32 otherwise); a wider ``out`` is
+            added to in its own precision.
         accumulate: add into ``out`` instead of overwriting it, so chunks of steps or
             examples sum into one buffer with no temporaries.
         force_reference: run the plain-PyTorch reference even on CUDA.
 
     Returns:
-        (N, D) in the accumulation dtype (``out`` when given).
+        (N, D) in the accumulation dtype, or ``out`` when given.
 
     Examples:
         >>> grads = torch.ones(1, 4, 2)
@@ -161,7 +166,8 @@ def reduce_path(
         _check_float_on_device("inputs", inputs, grads, "grads")
         _check_float_on_device("baselines", baselines, grads, "grads")
     if out is not None:
-        _check_out(out, (n_rows, n_features), accumulation_dtype(grads.dtype), grads.device)
+        # A float64 buffer may collect float32 chunks (IG over inputs of mixed dtypes).
+        _check_out(out, (n_rows, n_features), (torch.float32, torch.float64), grads.device)
     if uses_triton(grads, inputs, baselines, out, force_reference=force_reference):
         return triton_ops.reduce_path(
             grads, weights, inputs, baselines, out=out, accumulate=accumulate

@@ -109,6 +109,7 @@ def _ig_reduce_kernel(
     HAS_DIFF: tl.constexpr,
     ACCUMULATE: tl.constexpr,
     COMPUTE: tl.constexpr,
+    OUT_COMPUTE: tl.constexpr,
     STEP_TILES: tl.constexpr,
     BLOCK_S: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -139,7 +140,8 @@ def _ig_reduce_kernel(
         acc = acc * (x.to(COMPUTE) - b.to(COMPUTE))
     out_ptrs = out_ptr + row * stride_on + cols * stride_od
     if ACCUMULATE:
-        acc += tl.load(out_ptrs, mask=col_mask, other=0.0).to(COMPUTE)
+        # Add in the wider of the two precisions (a float64 buffer may collect float32 chunks).
+        acc = acc.to(OUT_COMPUTE) + tl.load(out_ptrs, mask=col_mask, other=0.0).to(OUT_COMPUTE)
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=col_mask)
 
 
@@ -231,8 +233,8 @@ def reduce_path(
     """Launch the reduce kernel; arguments and result as :func:`reference.reduce_path`.
 
     Shapes are assumed checked by the dispatch: grads (N, S, D), weights (S,), inputs
-    (N, D) and baselines (N, D) or (1, D) (both or neither), out (N, D) in the
-    accumulation dtype (float64 for float64 grads, float32 otherwise).
+    (N, D) and baselines (N, D) or (1, D) (both or neither), out (N, D) float32 or
+    float64 (allocated in the accumulation dtype when None).
     """
     n_rows, n_steps, n_features = grads.shape
     compute = torch.float64 if grads.dtype == torch.float64 else torch.float32
@@ -270,6 +272,7 @@ def reduce_path(
             HAS_DIFF=has_diff,
             ACCUMULATE=bool(accumulate),
             COMPUTE=_compute_dtype(grads.dtype),
+            OUT_COMPUTE=tl.float64 if torch.float64 in (grads.dtype, out.dtype) else tl.float32,
             **config,
         )
     return out
