@@ -29,7 +29,7 @@ DTYPES = {
 
 @dataclass(frozen=True)
 class Case:
-    """One kernel call: ``op`` is "path" or "reduce"."""
+    """One kernel call: ``op`` is "path", "path_grad" (its backward) or "reduce"."""
 
     op: str
     n_rows: int
@@ -83,8 +83,10 @@ def make_inputs(case: Case, device: str | torch.device = "cpu") -> dict[str, tor
         "inputs": rand(n, d),
         "baselines": rand(case.baseline_rows, d),
     }
-    if case.op == "path":
+    if case.op in ("path", "path_grad"):
         tensors["alphas"] = torch.rand(s, generator=g, dtype=torch.float64).to(device)
+        if case.op == "path_grad":
+            tensors["grad_path"] = rand(n, s, d)
     else:
         if case.contiguous:
             grads = torch.randn(n, s, d, generator=g, dtype=torch.float64).to(
@@ -112,6 +114,8 @@ def run_kernel(case: Case, ops, device: str | torch.device = "cpu") -> torch.Ten
     """Call ``ops.build_path`` / ``ops.reduce_path`` on a NaN-poisoned (or prefilled) out."""
     t = make_inputs(case, device)
     dtype = DTYPES[case.dtype]
+    if case.op == "path_grad":
+        return _path_backward(t, getattr(ops, "build_path_differentiable", ops.build_path))
     if case.op == "path":
         out = torch.full(
             (case.n_rows, case.n_steps, case.n_features), float("nan"), dtype=dtype, device=device
@@ -130,12 +134,24 @@ def run_reference(case: Case, device: str | torch.device = "cpu") -> torch.Tenso
     from torchexplain.kernels.ig import reference
 
     t = make_inputs(case, device)
+    if case.op == "path_grad":
+        return _path_backward(t, reference.build_path)
     if case.op == "path":
         return reference.build_path(t["inputs"], t["baselines"], t["alphas"])
     out = t["prefill"].clone()
     return reference.reduce_path(
         t["grads"], t["weights"], t["inputs"], t["baselines"], out=out, accumulate=case.accumulate
     )
+
+
+def _path_backward(t: dict, build_path) -> torch.Tensor:
+    """Gradients of ``<path, grad_path>`` w.r.t. inputs and baselines, concatenated."""
+    inputs = t["inputs"].detach().clone().requires_grad_()
+    baselines = t["baselines"].detach().clone().requires_grad_()
+    with torch.enable_grad():
+        path = build_path(inputs, baselines, t["alphas"])
+        path.backward(t["grad_path"])
+    return torch.cat([inputs.grad.flatten(), baselines.grad.flatten()])
 
 
 def main(cases_path: str, results_path: str) -> None:

@@ -35,6 +35,8 @@ def _cpu_cases() -> list[Case]:
             cases.append(Case("path", n, s, d, dtype))
             cases.append(Case("reduce", n, s, d, dtype))
         cases += [
+            Case("path_grad", 3, 7, 1023, dtype),
+            Case("path_grad", 2, 5, 784, dtype, baseline_rows=2, contiguous=False),
             Case("path", 3, 9, 1023, dtype, baseline_rows=3, contiguous=False),
             Case("reduce", 3, 9, 1023, dtype, baseline_rows=3, contiguous=False),
             Case("reduce", 3, 17, 4097, dtype, accumulate=True),
@@ -59,6 +61,8 @@ def _gpu_cases() -> list[Case]:
             cases.append(Case("path", n, s, d, dtype))
             cases.append(Case("reduce", n, s, d, dtype))
         cases += [
+            Case("path_grad", 257, 50, 784, dtype),
+            Case("path_grad", 9, 50, 4097, dtype, baseline_rows=9, contiguous=False),
             Case("path", 65, 20, 1023, dtype, baseline_rows=65, contiguous=False),
             Case("reduce", 65, 20, 1023, dtype, baseline_rows=65, contiguous=False),
             Case("reduce", 33, 200, 784, dtype, accumulate=True),
@@ -76,11 +80,11 @@ def _assert_matches(kernel_out: torch.Tensor, expected: torch.Tensor, case: Case
     assert kernel_out.dtype == expected.dtype
     assert kernel_out.shape == expected.shape
     assert not torch.isnan(kernel_out).any(), "kernel left elements unwritten (NaN poison survived)"
-    # Tolerance of the precision the values were computed in: paths are rounded to the
-    # input dtype, reductions summed in float32 (float64 for float64 grads) even when
-    # added into a float64 buffer.
+    # Tolerance of the precision the values end in: paths and their input gradients are
+    # rounded to the input dtype, reductions summed in float32 (float64 for float64
+    # grads) even when added into a float64 buffer.
     dtype = DTYPES[case.dtype]
-    rtol, atol = TOLERANCES[dtype if case.op == "path" else ig.accumulation_dtype(dtype)]
+    rtol, atol = TOLERANCES[dtype if case.op != "reduce" else ig.accumulation_dtype(dtype)]
     torch.testing.assert_close(kernel_out.cpu(), expected.cpu(), rtol=rtol, atol=atol)
 
 

@@ -7,10 +7,10 @@ importable, otherwise the plain-PyTorch reference (:mod:`.reference`).
 environment-variable switch. Triton is optional: without it this package imports and
 everything runs on the reference.
 
-The Triton launchers do not record autograd history, so a call that autograd would
-have to differentiate (grad mode on and an argument requiring grad) also takes the
-reference. IG builds the path and reduces gradients outside autograd, so it never
-pays for this.
+Under autograd (grad mode on and an argument requiring grad) ``build_path`` runs
+the path kernel as a ``torch.autograd.Function`` whose backward is the reduce kernel;
+``reduce_path``, and ``build_path`` into an ``out`` buffer, take the reference there.
+IG builds the path and reduces gradients outside autograd, so it never needs either.
 """
 
 from __future__ import annotations
@@ -31,15 +31,17 @@ TRITON_AVAILABLE = triton_ops is not None
 
 
 def uses_triton(*tensors: torch.Tensor | None, force_reference: bool = False) -> bool:
-    """Whether a call on ``tensors`` runs the Triton kernels (else the reference)."""
+    """Whether the Triton kernels can take ``tensors`` (CUDA, supported dtypes, Triton present)."""
     present = [t for t in tensors if t is not None]
     if force_reference or triton_ops is None:
         return False
     if not all(t.is_cuda for t in present):
         return False
-    if not all(t.dtype in triton_ops.SUPPORTED_DTYPES for t in present):
-        return False
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in present))
+    return all(t.dtype in triton_ops.SUPPORTED_DTYPES for t in present)
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _check_rows(name: str, t: torch.Tensor, n_rows: int, n_features: int) -> None:
@@ -116,7 +118,10 @@ def build_path(
     if out is not None:
         _check_out(out, (n_rows, alphas.shape[0], n_features), (inputs.dtype,), inputs.device)
     if uses_triton(inputs, baselines, out, force_reference=force_reference):
-        return triton_ops.build_path(inputs, baselines, alphas, out=out)
+        if not _needs_grad(inputs, baselines, alphas, out):
+            return triton_ops.build_path(inputs, baselines, alphas, out=out)
+        if out is None and not alphas.requires_grad:
+            return triton_ops.build_path_differentiable(inputs, baselines, alphas)
     return reference.build_path(inputs, baselines, alphas.to(inputs.device), out=out)
 
 
@@ -168,7 +173,9 @@ def reduce_path(
     if out is not None:
         # A float64 buffer may collect float32 chunks (IG over inputs of mixed dtypes).
         _check_out(out, (n_rows, n_features), (torch.float32, torch.float64), grads.device)
-    if uses_triton(grads, inputs, baselines, out, force_reference=force_reference):
+    if uses_triton(
+        grads, inputs, baselines, out, force_reference=force_reference
+    ) and not _needs_grad(grads, weights, inputs, baselines, out):
         return triton_ops.reduce_path(
             grads, weights, inputs, baselines, out=out, accumulate=accumulate
         )

@@ -276,3 +276,40 @@ def reduce_path(
             **config,
         )
     return out
+
+
+class BuildPath(torch.autograd.Function):
+    """The path kernel with its backward, which is the reduce kernel.
+
+    ``d path[n, k, d] / d x[n, d] = alphas[k]`` and ``/ d b[n, d] = 1 - alphas[k]``, so
+    the input gradient is ``sum_k alphas_k * grad[n, k, d]`` and the baseline gradient
+    ``sum_k (1 - alphas_k) * grad[n, k, d]`` (summed over examples for a shared
+    baseline): one pass each over the incoming gradient. ``alphas`` gets no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, baselines: torch.Tensor, alphas: torch.Tensor):
+        ctx.save_for_backward(alphas)
+        ctx.shared_baseline = baselines.shape[0] == 1
+        ctx.dtypes = (inputs.dtype, baselines.dtype)
+        return build_path(inputs, baselines, alphas)
+
+    @staticmethod
+    def backward(ctx, grad_path: torch.Tensor):
+        (alphas,) = ctx.saved_tensors
+        grad_inputs = grad_baselines = None
+        if ctx.needs_input_grad[0]:
+            grad_inputs = reduce_path(grad_path, alphas).to(ctx.dtypes[0])
+        if ctx.needs_input_grad[1]:
+            grad_baselines = reduce_path(grad_path, 1 - alphas)
+            if ctx.shared_baseline:
+                grad_baselines = grad_baselines.sum(0, keepdim=True)
+            grad_baselines = grad_baselines.to(ctx.dtypes[1])
+        return grad_inputs, grad_baselines, None
+
+
+def build_path_differentiable(
+    inputs: torch.Tensor, baselines: torch.Tensor, alphas: torch.Tensor
+) -> torch.Tensor:
+    """:func:`build_path` recorded by autograd (gradients to inputs and baselines)."""
+    return BuildPath.apply(inputs, baselines, alphas)
