@@ -25,8 +25,11 @@ CPU_CHUNK_BYTES = 512 * 2**20
 #: Share of free CUDA memory one chunk may use; the rest covers the allocator's
 #: fragmentation and whatever the model allocates outside autograd.
 CUDA_FREE_FRACTION = 0.5
-#: Rows in the first (measuring) chunk when nothing is known yet.
-PROBE_ROWS = 64
+#: At most this many rows in the first (measuring) chunk, when nothing is known yet.
+PROBE_ROWS = 256
+#: Until the first chunk has measured the model, assume activations of this many
+#: times the path's bytes per row (generous for small-image CNNs).
+PROBE_ACTIVATION_FACTOR = 32
 
 
 class SavedBytesCounter:
@@ -76,10 +79,16 @@ def chunk_budget_bytes(device: torch.device) -> int:
 
 
 def rows_for_budget(bytes_per_row: float, budget: int, total_rows: int) -> int:
-    """Rows per chunk so ``rows * bytes_per_row`` stays within ``budget`` (at least 1)."""
-    if bytes_per_row <= 0:
-        return total_rows
-    return max(1, min(total_rows, int(budget // bytes_per_row)))
+    """Rows per chunk so ``rows * bytes_per_row`` stays within ``budget`` (at least 1).
+
+    The rows are spread evenly over the chunks this needs, so no chunk is left
+    with a small tail (small batches run convolutions far below their best speed).
+    """
+    if total_rows <= 0:
+        return 1
+    most = total_rows if bytes_per_row <= 0 else max(1, min(total_rows, int(budget // bytes_per_row)))
+    n_chunks = -(-total_rows // most)
+    return -(-total_rows // n_chunks)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -337,9 +337,8 @@ class _PathIntegral:
         io_bytes_per_row = sum(2 * fx.shape[1] * fx.element_size() for fx in self.flat_inputs)
         if auto:
             budget = _memory.chunk_budget_bytes(self.device)
-            # Until the first chunk has measured the model, assume activations of
-            # roughly 8x the path (conservative for CNNs on small images).
-            rows = _memory.rows_for_budget(8 * io_bytes_per_row, budget, min(total_rows, _memory.PROBE_ROWS))
+            first_guess = _memory.PROBE_ACTIVATION_FACTOR * io_bytes_per_row
+            rows = _memory.rows_for_budget(first_guess, budget, min(total_rows, _memory.PROBE_ROWS))
         else:
             rows = total_rows if internal_batch_size is None else int(internal_batch_size)
         measured = not auto
@@ -363,7 +362,7 @@ class _PathIntegral:
             del grads
             if counter is not None:
                 per_row = (counter.total / (stop - start)) + io_bytes_per_row
-                rows = _memory.rows_for_budget(per_row, budget, total_rows)
+                rows = _memory.rows_for_budget(per_row, budget, total_rows - stop)
                 measured = True
             start = stop
         return totals
