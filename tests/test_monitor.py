@@ -24,6 +24,7 @@ from torchexplain.monitor import (
     MAX_GRID_COLUMNS,
     lightning_callback,
     spearman,
+    spearman_on_top,
     top_overlap,
     unwrap_model,
 )
@@ -124,6 +125,7 @@ def test_records_match_direct_integrated_gradients(tmp_path):
     second = monitor.step(model, 5)
     assert second["spearman_vs_previous"] == pytest.approx(1.0)
     assert second["top_overlap_vs_previous"] == pytest.approx(1.0)
+    assert second["spearman_top_vs_previous"] == pytest.approx(1.0)
     with torch.no_grad():
         model.conv.weight.mul_(-1.0)
     third = monitor.step(model, 10)
@@ -172,6 +174,11 @@ def test_spearman_and_top_overlap_against_brute_force():
         top_y = set(np.argsort(-y[i].numpy())[:10])
         assert float(overlap[i]) == len(top_x & top_y) / 10
     assert torch.isnan(spearman(torch.ones(1, 5), torch.rand(1, 5))).all()
+    on_top = spearman_on_top(x, y, 0.2)
+    for i in range(2):
+        union = sorted(set(np.argsort(-x[i].numpy())[:10]) | set(np.argsort(-y[i].numpy())[:10]))
+        expected = brute_spearman(x[i].numpy()[union].astype(np.float64), y[i].numpy()[union].astype(np.float64))
+        assert float(on_top[i]) == pytest.approx(expected, abs=1e-12)
 
 
 def test_compiled_model_is_explained_through_the_original_module():

@@ -4,8 +4,9 @@ Call :meth:`ExplanationMonitor.step` from any training loop. Every
 ``every_n_steps`` steps it explains a fixed probe batch and records:
 
 - a JSON-lines log (``monitor.jsonl``): mean |attribution|, the convergence delta
-  when the method has one, and how much the maps moved since the last record
-  (Spearman rank correlation of |attribution| and the overlap of the top pixels);
+  when the method has one, and how much the maps moved since the last record:
+  Spearman rank correlation of |attribution| over all features and over the union
+  of both records' top pixels, and the overlap of the top pixels;
 - a PNG grid (``monitor_grid.png``): one row per probe example, its heatmap at each
   recorded step side by side, so the maps can be watched sharpening.
 
@@ -150,6 +151,23 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (ra * rb).sum(1) / denominator
 
 
+def spearman_on_top(a: torch.Tensor, b: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Spearman correlation of each row of ``a`` and ``b`` ``(B, n)`` on the union of both rows' top ``fraction``.
+
+    Image attributions are mostly exact zeros (IG gives 0 wherever the input equals
+    the baseline, e.g. black MNIST pixels); over all pixels those ties pin the rank
+    correlation near 1 whatever the strokes do. On the pixels either map ranks highest
+    it follows how the important pixels are reordered.
+    """
+    k = max(1, round(fraction * a.shape[1]))
+    a64, b64 = a.detach().cpu().double(), b.detach().cpu().double()
+    out = torch.empty(a.shape[0], dtype=torch.float64)
+    for i in range(a.shape[0]):
+        union = torch.cat([torch.topk(a64[i], k).indices, torch.topk(b64[i], k).indices]).unique()
+        out[i] = spearman(a64[i, union][None], b64[i, union][None])[0]
+    return out
+
+
 def top_overlap(a: torch.Tensor, b: torch.Tensor, fraction: float) -> torch.Tensor:
     """Share of the top ``fraction`` of features by value that ``a`` and ``b`` ``(B, n)`` have in common."""
     k = max(1, round(fraction * a.shape[1]))
@@ -286,6 +304,7 @@ class ExplanationMonitor:
         if self._previous is not None:
             importance, previous = flat.abs(), self._previous.abs()
             record["spearman_vs_previous"] = _nanmean(spearman(importance, previous))
+            record["spearman_top_vs_previous"] = _nanmean(spearman_on_top(importance, previous, self.top_fraction))
             record["top_overlap_vs_previous"] = float(top_overlap(importance, previous, self.top_fraction).mean())
         self._previous = flat
         self.records.append(record)
@@ -372,4 +391,4 @@ def lightning_callback(monitor: ExplanationMonitor) -> Any:
     return ExplanationMonitorCallback(monitor)
 
 
-__all__ = ["ExplanationMonitor", "lightning_callback", "spearman", "top_overlap", "unwrap_model"]
+__all__ = ["ExplanationMonitor", "lightning_callback", "spearman", "spearman_on_top", "top_overlap", "unwrap_model"]
