@@ -52,6 +52,7 @@ setup(
         "bench": ["captum>=0.7"],
         "dev": ["ruff>=0.5"],
     },
+    entry_points={"console_scripts": ["torchexplain = torchexplain.cli:console_main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

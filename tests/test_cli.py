@@ -1,0 +1,309 @@
+"""The `torchexplain` command: explain (against direct IG), bench (adapters, table, JSON,
+--compare on synthetic files), demo, error messages without tracebacks."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from torchexplain import Explanation, _bench, cli, integrated_gradients
+from torchexplain._progress import Progress
+
+from .conftest import TOLERANCES
+
+REPO = Path(__file__).resolve().parent.parent
+RTOL, ATOL = TOLERANCES[torch.float32]
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.head = nn.Linear(3 * 6 * 6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.conv(x)).flatten(1))
+
+
+@pytest.fixture
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return SmallCNN().eval()
+
+
+@pytest.fixture
+def inputs(tmp_path) -> dict[str, Path]:
+    gen = np.random.default_rng(0)
+    grey = gen.integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(grey, mode="L").save(tmp_path / "digit.png")
+    np.save(tmp_path / "batch.npy", gen.integers(0, 256, (2, 1, 8, 8), dtype=np.uint8))
+    torch.save(torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(1)), tmp_path / "one.pt")
+    return {"png": tmp_path / "digit.png", "npy": tmp_path / "batch.npy", "pt": tmp_path / "one.pt"}
+
+
+def expected_batch(path: Path) -> torch.Tensor:
+    if path.suffix == ".png":
+        return torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 255)[None, None]
+    if path.suffix == ".npy":
+        return torch.from_numpy(np.load(path)).float() / 255
+    return torch.load(path)[None]
+
+
+def check_explanations(model: nn.Module, out: Path, paths: list[Path], n_steps: int) -> None:
+    summary = json.loads((out / "summary.json").read_text())
+    assert [entry["input"] for entry in summary["inputs"]] == [str(p) for p in paths]
+    for path in paths:
+        got = Explanation.from_json((out / f"{path.stem}.json").read_text())
+        want = integrated_gradients(model, expected_batch(path), n_steps=n_steps)
+        torch.testing.assert_close(got.attributions, want.attributions, rtol=RTOL, atol=ATOL)
+        assert torch.equal(got.target, want.target)
+        assert (out / f"{path.stem}.png").is_file()
+
+
+def test_explain_torchscript_model_on_png_npy_pt(small_model, inputs, tmp_path, capsys):
+    model_path = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(small_model), model_path)
+    paths = [inputs["png"], inputs["npy"], inputs["pt"]]
+    status = cli.main(["explain", "--model", str(model_path), "--input", *map(str, paths),
+                       "--out", str(tmp_path / "out"), "--n-steps", "16", "--device", "cpu"])
+    assert status == 0
+    check_explanations(small_model, tmp_path / "out", paths, 16)
+    assert "digit.png: 1 example(s)" in capsys.readouterr().out
+
+
+def test_explain_exported_model_with_a_static_batch_of_one(small_model, inputs, tmp_path):
+    program = torch.export.export(small_model, (torch.rand(1, 1, 8, 8),))  # batch size fixed at 1
+    model_path = tmp_path / "model.pt2"
+    torch.export.save(program, model_path)
+    paths = [inputs["npy"], inputs["png"]]
+    status = cli.main(["explain", "--model", str(model_path), "--input", *map(str, paths),
+                       "--out", str(tmp_path / "out"), "--n-steps", "8", "--quiet"])
+    assert status == 0
+    check_explanations(small_model, tmp_path / "out", paths, 8)
+
+
+def test_exported_model_resizes_and_greys_images_to_its_input(small_model, tmp_path):
+    program = torch.export.export(small_model, (torch.rand(1, 1, 8, 8),))
+    torch.export.save(program, tmp_path / "model.pt2")
+    colour = np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    Image.fromarray(colour, mode="RGB").save(tmp_path / "photo.jpg")
+    loaded = cli.load_model(tmp_path / "model.pt2", torch.device("cpu"))
+    assert loaded.example_shape == (1, 1, 8, 8) and loaded.static_batch == 1
+    batch = cli.load_inputs(tmp_path / "photo.jpg", loaded.example_shape, None)
+    expected = Image.open(tmp_path / "photo.jpg").convert("L").resize((8, 8), Image.BILINEAR)
+    torch.testing.assert_close(batch, torch.from_numpy(np.asarray(expected, dtype=np.float32) / 255)[None, None])
+    # the static-batch wrapper runs 5 rows one at a time, same outputs as the eager model
+    rows = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(loaded.forward(rows), small_model(rows), rtol=RTOL, atol=ATOL)
+
+
+def run_cli_expecting_error(argv: list[str], capsys, *words: str) -> str:
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_USAGE
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+def test_explain_user_mistakes_name_the_file_or_flag(small_model, inputs, tmp_path, capsys):
+    model_path = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(small_model), model_path)
+    out = str(tmp_path / "out")
+    base = ["explain", "--model", str(model_path), "--out", out, "--input"]
+    run_cli_expecting_error(["explain", "--model", "nope.pt2", "--input", str(inputs["png"]), "--out", out],
+                            capsys, "--model nope.pt2", "no such file")
+    torch.save(small_model.state_dict(), tmp_path / "weights.pt")
+    run_cli_expecting_error(["explain", "--model", str(tmp_path / "weights.pt"), "--input", str(inputs["png"]),
+                             "--out", out], capsys, "weights.pt", "state_dict")
+    (tmp_path / "notes.txt").write_text("hi")
+    run_cli_expecting_error([*base, str(tmp_path / "notes.txt")], capsys, "notes.txt", "unsupported file type")
+    torch.save(torch.rand(2, 3, 4, 5, 6), tmp_path / "five.pt")
+    run_cli_expecting_error([*base, str(tmp_path / "five.pt")], capsys, "five.pt", "5 dimensions")
+    torch.save(torch.rand(1, 5, 5), tmp_path / "small.pt")  # the model needs 8x8
+    run_cli_expecting_error([*base, str(tmp_path / "small.pt")], capsys, "--input", "small.pt", "failed")
+    run_cli_expecting_error([*base, str(inputs["png"]), "--method", "shapley"], capsys, "--method shapley", "unknown")
+    run_cli_expecting_error([*base, str(inputs["png"]), "--n-steps", "0"], capsys, "--n-steps")
+
+
+@pytest.mark.parametrize("method", sorted(cli.PLANNED_METHODS))
+def test_planned_methods_say_whether_they_are_available(method, small_model, inputs, tmp_path, capsys):
+    if method in cli.METHODS and cli.METHODS[method].available:
+        pytest.skip(f"{method} is available in this version")
+    model_path = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(small_model), model_path)
+    run_cli_expecting_error(["explain", "--model", str(model_path), "--input", str(inputs["png"]),
+                             "--out", str(tmp_path / "out"), "--method", method],
+                            capsys, f"method {method!r} is not available in this version")
+
+
+def test_console_errors_exit_nonzero_without_traceback(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "torchexplain.cli", "explain", "--model", str(tmp_path / "missing.pt2"),
+         "--input", "x.png", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "missing.pt2: no such file" in done.stderr
+    bad_flag = subprocess.run([sys.executable, "-m", "torchexplain.cli", "bench", "--qiuck"],
+                              capture_output=True, text=True, cwd=REPO)
+    assert bad_flag.returncode == 2 and "--qiuck" in bad_flag.stderr and "Traceback" not in bad_flag.stderr
+
+
+# -- bench ---------------------------------------------------------------------------------
+
+FAKE_BENCH = '''
+import argparse, json, os, sys
+from pathlib import Path
+p = argparse.ArgumentParser()
+p.add_argument("--device"); p.add_argument("--out"); p.add_argument("--quick", action="store_true")
+a = p.parse_args()
+if os.environ.get("FAKE_FAIL") == "{name}":
+    print("boom", file=sys.stderr); sys.exit(5)
+ours = float(os.environ.get("FAKE_OURS", "2.0"))
+rows = [{{"config": "tiny N=4" + (" quick" if a.quick else ""), "providers": {{
+    "torchexplain": {{"median_s": ours}}, "captum": {{"median_s": 4.0}}, "floor": {{"median_s": 1.0}}}}}}]
+Path(a.out).write_text(json.dumps({{"meta": {{"device": a.device}}, "results": rows}}))
+'''
+
+
+@pytest.fixture
+def fake_benchmarks(tmp_path) -> Path:
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    shutil.copy(REPO / "benchmarks" / "_common.py", folder / "_common.py")
+    for name in ("alpha", "beta"):
+        (folder / f"bench_{name}.py").write_text(FAKE_BENCH.format(name=f"bench_{name}"))
+    return folder
+
+
+def bench(folder: Path, out: Path, *extra: str) -> int:
+    return cli.main(["bench", "--benchmarks-dir", str(folder), "--device", "cpu", "--quick",
+                     "--out", str(out), *extra])
+
+
+def test_bench_runs_every_script_into_one_table_and_json(fake_benchmarks, tmp_path, capsys):
+    out = tmp_path / "all.json"
+    assert bench(fake_benchmarks, out) == 0
+    printed = capsys.readouterr().out
+    header = printed.splitlines()[printed.splitlines().index(next(ln for ln in printed.splitlines() if ln.startswith("method")))]
+    for column in ("method", "configuration", "torchexplain", "peer", "floor", "vs peer", "vs floor", "device"):
+        assert column in header
+    result = json.loads(out.read_text())
+    assert {"device", "versions", "commit", "date"} <= set(result["meta"])
+    assert [(r["benchmark"], r["config"]) for r in result["rows"]] == [
+        ("bench_alpha", "tiny N=4 quick"), ("bench_beta", "tiny N=4 quick")]
+    row = result["rows"][0]
+    assert row["peer"] == "captum" and row["ratio_vs_peer"] == 0.5 and row["ratio_vs_floor"] == 2.0
+    assert set(result["raw"]) == {"bench_alpha", "bench_beta"}
+
+
+def test_bench_compare_exits_nonzero_beyond_the_margin(fake_benchmarks, tmp_path, monkeypatch, capsys):
+    baseline = tmp_path / "baseline.json"
+    rows = [{"benchmark": "bench_alpha", "method": "alpha", "config": "tiny N=4 quick",
+             "ratio_vs_peer": 0.5, "ratio_vs_floor": 2.0}]
+    baseline.write_text(json.dumps({"meta": {}, "rows": rows}))
+    # 2.4 s is 20 % slower than the baseline's 2.0 s: inside the 25 % margin
+    monkeypatch.setenv("FAKE_OURS", "2.4")
+    assert bench(fake_benchmarks, tmp_path / "a.json", "--compare", str(baseline), "--only", "alpha") == 0
+    # 2.6 s is 30 % slower: both ratios regress
+    monkeypatch.setenv("FAKE_OURS", "2.6")
+    assert bench(fake_benchmarks, tmp_path / "b.json", "--compare", str(baseline), "--only", "alpha") == 1
+    err = capsys.readouterr().err
+    assert err.count("REGRESSION bench_alpha | alpha | tiny N=4 quick") == 2 and "+30%" in err
+    compared = json.loads((tmp_path / "b.json").read_text())["compare"]
+    assert len(compared["regressions"]) == 2 and compared["margin"] == _bench.DEFAULT_MARGIN
+    # a wider margin lets it pass; faster is never a regression
+    assert bench(fake_benchmarks, tmp_path / "c.json", "--compare", str(baseline), "--only", "alpha",
+                 "--margin", "0.5") == 0
+    monkeypatch.setenv("FAKE_OURS", "1.0")
+    assert bench(fake_benchmarks, tmp_path / "d.json", "--compare", str(baseline), "--only", "alpha") == 0
+
+
+def test_bench_failed_script_and_bad_files(fake_benchmarks, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_FAIL", "bench_beta")
+    assert bench(fake_benchmarks, tmp_path / "x.json") == cli.EXIT_BENCH_FAILED
+    err = capsys.readouterr().err
+    assert "bench_beta.py: FAILED (exit 5)" in err and "boom" in err
+    assert [r["benchmark"] for r in json.loads((tmp_path / "x.json").read_text())["rows"]] == ["bench_alpha"]
+    (tmp_path / "bad.json").write_text("{not json")
+    run_cli_expecting_error(["bench", "--benchmarks-dir", str(fake_benchmarks), "--compare", str(tmp_path / "bad.json")],
+                            capsys, "--compare", "bad.json", "not valid JSON")
+    (tmp_path / "other.json").write_text(json.dumps({"results": []}))
+    run_cli_expecting_error(["bench", "--benchmarks-dir", str(fake_benchmarks), "--compare", str(tmp_path / "other.json")],
+                            capsys, "other.json", "'rows' list")
+    run_cli_expecting_error(["bench", "--benchmarks-dir", str(fake_benchmarks), "--only", "gamma"],
+                            capsys, "--only gamma", "alpha, beta")
+    run_cli_expecting_error(["bench", "--benchmarks-dir", str(tmp_path / "nowhere")], capsys, "--benchmarks-dir")
+    if not torch.cuda.is_available():
+        run_cli_expecting_error(["bench", "--device", "cuda"], capsys, "--device cuda", "no CUDA device")
+
+
+def test_bench_without_a_source_checkout_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(_bench, "__file__", str(tmp_path / "site-packages" / "torchexplain" / "_bench.py"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(_bench.BenchError, match="not installed with the package.*--benchmarks-dir"):
+        _bench.find_benchmarks_dir()
+
+
+def test_kernel_adapter_uses_the_dispatch_and_copy_bandwidth_floor():
+    payload = {"meta": {"device": "cpu", "copy_bandwidth_gbps": 2.0}, "rows": [
+        {"size": "s", "op": "path", "dtype": "float32", "N": 4, "steps": 8, "provider": p, "bytes": 4e6,
+         "median_ms": ms} for p, ms in (("reference", 4.0), ("captum_style", 8.0))]}
+    (row,) = _bench.normalise("bench_kernels", payload)
+    assert row["method"] == "ig_kernel_path" and "eager reference" in row["config"]
+    assert row["ratio_vs_peer"] == pytest.approx(0.5)
+    assert row["floor_s"] == pytest.approx(4e6 / 2e9) and row["ratio_vs_floor"] == pytest.approx(0.004 / 0.002)
+
+
+def test_generic_adapter_reads_flat_provider_rows():
+    payload = {"meta": {"device": "cuda"}, "rows": [
+        {"size": "a", "provider": "torchexplain", "median_s": 1.0},
+        {"size": "a", "provider": "alibi", "median_s": 3.0},
+        {"size": "a", "provider": "floor", "median_s": 0.5}]}
+    (row,) = _bench.normalise("bench_newmethod", payload)
+    assert (row["method"], row["peer"], row["device"]) == ("newmethod", "alibi", "cuda")
+    assert row["ratio_vs_peer"] == pytest.approx(1 / 3) and row["ratio_vs_floor"] == 2.0
+
+
+def test_progress_bar_draws_only_when_enabled():
+    stream = io.StringIO()
+    with Progress(2, "bench", enabled=False, stream=stream) as bar:
+        bar.update("x")
+        bar.advance()
+    assert stream.getvalue() == ""
+    with Progress(2, "bench", enabled=True, stream=stream) as bar:
+        bar.update("bench_ig")
+        bar.advance()
+    drawn = stream.getvalue()
+    assert "bench [############............] 1/2" in drawn and "bench_ig" in drawn
+    assert not io.StringIO().isatty()  # so the default (enabled=None) is quiet off a terminal
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def test_demo_command_and_the_example_wrapper_write_the_same_summary(mnist_cnn, tmp_path, capsys):
+    args = ["--n-explain", "2", "--n-steps", "4", "--device", "cpu"]
+    assert cli.main(["demo", "--out", str(tmp_path / "cli"), *args]) == 0
+    printed = capsys.readouterr().out
+    assert "integrated gradients: 2 digits x 4 steps" in printed
+    done = subprocess.run([sys.executable, "examples/mnist_cnn.py", "--out", str(tmp_path / "example"), *args],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    from_cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    from_example = json.loads((tmp_path / "example" / "summary.json").read_text())
+    assert from_cli["accuracy"] == from_example["accuracy"]
+    assert from_cli["integrated_gradients"]["mean_abs_delta"] == pytest.approx(
+        from_example["integrated_gradients"]["mean_abs_delta"], rel=1e-6)

@@ -1,0 +1,334 @@
+"""``torchexplain bench``: run every ``benchmarks/bench_*.py``, one table, one JSON, a gate.
+
+Each script keeps its own JSON layout (they measure different things); a small
+adapter per script turns its results into common rows::
+
+    method, config, device, torchexplain_s, peer, peer_s, floor, floor_s,
+    ratio_vs_peer = torchexplain_s / peer_s, ratio_vs_floor = torchexplain_s / floor_s
+
+Ratios are times, so lower is better and they travel between runs far better than
+seconds do. A script without an adapter is read by the generic one, which understands
+the two layouts the scripts share (rows with a ``providers`` dict, or flat rows with a
+``provider`` field), so a new ``bench_<method>.py`` plugs in by following either.
+
+``--compare baseline.json`` flags a row whose ratio grew by more than ``margin``
+(default :data:`DEFAULT_MARGIN`, i.e. 25 %) over the same row of the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: A ratio regresses when ``new > baseline * (1 + margin)``. 25 %: the spread of
+#: ratios between repeated CPU runs on a shared 2-core machine reaches ~15 %, and a
+#: regression worth blocking a merge for is larger than that.
+DEFAULT_MARGIN = 0.25
+#: Peers in order of preference when a script compares several.
+PEER_PREFERENCE = ("captum", "alibi", "shap", "captum_style")
+RATIO_KEYS = ("ratio_vs_peer", "ratio_vs_floor")
+
+
+class BenchError(Exception):
+    """A user-facing problem (missing folder, bad baseline file): printed, no traceback."""
+
+
+def find_benchmarks_dir(explicit: str | Path | None = None) -> Path:
+    """The source checkout's ``benchmarks/`` folder (benchmarks are not installed)."""
+    if explicit is not None:
+        folder = Path(explicit)
+        if not folder.is_dir() or not any(folder.glob("bench_*.py")):
+            raise BenchError(f"--benchmarks-dir {folder}: no bench_*.py scripts there")
+        return folder.resolve()
+    package_dir = Path(__file__).resolve().parent
+    candidates = [package_dir.parent / "benchmarks", Path.cwd() / "benchmarks"]
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob("bench_*.py")) and (folder / "_common.py").is_file():
+            return folder.resolve()
+    raise BenchError(
+        "torchexplain bench runs the scripts in the source checkout's benchmarks/ folder, which "
+        "is not installed with the package, and none was found next to the package "
+        f"({package_dir.parent}) or in the current directory ({Path.cwd()}). Clone the repository "
+        "and install it from there (pip install -e '.[bench]'), run the command inside the "
+        "checkout, or pass --benchmarks-dir PATH."
+    )
+
+
+def discover(folder: Path, only: list[str] | None = None) -> list[Path]:
+    scripts = sorted(folder.glob("bench_*.py"))
+    if only:
+        wanted = {name.removeprefix("bench_").removesuffix(".py") for name in only}
+        known = {s.stem.removeprefix("bench_") for s in scripts}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise BenchError(
+                f"--only {','.join(unknown)}: no such benchmark in {folder}; available: {', '.join(sorted(known))}"
+            )
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_") in wanted]
+    return scripts
+
+
+@dataclass
+class ScriptRun:
+    name: str
+    returncode: int
+    seconds: float
+    payload: dict[str, Any] | None
+    log_tail: str
+
+
+def run_script(script: Path, device: str, quick: bool, workdir: Path, timeout: float | None) -> ScriptRun:
+    out = workdir / f"{script.stem}.json"
+    command = [sys.executable, str(script), "--device", device, "--out", str(out)]
+    if quick:
+        command.append("--quick")
+    env = dict(os.environ)
+    # Scripts import torchexplain: the checkout's copy, whether or not it is installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(script.parent.parent), env.get("PYTHONPATH")]))
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, cwd=script.parent.parent, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        returncode, log = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as err:
+        returncode = 124
+        log = f"timed out after {timeout} s\n" + _text(err.stdout) + _text(err.stderr)
+    seconds = time.perf_counter() - start
+    payload = None
+    if returncode == 0 and out.is_file():
+        payload = json.loads(out.read_text())
+    elif returncode == 0:
+        returncode, log = 1, log + f"\n{script.name} exited 0 but wrote no JSON to --out {out}"
+    return ScriptRun(script.stem, returncode, seconds, payload, "\n".join(log.strip().splitlines()[-15:]))
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+# -- adapters: one script's JSON -> common rows -----------------------------------------
+
+
+def _row(benchmark: str, method: str, config: str, device: str, ours: float | None,
+         peer: str | None = None, peer_s: float | None = None,
+         floor: str | None = None, floor_s: float | None = None) -> dict[str, Any]:
+    return {
+        "benchmark": benchmark,
+        "method": method,
+        "config": config,
+        "device": device,
+        "torchexplain_s": ours,
+        "peer": peer,
+        "peer_s": peer_s,
+        "floor": floor,
+        "floor_s": floor_s,
+        "ratio_vs_peer": _ratio(ours, peer_s),
+        "ratio_vs_floor": _ratio(ours, floor_s),
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _median(provider: dict[str, Any] | None) -> float | None:
+    if not provider:
+        return None
+    if "median_s" in provider:
+        return provider["median_s"]
+    if "median_ms" in provider:
+        return provider["median_ms"] / 1e3
+    return None
+
+
+def _pick_peer(names: list[str]) -> str | None:
+    others = [n for n in names if n not in ("torchexplain", "floor")]
+    for preferred in PEER_PREFERENCE:
+        if preferred in others:
+            return preferred
+    return others[0] if others else None
+
+
+def _method_name(benchmark: str) -> str:
+    return benchmark.removeprefix("bench_")
+
+
+def adapt_providers(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """Rows shaped ``{"config": ..., "providers": {name: {"median_s": ...}}}`` (bench_ig)."""
+    rows = []
+    for entry in payload.get("results", payload.get("rows", [])):
+        providers = entry.get("providers")
+        if not isinstance(providers, dict) or "torchexplain" not in providers:
+            continue
+        peer = _pick_peer(list(providers))
+        rows.append(_row(
+            benchmark, entry.get("method", _method_name(benchmark)), str(entry.get("config", "?")), device,
+            _median(providers["torchexplain"]), peer, _median(providers.get(peer)),
+            "floor" if "floor" in providers else None, _median(providers.get("floor")),
+        ))
+    return rows
+
+
+def adapt_flat(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """Flat rows, one per provider, with ``provider`` and ``median_s``/``median_ms`` fields."""
+    timing_keys = {"provider", "median_s", "median_ms", "min_s", "max_s", "repeats"}
+    groups: dict[str, dict[str, float | None]] = {}
+    for entry in payload.get("results", payload.get("rows", [])):
+        if "provider" not in entry:
+            continue
+        config = " ".join(
+            f"{k}={v}" for k, v in entry.items()
+            if k not in timing_keys and isinstance(v, (str, int)) and not isinstance(v, bool)
+            and k in ("size", "op", "dtype", "N", "steps", "config", "name")
+        )
+        groups.setdefault(config, {})[entry["provider"]] = _median(entry)
+    rows = []
+    for config, providers in groups.items():
+        if "torchexplain" not in providers:
+            continue
+        peer = _pick_peer(list(providers))
+        rows.append(_row(benchmark, _method_name(benchmark), config, device, providers["torchexplain"],
+                         peer, providers.get(peer), "floor" if "floor" in providers else None,
+                         providers.get("floor")))
+    return rows
+
+
+def adapt_kernels(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """bench_kernels: the dispatch (the eager reference on CPU) vs the Captum-style ops;
+    the floor is moving the op's bytes at the copy bandwidth measured in the same run."""
+    copy_gbps = payload.get("meta", {}).get("copy_bandwidth_gbps")
+    groups: dict[tuple, dict[str, Any]] = {}
+    for entry in payload.get("rows", []):
+        key = (entry["size"], entry["op"], entry["dtype"], entry["N"], entry["steps"])
+        groups.setdefault(key, {})[entry["provider"]] = entry
+    rows = []
+    for (size, op, dtype, n, steps), providers in groups.items():
+        ours_name = "torchexplain" if "torchexplain" in providers else "reference"
+        ours = providers.get(ours_name)
+        if ours is None:
+            continue
+        floor_s = ours["bytes"] / (copy_gbps * 1e9) if copy_gbps else None
+        label = "" if ours_name == "torchexplain" else " (eager reference)"
+        rows.append(_row(
+            benchmark, f"ig_kernel_{op}", f"{size} {dtype} N={n} steps={steps}{label}", device,
+            ours["median_ms"] / 1e3, "captum_style",
+            providers["captum_style"]["median_ms"] / 1e3 if "captum_style" in providers else None,
+            "copy_bandwidth" if floor_s else None, floor_s,
+        ))
+    return rows
+
+
+def adapt_generic(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    return adapt_providers(benchmark, payload, device) or adapt_flat(benchmark, payload, device)
+
+
+#: Script name -> adapter. Scripts not listed go through :func:`adapt_generic`.
+ADAPTERS: dict[str, Callable[[str, dict[str, Any], str], list[dict[str, Any]]]] = {
+    "bench_ig": adapt_providers,
+    "bench_kernels": adapt_kernels,
+    "bench_monitor": adapt_providers,
+}
+
+
+def normalise(benchmark: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    device = str(payload.get("meta", {}).get("device", "?"))
+    return ADAPTERS.get(benchmark, adapt_generic)(benchmark, payload, device)
+
+
+# -- comparison against a baseline -------------------------------------------------------
+
+
+def row_key(row: dict[str, Any]) -> str:
+    return f"{row['benchmark']} | {row['method']} | {row['config']}"
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"--compare {path}: no such file")
+    try:
+        baseline = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BenchError(f"--compare {path}: not valid JSON ({err})") from err
+    if not isinstance(baseline, dict) or not isinstance(baseline.get("rows"), list):
+        raise BenchError(
+            f"--compare {path}: expected the JSON written by `torchexplain bench --out` "
+            "(an object with a 'rows' list)"
+        )
+    for i, row in enumerate(baseline["rows"]):
+        if not isinstance(row, dict) or not {"benchmark", "method", "config"} <= set(row):
+            raise BenchError(f"--compare {path}: row {i} lacks benchmark/method/config")
+    return baseline
+
+
+def compare(rows: list[dict[str, Any]], baseline: dict[str, Any], margin: float) -> dict[str, Any]:
+    """Each ratio of ``rows`` against the same row of ``baseline``; regressions beyond ``margin``."""
+    previous = {row_key(r): r for r in baseline["rows"]}
+    checks, regressions = [], []
+    for row in rows:
+        old = previous.get(row_key(row))
+        if old is None:
+            continue
+        for key in RATIO_KEYS:
+            new_ratio, old_ratio = row.get(key), old.get(key)
+            if not new_ratio or not old_ratio:
+                continue
+            change = new_ratio / old_ratio - 1
+            check = {"row": row_key(row), "ratio": key, "baseline": old_ratio, "now": new_ratio,
+                     "change": change, "regressed": change > margin}
+            checks.append(check)
+            if check["regressed"]:
+                regressions.append(check)
+    current = {row_key(r) for r in rows}
+    return {
+        "margin": margin,
+        "baseline_device": baseline.get("meta", {}).get("device_name"),
+        "checks": checks,
+        "regressions": regressions,
+        "missing_now": sorted(set(previous) - current),
+        "new_rows": sorted(current - set(previous)),
+    }
+
+
+def format_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1e-3:
+        return f"{value * 1e6:.0f}us"
+    if value < 1:
+        return f"{value * 1e3:.1f}ms"
+    return f"{value:.2f}s"
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    def ratio(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}x"
+
+    return [
+        {
+            "method": r["method"],
+            "configuration": r["config"],
+            "torchexplain": format_seconds(r["torchexplain_s"]),
+            "peer": "-" if r["peer"] is None else f"{format_seconds(r['peer_s'])} {r['peer']}",
+            "floor": "-" if r["floor"] is None else f"{format_seconds(r['floor_s'])} {r['floor']}",
+            "vs peer": ratio(r["ratio_vs_peer"]),
+            "vs floor": ratio(r["ratio_vs_floor"]),
+            "device": r["device"],
+        }
+        for r in rows
+    ]
+
+
+def temporary_workdir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="torchexplain-bench-")

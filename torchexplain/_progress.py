@@ -1,0 +1,74 @@
+"""A tiny progress bar for the command line: drawn on a terminal, silent otherwise.
+
+Small enough not to need tqdm as a dependency: one line on stderr, redrawn in
+place with ``\\r``, showing done/total, the current item and the elapsed time.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    """``with Progress(total, "bench") as bar: bar.update(label); ...; bar.advance()``.
+
+    Args:
+        total: number of items.
+        description: shown before the bar.
+        enabled: draw at all; ``None`` draws only when ``stream`` is a terminal.
+        stream: where to draw (default stderr, so stdout stays clean for tables/pipes).
+    """
+
+    WIDTH = 24
+
+    def __init__(self, total: int, description: str, enabled: bool | None = None, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.total = max(total, 1)
+        self.description = description
+        self.done = 0
+        self.label = ""
+        self.start = time.perf_counter()
+        self._drawn = 0
+
+    def __enter__(self) -> Progress:
+        self._draw()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled and self._drawn:
+            self.stream.write("\r" + " " * self._drawn + "\r")
+            self.stream.flush()
+
+    def update(self, label: str) -> None:
+        """Name the item being worked on now."""
+        self.label = label
+        self._draw()
+
+    def advance(self, n: int = 1) -> None:
+        self.done = min(self.total, self.done + n)
+        self._draw()
+
+    def write(self, line: str, file: TextIO | None = None) -> None:
+        """Print a line above the bar (to ``file``, default stdout)."""
+        if self.enabled and self._drawn:
+            self.stream.write("\r" + " " * self._drawn + "\r")
+            self.stream.flush()
+        print(line, file=file or sys.stdout, flush=True)
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.enabled:
+            return
+        filled = round(self.WIDTH * self.done / self.total)
+        elapsed = time.perf_counter() - self.start
+        line = (
+            f"{self.description} [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+            f"{self.done}/{self.total} {elapsed:5.0f}s {self.label}"
+        )
+        pad = max(0, self._drawn - len(line))
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+        self._drawn = len(line)

@@ -1,0 +1,473 @@
+"""The ``torchexplain`` command.
+
+    torchexplain demo [--out DIR] [--device cpu|cuda]
+    torchexplain explain --model FILE --input FILE [FILE ...] [--method ig] --out DIR
+    torchexplain bench [--device cuda|cpu] [--quick] [--out results.json] [--compare baseline.json]
+
+Exit status: 0 success; 1 ``bench --compare`` found a regression; 2 a usage error
+(a bad flag or file: one line on stderr naming it, no traceback); 3 a benchmark
+script failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import torchexplain
+from torchexplain import _bench, visualize
+from torchexplain._progress import Progress
+from torchexplain.explanation import Explanation
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_BENCH_FAILED = 0, 1, 2, 3
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TENSOR_SUFFIXES = (".pt", ".pth", ".npy")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its files: reported in one line, exit status 2."""
+
+
+# -- models and inputs -------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A callable model, and what its file says about its input (``None`` when unknown)."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    kind: str  # "torch.export" or "TorchScript"
+    example_shape: tuple[int, ...] | None  # (B, C, H, W) of the exported example input
+    static_batch: int | None  # the exported batch size when it was not made dynamic
+
+
+class _ExportedForward:
+    """An exported program's module as a plain callable, run in pieces of its static batch size.
+
+    ``torch.export`` fixes the batch size unless it was marked dynamic, while explainers
+    batch many rows at once; the rows are run ``static_batch`` at a time, the last piece
+    padded with zeros and its padding dropped. It is not an ``nn.Module`` on purpose:
+    exported modules refuse ``.eval()``/``.train()``, and their mode is fixed at export.
+    """
+
+    def __init__(self, module: Callable, static_batch: int | None) -> None:
+        self.module = module
+        self.static_batch = static_batch
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.static_batch is None or x.shape[0] == self.static_batch:
+            return self.module(x)
+        outputs = []
+        for piece in x.split(self.static_batch):
+            rows = piece.shape[0]
+            if rows < self.static_batch:
+                padding = piece.new_zeros((self.static_batch - rows, *piece.shape[1:]))
+                piece = torch.cat([piece, padding])
+            outputs.append(self.module(piece)[:rows])
+        return torch.cat(outputs)
+
+
+def _exported_input_shape(program: Any) -> tuple[tuple[int, ...] | None, int | None]:
+    names = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in names:
+            value = node.meta.get("val")
+            if value is None or not hasattr(value, "shape"):
+                return None, None
+            shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
+            static = shape[0] if shape and shape[0] != -1 else None
+            return shape, static
+    return None, None
+
+
+def load_model(path: Path, device: torch.device) -> LoadedModel:
+    """A ``torch.export`` archive (``.pt2``) or a TorchScript file, ready to call on ``device``."""
+    if not path.is_file():
+        raise UsageError(f"--model {path}: no such file")
+    errors = []
+    loaders = ("export", "jit") if path.suffix == ".pt2" else ("jit", "export")
+    for loader in loaders:
+        try:
+            if loader == "export":
+                program = torch.export.load(str(path))
+                shape, static = _exported_input_shape(program)
+                module = program.module().to(device)
+                return LoadedModel(_ExportedForward(module, static), "torch.export", shape, static)
+            module = torch.jit.load(str(path), map_location=device)
+            return LoadedModel(module, "TorchScript", None, None)
+        except Exception as err:  # each loader fails in its own way on the other's files
+            errors.append(f"{'torch.export.load' if loader == 'export' else 'torch.jit.load'}: "
+                          f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
+    raise UsageError(
+        f"--model {path}: not a torch.export archive (.pt2, torch.export.save) nor a TorchScript "
+        f"file (torch.jit.save); a state_dict or a pickled nn.Module cannot be run without its code. "
+        f"({'; '.join(errors)})"
+    )
+
+
+def load_inputs(path: Path, expected: tuple[int, ...] | None, channels: int | None) -> torch.Tensor:
+    """One input file as a float batch ``(B, ...)``.
+
+    Images become ``(1, C, H, W)`` in [0, 1] (C from ``--channels``, else the exported
+    model's input, else the file: grey stays 1 channel, colour is RGB), resized to the
+    exported model's H x W when it has one. ``.pt``/``.npy`` tensors are taken as they
+    are (uint8 scaled to [0, 1]); they hold one example, or a batch when they have one
+    more dimension than the model's input (4 dimensions when that is unknown).
+    """
+    if not path.is_file():
+        raise UsageError(f"--input {path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return _load_image(path, expected, channels)
+    if suffix not in TENSOR_SUFFIXES:
+        raise UsageError(
+            f"--input {path}: unsupported file type {suffix or '(none)'!r}; expected one of "
+            f"{', '.join(IMAGE_SUFFIXES + TENSOR_SUFFIXES)}"
+        )
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+        else:
+            tensor = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UsageError(f"--input {path}: cannot be read as {suffix} ({str(err).splitlines()[0]})") from err
+    if not isinstance(tensor, torch.Tensor):
+        raise UsageError(f"--input {path}: expected a saved tensor, found {type(tensor).__name__}")
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float() / 255
+    elif not tensor.is_floating_point():
+        raise UsageError(f"--input {path}: expected float or uint8 values, got {tensor.dtype}")
+    tensor = tensor.float()
+    example_dims = len(expected) - 1 if expected else 3
+    if tensor.dim() == example_dims + 1:
+        batch = tensor
+    elif tensor.dim() == example_dims:
+        batch = tensor.unsqueeze(0)
+    else:
+        raise UsageError(
+            f"--input {path}: shape {tuple(tensor.shape)} has {tensor.dim()} dimensions; the model "
+            f"takes {example_dims} per example (or {example_dims + 1} for a batch)"
+        )
+    if expected and tuple(batch.shape[1:]) != tuple(d for d in expected[1:]) and -1 not in expected[1:]:
+        raise UsageError(
+            f"--input {path}: examples shaped {tuple(batch.shape[1:])}, but the model was exported "
+            f"for {tuple(expected[1:])}"
+        )
+    return batch
+
+
+def _load_image(path: Path, expected: tuple[int, ...] | None, channels: int | None) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError) as err:
+        raise UsageError(f"--input {path}: not a readable image ({err})") from err
+    if channels is None and expected and len(expected) == 4 and expected[1] in (1, 3):
+        channels = expected[1]
+    if channels is None:
+        channels = 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    image = image.convert("L" if channels == 1 else "RGB")
+    if expected and len(expected) == 4 and expected[2] > 0 and image.size != (expected[3], expected[2]):
+        image = image.resize((expected[3], expected[2]), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.float32) / 255
+    tensor = torch.from_numpy(array)
+    tensor = tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+    return tensor.unsqueeze(0).contiguous()
+
+
+# -- methods -----------------------------------------------------------------------------
+
+
+@dataclass
+class CliMethod:
+    """One ``--method``: the torchexplain attribute it needs and how to run and draw it."""
+
+    attribute: str
+    explain: Callable[[Callable, torch.Tensor, argparse.Namespace], Explanation]
+    draw: Callable[[torch.Tensor, Explanation, Path], Path | None]
+
+    @property
+    def available(self) -> bool:
+        return hasattr(torchexplain, self.attribute)
+
+
+def _explain_ig(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
+    explainer = torchexplain.IntegratedGradients(model, n_steps=args.n_steps)
+    return explainer.explain(inputs, target=args.target)
+
+
+def _is_image(x: torch.Tensor) -> bool:
+    return x.dim() == 3 and x.shape[0] in (1, 3)
+
+
+def _draw_attributions(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Path | None:
+    if not _is_image(inputs[0]):
+        return None
+    attributions = explanation.attributions.detach().cpu()
+    rows, captions = [], []
+    for i in range(inputs.shape[0]):
+        image = inputs[i].cpu()
+        rows.append([image, visualize.heatmap(attributions[i]), visualize.overlay(image, attributions[i])])
+        caption = f"#{i} target {int(explanation.target[i])}" if explanation.target is not None else f"#{i}"
+        delta = explanation.data.get("convergence_delta")
+        if delta is not None:
+            caption += f"  delta {float(delta[i]):+.1e}"
+        captions.append(caption)
+    return visualize.save_grid(rows, captions, path, titles=["input", "attribution", "overlay"])
+
+
+#: ``--method`` name -> how to run it. Methods whose class is not in this version of
+#: torchexplain stay listed and answer with a clear error.
+METHODS: dict[str, CliMethod] = {
+    "ig": CliMethod("IntegratedGradients", _explain_ig, _draw_attributions),
+}
+PLANNED_METHODS = {"counterfactual": "Counterfactual", "anchor": "AnchorImage"}
+
+
+def _method(name: str) -> CliMethod:
+    if name in METHODS and METHODS[name].available:
+        return METHODS[name]
+    if name in METHODS or name in PLANNED_METHODS:
+        raise UsageError(
+            f"--method {name}: method {name!r} is not available in this version of torchexplain "
+            f"({torchexplain.__version__}); available: {', '.join(n for n, m in METHODS.items() if m.available)}"
+        )
+    raise UsageError(f"--method {name}: unknown method; expected one of {', '.join([*METHODS, *PLANNED_METHODS])}")
+
+
+def _unique_stems(paths: list[Path]) -> list[str]:
+    stems, seen = [], {}
+    for path in paths:
+        stem = path.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    method = _method(args.method)
+    device = _device(args.device)
+    if args.n_steps < 1:
+        raise UsageError(f"--n-steps must be at least 1, got {args.n_steps}")
+    model = load_model(Path(args.model), device)
+    batches = [load_inputs(Path(p), model.example_shape, args.channels) for p in args.input]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "model": str(args.model), "model_kind": model.kind, "method": args.method,
+        "torchexplain": torchexplain.__version__, "device": str(device), "inputs": [],
+    }
+    paths = [Path(p) for p in args.input]
+    with Progress(len(paths), f"explain ({args.method})", enabled=None if not args.quiet else False) as bar:
+        for path, stem, batch in zip(paths, _unique_stems(paths), batches, strict=True):
+            bar.update(path.name)
+            try:
+                explanation = method.explain(model.forward, batch.to(device), args)
+            except (RuntimeError, ValueError, TypeError) as err:
+                # The model refusing this input (wrong shape, channels, dtype) is a user mistake.
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise UsageError(f"--input {path}: explaining it with --model {args.model} failed: {first_line}") from err
+            json_path = out / f"{stem}.json"
+            json_path.write_text(explanation.to_json())
+            picture = method.draw(batch, explanation, out / f"{stem}.png")
+            entry = {"input": str(path), "json": str(json_path), "picture": None if picture is None else str(picture),
+                     "examples": int(batch.shape[0])}
+            if isinstance(explanation.data.get("target"), torch.Tensor):
+                entry["target"] = explanation.target.tolist()
+            summary["inputs"].append(entry)
+            bar.advance()
+            if not args.quiet:
+                bar.write(f"{path}: {entry['examples']} example(s) -> {json_path}"
+                          + (f", {picture}" if picture else ""))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if not args.quiet:
+        print(f"wrote {out / 'summary.json'}")
+    return EXIT_OK
+
+
+# -- bench -------------------------------------------------------------------------------
+
+
+def _load_common(folder: Path):
+    """The checkout's benchmarks/_common.py (metadata for the combined JSON)."""
+    spec = importlib.util.spec_from_file_location("_torchexplain_bench_common", folder / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _print_table(rows: list[dict[str, str]], stream=None) -> None:
+    stream = stream or sys.stdout
+    if not rows:
+        print("(no comparable rows)", file=stream)
+        return
+    columns = list(rows[0])
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), file=stream)
+    for row in rows:
+        print("  ".join(row[c].ljust(w) for c, w in zip(columns, widths, strict=True)), file=stream)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    if not 0 <= args.margin < 10:
+        raise UsageError(f"--margin must be a fraction such as 0.25 (25 %), got {args.margin}")
+    baseline = _bench.load_baseline(args.compare) if args.compare else None
+    folder = _bench.find_benchmarks_dir(args.benchmarks_dir)
+    scripts = _bench.discover(folder, args.only.split(",") if args.only else None)
+    runs = []
+    with _bench.temporary_workdir() as tmp, Progress(
+        len(scripts), "bench", enabled=None if not args.quiet else False
+    ) as bar:
+        for script in scripts:
+            bar.update(script.stem)
+            run = _bench.run_script(script, device.type, args.quick, Path(tmp), args.timeout)
+            runs.append(run)
+            bar.advance()
+            status = "ok" if run.returncode == 0 else f"FAILED (exit {run.returncode})"
+            if run.returncode != 0:
+                bar.write(f"{script.name}: {status} in {run.seconds:.1f} s\n"
+                          + "\n".join("    " + line for line in run.log_tail.splitlines()), file=sys.stderr)
+            elif not args.quiet:
+                bar.write(f"{script.name}: {status} in {run.seconds:.1f} s")
+    rows = [row for run in runs if run.payload for row in _bench.normalise(run.name, run.payload)]
+    if not args.quiet:
+        _print_table(_bench.table_rows(rows))
+    common = _load_common(folder)
+    payload: dict[str, Any] = {
+        "meta": common.metadata(device, benchmark="torchexplain bench", quick=args.quick,
+                                margin=args.margin, ratio="torchexplain_s / other_s (lower is better)"),
+        "rows": rows,
+        "scripts": [{"name": r.name, "returncode": r.returncode, "seconds": r.seconds,
+                     **({"log_tail": r.log_tail} if r.returncode else {})} for r in runs],
+        "raw": {r.name: r.payload for r in runs if r.payload},
+    }
+    status = EXIT_OK
+    if baseline is not None:
+        comparison = _bench.compare(rows, baseline, args.margin)
+        payload["compare"] = {"baseline": str(args.compare), **comparison}
+        status = _report_comparison(comparison, device_name=payload["meta"].get("device_name"))
+    out = Path(args.out) if args.out else folder / "results" / (
+        f"torchexplain_bench-{device.type}{'-quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    if not args.quiet:
+        print(f"wrote {out}")
+    if any(r.returncode != 0 for r in runs):
+        failed = ", ".join(r.name for r in runs if r.returncode)
+        print(f"torchexplain bench: error: benchmark(s) failed: {failed}", file=sys.stderr)
+        return EXIT_BENCH_FAILED
+    return status
+
+
+def _report_comparison(comparison: dict[str, Any], device_name: str | None) -> int:
+    margin = comparison["margin"]
+    if comparison["baseline_device"] and comparison["baseline_device"] != device_name:
+        print(f"note: the baseline was measured on {comparison['baseline_device']}, this run on {device_name}",
+              file=sys.stderr)
+    for key in comparison["missing_now"]:
+        print(f"note: baseline row not measured now: {key}", file=sys.stderr)
+    print(f"compared {len(comparison['checks'])} ratios with the baseline (margin {margin:.0%})")
+    for check in comparison["regressions"]:
+        print(f"REGRESSION {check['row']}: {check['ratio']} {check['baseline']:.3g} -> {check['now']:.3g} "
+              f"({check['change']:+.0%})", file=sys.stderr)
+    if comparison["regressions"]:
+        print(f"torchexplain bench: {len(comparison['regressions'])} ratio(s) regressed by more than "
+              f"{margin:.0%}", file=sys.stderr)
+        return EXIT_REGRESSION
+    return EXIT_OK
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageError(f"--device {name}: expected cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA device is available (torch.cuda.is_available() is False)")
+    return torch.device(name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from torchexplain import demo
+
+    parser = argparse.ArgumentParser(prog="torchexplain", description="Fast explanations for PyTorch models.")
+    parser.add_argument("--version", action="version", version=f"torchexplain {torchexplain.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo_parser = commands.add_parser("demo", help="the MNIST demo: train (or reuse) a CNN and explain it")
+    demo.add_arguments(demo_parser)
+
+    explain = commands.add_parser("explain", help="explain a saved model's predictions on input files")
+    explain.add_argument("--model", required=True, help="torch.export archive (.pt2) or TorchScript file")
+    explain.add_argument("--input", required=True, nargs="+", metavar="FILE",
+                         help="PNG/JPEG images, or .pt/.npy tensors (one example or a batch)")
+    explain.add_argument("--method", default="ig", help=f"one of {', '.join([*METHODS, *PLANNED_METHODS])} (default ig)")
+    explain.add_argument("--out", required=True, help="folder for <input>.json, <input>.png and summary.json")
+    explain.add_argument("--target", type=int, default=None, help="class to explain (default: the prediction)")
+    explain.add_argument("--n-steps", type=int, default=50, help="IG: steps on the path (default 50)")
+    explain.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                         help="images: 1 (grey) or 3 (RGB); default from the exported model, else the file")
+    explain.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    explain.add_argument("--quiet", action="store_true", help="no progress bar or per-file lines")
+
+    bench = commands.add_parser("bench", help="run every benchmarks/bench_*.py; one table, one JSON")
+    bench.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    bench.add_argument("--quick", action="store_true", help="small configurations (under 2 minutes on a CPU)")
+    bench.add_argument("--out", default=None,
+                       help="combined JSON (default benchmarks/results/torchexplain_bench-<device>[-quick].json)")
+    bench.add_argument("--compare", default=None, metavar="BASELINE",
+                       help="a previous --out file: exit 1 when a ratio regressed by more than --margin")
+    bench.add_argument("--margin", type=float, default=_bench.DEFAULT_MARGIN,
+                       help=f"allowed growth of a ratio over the baseline (default {_bench.DEFAULT_MARGIN}, i.e. "
+                            f"{_bench.DEFAULT_MARGIN:.0%})")
+    bench.add_argument("--only", default=None, help="comma list of benchmarks to run, e.g. ig,monitor")
+    bench.add_argument("--benchmarks-dir", default=None, help="the checkout's benchmarks/ folder (found by default)")
+    bench.add_argument("--timeout", type=float, default=None, help="seconds allowed per benchmark script")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar, table or per-script lines")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (see the module docs)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            from torchexplain import demo
+
+            return demo.run(args)
+        if args.command == "explain":
+            return run_explain(args)
+        return run_bench(args)
+    except (UsageError, _bench.BenchError) as err:
+        print(f"torchexplain {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"torchexplain {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def console_main() -> None:  # the console_scripts entry point
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
