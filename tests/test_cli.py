@@ -267,6 +267,21 @@ def test_kernel_adapter_uses_the_dispatch_and_copy_bandwidth_floor():
     assert row["floor_s"] == pytest.approx(4e6 / 2e9) and row["ratio_vs_floor"] == pytest.approx(0.004 / 0.002)
 
 
+@pytest.mark.parametrize(
+    "result_file",
+    sorted(p.name for p in (REPO / "benchmarks" / "results").glob("bench_*.json")),
+)
+def test_every_committed_benchmark_result_reads_into_common_rows(result_file):
+    """The contract a new bench_<method>.py signs: `torchexplain bench` can read its JSON."""
+    payload = json.loads((REPO / "benchmarks" / "results" / result_file).read_text())
+    benchmark = result_file.split("-")[0].removesuffix(".json")
+    rows = _bench.normalise(benchmark, payload)
+    assert rows, f"{result_file}: no rows with a torchexplain time"
+    for row in rows:
+        assert row["torchexplain_s"] > 0 and row["device"] == payload["meta"]["device"]
+        assert row["ratio_vs_peer"] is not None or row["ratio_vs_floor"] is not None
+
+
 def test_generic_adapter_reads_flat_provider_rows():
     payload = {"meta": {"device": "cuda"}, "rows": [
         {"size": "a", "provider": "torchexplain", "median_s": 1.0},

@@ -149,6 +149,15 @@ def test_grid_columns_are_thinned_keeping_first_and_last(tmp_path):
     assert len(kept) == MAX_GRID_COLUMNS and kept[0] == 0 and kept[-1] == MAX_GRID_COLUMNS + 4
 
 
+def test_non_image_inputs_get_a_heatmap_strip_per_record(tmp_path):
+    model = nn.Sequential(nn.Linear(12, 3)).eval()
+    monitor = ExplanationMonitor(IntegratedGradients, torch.rand(2, 12), every_n_steps=1, out_dir=tmp_path)
+    record = monitor.step(model, 0)
+    direct = integrated_gradients(model, monitor.probe_inputs)
+    assert record["mean_abs_attribution"] == pytest.approx(float(direct.attributions.abs().mean()), rel=1e-6)
+    assert Image.open(tmp_path / "monitor_grid.png").width >= 12 * 4
+
+
 def brute_spearman(a: np.ndarray, b: np.ndarray) -> float:
     def ranks(v):
         return np.array([np.sum(v < x) + (np.sum(v == x) + 1) / 2 for x in v], dtype=np.float64)

@@ -322,13 +322,16 @@ class ExplanationMonitor:
         target = Path(path) if path is not None else self.grid_path
         columns = _thin(self.maps, MAX_GRID_COLUMNS)
         n_rows = min(MAX_GRID_ROWS, self.probe_inputs.shape[0])
+        # Image probes get their picture in the first column; other inputs only heatmaps.
+        example = self.probe_inputs[0]
+        is_image = example.dim() == 2 or (example.dim() == 3 and example.shape[0] in (1, 3))
         rows, captions = [], []
         for i in range(n_rows):
-            image = self.probe_inputs[i].cpu()
-            rows.append([image] + [visualize.heatmap(maps[i]) for _, maps in columns])
+            image = [self.probe_inputs[i].cpu()] if is_image else []
+            rows.append(image + [visualize.heatmap(maps[i]) for _, maps in columns])
             label = "" if self.probe_targets is None else f"class {int(self.probe_targets[i])}, "
             captions.append(f"probe {i}: {label}heatmaps left to right over training")
-        titles = ["input"] + [f"step {s}" for s, _ in columns]
+        titles = ["input"] * is_image + [f"step {s}" for s, _ in columns]
         return visualize.save_grid(rows, captions, target, titles=titles)
 
 
