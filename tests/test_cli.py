@@ -107,6 +107,15 @@ def test_exported_model_resizes_and_greys_images_to_its_input(small_model, tmp_p
     torch.testing.assert_close(loaded.forward(rows), small_model(rows), rtol=RTOL, atol=ATOL)
 
 
+def test_tensor_files_for_a_model_of_unknown_input_shape(tmp_path):
+    cases = {(5,): (1, 5), (3, 5): (3, 5), (1, 8, 8): (1, 1, 8, 8), (2, 1, 8, 8): (2, 1, 8, 8)}
+    for shape, batch_shape in cases.items():
+        np.save(tmp_path / "x.npy", np.arange(np.prod(shape), dtype=np.float32).reshape(shape))
+        batch = cli.load_inputs(tmp_path / "x.npy", None, None)
+        assert tuple(batch.shape) == batch_shape
+        assert torch.equal(batch.flatten(), torch.arange(np.prod(shape), dtype=torch.float32))
+
+
 def run_cli_expecting_error(argv: list[str], capsys, *words: str) -> str:
     status = cli.main(argv)
     err = capsys.readouterr().err
@@ -135,6 +144,7 @@ def test_explain_user_mistakes_name_the_file_or_flag(small_model, inputs, tmp_pa
     run_cli_expecting_error([*base, str(tmp_path / "small.pt")], capsys, "--input", "small.pt", "failed")
     run_cli_expecting_error([*base, str(inputs["png"]), "--method", "shapley"], capsys, "--method shapley", "unknown")
     run_cli_expecting_error([*base, str(inputs["png"]), "--n-steps", "0"], capsys, "--n-steps")
+    run_cli_expecting_error([*base, str(inputs["png"]), "--target", "7"], capsys, "--input", "digit.png", "failed")
 
 
 @pytest.mark.parametrize("method", sorted(cli.PLANNED_METHODS))

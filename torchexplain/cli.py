@@ -121,7 +121,9 @@ def load_inputs(path: Path, expected: tuple[int, ...] | None, channels: int | No
     model's input, else the file: grey stays 1 channel, colour is RGB), resized to the
     exported model's H x W when it has one. ``.pt``/``.npy`` tensors are taken as they
     are (uint8 scaled to [0, 1]); they hold one example, or a batch when they have one
-    more dimension than the model's input (4 dimensions when that is unknown).
+    more dimension than the exported model's examples. When that is unknown
+    (TorchScript): 1-D is one vector, 2-D a batch of vectors, 3-D one image ``(C, H, W)``
+    and 4-D a batch of images.
     """
     if not path.is_file():
         raise UsageError(f"--input {path}: no such file")
@@ -148,7 +150,10 @@ def load_inputs(path: Path, expected: tuple[int, ...] | None, channels: int | No
     elif not tensor.is_floating_point():
         raise UsageError(f"--input {path}: expected float or uint8 values, got {tensor.dtype}")
     tensor = tensor.float()
-    example_dims = len(expected) - 1 if expected else 3
+    if expected:
+        example_dims = len(expected) - 1
+    else:  # unknown (TorchScript): vectors are 1-D, images 3-D; one more dimension is a batch
+        example_dims = {1: 1, 2: 1, 3: 3, 4: 3}.get(tensor.dim(), 3)
     if tensor.dim() == example_dims + 1:
         batch = tensor
     elif tensor.dim() == example_dims:
@@ -277,7 +282,7 @@ def run_explain(args: argparse.Namespace) -> int:
             bar.update(path.name)
             try:
                 explanation = method.explain(model.forward, batch.to(device), args)
-            except (RuntimeError, ValueError, TypeError) as err:
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:
                 # The model refusing this input (wrong shape, channels, dtype) is a user mistake.
                 first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise UsageError(f"--input {path}: explaining it with --model {args.model} failed: {first_line}") from err
