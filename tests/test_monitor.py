@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from torchexplain import ExplanationMonitor, IntegratedGradients, integrated_gradients
+from torchexplain import Explanation, ExplanationMonitor, IntegratedGradients, integrated_gradients
 from torchexplain.base import Explainer
 from torchexplain.monitor import (
     MAX_GRID_COLUMNS,
@@ -156,6 +156,31 @@ def test_non_image_inputs_get_a_heatmap_strip_per_record(tmp_path):
     direct = integrated_gradients(model, monitor.probe_inputs)
     assert record["mean_abs_attribution"] == pytest.approx(float(direct.attributions.abs().mean()), rel=1e-6)
     assert Image.open(tmp_path / "monitor_grid.png").width >= 12 * 4
+
+
+class ShiftExplainer(Explainer):
+    """Stands in for a counterfactual method: no target argument, a `counterfactual` field."""
+
+    name = "Shift"
+
+    def explain(self, inputs):
+        with torch.no_grad():
+            moved = inputs + 0.1 * torch.sign(self.model(inputs)[:, :1, None, None])
+        return Explanation({"name": self.name}, {"counterfactual": moved, "label": self.model(inputs).argmax(1)})
+
+
+def test_explainers_without_a_target_argument_are_called_without_one():
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    probe = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    record = ExplanationMonitor(ShiftExplainer(None), probe, every_n_steps=1).step(model, 0)
+    with torch.no_grad():
+        expected = 0.1 * torch.sign(model(probe)[:, :1, None, None]).expand_as(probe)
+        labels = model(probe).argmax(1)
+    assert record["mean_abs_attribution"] == pytest.approx(float(expected.abs().mean()))
+    assert record["target"] == labels.tolist()
+    with pytest.raises(ValueError, match="ShiftExplainer.explain\\(\\) takes no target"):
+        ExplanationMonitor(ShiftExplainer(None), probe, torch.tensor([0, 1]))
 
 
 def brute_spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,6 +22,7 @@ shapes); under ``torch.distributed`` only rank 0 records by default.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import random
 import time
@@ -229,6 +230,11 @@ class ExplanationMonitor:
                     f"probe_targets must have shape ({probe_inputs.shape[0]},) to match probe_inputs, "
                     f"got {tuple(probe_targets.shape)}"
                 )
+        if probe_targets is not None and not _explain_takes_target(explainer):
+            raise ValueError(
+                f"{_explainer_name(explainer)}.explain() takes no target, so probe_targets must be None "
+                "(set the method's own target setting when building the explainer instead)"
+            )
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}")
         if not 0 < top_fraction <= 1:
@@ -283,8 +289,12 @@ class ExplanationMonitor:
         inputs = self.probe_inputs.to(device)
         targets = None if self.probe_targets is None else self.probe_targets.to(device)
         start = time.perf_counter()
+        explainer = self._explainer_for(module)
         with preserved_training_state(module):
-            explanation = self._explainer_for(module).explain(inputs, target=targets)
+            if _explain_takes_target(explainer):
+                explanation = explainer.explain(inputs, target=targets)
+            else:  # counterfactuals and anchors choose their class through their own settings
+                explanation = explainer.explain(inputs)
         seconds = time.perf_counter() - start
         maps = explanation_maps(explanation, inputs).detach().float().cpu()
         flat = maps.reshape(maps.shape[0], -1)
@@ -298,7 +308,7 @@ class ExplanationMonitor:
         if isinstance(delta, torch.Tensor):
             record["convergence_delta_mean"] = float(delta.abs().mean())
             record["convergence_delta_max"] = float(delta.abs().max())
-        target = explanation.data.get("target")
+        target = explanation.data.get("target", explanation.data.get("label"))
         if isinstance(target, torch.Tensor):
             record["target"] = [int(t) for t in target.cpu()]
         if self._previous is not None:
@@ -333,6 +343,15 @@ class ExplanationMonitor:
             captions.append(f"probe {i}: {label}heatmaps left to right over training")
         titles = ["input"] * is_image + [f"step {s}" for s, _ in columns]
         return visualize.save_grid(rows, captions, target, titles=titles)
+
+
+def _explain_takes_target(explainer: Explainer | type[Explainer]) -> bool:
+    parameters = inspect.signature(explainer.explain).parameters
+    return "target" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def _explainer_name(explainer: Explainer | type[Explainer]) -> str:
+    return explainer.__name__ if isinstance(explainer, type) else type(explainer).__name__
 
 
 def _image_maps(maps: torch.Tensor) -> np.ndarray:
