@@ -3,16 +3,17 @@
     python benchmarks/bench_monitor.py [--device cpu|cuda] [--quick] [--out PATH]
 
 The MNIST CNN (torchexplain.zoo.MnistCNN) trains on the bundled 4,000 training
-digits (batch 64, Adam: 63 steps an epoch) twice from the same seed, epochs of
-the two runs interleaved so drift hits both alike: once plain (the floor) and once
-calling ``monitor.step`` every step with ``every_n_steps=100`` (IG, 50 steps, on 8
-probe test digits, writing its JSON-lines log and PNG grid each record, as a user
-would). A record lands in some epochs and not in others, and on a shared machine
-one slow epoch swamps a mean, so the figure per epoch is built from medians of what
-was measured: an epoch of training under the monitor with its records taken out,
-plus (63 / 100) x one whole record (explain, log line, PNG), set against the median
-plain epoch. The raw epoch times and their total ratio are kept in the JSON. The
-run also checks that both runs end with identical weights.
+digits (batch 64, Adam: 63 steps an epoch) twice from the same seed: once plain
+(the floor) and once calling ``monitor.step`` after every step with
+``every_n_steps=100`` (IG, 50 steps, on 8 probe test digits, writing its JSON-lines
+log and PNG grid at each record, as a user would). The two runs advance one step
+at a time in turn, each with its own RNG stream (dropout), so load on a shared
+machine hits both alike and they must end with identical weights (checked).
+
+Per epoch = 63 x the median step (for the monitored run: the median of its steps
+without a record) + (63 / 100) x the median record (explain, log line, PNG), so a
+few slow steps on a busy machine do not decide the figure. Raw per-step times
+and the plain ratio of totals are kept in the JSON.
 
 There is no peer: Captum and Alibi have no training-loop monitor.
 """
@@ -47,7 +48,7 @@ QUICK_TRAIN = 640
 
 
 class Run:
-    """One training run that continues from epoch to epoch (its own model, optimizer, step count)."""
+    """One training run, advanced a step at a time (its own model, optimizer, RNG stream, step count)."""
 
     def __init__(self, images, labels, device, monitor: ExplanationMonitor | None) -> None:
         torch.manual_seed(0)
@@ -56,45 +57,39 @@ class Run:
         self.images, self.labels, self.device = images, labels, device
         self.monitor = monitor
         self.global_step = 0
-        self.record_s: list[float] = []
-        self.order = torch.Generator().manual_seed(0)
-        # Dropout draws from the global stream; the two interleaved runs each keep their
-        # own copy of it, so they see the same masks and must end with the same weights.
+        self.step_s: list[float] = []  # steps without a record
+        self.record_s: list[float] = []  # whole steps that recorded
+        self.order_generator = torch.Generator().manual_seed(0)
+        self.order = torch.empty(0, dtype=torch.long)
+        # Dropout draws from the global stream; each run keeps its own copy of it, so
+        # the two runs see the same masks however their steps interleave.
         self.cuda_devices = [device.index or 0] if device.type == "cuda" else []
         self.rng_states = self._get_states()
 
     def _get_states(self):
         return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self.cuda_devices]
 
-    def epoch(self, max_steps: int | None = None) -> float:
+    def step(self) -> None:
+        steps_per_epoch = -(-self.images.shape[0] // BATCH_SIZE)
+        position = self.global_step % steps_per_epoch
+        if position == 0:
+            self.order = torch.randperm(self.images.shape[0], generator=self.order_generator)
+        batch = self.order[position * BATCH_SIZE : (position + 1) * BATCH_SIZE]
         with torch.random.fork_rng(devices=self.cuda_devices):
             torch.set_rng_state(self.rng_states[0])
             for d, state in zip(self.cuda_devices, self.rng_states[1], strict=True):
                 torch.cuda.set_rng_state(state, d)
-            seconds = self._epoch(max_steps)
-            self.rng_states = self._get_states()
-        return seconds
-
-    def _epoch(self, max_steps: int | None) -> float:
-        sync(self.device)
-        start = time.perf_counter()
-        order = torch.randperm(self.images.shape[0], generator=self.order)
-        for i, first in enumerate(range(0, self.images.shape[0], BATCH_SIZE)):
-            if max_steps is not None and i >= max_steps:
-                break
-            batch = order[first : first + BATCH_SIZE]
+            sync(self.device)
+            start = time.perf_counter()
             self.optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(self.model(self.images[batch]), self.labels[batch])
             loss.backward()
             self.optimizer.step()
-            if self.monitor is not None:
-                before = time.perf_counter()
-                if self.monitor.step(self.model, self.global_step) is not None:
-                    sync(self.device)
-                    self.record_s.append(time.perf_counter() - before)  # explain + log + PNG
-            self.global_step += 1
-        sync(self.device)
-        return time.perf_counter() - start
+            recorded = self.monitor is not None and self.monitor.step(self.model, self.global_step) is not None
+            sync(self.device)
+            (self.record_s if recorded else self.step_s).append(time.perf_counter() - start)
+            self.rng_states = self._get_states()
+        self.global_step += 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,42 +102,39 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch.cuda.is_available() is False")
-    epochs = args.epochs or (2 if args.quick else 5)
+    epochs = args.epochs or (2 if args.quick else 4)
 
     train, test = load_mnist("train"), load_mnist("test")
     n_train = QUICK_TRAIN if args.quick else train.images.shape[0]
     images, labels = train.images[:n_train].to(device), train.labels[:n_train].to(device)
     probe = test.images[:PROBE_SIZE]
+    steps_per_epoch = -(-images.shape[0] // BATCH_SIZE)
     with tempfile.TemporaryDirectory() as log_dir:
         monitor = ExplanationMonitor(
             IntegratedGradients(None, n_steps=IG_STEPS), probe, every_n_steps=EVERY_N_STEPS, out_dir=log_dir
         )
         plain = Run(images, labels, device, None)
         monitored = Run(images, labels, device, monitor)
-        # Warm-up on throwaway runs (thread pools, allocator, first IG call), then time fresh ones.
-        Run(images, labels, device, None).epoch(max_steps=3)
-        warm_monitor = ExplanationMonitor(IntegratedGradients(None, n_steps=IG_STEPS), probe, every_n_steps=1)
-        Run(images, labels, device, warm_monitor).epoch(max_steps=1)
-        plain_s, monitored_s, monitored_train_s = [], [], []
-        for _ in range(epochs):
-            plain_s.append(plain.epoch())
-            records_before = len(monitored.record_s)
-            monitored_s.append(monitored.epoch())
-            monitored_train_s.append(monitored_s[-1] - sum(monitored.record_s[records_before:]))
-            print(f"epoch: plain {plain_s[-1]:.2f} s, with monitor {monitored_s[-1]:.2f} s "
-                  f"({len(monitored.record_s) - records_before} records)", flush=True)
+        # Warm-up on throwaway runs (thread pools, allocator, the first IG call).
+        warm = Run(images, labels, device, ExplanationMonitor(IntegratedGradients(None, n_steps=IG_STEPS), probe, every_n_steps=2))
+        for _ in range(3):
+            warm.step()
+        start = time.perf_counter()
+        for _ in range(epochs * steps_per_epoch):
+            plain.step()
+            monitored.step()
+        wall_s = time.perf_counter() - start
         for a, b in zip(plain.model.parameters(), monitored.model.parameters(), strict=True):
             if not torch.equal(a, b):
                 raise RuntimeError("the monitor changed the training: weights differ from the plain run")
     record_s = monitored.record_s
-    steps_per_epoch = -(-images.shape[0] // BATCH_SIZE)
-    # On a shared machine one slow epoch swamps a mean, so each piece is a median: an
-    # epoch of training, an epoch of training under the monitor (its records taken
-    # out), and one whole record; records land steps_per_epoch / every_n_steps times
-    # an epoch in the long run.
     records_per_epoch = steps_per_epoch / EVERY_N_STEPS
-    plain_epoch = statistics.median(plain_s)
-    monitored_epoch = statistics.median(monitored_train_s) + records_per_epoch * statistics.median(record_s)
+    plain_epoch = steps_per_epoch * statistics.median(plain.step_s)
+    monitored_epoch = (steps_per_epoch * statistics.median(monitored.step_s)
+                       + records_per_epoch * statistics.median(record_s))
+    total_plain, total_monitored = sum(plain.step_s), sum(monitored.step_s) + sum(record_s)
+    print(f"{epochs} epochs of {steps_per_epoch} steps each, interleaved, in {wall_s:.1f} s; "
+          f"{len(record_s)} records", flush=True)
     config = (
         f"mnist_cnn train={images.shape[0]} bs={BATCH_SIZE} every_n_steps={EVERY_N_STEPS} "
         f"probe={PROBE_SIZE} ig_steps={IG_STEPS}"
@@ -153,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": {"train": int(images.shape[0]), "batch_size": BATCH_SIZE, "steps_per_epoch": steps_per_epoch,
                   "epochs": epochs, "probe": PROBE_SIZE, "ig_steps": IG_STEPS},
         "providers": {
-            # median_s: seconds per epoch, from the medians above (see the module docs).
-            "torchexplain": {"median_s": monitored_epoch, "epoch_s": monitored_s,
-                             "epoch_without_records_s": monitored_train_s},
-            "floor": {"median_s": plain_epoch, "epoch_s": plain_s},
+            # median_s: seconds per epoch, built from medians (see the module docs).
+            "torchexplain": {"median_s": monitored_epoch, "step_s_median": statistics.median(monitored.step_s),
+                             "step_s": monitored.step_s},
+            "floor": {"median_s": plain_epoch, "step_s_median": statistics.median(plain.step_s),
+                      "step_s": plain.step_s},
         },
         "records": len(record_s),
         "record_s": record_s,
@@ -164,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "records_per_epoch": records_per_epoch,
         "ratio_vs_floor": monitored_epoch / plain_epoch,
         "overhead_per_epoch_s": monitored_epoch - plain_epoch,
-        "total_ratio": sum(monitored_s) / sum(plain_s),
+        "ratio_of_totals": total_monitored / total_plain,
         "weights_identical": True,
     }
     print_table(
@@ -174,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     meta = metadata(
         device, benchmark="bench_monitor", quick=args.quick, epochs=epochs,
-        timing="seconds per epoch: median plain epoch vs median monitored epoch without its records "
-               "+ (steps_per_epoch / every_n_steps) x median seconds per record; epochs interleaved",
+        timing="seconds per epoch = steps_per_epoch x median step (+ steps_per_epoch / every_n_steps "
+               "x median record step for the monitored run); the two runs' steps interleaved",
     )
     path = write_results(f"bench_monitor{'-quick' if args.quick else ''}", {"meta": meta, "results": [row]}, args.out)
     print(f"wrote {path}")
