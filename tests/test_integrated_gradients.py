@@ -354,3 +354,19 @@ def test_mixed_precision_error_on_the_mnist_cnn(mnist_cnn):
 def test_mixed_precision_rejects_other_dtypes():
     with pytest.raises(ValueError, match="mixed_precision"):
         IntegratedGradients(nn.Linear(2, 2), mixed_precision=torch.float64)
+
+
+# -- devices ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_device_matches_the_float64_reference(device, dtype):
+    """On CUDA this runs the Triton path/reduce kernels inside IG."""
+    model = make_model()
+    x = torch.rand(5, 2, 5, 5, generator=torch.Generator().manual_seed(8))
+    target = torch.tensor([0, 1, 2, 3, 0])
+    expected = brute_force_ig(model, x.to(dtype).double(), torch.zeros(1, 2, 5, 5), target, "gausslegendre", 16)
+    got = integrated_gradients(model.to(device, dtype), x.to(device, dtype), target=target.to(device), n_steps=16)
+    assert got.attributions.device.type == device.type and got.attributions.dtype == dtype
+    rtol = 1e-5 if dtype == torch.float32 else 4 * TOLERANCES[torch.bfloat16][0]
+    assert rel_err(got.attributions.double().cpu(), expected) <= rtol
