@@ -1,7 +1,8 @@
 """torchexplain: fast, batched explanations for PyTorch models."""
 
 from torchexplain._version import __version__
+from torchexplain.anchors import AnchorImage, anchor_image
 from torchexplain.base import Explainer
 from torchexplain.explanation import Explanation
 
-__all__ = ["Explainer", "Explanation", "__version__"]
+__all__ = ["AnchorImage", "Explainer", "Explanation", "__version__", "anchor_image"]
