@@ -358,13 +358,16 @@ def _torch_slic(
     cols_t = torch.as_tensor(cols, device=device, dtype=dtype)
     near_row = (yy[:, :1] - rows_t).abs().argmin(dim=1)  # (h,)
     near_col = (xx[:1, :] - cols_t.view(-1, 1)).abs().argmin(dim=0)  # (w,)
-    candidates = []
+    cand_index, cand_valid = [], []
     for dy, dx in _GRID_OFFSETS:
         r = (near_row + dy).view(h, 1).expand(h, w)
         cc = (near_col + dx).view(1, w).expand(h, w)
         valid = (r >= 0) & (r < gy) & (cc >= 0) & (cc < gx)
-        candidates.append((torch.where(valid, r * gx + cc, 0).reshape(-1), valid.reshape(-1)))
-
+        cand_index.append(torch.where(valid, r * gx + cc, 0).reshape(-1))
+        cand_valid.append(valid.reshape(-1))
+    n_cand = len(_GRID_OFFSETS)
+    cand_index = torch.stack(cand_index)  # (9, hw): seed ids each pixel may join
+    cand_valid = torch.stack(cand_valid)
     features = torch.cat([yy.expand(b, h, w).unsqueeze(1), xx.expand(b, h, w).unsqueeze(1), x], dim=1)
     features = features.reshape(b, 2 + c, h * w).transpose(1, 2).contiguous()  # (b, hw, 2+c)
     seed_y = rows_t.view(gy, 1).expand(gy, gx).reshape(-1)
@@ -380,18 +383,16 @@ def _torch_slic(
     labels = torch.full((b, h * w), -1, dtype=torch.int64, device=device)
     ones = torch.ones(b, h * w, 1, device=device, dtype=dtype)
     for _ in range(max_num_iter):
-        best = torch.full((b, h * w), float("inf"), device=device, dtype=dtype)
-        new_labels = torch.zeros_like(labels)
-        for index, valid in candidates:
-            centre = centres[:, index]  # (b, hw, 2+c)
-            diff = features - centre
-            dist = (diff * diff * weights).sum(-1)
-            # scikit-image's window: a centre only claims pixels within 2*step on each axis.
-            inside = valid & (diff[..., 0].abs() <= window) & (diff[..., 1].abs() <= window)
-            dist = torch.where(inside, dist, inf)
-            closer = dist < best
-            best = torch.where(closer, dist, best)
-            new_labels = torch.where(closer, index.expand_as(new_labels), new_labels)
+        # All 9 candidates at once: a few large ops instead of many small ones.
+        centre = centres[:, cand_index.reshape(-1)].view(b, n_cand, h * w, 2 + c)
+        diff = features.unsqueeze(1) - centre
+        dist = (diff * diff * weights).sum(-1)  # (b, 9, hw)
+        # scikit-image's window: a centre only claims pixels within 2*step on each axis.
+        inside = cand_valid & (diff[..., 0].abs() <= window) & (diff[..., 1].abs() <= window)
+        dist = torch.where(inside, dist, inf)
+        # argmin keeps the first minimum: ties go to the lower grid offset, deterministically.
+        choice = dist.argmin(dim=1, keepdim=True)  # (b, 1, hw)
+        new_labels = cand_index.expand(b, -1, -1).gather(1, choice).squeeze(1)
         if torch.equal(new_labels, labels):
             break
         labels = new_labels
@@ -474,7 +475,7 @@ def slic(
         )
     else:
         b, _, h, w = images.shape
-        per_image = h * w * len(_GRID_OFFSETS)
+        per_image = h * w * len(_GRID_OFFSETS) * (2 + images.shape[1])
         chunk = max(1, min(b, max_batch_pixels // per_image))
         labels = torch.cat([
             _torch_slic(
