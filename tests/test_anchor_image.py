@@ -247,3 +247,15 @@ def test_bad_inputs_raise_clear_errors(override, error, message):
     kwargs.update(override)
     with pytest.raises(error, match=message):
         anchor_image(kwargs.pop("predictor"), kwargs.pop("images"), **kwargs)
+
+
+@pytest.mark.gpu
+def test_cuda_gives_the_cpu_anchors():
+    # Randomness is drawn on the CPU per image, so the device changes nothing for an exact model.
+    model = BlocksModel([4, 9])
+    images = torch.stack([bright_image(), bright_image([4, 9, 11])])
+    kwargs = dict(segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=3, **FAST)
+    cpu = anchor_image(model, images, device="cpu", **kwargs)
+    cuda = anchor_image(model, images, device="cuda", **kwargs)
+    assert cuda.anchor == cpu.anchor
+    assert torch.equal(cuda.precision, cpu.precision) and torch.equal(cuda.coverage, cpu.coverage)

@@ -363,8 +363,8 @@ def anchor_image(
             answers, row = [], 0
             for (p, wh), n in zip(drawn, sizes, strict=True):
                 ok = agree[row : row + n]
-                examples = (p[ok][:n_covered_ex], wh[ok][:n_covered_ex], p[~ok][:n_covered_ex], wh[~ok][:n_covered_ex])
-                answers.append(SampleBatch(p.numpy(), ok.numpy(), examples))
+                # Only the final anchor's examples are ever rebuilt: keep references, select later.
+                answers.append(SampleBatch(p.numpy(), ok.numpy(), (p, wh, ok)))
                 row += n
             return answers
 
@@ -372,10 +372,9 @@ def anchor_image(
 
         covered_true, covered_false = [], []
         for i, result in enumerate(results):
-            for present, which, store in (
-                (result.examples[0], result.examples[1], covered_true),
-                (result.examples[2], result.examples[3], covered_false),
-            ):
+            drawn, which_all, ok = result.examples
+            for keep, store in ((ok, covered_true), (~ok, covered_false)):
+                present, which = drawn[keep][:n_covered_ex], which_all[keep][:n_covered_ex]
                 padded = torch.zeros(present.shape[0], m_max, dtype=torch.bool)
                 padded[:, : present.shape[1]] = present
                 owner = torch.full((present.shape[0],), i, dtype=torch.int64, device=device)
