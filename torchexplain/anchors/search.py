@@ -90,30 +90,62 @@ def kl_bernoulli(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
 
 
-def kl_upper_bound(p: np.ndarray, level: np.ndarray, n_iter: int = 17) -> np.ndarray:
-    """Largest q >= p with ``KL(p, q) <= level``, by bisection (16 halvings, as Alibi)."""
+def _kl_scalar(p: float, q: float) -> float:
+    p = min(max(p, _EPS_LOW), _EPS_HIGH)
+    q = min(max(q, _EPS_LOW), _EPS_HIGH)
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+# Below this many arms the bisection runs on Python floats: numpy's per-call overhead on
+# 1-4 element arrays costs ~10x more, and the search calls the bounds once per arm pull.
+_SCALAR_BISECTION_MAX = 8
+
+
+def _kl_bound(p: np.ndarray, level: np.ndarray, n_iter: int, upper: bool) -> np.ndarray:
+    """Bisection for the q on the ``upper`` (or lower) side of p where ``KL(p, q) = level``."""
     p = np.asarray(p, dtype=np.float64)
-    lo = p.copy()
-    hi = np.minimum(p + np.sqrt(np.asarray(level) / 2.0), 1.0)
+    level = np.broadcast_to(np.asarray(level, dtype=np.float64), p.shape)
+    if p.size <= _SCALAR_BISECTION_MAX:
+        out = np.empty_like(p)
+        for i, (pi, li) in enumerate(zip(p.flat, level.flat, strict=True)):
+            pi, li = float(pi), float(li)
+            if upper:
+                lo, hi = pi, min(pi + math.sqrt(li / 2.0), 1.0)
+            else:
+                lo, hi = min(max(pi - math.sqrt(li / 2.0), 0.0), 1.0), pi
+            for _ in range(1, n_iter):
+                mid = (lo + hi) / 2.0
+                if (_kl_scalar(pi, mid) > li) == upper:
+                    hi = mid
+                else:
+                    lo = mid
+            out.flat[i] = hi if upper else lo
+        return out
+    if upper:
+        lo, hi = p.copy(), np.minimum(p + np.sqrt(level / 2.0), 1.0)
+    else:
+        lo, hi = np.clip(p - np.sqrt(level / 2.0), 0.0, 1.0), p.copy()
+    # KL(p, q) = [p log p + (1-p) log(1-p)] - p log q - (1-p) log(1-q): the bracket is fixed.
+    pc = np.minimum(np.maximum(p, _EPS_LOW), _EPS_HIGH)
+    entropy_term = pc * np.log(pc) + (1 - pc) * np.log(1 - pc)
     for _ in range(1, n_iter):
         mid = (lo + hi) / 2.0
-        over = kl_bernoulli(p, mid) > level
-        hi = np.where(over, mid, hi)
-        lo = np.where(over, lo, mid)
-    return hi
+        q = np.minimum(np.maximum(mid, _EPS_LOW), _EPS_HIGH)
+        kl = entropy_term - pc * np.log(q) - (1 - pc) * np.log(1 - q)
+        move_hi = (kl > level) == upper
+        hi = np.where(move_hi, mid, hi)
+        lo = np.where(move_hi, lo, mid)
+    return hi if upper else lo
+
+
+def kl_upper_bound(p: np.ndarray, level: np.ndarray, n_iter: int = 17) -> np.ndarray:
+    """Largest q >= p with ``KL(p, q) <= level``, by bisection (16 halvings, as Alibi)."""
+    return _kl_bound(p, level, n_iter, upper=True)
 
 
 def kl_lower_bound(p: np.ndarray, level: np.ndarray, n_iter: int = 17) -> np.ndarray:
     """Smallest q <= p with ``KL(p, q) <= level``, by bisection (16 halvings, as Alibi)."""
-    p = np.asarray(p, dtype=np.float64)
-    hi = p.copy()
-    lo = np.clip(p - np.sqrt(np.asarray(level) / 2.0), 0.0, 1.0)
-    for _ in range(1, n_iter):
-        mid = (lo + hi) / 2.0
-        over = kl_bernoulli(p, mid) > level
-        lo = np.where(over, mid, lo)
-        hi = np.where(over, hi, mid)
-    return lo
+    return _kl_bound(p, level, n_iter, upper=False)
 
 
 def compute_beta(n_arms: int, t: int, delta: float) -> float:
