@@ -259,3 +259,11 @@ def test_cuda_gives_the_cpu_anchors():
     cuda = anchor_image(model, images, device="cuda", **kwargs)
     assert cuda.anchor == cpu.anchor
     assert torch.equal(cuda.precision, cpu.precision) and torch.equal(cuda.coverage, cpu.coverage)
+
+
+def test_predictor_returning_labels_gives_the_same_anchor_as_scores():
+    model = BlocksModel([2, 7])
+    kwargs = dict(segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=0, **FAST)
+    scores = anchor_image(model, bright_image(), **kwargs)
+    labels = anchor_image(lambda x: model(x).argmax(1).int(), bright_image(), **kwargs)
+    assert labels.anchor == scores.anchor and torch.equal(labels.precision, scores.precision)

@@ -134,15 +134,16 @@ class _CountingPredictor:
             scores = torch.from_numpy(scores)
         if not isinstance(scores, torch.Tensor):
             raise TypeError(f"predictor must return a tensor (or numpy array), got {type(scores).__name__}")
+        # Labels live on the images' device whatever device the predictor answered on.
         if scores.dim() == 2 and scores.shape[0] == n and scores.shape[1] >= 1:
-            return scores.argmax(dim=1).to(torch.int64)
+            return scores.argmax(dim=1).to(device=images.device, dtype=torch.int64)
         if scores.dim() == 1 and scores.shape[0] == n:
             if scores.is_floating_point() or scores.is_complex():
                 raise ValueError(
                     f"predictor returned a 1-D float tensor of shape {tuple(scores.shape)}; expected class "
                     "scores (B, K) or integer labels (B,)"
                 )
-            return scores.to(torch.int64)
+            return scores.to(device=images.device, dtype=torch.int64)
         raise ValueError(
             f"predictor returned shape {tuple(scores.shape)} for {n} images; expected class scores "
             f"({n}, K) or labels ({n},)"
