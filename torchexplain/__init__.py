@@ -1,14 +1,17 @@
 """torchexplain: fast, batched explanations for PyTorch models."""
 
 from torchexplain._version import __version__
+from torchexplain.anchors import AnchorImage, anchor_image
 from torchexplain.base import Explainer
 from torchexplain.explanation import Explanation
 from torchexplain.integrated_gradients import IntegratedGradients, integrated_gradients
 
 __all__ = [
+    "AnchorImage",
     "Explainer",
     "Explanation",
     "IntegratedGradients",
     "__version__",
+    "anchor_image",
     "integrated_gradients",
 ]
