@@ -43,8 +43,9 @@ _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 # Phases of an instance's lambda search.
 _SWEEP, _BISECT, _DONE = 0, 1, 2
 # Instances searched together on the CPU when batch_size is None. On MnistCNN
-# (2 shared cores) a step costs 0.7-2.5 ms per image at 256, 0.7-7 ms at 64 and
-# 15-50 ms at 1, depending on how busy the machine is; 256 never lost by much.
+# (2 shared cores) a step cost 1.4-2.5 ms per image at 256, 0.6-13 ms at 16 and
+# 1.4-50 ms at 1, depending on how busy the machine was: smaller chunks win when
+# it is idle (cache), larger ones when it is loaded (fewer thread-pool syncs).
 _CPU_CHUNK = 256
 
 TargetClass = str | int | torch.Tensor
