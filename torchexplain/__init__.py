@@ -3,15 +3,18 @@
 from torchexplain._version import __version__
 from torchexplain.anchors import AnchorImage, anchor_image
 from torchexplain.base import Explainer
+from torchexplain.counterfactual import Counterfactual, counterfactual
 from torchexplain.explanation import Explanation
 from torchexplain.integrated_gradients import IntegratedGradients, integrated_gradients
 
 __all__ = [
     "AnchorImage",
+    "Counterfactual",
     "Explainer",
     "Explanation",
     "IntegratedGradients",
     "__version__",
     "anchor_image",
+    "counterfactual",
     "integrated_gradients",
 ]
