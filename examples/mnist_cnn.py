@@ -96,6 +96,24 @@ def main(argv=None) -> int:
           f"({ig['per_second']:.0f} explanations/s) on {device}; mean |delta| {ig['mean_abs_delta']:.2e}")
     print(f"  wrote {ig['grid']}")
 
+    # The other methods' sections live beside this script (examples/mnist_*.py).
+    import mnist_anchor
+    import mnist_counterfactual
+
+    cf = mnist_counterfactual.run(model, test, args.out, device)
+    summary["counterfactual"] = cf
+    changes = ", ".join(
+        f"{o}->{c}" + ("" if ok else " (not found)") for o, c, ok in zip(cf["orig_class"], cf["cf_class"], cf["success"])
+    )
+    print(f"counterfactuals: {changes} in {cf['seconds']:.1f} s; L1 {cf['l1_distance']}")
+    print(f"  wrote {cf['png']}")
+    anchors = mnist_anchor.run(model, test, args.out, device)
+    summary["anchor"] = anchors
+    print(f"anchors: {len(anchors['precision'])} digits in {anchors['seconds']:.1f} s; precision "
+          f"{', '.join(f'{p:.2f}' for p in anchors['precision'])}; coverage "
+          f"{', '.join(f'{c:.2f}' for c in anchors['coverage'])}")
+    print(f"  wrote {anchors['png']}")
+
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"summary: {args.out / 'summary.json'}; total {time.perf_counter() - start:.1f} s")
     return 0
