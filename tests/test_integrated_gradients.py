@@ -370,3 +370,33 @@ def test_every_device_matches_the_float64_reference(device, dtype):
     assert got.attributions.device.type == device.type and got.attributions.dtype == dtype
     rtol = 1e-5 if dtype == torch.float32 else 4 * TOLERANCES[torch.bfloat16][0]
     assert rel_err(got.attributions.double().cpu(), expected) <= rtol
+
+
+# -- memory -----------------------------------------------------------------------
+
+
+class _SmallMemoryModel(nn.Module):
+    """Raises the allocator's out-of-memory error for batches over ``limit`` rows."""
+
+    def __init__(self, inner: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.batch_sizes = inner, limit, []
+
+    def forward(self, x):
+        self.batch_sizes.append(x.shape[0])
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"tried to run {x.shape[0]} rows")
+        return self.inner(x)
+
+
+def test_auto_chunks_shrink_instead_of_running_out_of_memory():
+    inner = make_model(dtype=torch.float64)
+    x = torch.rand(6, 2, 5, 5, dtype=torch.float64)
+    model = _SmallMemoryModel(inner, limit=40)
+    got = integrated_gradients(model, x, target=1, n_steps=30)
+    expected = integrated_gradients(inner, x, target=1, n_steps=30, internal_batch_size=None)
+    torch.testing.assert_close(got.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
+    assert max(model.batch_sizes) > 40 and any(b <= 40 for b in model.batch_sizes)
+    # an explicit chunk size is the user's choice: it is not silently shrunk
+    with pytest.raises(torch.OutOfMemoryError):
+        integrated_gradients(_SmallMemoryModel(inner, limit=40), x, target=1, n_steps=30, internal_batch_size=60)
