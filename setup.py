@@ -41,7 +41,7 @@ setup(
     package_dir={"torchexplain": "torchexplain", "torchexplain.kernels": "kernels"},
     package_data={"torchexplain": ["py.typed"], "torchexplain.datasets": ["*.csv.gz", "NOTICE.md"]},
     include_package_data=False,
-    install_requires=["torch>=2.1", "numpy>=1.23", "pillow>=9.0"],
+    install_requires=["torch>=2.1", "numpy>=1.23", "pillow>=9.0", "scikit-image>=0.19"],
     extras_require={
         "test": [
             "pytest>=7.0",

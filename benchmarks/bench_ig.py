@@ -100,6 +100,7 @@ def run_config(cfg: dict, device: torch.device, repeats: int, with_captum: bool)
     }
     t = {name: timings[name]["median_s"] for name in providers}
     row["ratio_vs_floor"] = t["torchexplain"] / t["floor"]
+    row["explanations_per_s"] = n / t["torchexplain"]
     if with_captum:
         row["ratio_vs_captum"] = t["torchexplain"] / t["captum"]
         row["speedup_vs_captum"] = t["captum"] / t["torchexplain"]
@@ -141,13 +142,15 @@ def main(argv=None) -> int:
             "torchexplain_s": p["torchexplain"]["median_s"],
             "floor_s": p["floor"]["median_s"],
             "x_floor": r["ratio_vs_floor"],
+            "expl_per_s": r["explanations_per_s"],
             "mem_paths": p["torchexplain"]["peak_extra_paths"],
         }
         if with_captum:
             entry.update(captum_s=p["captum"]["median_s"], x_captum=r["ratio_vs_captum"],
                          captum_mem_paths=p["captum"]["peak_extra_paths"])
         table.append(entry)
-    columns = ["config", "torchexplain_s", "captum_s", "floor_s", "x_captum", "x_floor", "mem_paths", "captum_mem_paths"]
+    columns = ["config", "torchexplain_s", "captum_s", "floor_s", "x_captum", "x_floor", "expl_per_s",
+               "mem_paths", "captum_mem_paths"]
     print_table(table, [c for c in columns if not table or c in table[0]])
     payload = {"meta": metadata(device, benchmark="bench_ig", repeats=repeats, quick=args.quick), "results": rows}
     path = write_results("bench_ig", payload, args.out)

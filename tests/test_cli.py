@@ -147,15 +147,51 @@ def test_explain_user_mistakes_name_the_file_or_flag(small_model, inputs, tmp_pa
     run_cli_expecting_error([*base, str(inputs["png"]), "--target", "7"], capsys, "--input", "digit.png", "failed")
 
 
-@pytest.mark.parametrize("method", sorted(cli.PLANNED_METHODS))
-def test_planned_methods_say_whether_they_are_available(method, small_model, inputs, tmp_path, capsys):
-    if method in cli.METHODS and cli.METHODS[method].available:
-        pytest.skip(f"{method} is available in this version")
+def test_a_method_missing_from_the_installed_version_says_so(small_model, inputs, tmp_path, capsys, monkeypatch):
+    import torchexplain
+
+    monkeypatch.delattr(torchexplain, "AnchorImage")
     model_path = tmp_path / "model.ts"
     torch.jit.save(torch.jit.script(small_model), model_path)
     run_cli_expecting_error(["explain", "--model", str(model_path), "--input", str(inputs["png"]),
-                             "--out", str(tmp_path / "out"), "--method", method],
-                            capsys, f"method {method!r} is not available in this version")
+                             "--out", str(tmp_path / "out"), "--method", "anchor"],
+                            capsys, "method 'anchor' is not available in this version", "available: ig, counterfactual")
+
+
+def test_explain_counterfactual_matches_the_library(small_model, inputs, tmp_path):
+    from torchexplain import counterfactual
+
+    program = torch.export.export(small_model, (torch.rand(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "model.pt2")
+    status = cli.main(["explain", "--model", str(tmp_path / "model.pt2"), "--input", str(inputs["npy"]),
+                       "--out", str(tmp_path / "out"), "--method", "counterfactual", "--max-lam-steps", "2",
+                       "--max-iter", "60", "--quiet"])
+    assert status == 0
+    got = Explanation.from_json((tmp_path / "out" / "batch.json").read_text())
+    want = counterfactual(small_model, expected_batch(inputs["npy"]), max_lam_steps=2, max_iter=60)
+    torch.testing.assert_close(got.counterfactual, want.counterfactual, rtol=RTOL, atol=ATOL)
+    assert torch.equal(got.cf_class, want.cf_class) and torch.equal(got.success, want.success)
+    assert (tmp_path / "out" / "batch.png").is_file()
+
+
+def test_explain_anchor_matches_the_library(small_model, inputs, tmp_path):
+    from torchexplain import anchor_image
+    from torchexplain.anchors.image import DEFAULT_SEGMENTATION_KWARGS
+
+    model_path = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(small_model), model_path)
+    status = cli.main(["explain", "--model", str(model_path), "--input", str(inputs["png"]),
+                       "--out", str(tmp_path / "out"), "--method", "anchor", "--n-segments", "4",
+                       "--threshold", "0.9", "--quiet"])
+    assert status == 0
+    got = Explanation.from_json((tmp_path / "out" / "digit.json").read_text())
+    segmentation = {**DEFAULT_SEGMENTATION_KWARGS["slic"], "n_segments": 4}
+    want = anchor_image(small_model, expected_batch(inputs["png"]), segmentation_kwargs=segmentation,
+                        threshold=0.9, seed=0)
+    assert got.anchor == want.anchor and torch.equal(got.mask, want.mask)
+    assert torch.equal(got.precision, want.precision)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["inputs"][0]["target"] == want.label.tolist()
 
 
 def test_console_errors_exit_nonzero_without_traceback(tmp_path):
@@ -279,12 +315,15 @@ def test_kernel_adapter_uses_the_dispatch_and_copy_bandwidth_floor():
 
 @pytest.mark.parametrize(
     "result_file",
-    sorted(p.name for p in (REPO / "benchmarks" / "results").glob("bench_*.json")),
+    sorted(p.name for p in (REPO / "benchmarks" / "results").glob("*.json")
+           if not p.name.startswith("torchexplain_bench")),
 )
 def test_every_committed_benchmark_result_reads_into_common_rows(result_file):
     """The contract a new bench_<method>.py signs: `torchexplain bench` can read its JSON."""
     payload = json.loads((REPO / "benchmarks" / "results" / result_file).read_text())
     benchmark = result_file.split("-")[0].removesuffix(".json")
+    benchmark = benchmark if benchmark.startswith("bench_") else f"bench_{benchmark}"
+    assert (REPO / "benchmarks" / f"{benchmark}.py").is_file()
     rows = _bench.normalise(benchmark, payload)
     assert rows, f"{result_file}: no rows with a torchexplain time"
     for row in rows:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchexplain.kernels import ig
+
 from ._ig_kernel_cases import DTYPES, Case, dump_cases, run_kernel, run_reference
 from .conftest import TOLERANCES
-from torchexplain.kernels import ig
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 NEEDS_TRITON = pytest.mark.skipif(

@@ -324,3 +324,79 @@ def test_mnist_cnn_matches_captum(mnist_cnn):
     theirs = captum_attr.IntegratedGradients(model).attribute(x, target=ours.target, n_steps=50)
     assert rel_err(ours.attributions, theirs) <= TOLERANCES[torch.float32][0]
     assert float(ours.convergence_delta.abs().mean()) < 1e-2
+
+
+# -- mixed precision --------------------------------------------------------------
+
+
+def test_mixed_precision_closed_form_on_a_linear_model():
+    """Under bfloat16 autocast the input gradient of a linear layer is its bf16-rounded weight."""
+    model = nn.Linear(9, 4)
+    x = torch.rand(3, 9)
+    exp = integrated_gradients(model, x, target=2, n_steps=8, mixed_precision=torch.bfloat16)
+    assert exp.attributions.dtype == torch.float32
+    expected = x * model.weight[2].detach().bfloat16().float()
+    torch.testing.assert_close(exp.attributions, expected, rtol=1e-6, atol=1e-7)
+    assert exp.meta["params"]["mixed_precision"] == "torch.bfloat16"
+
+
+def test_mixed_precision_error_on_the_mnist_cnn(mnist_cnn):
+    """The documented error of bf16 autocast (README): per-example relative L2 ~1%, at most ~6%."""
+    model, test = mnist_cnn
+    x = test.images[:16]
+    full = integrated_gradients(model, x, n_steps=32)
+    mixed = integrated_gradients(model, x, target=full.target, n_steps=32, mixed_precision=torch.bfloat16)
+    error = (mixed.attributions - full.attributions).flatten(1).norm(dim=1) / full.attributions.flatten(1).norm(dim=1)
+    assert float(error.median()) < 0.02
+    assert float(error.max()) < 0.1
+
+
+def test_mixed_precision_rejects_other_dtypes():
+    with pytest.raises(ValueError, match="mixed_precision"):
+        IntegratedGradients(nn.Linear(2, 2), mixed_precision=torch.float64)
+
+
+# -- devices ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_device_matches_the_float64_reference(device, dtype):
+    """On CUDA this runs the Triton path/reduce kernels inside IG."""
+    model = make_model()
+    x = torch.rand(5, 2, 5, 5, generator=torch.Generator().manual_seed(8))
+    target = torch.tensor([0, 1, 2, 3, 0])
+    expected = brute_force_ig(model, x.to(dtype).double(), torch.zeros(1, 2, 5, 5), target, "gausslegendre", 16)
+    got = integrated_gradients(model.to(device, dtype), x.to(device, dtype), target=target.to(device), n_steps=16)
+    assert got.attributions.device.type == device.type and got.attributions.dtype == dtype
+    rtol = 1e-5 if dtype == torch.float32 else 4 * TOLERANCES[torch.bfloat16][0]
+    assert rel_err(got.attributions.double().cpu(), expected) <= rtol
+
+
+# -- memory -----------------------------------------------------------------------
+
+
+class _SmallMemoryModel(nn.Module):
+    """Raises the allocator's out-of-memory error for batches over ``limit`` rows."""
+
+    def __init__(self, inner: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.batch_sizes = inner, limit, []
+
+    def forward(self, x):
+        self.batch_sizes.append(x.shape[0])
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"tried to run {x.shape[0]} rows")
+        return self.inner(x)
+
+
+def test_auto_chunks_shrink_instead_of_running_out_of_memory():
+    inner = make_model(dtype=torch.float64)
+    x = torch.rand(6, 2, 5, 5, dtype=torch.float64)
+    model = _SmallMemoryModel(inner, limit=40)
+    got = integrated_gradients(model, x, target=1, n_steps=30)
+    expected = integrated_gradients(inner, x, target=1, n_steps=30, internal_batch_size=None)
+    torch.testing.assert_close(got.attributions, expected.attributions, rtol=1e-12, atol=1e-14)
+    assert max(model.batch_sizes) > 40 and any(b <= 40 for b in model.batch_sizes)
+    # an explicit chunk size is the user's choice: it is not silently shrunk
+    with pytest.raises(torch.OutOfMemoryError):
+        integrated_gradients(_SmallMemoryModel(inner, limit=40), x, target=1, n_steps=30, internal_batch_size=60)

@@ -1,16 +1,22 @@
 """torchexplain: fast, batched explanations for PyTorch models."""
 
 from torchexplain._version import __version__
+from torchexplain.anchors import AnchorImage, anchor_image
 from torchexplain.base import Explainer
+from torchexplain.counterfactual import Counterfactual, counterfactual
 from torchexplain.explanation import Explanation
 from torchexplain.integrated_gradients import IntegratedGradients, integrated_gradients
 from torchexplain.monitor import ExplanationMonitor
 
 __all__ = [
+    "AnchorImage",
+    "Counterfactual",
     "Explainer",
     "Explanation",
     "ExplanationMonitor",
     "IntegratedGradients",
     "__version__",
+    "anchor_image",
+    "counterfactual",
     "integrated_gradients",
 ]

@@ -229,6 +229,46 @@ def adapt_kernels(benchmark: str, payload: dict[str, Any], device: str) -> list[
     return rows
 
 
+def adapt_counterfactual(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """bench_counterfactual: the batched search vs the same search one instance at a time
+    (Alibi's way; Alibi itself cannot be installed beside torch), seconds per instance."""
+    return [
+        _row(benchmark, "counterfactual", f"mnist_cnn N={entry['N']} (s per instance)", device,
+             entry["batched_s_per_instance"], "one_at_a_time", entry.get("peer_s_per_instance"))
+        for entry in payload.get("results", [])
+        if "batched_s_per_instance" in entry
+    ]
+
+
+def adapt_anchor(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """bench_anchor: AnchorImage per image vs Alibi (only when measured in the same run; the
+    reference figures from other hardware are not a ratio) and the model-only floor; SLIC vs
+    scikit-image."""
+    rows = []
+    anchor = payload.get("anchor", {})
+    ours = anchor.get("torchexplain (batch)")
+    if ours and "s_per_image" in ours:
+        alibi = anchor.get("alibi", {})
+        measured_alibi = alibi.get("s_per_image") if alibi.get("installed") else None
+        floor = anchor.get("model only (floor)", {}).get("s_per_image")
+        n_digits = payload.get("meta", {}).get("digits")
+        config = f"mnist_cnn {n_digits} digits (s per image)" if n_digits else "mnist_cnn (s per image)"
+        rows.append(_row(benchmark, "anchor", config, device, ours["s_per_image"],
+                         "alibi" if measured_alibi else None, measured_alibi,
+                         "model_only" if floor else None, floor))
+    slic: dict[str, dict[str, Any]] = {}
+    for entry in payload.get("slic", []):
+        config = f"{entry['images']} images {entry['shape']} n_segments={entry['n_segments']}"
+        side = "ours" if entry["provider"].startswith("torchexplain") else "peer"
+        slic.setdefault(config, {})[side] = entry
+    for config, sides in slic.items():
+        if "ours" in sides:
+            peer = sides.get("peer")
+            rows.append(_row(benchmark, "slic", config, device, sides["ours"]["median_s"],
+                             "scikit-image" if peer else None, peer["median_s"] if peer else None))
+    return rows
+
+
 def adapt_generic(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
     return adapt_providers(benchmark, payload, device) or adapt_flat(benchmark, payload, device)
 
@@ -238,6 +278,8 @@ ADAPTERS: dict[str, Callable[[str, dict[str, Any], str], list[dict[str, Any]]]] 
     "bench_ig": adapt_providers,
     "bench_kernels": adapt_kernels,
     "bench_monitor": adapt_providers,
+    "bench_counterfactual": adapt_counterfactual,
+    "bench_anchor": adapt_anchor,
 }
 
 

@@ -233,23 +233,76 @@ def _draw_attributions(inputs: torch.Tensor, explanation: Explanation, path: Pat
     return visualize.save_grid(rows, captions, path, titles=["input", "attribution", "overlay"])
 
 
-#: ``--method`` name -> how to run it. Methods whose class is not in this version of
-#: torchexplain stay listed and answer with a clear error.
+def _explain_counterfactual(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
+    settings: dict[str, Any] = {"target_class": "other" if args.target is None else args.target}
+    if args.max_lam_steps is not None:
+        settings["max_lam_steps"] = args.max_lam_steps
+    if args.max_iter is not None:
+        settings["max_iter"] = args.max_iter
+    return torchexplain.Counterfactual(model, **settings).explain(inputs)
+
+
+def _draw_counterfactual(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Path | None:
+    if not _is_image(inputs[0]):
+        return None
+    found = explanation.counterfactual.detach().cpu()
+    rows, captions = [], []
+    for i in range(inputs.shape[0]):
+        original = inputs[i].cpu()
+        rows.append([original, found[i], visualize.heatmap(found[i] - original)])
+        outcome = "" if bool(explanation.success[i]) else " (not found; closest)"
+        captions.append(f"#{i} {int(explanation.orig_class[i])} -> {int(explanation.cf_class[i])}{outcome}  "
+                        f"p {float(explanation.cf_proba[i]):.2f}  L1 {float(explanation.l1_distance[i]):.1f}")
+    return visualize.save_grid(rows, captions, path, titles=["input", "counterfactual", "difference"])
+
+
+def _explain_anchor(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
+    if not _is_image(inputs[0]):
+        raise UsageError(f"--method anchor explains images (C, H, W) with C 1 or 3; got examples shaped "
+                         f"{tuple(inputs.shape[1:])}")
+    if args.target is not None:
+        raise UsageError("--target: anchors explain the model's own prediction; drop --target for --method anchor")
+    from torchexplain.anchors.image import DEFAULT_SEGMENTATION_KWARGS
+
+    segmentation = dict(DEFAULT_SEGMENTATION_KWARGS["slic"])
+    if args.n_segments is not None:
+        segmentation["n_segments"] = args.n_segments
+    explainer = torchexplain.AnchorImage(model, segmentation_kwargs=segmentation, seed=args.seed)
+    return explainer.explain(inputs, threshold=args.threshold)
+
+
+def _draw_anchor(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Path | None:
+    rows, captions = [], []
+    for i in range(inputs.shape[0]):
+        rgb = visualize.to_rgb(inputs[i].cpu())
+        mask = explanation.mask[i].numpy()
+        kept = rgb.copy()
+        kept[~mask] = (kept[~mask] * 0.25).astype(np.uint8)  # the anchor as it is, the rest dimmed
+        rows.append([rgb, kept])
+        status = "" if bool(explanation.success[i]) else " (no valid anchor)"
+        captions.append(f"#{i} pred {int(explanation.label[i])}: precision {float(explanation.precision[i]):.2f}, "
+                        f"coverage {float(explanation.coverage[i]):.2f}{status}")
+    return visualize.save_grid(rows, captions, path, titles=["input", "anchor"])
+
+
+#: ``--method`` name -> how to run it. A method whose class is missing from the installed
+#: torchexplain answers with a clear error instead of a traceback.
 METHODS: dict[str, CliMethod] = {
     "ig": CliMethod("IntegratedGradients", _explain_ig, _draw_attributions),
+    "counterfactual": CliMethod("Counterfactual", _explain_counterfactual, _draw_counterfactual),
+    "anchor": CliMethod("AnchorImage", _explain_anchor, _draw_anchor),
 }
-PLANNED_METHODS = {"counterfactual": "Counterfactual", "anchor": "AnchorImage"}
 
 
 def _method(name: str) -> CliMethod:
     if name in METHODS and METHODS[name].available:
         return METHODS[name]
-    if name in METHODS or name in PLANNED_METHODS:
+    if name in METHODS:
         raise UsageError(
             f"--method {name}: method {name!r} is not available in this version of torchexplain "
             f"({torchexplain.__version__}); available: {', '.join(n for n, m in METHODS.items() if m.available)}"
         )
-    raise UsageError(f"--method {name}: unknown method; expected one of {', '.join([*METHODS, *PLANNED_METHODS])}")
+    raise UsageError(f"--method {name}: unknown method; expected one of {', '.join(METHODS)}")
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
@@ -291,8 +344,9 @@ def run_explain(args: argparse.Namespace) -> int:
             picture = method.draw(batch, explanation, out / f"{stem}.png")
             entry = {"input": str(path), "json": str(json_path), "picture": None if picture is None else str(picture),
                      "examples": int(batch.shape[0])}
-            if isinstance(explanation.data.get("target"), torch.Tensor):
-                entry["target"] = explanation.target.tolist()
+            explained_class = explanation.data.get("target", explanation.data.get("label"))
+            if isinstance(explained_class, torch.Tensor):
+                entry["target"] = explained_class.tolist()
             summary["inputs"].append(entry)
             bar.advance()
             if not args.quiet:
@@ -424,10 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--model", required=True, help="torch.export archive (.pt2) or TorchScript file")
     explain.add_argument("--input", required=True, nargs="+", metavar="FILE",
                          help="PNG/JPEG images, or .pt/.npy tensors (one example or a batch)")
-    explain.add_argument("--method", default="ig", help=f"one of {', '.join([*METHODS, *PLANNED_METHODS])} (default ig)")
+    explain.add_argument("--method", default="ig", help=f"one of {', '.join(METHODS)} (default ig)")
     explain.add_argument("--out", required=True, help="folder for <input>.json, <input>.png and summary.json")
     explain.add_argument("--target", type=int, default=None, help="class to explain (default: the prediction)")
-    explain.add_argument("--n-steps", type=int, default=50, help="IG: steps on the path (default 50)")
+    explain.add_argument("--n-steps", type=int, default=50, help="ig: steps on the path (default 50)")
+    explain.add_argument("--max-lam-steps", type=int, default=None,
+                         help="counterfactual: rounds of the lambda search (default: the library's, 10)")
+    explain.add_argument("--max-iter", type=int, default=None,
+                         help="counterfactual: optimiser steps per round (default: the library's, 1000)")
+    explain.add_argument("--threshold", type=float, default=0.95, help="anchor: precision to reach (default 0.95)")
+    explain.add_argument("--n-segments", type=int, default=None,
+                         help="anchor: SLIC superpixels per image (default: the library's, 10)")
+    explain.add_argument("--seed", type=int, default=0, help="anchor: seed of the sampling (default 0)")
     explain.add_argument("--channels", type=int, choices=(1, 3), default=None,
                          help="images: 1 (grey) or 3 (RGB); default from the exported model, else the file")
     explain.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import torchexplain
-from torchexplain import IntegratedGradients, visualize
+from torchexplain import IntegratedGradients, _demo_anchor, _demo_counterfactual, visualize
 from torchexplain.datasets import load_mnist
 from torchexplain.zoo import pretrained_mnist_cnn
 
@@ -105,6 +105,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"integrated gradients: {args.n_explain} digits x {args.n_steps} steps in {ig['seconds']:.3f} s "
           f"({ig['per_second']:.0f} explanations/s) on {device}; mean |delta| {ig['mean_abs_delta']:.2e}")
     print(f"  wrote {ig['grid']}")
+
+    cf = _demo_counterfactual.run(model, test, args.out, device)
+    summary["counterfactual"] = cf
+    changes = ", ".join(
+        f"{o}->{c}" + ("" if ok else " (not found)") for o, c, ok in zip(cf["orig_class"], cf["cf_class"], cf["success"])
+    )
+    print(f"counterfactuals: {changes} in {cf['seconds']:.1f} s; L1 {cf['l1_distance']}")
+    print(f"  wrote {cf['png']}")
+    anchors = _demo_anchor.run(model, test, args.out, device)
+    summary["anchor"] = anchors
+    print(f"anchors: {len(anchors['precision'])} digits in {anchors['seconds']:.1f} s; precision "
+          f"{', '.join(f'{p:.2f}' for p in anchors['precision'])}; coverage "
+          f"{', '.join(f'{c:.2f}' for c in anchors['coverage'])}")
+    print(f"  wrote {anchors['png']}")
 
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"summary: {args.out / 'summary.json'}; total {time.perf_counter() - start:.1f} s")

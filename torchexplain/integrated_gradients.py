@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -29,9 +29,9 @@ from torchexplain.base import Explainer, make_meta
 from torchexplain.explanation import Explanation
 from torchexplain.kernels import ig as ig_ops
 
-TensorOrTuple = Union[torch.Tensor, tuple[torch.Tensor, ...]]
-BaselineType = Union[None, int, float, torch.Tensor, tuple[Union[int, float, torch.Tensor, None], ...]]
-TargetType = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+TensorOrTuple = torch.Tensor | tuple[torch.Tensor, ...]
+BaselineType = None | int | float | torch.Tensor | tuple[int | float | torch.Tensor | None, ...]
+TargetType = None | int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 #: Rows per forward when evaluating the model at the inputs and the baselines.
 ENDPOINT_ROWS = 1024
@@ -55,6 +55,10 @@ class IntegratedGradients(Explainer):
         eval_mode: run the model in eval mode and restore the caller's modes
             afterwards (default). False keeps the caller's modes; buffers such as
             BatchNorm running statistics are restored either way.
+        mixed_precision: ``torch.bfloat16`` or ``torch.float16`` runs the model's
+            forward and backward under ``torch.autocast`` in that dtype; the path,
+            the gradients' reduction and the attributions stay in the input dtype
+            (float32 accumulation). ``None`` (default) runs in the model's dtype.
 
     Examples:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
@@ -76,9 +80,11 @@ class IntegratedGradients(Explainer):
         internal_batch_size: int | str | None = "auto",
         multiply_by_inputs: bool = True,
         eval_mode: bool = True,
+        mixed_precision: torch.dtype | None = None,
     ) -> None:
         quadrature(method, n_steps)  # validates both now rather than at explain()
         _check_internal_batch_size(internal_batch_size)
+        _check_mixed_precision(mixed_precision)
         super().__init__(
             model,
             n_steps=n_steps,
@@ -86,6 +92,7 @@ class IntegratedGradients(Explainer):
             internal_batch_size=internal_batch_size,
             multiply_by_inputs=multiply_by_inputs,
             eval_mode=eval_mode,
+            mixed_precision=mixed_precision,
         )
 
     def explain(
@@ -137,6 +144,7 @@ def integrated_gradients(
     internal_batch_size: int | str | None = "auto",
     multiply_by_inputs: bool = True,
     eval_mode: bool = True,
+    mixed_precision: torch.dtype | None = None,
 ) -> Explanation:
     """Functional form of :class:`IntegratedGradients`; see its docs for the arguments.
 
@@ -148,12 +156,13 @@ def integrated_gradients(
     """
     alphas, weights = quadrature(method, n_steps)
     _check_internal_batch_size(internal_batch_size)
+    _check_mixed_precision(mixed_precision)
     inputs_tuple = _check_inputs(inputs)
     baselines_tuple = _format_baselines(baselines, inputs_tuple)
     extra_args = _format_extra_args(additional_forward_args)
 
     with preserved_model_state(model, eval_mode=eval_mode):
-        run = _PathIntegral(model, inputs_tuple, baselines_tuple, extra_args, alphas, weights)
+        run = _PathIntegral(model, inputs_tuple, baselines_tuple, extra_args, alphas, weights, mixed_precision)
         predictions, start_scores, end_scores, target_index = run.endpoints(target)
         totals = run.integrate(internal_batch_size, multiply_by_inputs)
 
@@ -171,6 +180,7 @@ def integrated_gradients(
             "internal_batch_size": internal_batch_size,
             "multiply_by_inputs": multiply_by_inputs,
             "eval_mode": eval_mode,
+            "mixed_precision": None if mixed_precision is None else str(mixed_precision),
         },
         device=str(inputs_tuple[0].device),
     )
@@ -200,8 +210,10 @@ class _PathIntegral:
         extra_args: tuple[Any, ...],
         alphas: torch.Tensor,
         weights: torch.Tensor,
+        mixed_precision: torch.dtype | None = None,
     ) -> None:
         self.model = model
+        self.mixed_precision = mixed_precision
         self.inputs = inputs
         self.n_examples = inputs[0].shape[0]
         self.device = inputs[0].device
@@ -223,6 +235,11 @@ class _PathIntegral:
         self.score: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
         self.target_index: torch.Tensor | None = None
 
+    def _autocast(self):
+        if self.mixed_precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision)
+
     # -- endpoints -----------------------------------------------------------------
 
     def _forward_chunked(self, batches: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -232,7 +249,8 @@ class _PathIntegral:
             args = [
                 a[start:stop] if per else a for a, per in zip(self.extra_args, self.per_example_arg)
             ]
-            outputs.append(self.model(*(b[start:stop] for b in batches), *args))
+            with self._autocast():
+                outputs.append(self.model(*(b[start:stop] for b in batches), *args))
         if not all(isinstance(o, torch.Tensor) for o in outputs):
             raise TypeError(f"the model must return a tensor, got {type(outputs[0]).__name__}")
         return torch.cat(outputs)
@@ -299,7 +317,8 @@ class _PathIntegral:
             for a, per in zip(self.extra_args, self.per_example_arg)
         ]
         with torch.enable_grad():
-            output = self.model(*paths, *args)
+            with self._autocast():
+                output = self.model(*paths, *args)
             rows_target = None if self.target_index is None else self.target_index[row_examples]
             scores = self.score(output, rows_target)
             # One scalar backward: rows are independent, so d(sum)/d(row) is each row's gradient.
@@ -373,6 +392,11 @@ def _check_internal_batch_size(value: int | str | None) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"internal_batch_size must be a positive int, 'auto' or None, got {value!r}")
+
+
+def _check_mixed_precision(dtype: torch.dtype | None) -> None:
+    if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"mixed_precision must be None, torch.bfloat16 or torch.float16, got {dtype!r}")
 
 
 def _check_inputs(inputs: TensorOrTuple) -> tuple[torch.Tensor, ...]:
