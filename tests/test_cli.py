@@ -277,6 +277,20 @@ def test_bench_compare_exits_nonzero_beyond_the_margin(fake_benchmarks, tmp_path
     assert bench(fake_benchmarks, tmp_path / "d.json", "--compare", str(baseline), "--only", "alpha") == 0
 
 
+def test_compare_does_not_judge_ratios_of_too_short_times():
+    now = [_bench._row("bench_k", "op", "tiny", "cpu", 0.004, "captum", 0.002, "floor", 0.5)]
+    baseline = {"rows": [_bench._row("bench_k", "op", "tiny", "cpu", 0.001, "captum", 0.002, "floor", 0.5)]}
+    judged_all = _bench.compare(now, baseline, margin=0.25, min_time_s=0.0)
+    assert len(judged_all["regressions"]) == 2  # 4x on both ratios
+    short_skipped = _bench.compare(now, baseline, margin=0.25, min_time_s=0.010)
+    assert short_skipped["regressions"] == [] and len(short_skipped["too_short"]) == 2
+    # a ratio of long times is still judged
+    long_now = [_bench._row("bench_k", "op", "tiny", "cpu", 0.2, None, None, "floor", 0.05)]
+    long_base = {"rows": [_bench._row("bench_k", "op", "tiny", "cpu", 0.1, None, None, "floor", 0.05)]}
+    (check,) = _bench.compare(long_now, long_base, margin=0.25, min_time_s=0.010)["regressions"]
+    assert check["change"] == pytest.approx(1.0)
+
+
 def test_bench_failed_script_and_bad_files(fake_benchmarks, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FAKE_FAIL", "bench_beta")
     assert bench(fake_benchmarks, tmp_path / "x.json") == cli.EXIT_BENCH_FAILED
@@ -294,6 +308,17 @@ def test_bench_failed_script_and_bad_files(fake_benchmarks, tmp_path, monkeypatc
     run_cli_expecting_error(["bench", "--benchmarks-dir", str(tmp_path / "nowhere")], capsys, "--benchmarks-dir")
     if not torch.cuda.is_available():
         run_cli_expecting_error(["bench", "--device", "cuda"], capsys, "--device cuda", "no CUDA device")
+
+
+def test_quick_adds_the_per_script_restrictions(tmp_path):
+    script = tmp_path / "bench_counterfactual.py"
+    script.write_text("import json, sys\n"
+                      "out = sys.argv[sys.argv.index('--out') + 1]\n"
+                      "json.dump({'meta': {'device': 'cpu'}, 'argv': sys.argv[1:]}, open(out, 'w'))\n")
+    quick = _bench.run_script(script, "cpu", True, tmp_path, timeout=60)
+    assert quick.payload["argv"][-3:] == ["--quick", *_bench.QUICK_ARGS["bench_counterfactual"]]
+    full = _bench.run_script(script, "cpu", False, tmp_path, timeout=60)
+    assert "--quick" not in full.payload["argv"] and "--sizes" not in full.payload["argv"]
 
 
 def test_bench_without_a_source_checkout_says_how_to_get_one(tmp_path, monkeypatch):

@@ -385,6 +385,9 @@ def run_bench(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if not 0 <= args.margin < 10:
         raise UsageError(f"--margin must be a fraction such as 0.25 (25 %), got {args.margin}")
+    if args.min_time is not None and args.min_time < 0:
+        raise UsageError(f"--min-time must be seconds >= 0, got {args.min_time}")
+    min_time = _bench.DEFAULT_MIN_TIME_S.get(device.type, 0.0) if args.min_time is None else args.min_time
     baseline = _bench.load_baseline(args.compare) if args.compare else None
     folder = _bench.find_benchmarks_dir(args.benchmarks_dir)
     scripts = _bench.discover(folder, args.only.split(",") if args.only else None)
@@ -417,7 +420,7 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     status = EXIT_OK
     if baseline is not None:
-        comparison = _bench.compare(rows, baseline, args.margin)
+        comparison = _bench.compare(rows, baseline, args.margin, min_time)
         payload["compare"] = {"baseline": str(args.compare), **comparison}
         status = _report_comparison(comparison, device_name=payload["meta"].get("device_name"))
     out = Path(args.out) if args.out else folder / "results" / (
@@ -440,7 +443,9 @@ def _report_comparison(comparison: dict[str, Any], device_name: str | None) -> i
               file=sys.stderr)
     for key in comparison["missing_now"]:
         print(f"note: baseline row not measured now: {key}", file=sys.stderr)
-    print(f"compared {len(comparison['checks'])} ratios with the baseline (margin {margin:.0%})")
+    print(f"compared {len(comparison['checks'])} ratios with the baseline (margin {margin:.0%})"
+          + (f"; {len(comparison['too_short'])} not judged (times under {comparison['min_time_s'] * 1e3:g} ms)"
+             if comparison["too_short"] else ""))
     for check in comparison["regressions"]:
         print(f"REGRESSION {check['row']}: {check['ratio']} {check['baseline']:.3g} -> {check['now']:.3g} "
               f"({check['change']:+.0%})", file=sys.stderr)
@@ -505,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--margin", type=float, default=_bench.DEFAULT_MARGIN,
                        help=f"allowed growth of a ratio over the baseline (default {_bench.DEFAULT_MARGIN}, i.e. "
                             f"{_bench.DEFAULT_MARGIN:.0%})")
+    bench.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
+                       help="--compare judges only ratios whose times are all at least this long "
+                            "(default 0.01 on cpu, where shorter ops are too noisy; 0 on cuda)")
     bench.add_argument("--only", default=None, help="comma list of benchmarks to run, e.g. ig,monitor")
     bench.add_argument("--benchmarks-dir", default=None, help="the checkout's benchmarks/ folder (found by default)")
     bench.add_argument("--timeout", type=float, default=None, help="seconds allowed per benchmark script")
