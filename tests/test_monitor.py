@@ -8,6 +8,7 @@ monitor must leave untouched.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import socket
@@ -181,6 +182,41 @@ def test_explainers_without_a_target_argument_are_called_without_one():
     assert record["target"] == labels.tolist()
     with pytest.raises(ValueError, match="ShiftExplainer.explain\\(\\) takes no target"):
         ExplanationMonitor(ShiftExplainer(None), probe, torch.tensor([0, 1]))
+
+
+def _merged_explainers():
+    from torchexplain import AnchorImage, Counterfactual
+
+    return [
+        Counterfactual(None, max_lam_steps=1, max_iter=20),
+        lambda model: AnchorImage(model, segmentation_fn=lambda image: np.arange(64).reshape(8, 8) // 16, seed=0),
+    ]
+
+
+@pytest.mark.parametrize("which", ["counterfactual", "anchor"])
+def test_counterfactual_and_anchor_monitors_leave_training_bit_identical(which, tmp_path):
+    counterfactual_explainer, anchor_factory = _merged_explainers()
+    probe = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(8))
+    if which == "counterfactual":
+        explainer = counterfactual_explainer
+    else:
+        # AnchorImage needs its predictor at construction; any model will do, step() swaps it.
+        explainer = anchor_factory(TinyNet().eval())
+    monitor = ExplanationMonitor(explainer, probe, every_n_steps=3, out_dir=tmp_path)
+    plain_model, _ = train(None, steps=4)
+    monitored_model, _ = train(monitor, steps=4)
+    for a, b in zip(plain_model.parameters(), monitored_model.parameters(), strict=True):
+        assert torch.equal(a, b) and torch.equal(a.grad, b.grad) and a.requires_grad == b.requires_grad
+    assert [r["global_step"] for r in monitor.records] == [0, 3]
+    # the logged statistic is the method's own map: the change a counterfactual made, an anchor's mask
+    final = monitor.record(monitored_model, 99)
+    evaluation_model = copy.deepcopy(monitored_model).eval()
+    direct = explainer if which == "counterfactual" else anchor_factory(evaluation_model)
+    direct.model = evaluation_model
+    exp = direct.explain(probe)
+    expected = (exp.counterfactual - probe) if which == "counterfactual" else exp.mask.float()
+    assert final["mean_abs_attribution"] == pytest.approx(float(expected.abs().mean()), rel=1e-6)
+    assert (tmp_path / "monitor_grid.png").is_file()
 
 
 def brute_spearman(a: np.ndarray, b: np.ndarray) -> float:
