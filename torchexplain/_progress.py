@@ -7,6 +7,7 @@ place with ``\\r``, showing done/total, the current item and the elapsed time.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -32,15 +33,30 @@ class Progress:
         self.label = ""
         self.start = time.perf_counter()
         self._drawn = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> Progress:
         self._draw()
+        if self.enabled:
+            # Redraw each second so the elapsed time moves while one long item runs.
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         if self.enabled and self._drawn:
-            self.stream.write("\r" + " " * self._drawn + "\r")
-            self.stream.flush()
+            with self._lock:
+                self.stream.write("\r" + " " * self._drawn + "\r")
+                self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self._draw()
 
     def update(self, label: str) -> None:
         """Name the item being worked on now."""
@@ -53,15 +69,21 @@ class Progress:
 
     def write(self, line: str, file: TextIO | None = None) -> None:
         """Print a line above the bar (to ``file``, default stdout)."""
-        if self.enabled and self._drawn:
-            self.stream.write("\r" + " " * self._drawn + "\r")
-            self.stream.flush()
-        print(line, file=file or sys.stdout, flush=True)
+        with self._lock:
+            if self.enabled and self._drawn:
+                self.stream.write("\r" + " " * self._drawn + "\r")
+                self.stream.flush()
+                self._drawn = 0
+            print(line, file=file or sys.stdout, flush=True)
         self._draw()
 
     def _draw(self) -> None:
         if not self.enabled:
             return
+        with self._lock:
+            self._draw_locked()
+
+    def _draw_locked(self) -> None:
         filled = round(self.WIDTH * self.done / self.total)
         elapsed = time.perf_counter() - self.start
         line = (
