@@ -355,9 +355,8 @@ class _PathIntegral:
         # path + its gradient, per row, across all inputs
         io_bytes_per_row = sum(2 * fx.shape[1] * fx.element_size() for fx in self.flat_inputs)
         if auto:
-            budget = _memory.chunk_budget_bytes(self.device)
             first_guess = _memory.PROBE_ACTIVATION_FACTOR * io_bytes_per_row
-            rows = _memory.rows_for_budget(first_guess, budget, min(total_rows, _memory.PROBE_ROWS))
+            rows = _memory.rows_per_chunk(first_guess, self.device, min(total_rows, _memory.PROBE_ROWS))
         else:
             rows = total_rows if internal_batch_size is None else int(internal_batch_size)
         measured = not auto
@@ -381,7 +380,7 @@ class _PathIntegral:
             del grads
             if counter is not None:
                 per_row = (counter.total / (stop - start)) + io_bytes_per_row
-                rows = _memory.rows_for_budget(per_row, budget, total_rows - stop)
+                rows = _memory.rows_per_chunk(per_row, self.device, total_rows - stop)
                 measured = True
             start = stop
         return totals
