@@ -5,7 +5,8 @@ process on the same inputs, each is warmed up first, repeats are interleaved
 across providers so drift hits all of them alike, and the median is reported.
 On CUDA, times are taken with ``torch.cuda.synchronize()`` around each call and
 peak memory from the caching allocator; on the CPU, peak memory is the process's
-resident high-water mark above the level before the call (Linux ``clear_refs``).
+resident high-water mark above the level before the call (Linux ``clear_refs``),
+with glibc set to unmap freed tensors so the mark follows live memory.
 """
 
 from __future__ import annotations
@@ -47,6 +48,31 @@ def _reset_cpu_peak() -> bool:
         return False
 
 
+_MALLOC_TUNED = False
+
+
+def _release_freed_host_memory() -> None:
+    """Make freed tensors leave the resident set, so its high-water mark tracks live memory.
+
+    glibc keeps freed blocks mapped and reuses them, which hides a provider's peak
+    behind memory an earlier call already touched. Serving every block of 64 KiB or
+    more from its own mapping (unmapped on free) and trimming the heap removes that.
+    It changes allocation speed, so it is done only for the memory measurement,
+    after all timings.
+    """
+    global _MALLOC_TUNED
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        if not _MALLOC_TUNED:
+            libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
+            _MALLOC_TUNED = True
+        libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
 def peak_memory(fn: Callable[[], Any], device: torch.device) -> int | None:
     """Bytes allocated at the peak of one call of ``fn`` above what was held before it."""
     import gc
@@ -59,6 +85,7 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> int | None:
         fn()
         sync(device)
         return torch.cuda.max_memory_allocated(device) - before
+    _release_freed_host_memory()
     if not _reset_cpu_peak():
         return None
     before = _rss_bytes("VmRSS")
