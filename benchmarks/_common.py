@@ -57,8 +57,8 @@ def _release_freed_host_memory() -> None:
     glibc keeps freed blocks mapped and reuses them, which hides a provider's peak
     behind memory an earlier call already touched. Serving every block of 64 KiB or
     more from its own mapping (unmapped on free) and trimming the heap removes that.
-    It changes allocation speed, so it is done only for the memory measurement,
-    after all timings.
+    It changes allocation speed for the rest of the process, so benchmarks measure
+    memory only after all their timings.
     """
     global _MALLOC_TUNED
     try:

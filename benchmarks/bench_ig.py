@@ -59,7 +59,8 @@ def build_model(kind: str, device: torch.device) -> tuple[torch.nn.Module, str]:
     return model.to(device), source
 
 
-def run_config(cfg: dict, device: torch.device, repeats: int, with_captum: bool) -> dict:
+def make_providers(cfg: dict, device: torch.device, with_captum: bool):
+    """The three providers of one configuration on freshly built, identical inputs."""
     model, source = build_model(cfg["model"], device)
     for p in model.parameters():
         p.requires_grad_(False)  # as in inference; IG needs input gradients only
@@ -85,9 +86,14 @@ def run_config(cfg: dict, device: torch.device, repeats: int, with_captum: bool)
 
         captum_ig = CaptumIG(model)
         providers["captum"] = lambda: captum_ig.attribute(x, target=target, n_steps=steps)
-    timings = time_providers(providers, device, repeats=repeats, warmup=1)
     path_bytes = floor_batch.numel() * floor_batch.element_size()
-    memory = {name: peak_memory(fn, device) for name, fn in providers.items()}
+    return providers, source, path_bytes
+
+
+def run_config(cfg: dict, device: torch.device, repeats: int, with_captum: bool) -> dict:
+    providers, source, path_bytes = make_providers(cfg, device, with_captum)
+    timings = time_providers(providers, device, repeats=repeats, warmup=1)
+    n, steps = cfg["n"], cfg["steps"]
 
     row = {
         "config": f"{cfg['name']} N={n} steps={steps}",
@@ -95,11 +101,7 @@ def run_config(cfg: dict, device: torch.device, repeats: int, with_captum: bool)
         "kind": cfg["kind"],
         "model_source": source,
         "sizes": {"n": n, "steps": steps, "input_shape": list(cfg["shape"]), "path_bytes": path_bytes},
-        "providers": {
-            name: {**timings[name], "peak_extra_bytes": memory[name],
-                   "peak_extra_paths": None if memory[name] is None else memory[name] / path_bytes}
-            for name in providers
-        },
+        "providers": {name: dict(timings[name]) for name in providers},
     }
     t = {name: timings[name]["median_s"] for name in providers}
     row["ratio_vs_floor"] = t["torchexplain"] / t["floor"]
@@ -134,10 +136,20 @@ def main(argv=None) -> int:
         except RuntimeError as err:  # e.g. resnet50 without torchvision
             print(f"skipped {cfg['name']}: {err}")
             continue
+        rows[-1]["_cfg"] = cfg
         r = rows[-1]
         p = r["providers"]
         print(f"{r['config']}: torchexplain {p['torchexplain']['median_s']:.4f}s  floor {p['floor']['median_s']:.4f}s"
               + (f"  captum {p['captum']['median_s']:.4f}s" if with_captum else ""), flush=True)
+    # Memory last, after every timing: measuring it retunes the host allocator (see
+    # benchmarks/_common.peak_memory), which would slow any timing taken after it.
+    for r in rows:
+        providers, _, path_bytes = make_providers(r.pop("_cfg"), device, with_captum)
+        for name, fn in providers.items():
+            fn()  # warm
+            peak = peak_memory(fn, device)
+            r["providers"][name]["peak_extra_bytes"] = peak
+            r["providers"][name]["peak_extra_paths"] = None if peak is None else peak / path_bytes
     table = []
     for r in rows:
         p = r["providers"]

@@ -42,6 +42,10 @@ DEFAULT_SEGMENTATION_KWARGS: dict[str, dict[str, Any]] = {
 
 #: at most this many input elements (images x C x H x W) go to the model in one call
 _MAX_CALL_ELEMENTS = 1 << 26
+#: ...and on the CPU at most this many images: per-image cost grows with the batch
+#: once activations leave the cache (MNIST CNN, one thread: 0.81 ms/image at 100,
+#: 0.84 at 200, 1.12 at 500, 1.37 at 4,000).
+_CPU_MAX_CALL_IMAGES = 256
 
 
 def numpy_predictor(
@@ -240,7 +244,7 @@ def anchor_image(
             images' device).
         seed: seed of the per-image generators (None: fresh entropy).
         max_images_per_call: most images per predictor call (default: as many as fit
-            in 2**26 input elements).
+            in 2**26 input elements, and at most 256 on the CPU).
 
     Returns:
         An :class:`Explanation` whose ``data`` holds, for B images:
@@ -295,17 +299,22 @@ def anchor_image(
             )
         images_background = images_background.to(device=device, dtype=images.dtype)
     seed = int(seed) if seed is not None else secrets.randbits(62)
-    chunk = max_images_per_call or max(1, _MAX_CALL_ELEMENTS // (c * h * w))
+    if max_images_per_call is None:
+        chunk = max(1, _MAX_CALL_ELEMENTS // (c * h * w))
+        if device.type == "cpu":
+            chunk = min(chunk, _CPU_MAX_CALL_IMAGES)
+    else:
+        chunk = max_images_per_call
     chunk = _check_count("max_images_per_call", chunk)
 
     # ---- segmentation
     if isinstance(segmentation_fn, str):
         kwargs = dict(DEFAULT_SEGMENTATION_KWARGS[segmentation_fn] if segmentation_kwargs is None else segmentation_kwargs)
-        to_segment = images.expand(-1, 3, -1, -1) if c == 1 else images
     else:
         kwargs = dict(segmentation_kwargs or {})
-        to_segment = images
-    segments = segment(to_segment, segmentation_fn, **kwargs).to(device)
+    # Grey images are segmented as one channel, as Alibi hands them to scikit-image
+    # (repeating them to RGB would cluster in Lab and give other superpixels).
+    segments = segment(images, segmentation_fn, **kwargs).to(device)
     n_features = [int(s.max()) + 1 for s in segments]
     m_max = max(n_features)
 
