@@ -310,11 +310,12 @@ def anchor_image(
     # ---- segmentation
     if isinstance(segmentation_fn, str):
         kwargs = dict(DEFAULT_SEGMENTATION_KWARGS[segmentation_fn] if segmentation_kwargs is None else segmentation_kwargs)
+        # Grey images are repeated to RGB before a built-in segmentation, as Alibi does.
+        to_segment = images.expand(-1, 3, -1, -1) if c == 1 else images
     else:
         kwargs = dict(segmentation_kwargs or {})
-    # Grey images are segmented as one channel, as Alibi hands them to scikit-image
-    # (repeating them to RGB would cluster in Lab and give other superpixels).
-    segments = segment(images, segmentation_fn, **kwargs).to(device)
+        to_segment = images
+    segments = segment(to_segment, segmentation_fn, **kwargs).to(device)
     n_features = [int(s.max()) + 1 for s in segments]
     m_max = max(n_features)
 
