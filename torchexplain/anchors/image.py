@@ -43,9 +43,9 @@ DEFAULT_SEGMENTATION_KWARGS: dict[str, dict[str, Any]] = {
 #: at most this many input elements (images x C x H x W) go to the model in one call
 _MAX_CALL_ELEMENTS = 1 << 26
 #: ...and on the CPU at most this many images: per-image cost grows with the batch
-#: once activations leave the cache (MNIST CNN, one thread: 0.81 ms/image at 100,
-#: 0.84 at 200, 1.12 at 500, 1.37 at 4,000).
-_CPU_MAX_CALL_IMAGES = 256
+#: once activations leave the cache (MNIST CNN, one thread, quiet 2-core EPYC:
+#: 0.58-0.72 ms/image at 100, 0.83-1.12 at 256, 1.37 at 4,000).
+_CPU_MAX_CALL_IMAGES = 128
 
 
 def numpy_predictor(
@@ -244,7 +244,7 @@ def anchor_image(
             images' device).
         seed: seed of the per-image generators (None: fresh entropy).
         max_images_per_call: most images per predictor call (default: as many as fit
-            in 2**26 input elements, and at most 256 on the CPU).
+            in 2**26 input elements, and at most 128 on the CPU).
 
     Returns:
         An :class:`Explanation` whose ``data`` holds, for B images:
