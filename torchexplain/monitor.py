@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from torchexplain import visualize
+from torchexplain._model_state import preserved_model_state
 from torchexplain.base import Explainer
 from torchexplain.explanation import Explanation
 
@@ -66,38 +67,25 @@ def _is_rank_zero() -> bool:
 
 @contextmanager
 def preserved_training_state(model: nn.Module) -> Iterator[None]:
-    """Restore grads (object and values), flags, modes, buffers and all global RNG streams.
-
-    ``preserved_model_state`` already restores the ``.grad`` objects; values are
-    copied too, because an explainer is free to accumulate into them in place.
+    """``preserved_model_state`` (modes, ``.grad`` objects, flags, buffers), plus what a
+    training loop also needs untouched: the values inside the ``.grad`` tensors (an
+    explainer is free to accumulate into them in place) and every global RNG stream.
     """
-    params = list(model.parameters())
-    grads = [(p, p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
-    flags = [p.requires_grad for p in params]
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    grads = [(p.grad, p.grad.detach().clone()) for p in model.parameters() if p.grad is not None]
     cuda_devices = sorted(
-        {t.device.index or 0 for t in (*params, *model.buffers()) if t.device.type == "cuda"}
+        {t.device.index or 0 for t in (*model.parameters(), *model.buffers()) if t.device.type == "cuda"}
     )
     numpy_state = np.random.get_state()  # noqa: NPY002 - the user's legacy global stream is what must survive
     python_state = random.getstate()
     try:
-        with torch.random.fork_rng(devices=cuda_devices):
+        with preserved_model_state(model, eval_mode=False), torch.random.fork_rng(devices=cuda_devices):
             yield
     finally:
         np.random.set_state(numpy_state)  # noqa: NPY002
         random.setstate(python_state)
         with torch.no_grad():
-            for param, grad, values in grads:
-                param.grad = grad
-                if grad is not None:
-                    grad.copy_(values)
-            for param, flag in zip(params, flags, strict=True):
-                param.requires_grad_(flag)
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
-        for module, training in modes:
-            module.training = training
+            for grad, values in grads:
+                grad.copy_(values)
 
 
 def explanation_maps(explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
