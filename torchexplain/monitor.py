@@ -102,15 +102,13 @@ def explanation_maps(explanation: Explanation, inputs: torch.Tensor) -> torch.Te
                 raise ValueError("the monitor explains single-input models; got a tuple of attributions")
             maps = maps[0]
         return maps
-    for key in ("counterfactuals", "counterfactual"):
-        if key in data and isinstance(data[key], torch.Tensor):
-            return data[key].to(inputs.device, inputs.dtype) - inputs
-    for key in ("masks", "mask", "anchor_masks", "anchor_mask"):
-        if key in data and isinstance(data[key], torch.Tensor):
-            return data[key].float()
+    if isinstance(data.get("counterfactual"), torch.Tensor):  # Counterfactual
+        return data["counterfactual"].to(inputs.device, inputs.dtype) - inputs
+    if isinstance(data.get("mask"), torch.Tensor):  # AnchorImage
+        return data["mask"].float()
     raise ValueError(
         f"cannot draw a map from an Explanation with data fields {sorted(data)}; expected "
-        "'attributions', 'counterfactuals' or 'masks'"
+        "'attributions', 'counterfactual' or 'mask'"
     )
 
 
