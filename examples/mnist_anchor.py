@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from torchexplain._demo_anchor import SEGMENTATION_KWARGS, anchor_picture, run, segments_picture
+from torchexplain._demo_anchor import SEGMENTATION_KWARGS, run, segments_picture
 
-__all__ = ["SEGMENTATION_KWARGS", "anchor_picture", "run", "segments_picture"]
+__all__ = ["SEGMENTATION_KWARGS", "run", "segments_picture"]
 
 if __name__ == "__main__":
     from torchexplain.datasets import load_mnist

@@ -70,3 +70,13 @@ def test_grid_png(tmp_path):
         assert im.size[0] >= 3 * 56 and im.size[1] >= 2 * 56
     with pytest.raises(ValueError, match="captions"):
         visualize.save_grid([[img]], [], tmp_path / "bad.png")
+
+
+def test_mask_overlay_keeps_the_mask_and_dims_the_rest():
+    image = torch.full((1, 2, 2), 0.8)
+    mask = torch.tensor([[True, False], [False, True]])
+    out = visualize.mask_overlay(image, mask, dim=0.5)
+    assert out[0, 0].tolist() == [204, 204, 204] and out[1, 1].tolist() == [204, 204, 204]
+    assert out[0, 1].tolist() == [102, 102, 102]
+    with pytest.raises(ValueError, match="mask"):
+        visualize.mask_overlay(image, torch.ones(3, 3, dtype=torch.bool))

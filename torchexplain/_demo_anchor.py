@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from torchexplain import AnchorImage
-from torchexplain.visualize import save_grid, to_rgb
+from torchexplain.visualize import mask_overlay, save_grid, to_rgb
 
 #: the segmentation used on MNIST in Alibi's AnchorImage examples
 SEGMENTATION_KWARGS = {"n_segments": 15, "compactness": 20, "sigma": 0.5}
@@ -31,14 +31,6 @@ def segments_picture(image: torch.Tensor, segments: torch.Tensor) -> np.ndarray:
     colours = palette[segments.numpy()].astype(np.float64)
     shade = 0.45 + 0.55 * image[0].numpy()[..., None]
     return np.round(colours * shade).clip(0, 255).astype(np.uint8)
-
-
-def anchor_picture(image: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    """The anchor's pixels as they are, in green; the rest dimmed: (H, W, 3) uint8."""
-    rgb = to_rgb(image).astype(np.float64) * 0.25
-    grey = image[0].numpy()
-    rgb[mask.numpy()] = np.stack([0.2 * grey, 0.35 + 0.65 * grey, 0.2 * grey], -1)[mask.numpy()] * 255
-    return np.round(rgb).clip(0, 255).astype(np.uint8)
 
 
 def run(model: torch.nn.Module, test_split, out_dir: Path, device: torch.device) -> dict:
@@ -57,7 +49,7 @@ def run(model: torch.nn.Module, test_split, out_dir: Path, device: torch.device)
 
     rows, captions = [], []
     for i in range(N_DIGITS):
-        rows.append([to_rgb(images[i]), segments_picture(images[i], exp.segments[i]), anchor_picture(images[i], exp.mask[i])])
+        rows.append([to_rgb(images[i]), segments_picture(images[i], exp.segments[i]), mask_overlay(images[i], exp.mask[i])])
         status = "" if exp.success[i] else " (no valid anchor)"
         captions.append(
             f"pred {int(exp.label[i])}: precision {exp.precision[i]:.2f}, coverage {exp.coverage[i]:.2f}{status}"

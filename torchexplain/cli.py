@@ -274,11 +274,8 @@ def _explain_anchor(model: Callable, inputs: torch.Tensor, args: argparse.Namesp
 def _draw_anchor(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Path | None:
     rows, captions = [], []
     for i in range(inputs.shape[0]):
-        rgb = visualize.to_rgb(inputs[i].cpu())
-        mask = explanation.mask[i].numpy()
-        kept = rgb.copy()
-        kept[~mask] = (kept[~mask] * 0.25).astype(np.uint8)  # the anchor as it is, the rest dimmed
-        rows.append([rgb, kept])
+        image = inputs[i].cpu()
+        rows.append([image, visualize.mask_overlay(image, explanation.mask[i])])
         status = "" if bool(explanation.success[i]) else " (no valid anchor)"
         captions.append(f"#{i} pred {int(explanation.label[i])}: precision {float(explanation.precision[i]):.2f}, "
                         f"coverage {float(explanation.coverage[i]):.2f}{status}")

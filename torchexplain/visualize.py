@@ -86,6 +86,20 @@ def overlay(image: ImageLike, attributions: ImageLike, alpha: float = 0.6) -> np
     return np.round((1 - alpha) * base + alpha * heat).astype(np.uint8)
 
 
+def mask_overlay(image: ImageLike, mask: ImageLike, dim: float = 0.25) -> np.ndarray:
+    """The pixels inside ``mask`` as they are, the rest dimmed to ``dim``; ``(H, W, 3)`` uint8.
+
+    Used to draw an anchor: what the anchor keeps, against what it lets change.
+    """
+    if not 0.0 <= dim <= 1.0:
+        raise ValueError(f"dim must be in [0, 1], got {dim}")
+    rgb = to_rgb(image)
+    keep = _to_numpy(mask).astype(bool)
+    if keep.shape != rgb.shape[:2]:
+        raise ValueError(f"image is {rgb.shape[:2]} but mask is {keep.shape}")
+    return np.where(keep[..., None], rgb, np.round(rgb * dim)).astype(np.uint8)
+
+
 def save_grid(
     rows: Sequence[Sequence[ImageLike]],
     captions: Sequence[str],
