@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from torchexplain._memory import is_out_of_memory
 from torchexplain._model_state import preserved_model_state
 from torchexplain.base import Explainer, make_meta
 from torchexplain.explanation import Explanation
@@ -380,9 +381,9 @@ def _run_in_chunks(search: _Search, x: torch.Tensor, targets: Any, chunk: int) -
         part_targets = targets if isinstance(targets, str) else targets[start:stop]
         try:
             parts.append(search.run(x[start:stop], part_targets))
-        except torch.cuda.OutOfMemoryError:
+        except Exception as err:
             # Instances are independent, so a smaller chunk changes nothing but speed.
-            if chunk == 1:
+            if chunk == 1 or not is_out_of_memory(err):
                 raise
             chunk = max(1, chunk // 2)
             if x.device.type == "cuda":
