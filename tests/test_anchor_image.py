@@ -267,3 +267,58 @@ def test_predictor_returning_labels_gives_the_same_anchor_as_scores():
     scores = anchor_image(model, bright_image(), **kwargs)
     labels = anchor_image(lambda x: model(x).argmax(1).int(), bright_image(), **kwargs)
     assert labels.anchor == scores.anchor and torch.equal(labels.precision, scores.precision)
+
+
+class _RecordingModel(nn.Module):
+    """BlocksModel that records every image it is shown, as bytes."""
+
+    def __init__(self, needed: list[int]) -> None:
+        super().__init__()
+        self.inner = BlocksModel(needed)
+        self.seen: list[bytes] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.extend(row.numpy().tobytes() for row in x)
+        return self.inner(x)
+
+
+def quadrant_segments(image: np.ndarray) -> np.ndarray:
+    """Four superpixels: the quadrants of the 12x12 image."""
+    rows = np.arange(SIZE)[:, None] // (SIZE // 2)
+    return rows * 2 + np.arange(SIZE)[None, :] // (SIZE // 2)
+
+
+@pytest.mark.parametrize("with_background", [False, True], ids=["mean-colour", "background"])
+def test_prediction_cache_queries_each_distinct_image_once_and_changes_nothing(with_background):
+    # Four superpixels and four backgrounds (or mean colours): at most 16 x 4 distinct
+    # perturbed images per digit while the search draws hundreds of samples. The oracle is
+    # the uncached run, which shows every sample to the model. Blocks 0 and 5 (bright)
+    # both lie in quadrant 0, whose mean colour is dark, so the anchor is quadrant 0.
+    # Faint texture makes distinct samples distinct images, so they compare as bytes.
+    # One image per call: two images' samples coincide when everything is replaced by
+    # the same background, and the cache is per image (so a batch changes no count).
+    g = torch.Generator().manual_seed(0)
+    images = bright_image([0, 5, 15]).unsqueeze(0) + 0.04 * torch.rand(1, 1, SIZE, SIZE, generator=g)
+    background = 0.04 * torch.rand(4, 1, SIZE, SIZE, generator=g) if with_background else None
+    kwargs = dict(segmentation_fn=quadrant_segments, images_background=background, seed=3, **FAST)
+    plain_model, cached_model = _RecordingModel([0, 5]), _RecordingModel([0, 5])
+    plain = anchor_image(plain_model, images, cache_predictions=False, **kwargs)
+    cached = anchor_image(cached_model, images, **kwargs)
+
+    assert cached.anchor == plain.anchor == [[0]]
+    for name in ("precision", "coverage", "success", "label", "mask"):
+        assert torch.equal(getattr(cached, name), getattr(plain, name)), name
+    for x, y in zip(cached.covered_true + cached.covered_false, plain.covered_true + plain.covered_false, strict=True):
+        assert torch.equal(x, y)
+    # No image is shown twice (the explained images count as shown), and exactly the
+    # distinct images the uncached run showed are shown.
+    assert len(cached_model.seen) == len(set(cached_model.seen))
+    assert set(cached_model.seen) == set(plain_model.seen)
+    assert len(plain_model.seen) == int(plain.meta["total_images_evaluated"]) == int(plain.n_images_evaluated.sum())
+    assert len(cached_model.seen) == int(cached.meta["total_images_evaluated"]) == int(cached.n_images_evaluated.sum())
+    assert len(cached_model.seen) <= 1 + 16 * 4 < len(plain_model.seen)
+
+
+def test_cache_predictions_must_be_a_bool():
+    with pytest.raises(TypeError, match="cache_predictions"):
+        anchor_image(BlocksModel([5]), bright_image(), segmentation_fn=grid_segments, cache_predictions="yes")

@@ -15,7 +15,9 @@ candidates grown by one feature from the current beam, arm selection by KL-LUCB
 the chosen arms until their confidence bounds settle around the threshold, the valid
 anchor of largest coverage, and the best-precision attempt with ``success=False`` when
 no anchor is valid. Samples drawn for an anchor are reused for its extensions wherever
-they keep the added feature, as in Alibi. Bookkeeping is numpy on the CPU (tiny arrays);
+they keep the added feature, as in Alibi. The result carries the samples its estimate
+rests on, so the caller can show examples without drawing more (Alibi draws a fresh
+batch for an anchor that was only ever estimated from reused samples). Bookkeeping is numpy on the CPU (tiny arrays);
 the heavy work (building and scoring perturbed inputs) is the caller's ``sample_fn``.
 """
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -52,13 +53,14 @@ class SampleBatch:
     Attributes:
         present: ``(n, M)`` bool, feature kept (True) or perturbed, per sample.
         agree: ``(n,)`` bool, the model's prediction on the sample equals the explained one.
-        examples: anything the sampler wants returned with the final anchor (e.g. how to
-            rebuild the covered examples); the search keeps the latest per anchor.
+        payload: optional ``(n,)`` int64 the sampler needs to rebuild each sample (e.g.
+            which background image it used); stored with the sample and handed back in
+            :attr:`AnchorResult.samples`.
     """
 
     present: np.ndarray
     agree: np.ndarray
-    examples: Any = None
+    payload: np.ndarray | None = None
 
 
 @dataclass
@@ -72,7 +74,8 @@ class AnchorResult:
         coverage: fraction of coverage samples in which the anchor applies.
         success: whether the anchor meets the precision constraint.
         n_samples: samples the precision estimate rests on.
-        examples: the sampler's ``examples`` of the last batch drawn for the anchor.
+        samples: those samples (``present``, ``agree`` and ``payload``, in the order
+            drawn); ``payload`` is zeros where the sampler gave none.
     """
 
     anchor: Anchor
@@ -80,7 +83,7 @@ class AnchorResult:
     coverage: float
     success: bool
     n_samples: int
-    examples: Any = None
+    samples: SampleBatch
 
 
 def kl_bernoulli(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -161,8 +164,6 @@ class _ArmStats:
     n_samples: float
     coverage: float
     order: list[int] = field(default_factory=list)
-    examples: Any = None
-    sampled: bool = False
 
 
 class BeamSearch:
@@ -211,6 +212,7 @@ class BeamSearch:
         capacity = max(1024, 64 * batch_size)
         self._present = np.zeros((capacity, self.n_features), dtype=bool)
         self._agree = np.zeros(capacity, dtype=bool)
+        self._payload = np.zeros(capacity, dtype=np.int64)
         self._n_stored = 0
         self._arms: dict[Anchor, _ArmStats] = {
             (): _ArmStats(np.zeros(0, dtype=np.int64), 0.0, 0.0, 1.0)
@@ -226,16 +228,17 @@ class BeamSearch:
             grow = max(self._present.shape[0], n)
             self._present = np.concatenate([self._present, np.zeros((grow, self.n_features), dtype=bool)])
             self._agree = np.concatenate([self._agree, np.zeros(grow, dtype=bool)])
+            self._payload = np.concatenate([self._payload, np.zeros(grow, dtype=np.int64)])
         rows = np.arange(self._n_stored, self._n_stored + n)
         self._present[rows] = present
         self._agree[rows] = agree
+        if batch.payload is not None:
+            self._payload[rows] = np.asarray(batch.payload, dtype=np.int64)
         self._n_stored += n
         arm = self._arms[anchor]
         arm.idx = np.concatenate([arm.idx, rows])
         arm.positives += float(agree.sum())
         arm.n_samples += n
-        arm.examples = batch.examples
-        arm.sampled = True
         return float(agree.sum()), float(n)
 
     def _coverage(self, anchor: Anchor) -> float:
@@ -320,9 +323,10 @@ class BeamSearch:
 
     def _result(self, anchor: Anchor, success: bool) -> AnchorResult:
         arm = self._arms[anchor]
+        samples = SampleBatch(self._present[arm.idx], self._agree[arm.idx], self._payload[arm.idx])
         return AnchorResult(
             anchor=tuple(arm.order), precision=arm.positives / max(arm.n_samples, 1.0),
-            coverage=arm.coverage, success=success, n_samples=int(arm.n_samples), examples=arm.examples,
+            coverage=arm.coverage, success=success, n_samples=int(arm.n_samples), samples=samples,
         )
 
     # ------------------------------------------------------------------ beam search
@@ -382,9 +386,6 @@ class BeamSearch:
             tried = [a for s in range(size) for a in best_of_size.get(s, [])]
             chosen = yield from self._kllucb(tried, 1)
             best_anchor = tried[int(chosen[0])]
-        if not self._arms[best_anchor].sampled:
-            # Reused samples carry no examples: draw one batch for the anchor itself (as Alibi).
-            yield from self._pull([best_anchor], self.batch_size)
         return self._result(best_anchor, success)
 
 
