@@ -322,3 +322,17 @@ def test_prediction_cache_queries_each_distinct_image_once_and_changes_nothing(w
 def test_cache_predictions_must_be_a_bool():
     with pytest.raises(TypeError, match="cache_predictions"):
         anchor_image(BlocksModel([5]), bright_image(), segmentation_fn=grid_segments, cache_predictions="yes")
+
+
+def test_grey_images_reach_the_predictor_channels_last_with_the_same_values():
+    from torchexplain.anchors.image import _grey_channels_last
+
+    grey = torch.rand(5, 1, 7, 9)
+    strided = _grey_channels_last(grey)
+    assert strided.stride() == (63, 1, 9, 1) and strided.is_contiguous()
+    assert strided.data_ptr() == grey.data_ptr() and torch.equal(strided, grey)
+    assert torch.equal(strided.view(5, -1), grey.view(5, -1))  # views still work
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 2, 2))
+    torch.testing.assert_close(conv(strided), conv(grey), rtol=1e-5, atol=1e-6)
+    rgb = torch.rand(2, 3, 4, 4)
+    assert _grey_channels_last(rgb) is rgb
