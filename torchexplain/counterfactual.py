@@ -44,10 +44,10 @@ _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 # Phases of an instance's lambda search.
 _SWEEP, _BISECT, _DONE = 0, 1, 2
 # Instances searched together on the CPU when batch_size is None. On MnistCNN
-# (2 shared cores) a step cost 1.4-2.5 ms per image at 256, 0.6-13 ms at 16 and
-# 1.4-50 ms at 1, depending on how busy the machine was: smaller chunks win when
-# it is idle (cache), larger ones when it is loaded (fewer thread-pool syncs).
-_CPU_CHUNK = 256
+# (2 cores, quiet) a forward + input-gradient backward cost 0.49-0.51 ms per image
+# at 64, 0.55-0.75 at 32, 0.72-0.77 at 256 and ~2 ms at 1; large chunks also lose to
+# glibc returning their freed activations to the OS between steps.
+_CPU_CHUNK = 64
 
 TargetClass = str | int | torch.Tensor
 FeatureRange = tuple[float | torch.Tensor, float | torch.Tensor]
