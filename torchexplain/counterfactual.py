@@ -142,7 +142,7 @@ def counterfactual(
         mad: optional ``x.shape[1:]`` positive per-feature scale of the L1
             distance (see :func:`median_absolute_deviation`); ``None`` for plain L1.
         batch_size: most instances searched together; ``None`` picks all of them
-            on CUDA (halving on out-of-memory) and 256 at a time on the CPU.
+            on CUDA (halving on out-of-memory) and 64 at a time on the CPU.
 
     Returns:
         An :class:`Explanation` with, per instance: ``counterfactual``
