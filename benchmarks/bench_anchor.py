@@ -144,9 +144,13 @@ def bench_anchor(
     def batched() -> None:
         explainer.explain(digits)
 
-    # Grey images strided channels-last, the model's fastest layout on the CPU (how both
-    # torchexplain and Alibi's numpy images reach it; see anchors.image._grey_channels_last).
-    floor_inputs = torch.rand(per_call, 28, 28, 1, device=device).permute(0, 3, 1, 2)
+    # The layout torchexplain hands the model: on the CPU grey images strided
+    # channels-last, its fastest (Alibi's numpy images reach it so too; see
+    # anchors.image._grey_channels_last); on CUDA plain NCHW.
+    if device.type == "cpu":
+        floor_inputs = torch.rand(per_call, 28, 28, 1, device=device).permute(0, 3, 1, 2)
+    else:
+        floor_inputs = torch.rand(per_call, 1, 28, 28, device=device)
 
     def floor() -> None:
         with torch.no_grad():
