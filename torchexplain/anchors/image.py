@@ -203,10 +203,9 @@ class _AgreementCache:
         self.weights = 1 << np.arange(self.n_bits, dtype=np.int64)
         # The unperturbed images were already shown to the model: they agree by definition.
         n = len(n_features)
-        self.keys = self.keys_of(np.arange(n), np.arange(self.n_bits) < self.n_features[:, None], np.zeros(n))
+        kept = np.arange(self.n_bits) < self.n_features[:, None]
+        self.keys = np.sort(self.keys_of(np.arange(n), kept, np.zeros(n)))
         self.values = np.ones(n, dtype=bool)
-        order = np.argsort(self.keys)
-        self.keys = self.keys[order]
 
     @staticmethod
     def fits(n_images: int, n_replacements: int, n_bits: int) -> bool:

@@ -17,8 +17,9 @@ anchor of largest coverage, and the best-precision attempt with ``success=False`
 no anchor is valid. Samples drawn for an anchor are reused for its extensions wherever
 they keep the added feature, as in Alibi. The result carries the samples its estimate
 rests on, so the caller can show examples without drawing more (Alibi draws a fresh
-batch for an anchor that was only ever estimated from reused samples). Bookkeeping is numpy on the CPU (tiny arrays);
-the heavy work (building and scoring perturbed inputs) is the caller's ``sample_fn``.
+batch for an anchor that was only ever estimated from reused samples). Bookkeeping is
+numpy on the CPU (tiny arrays); the heavy work (building and scoring perturbed inputs)
+is the caller's ``sample_fn``.
 """
 
 from __future__ import annotations
