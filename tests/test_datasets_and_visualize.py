@@ -80,3 +80,21 @@ def test_mask_overlay_keeps_the_mask_and_dims_the_rest():
     assert out[0, 1].tolist() == [102, 102, 102]
     with pytest.raises(ValueError, match="mask"):
         visualize.mask_overlay(image, torch.ones(3, 3, dtype=torch.bool))
+
+
+def test_mask_overlay_outline_paints_exactly_the_mask_edge():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 9, 11, generator=g)
+    mask = torch.zeros(9, 11, dtype=torch.bool)
+    mask[2:7, 3:9] = True
+    mask[0, :] = True  # touches the border: the image's edge is not the mask's edge
+    plain = visualize.mask_overlay(image, mask)
+    drawn = visualize.mask_overlay(image, mask, outline=(255, 190, 0))
+    for y in range(9):
+        for x in range(11):
+            neighbours = [(y + dy, x + dx) for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+            edge = bool(mask[y, x]) and any(
+                0 <= ny < 9 and 0 <= nx < 11 and not mask[ny, nx] for ny, nx in neighbours
+            )
+            expected = [255, 190, 0] if edge else plain[y, x].tolist()
+            assert drawn[y, x].tolist() == expected, (y, x)

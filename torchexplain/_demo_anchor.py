@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from torchexplain import AnchorImage
-from torchexplain.visualize import mask_overlay, save_grid, to_rgb
+from torchexplain.visualize import ANCHOR_OUTLINE, mask_overlay, save_grid, to_rgb
 
 #: the segmentation used on MNIST in Alibi's AnchorImage examples
 SEGMENTATION_KWARGS = {"n_segments": 15, "compactness": 20, "sigma": 0.5}
@@ -49,7 +49,8 @@ def run(model: torch.nn.Module, test_split, out_dir: Path, device: torch.device)
 
     rows, captions = [], []
     for i in range(N_DIGITS):
-        rows.append([to_rgb(images[i]), segments_picture(images[i], exp.segments[i]), mask_overlay(images[i], exp.mask[i])])
+        anchor = mask_overlay(images[i], exp.mask[i], outline=ANCHOR_OUTLINE)
+        rows.append([to_rgb(images[i]), segments_picture(images[i], exp.segments[i]), anchor])
         status = "" if exp.success[i] else " (no valid anchor)"
         captions.append(
             f"pred {int(exp.label[i])}: precision {exp.precision[i]:.2f}, coverage {exp.coverage[i]:.2f}{status}"

@@ -275,7 +275,7 @@ def _draw_anchor(inputs: torch.Tensor, explanation: Explanation, path: Path) -> 
     rows, captions = [], []
     for i in range(inputs.shape[0]):
         image = inputs[i].cpu()
-        rows.append([image, visualize.mask_overlay(image, explanation.mask[i])])
+        rows.append([image, visualize.mask_overlay(image, explanation.mask[i], outline=visualize.ANCHOR_OUTLINE)])
         status = "" if bool(explanation.success[i]) else " (no valid anchor)"
         captions.append(f"#{i} pred {int(explanation.label[i])}: precision {float(explanation.precision[i]):.2f}, "
                         f"coverage {float(explanation.coverage[i]):.2f}{status}")

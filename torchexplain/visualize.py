@@ -86,10 +86,18 @@ def overlay(image: ImageLike, attributions: ImageLike, alpha: float = 0.6) -> np
     return np.round((1 - alpha) * base + alpha * heat).astype(np.uint8)
 
 
-def mask_overlay(image: ImageLike, mask: ImageLike, dim: float = 0.25) -> np.ndarray:
+#: the colour the demo and the CLI outline anchors with
+ANCHOR_OUTLINE = (255, 190, 0)
+
+
+def mask_overlay(
+    image: ImageLike, mask: ImageLike, dim: float = 0.25, outline: tuple[int, int, int] | None = None
+) -> np.ndarray:
     """The pixels inside ``mask`` as they are, the rest dimmed to ``dim``; ``(H, W, 3)`` uint8.
 
     Used to draw an anchor: what the anchor keeps, against what it lets change.
+    ``outline`` (an RGB colour) paints the mask's edge, its pixels with a 4-neighbour
+    outside it, so a mask over a dark region (an MNIST background) still shows.
     """
     if not 0.0 <= dim <= 1.0:
         raise ValueError(f"dim must be in [0, 1], got {dim}")
@@ -97,7 +105,12 @@ def mask_overlay(image: ImageLike, mask: ImageLike, dim: float = 0.25) -> np.nda
     keep = _to_numpy(mask).astype(bool)
     if keep.shape != rgb.shape[:2]:
         raise ValueError(f"image is {rgb.shape[:2]} but mask is {keep.shape}")
-    return np.where(keep[..., None], rgb, np.round(rgb * dim)).astype(np.uint8)
+    out = np.where(keep[..., None], rgb, np.round(rgb * dim)).astype(np.uint8)
+    if outline is not None:
+        inside = np.pad(keep, 1, mode="edge")
+        interior = inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+        out[keep & ~interior] = np.asarray(outline, dtype=np.uint8)
+    return out
 
 
 def save_grid(
