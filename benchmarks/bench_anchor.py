@@ -288,11 +288,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
-    host_allocator = "glibc defaults"
+    host_allocator = steady_host_allocator(device)
     if device.type == "cpu":
         torch.set_num_threads(1)  # this benchmark process only: Alibi's reference is one thread
-        if steady_host_allocator():
-            host_allocator = "glibc: freed heap kept (M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB), every provider"
 
     if device.type == "cuda":
         n_digits, repeats, warmup, one_by_one = (100, 2, 1, 5) if args.quick else (1000, 3, 1, 20)

@@ -104,9 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch.cuda.is_available() is False")
-    host_allocator = "glibc defaults"
-    if device.type == "cpu" and steady_host_allocator():
-        host_allocator = "glibc: freed heap kept (M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB), every provider"
+    host_allocator = steady_host_allocator(device)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
         [16, 256] if args.quick or device.type == "cpu" else [16, 256, 1024]
     )
