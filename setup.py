@@ -41,7 +41,8 @@ setup(
     package_dir={"torchexplain": "torchexplain", "torchexplain.kernels": "kernels"},
     package_data={"torchexplain": ["py.typed"], "torchexplain.datasets": ["*.csv.gz", "NOTICE.md"]},
     include_package_data=False,
-    install_requires=["torch>=2.1", "numpy>=1.23", "pillow>=9.0", "scikit-image>=0.19"],
+    # safetensors: how saved explainers store tensors (no pickle).
+    install_requires=["torch>=2.1", "numpy>=1.23", "pillow>=9.0", "scikit-image>=0.19", "safetensors>=0.4"],
     extras_require={
         "test": [
             "pytest>=7.0",

@@ -186,7 +186,7 @@ def bench_anchor(
     for i in range(one_by_one):
         sync(device)
         start = time.perf_counter()
-        single = explainer.explain(digits[i])
+        single = explainer.explain(digits[i : i + 1])
         sync(device)
         per_digit.append(time.perf_counter() - start)
         calls.append(int(single.n_model_calls[0]))

@@ -59,7 +59,7 @@ FAST = dict(coverage_samples=2000, batch_size=100)
 def test_finds_exactly_the_known_anchor(needed, device):
     # Every block is bright, but only `needed` matter: the anchor is those and nothing needless.
     exp = anchor_image(
-        BlocksModel(needed), bright_image(), segmentation_fn=grid_segments,
+        BlocksModel(needed), bright_image()[None], segmentation_fn=grid_segments,
         images_background=DARK_BACKGROUND, device=device, seed=0, **FAST,
     )
     assert sorted(exp.anchor[0]) == needed
@@ -72,7 +72,7 @@ def test_finds_exactly_the_known_anchor(needed, device):
 
 def test_empty_anchor_when_prediction_never_changes():
     constant = lambda x: torch.zeros(x.shape[0], dtype=torch.int64)  # noqa: E731
-    exp = anchor_image(constant, bright_image(), segmentation_fn=grid_segments, seed=0, **FAST)
+    exp = anchor_image(constant, bright_image()[None], segmentation_fn=grid_segments, seed=0, **FAST)
     assert exp.anchor == [[]] and exp.success.item() and exp.coverage.item() == 1.0
     assert not exp.mask.any()
 
@@ -112,7 +112,7 @@ def test_reported_precision_holds_on_fresh_samples():
         if not exp.success[i]:
             continue
         fresh = fresh_precision(
-            predict, images[i], GRID, exp.anchor[i], int(exp.label[i]), background, 0.5, 400, seed=100 + i
+            predict, images[i], GRID, exp.anchor[i], int(exp.target[i]), background, 0.5, 400, seed=100 + i
         )
         assert fresh >= threshold - 0.05, (i, exp.anchor[i], fresh)
 
@@ -142,24 +142,24 @@ def test_batch_gives_the_same_anchors_as_each_image_alone():
     kwargs = dict(segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=7, **FAST)
     batch = anchor_image(model, images, **kwargs)
     for i in range(len(images)):
-        alone = anchor_image(model, images[i], **kwargs)
+        alone = anchor_image(model, images[i : i + 1], **kwargs)
         assert alone.anchor[0] == batch.anchor[i]
         assert alone.precision[0] == batch.precision[i]
         assert alone.coverage[0] == batch.coverage[i]
         assert alone.n_images_evaluated[0] == batch.n_images_evaluated[i]
     assert batch.meta["total_model_calls"] < sum(
-        anchor_image(model, im, **kwargs).meta["total_model_calls"] for im in images
+        anchor_image(model, im[None], **kwargs).meta["total_model_calls"] for im in images
     )
 
 
 def test_class_and_function_agree_and_are_deterministic():
     model = BlocksModel([3, 12])
     explainer = AnchorImage(model, segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=11)
-    a = explainer.explain(bright_image(), **FAST)
+    a = explainer.explain(bright_image()[None], **FAST)
     b = anchor_image(
-        model, bright_image(), segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=11, **FAST
+        model, bright_image()[None], segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=11, **FAST
     )
-    c = explainer.explain(bright_image(), **FAST)
+    c = explainer.explain(bright_image()[None], **FAST)
     for exp in (b, c):
         assert exp.anchor == a.anchor
         assert torch.equal(exp.precision, a.precision) and torch.equal(exp.coverage, a.coverage)
@@ -171,7 +171,7 @@ def test_class_and_function_agree_and_are_deterministic():
 def test_covered_examples_counts_and_json_round_trip():
     model = BlocksModel([5])
     exp = anchor_image(
-        model, bright_image(), segmentation_fn=grid_segments, images_background=DARK_BACKGROUND,
+        model, bright_image()[None], segmentation_fn=grid_segments, images_background=DARK_BACKGROUND,
         seed=0, n_covered_ex=4, **FAST,
     )
     image = bright_image()
@@ -179,9 +179,9 @@ def test_covered_examples_counts_and_json_round_trip():
         assert sample.shape == image.shape
         assert torch.equal(sample[:, exp.mask[0]], image[:, exp.mask[0]])  # the anchor is kept
     assert 0 < len(exp.covered_true[0]) <= 4
-    assert (model(exp.covered_true[0]).argmax(1) == exp.label[0]).all()
+    assert (model(exp.covered_true[0]).argmax(1) == exp.target[0]).all()
     if len(exp.covered_false[0]):
-        assert (model(exp.covered_false[0]).argmax(1) != exp.label[0]).all()
+        assert (model(exp.covered_false[0]).argmax(1) != exp.target[0]).all()
     assert exp.n_images_evaluated.item() == exp.meta["total_images_evaluated"]
     assert exp.n_model_calls.item() == exp.meta["total_model_calls"]
     back = Explanation.from_json(exp.to_json())
@@ -192,7 +192,7 @@ def test_model_is_left_as_found():
     model = BlocksModel([5]).train()
     model.norm.weight.grad = torch.ones(2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    anchor_image(model, bright_image(), segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=0, **FAST)
+    anchor_image(model, bright_image()[None], segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=0, **FAST)
     assert model.training and model.dropout.training
     assert torch.equal(model.norm.weight.grad, torch.ones(2))
     for k, v in model.state_dict().items():
@@ -207,8 +207,8 @@ def test_numpy_predictor_gives_the_same_anchor():
         return model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
 
     kwargs = dict(segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=0, **FAST)
-    ours = anchor_image(model, bright_image(), **kwargs)
-    theirs = anchor_image(numpy_predictor(alibi_style), bright_image(), **kwargs)
+    ours = anchor_image(model, bright_image()[None], **kwargs)
+    theirs = anchor_image(numpy_predictor(alibi_style), bright_image()[None], **kwargs)
     assert ours.anchor == theirs.anchor and torch.equal(ours.precision, theirs.precision)
 
 
@@ -217,7 +217,7 @@ def test_cpu_fallback_segments_with_scikit_image():
 
     image = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
     exp = anchor_image(
-        lambda x: block_means(x[:, :, :12, :12])[:, :2], image, segmentation_kwargs={"n_segments": 6},
+        lambda x: block_means(x[:, :, :12, :12])[:, :2], image[None], segmentation_kwargs={"n_segments": 6},
         seed=0, coverage_samples=500, batch_size=50,
     )
     # Grayscale is segmented as RGB (repeated channels), as Alibi does.
@@ -226,9 +226,11 @@ def test_cpu_fallback_segments_with_scikit_image():
 
 
 BAD_CALLS = [
-    (dict(images=torch.rand(SIZE, SIZE)), ValueError, "shape"),
-    (dict(images=torch.zeros(1, SIZE, SIZE, dtype=torch.int64)), TypeError, "floating"),
-    (dict(images=np.zeros((1, SIZE, SIZE), dtype=np.float32)), TypeError, "torch.Tensor"),
+    (dict(inputs=torch.rand(SIZE, SIZE)), ValueError, r"inputs must be shaped \(B, C, H, W\)"),
+    (dict(inputs=torch.rand(1, SIZE, SIZE)), ValueError, r"inputs must be shaped \(B, C, H, W\)"),
+    (dict(inputs=torch.zeros(1, 1, SIZE, SIZE, dtype=torch.int64)), TypeError, "floating"),
+    (dict(inputs=np.zeros((1, 1, SIZE, SIZE), dtype=np.float32)), TypeError, "torch.Tensor"),
+    (dict(inputs=torch.full((1, 1, SIZE, SIZE), float("nan"))), ValueError, "non-finite"),
     (dict(threshold=1.0), ValueError, "threshold"),
     (dict(threshold=0), ValueError, "threshold"),
     (dict(p_sample=1.5), ValueError, "p_sample"),
@@ -243,10 +245,10 @@ BAD_CALLS = [
 
 @pytest.mark.parametrize(("override", "error", "message"), BAD_CALLS)
 def test_bad_inputs_raise_clear_errors(override, error, message):
-    kwargs = dict(predictor=BlocksModel([5]), images=bright_image(), segmentation_fn=grid_segments, **FAST)
+    kwargs = dict(predictor=BlocksModel([5]), inputs=bright_image()[None], segmentation_fn=grid_segments, **FAST)
     kwargs.update(override)
     with pytest.raises(error, match=message):
-        anchor_image(kwargs.pop("predictor"), kwargs.pop("images"), **kwargs)
+        anchor_image(kwargs.pop("predictor"), kwargs.pop("inputs"), **kwargs)
 
 
 @pytest.mark.gpu
@@ -264,8 +266,8 @@ def test_cuda_gives_the_cpu_anchors():
 def test_predictor_returning_labels_gives_the_same_anchor_as_scores():
     model = BlocksModel([2, 7])
     kwargs = dict(segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=0, **FAST)
-    scores = anchor_image(model, bright_image(), **kwargs)
-    labels = anchor_image(lambda x: model(x).argmax(1).int(), bright_image(), **kwargs)
+    scores = anchor_image(model, bright_image()[None], **kwargs)
+    labels = anchor_image(lambda x: model(x).argmax(1).int(), bright_image()[None], **kwargs)
     assert labels.anchor == scores.anchor and torch.equal(labels.precision, scores.precision)
 
 
@@ -306,7 +308,7 @@ def test_prediction_cache_queries_each_distinct_image_once_and_changes_nothing(w
     cached = anchor_image(cached_model, images, **kwargs)
 
     assert cached.anchor == plain.anchor == [[0]]
-    for name in ("precision", "coverage", "success", "label", "mask"):
+    for name in ("precision", "coverage", "success", "target", "predictions", "mask"):
         assert torch.equal(getattr(cached, name), getattr(plain, name)), name
     for x, y in zip(cached.covered_true + cached.covered_false, plain.covered_true + plain.covered_false, strict=True):
         assert torch.equal(x, y)
@@ -321,7 +323,7 @@ def test_prediction_cache_queries_each_distinct_image_once_and_changes_nothing(w
 
 def test_cache_predictions_must_be_a_bool():
     with pytest.raises(TypeError, match="cache_predictions"):
-        anchor_image(BlocksModel([5]), bright_image(), segmentation_fn=grid_segments, cache_predictions="yes")
+        anchor_image(BlocksModel([5]), bright_image()[None], segmentation_fn=grid_segments, cache_predictions="yes")
 
 
 def test_grey_images_reach_the_predictor_channels_last_with_the_same_values():

@@ -191,7 +191,7 @@ def test_explain_anchor_matches_the_library(small_model, inputs, tmp_path):
     assert got.anchor == want.anchor and torch.equal(got.mask, want.mask)
     assert torch.equal(got.precision, want.precision)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["inputs"][0]["target"] == want.label.tolist()
+    assert summary["inputs"][0]["target"] == want.target.tolist()
 
 
 def test_console_errors_exit_nonzero_without_traceback(tmp_path):

@@ -118,10 +118,13 @@ def test_valid_results_are_what_the_model_says():
         ok = exp.success
         unreachable = isinstance(target_class, int) and target_class == 2
         assert not ok.any() if unreachable else ok.any()
-        assert (classes[ok] == exp.target[ok]).all()
-        assert ((probs[ok].gather(1, exp.target[ok, None]).squeeze(1) - 0.7).abs() <= 0.1).all()
+        assert (classes[ok] == exp.target_class[ok]).all()
+        assert ((probs[ok].gather(1, exp.target_class[ok, None]).squeeze(1) - 0.7).abs() <= 0.1).all()
+        # target is the class explained: the model's prediction at the input
+        torch.testing.assert_close(exp.target, model(x).argmax(1))
+        torch.testing.assert_close(exp.predictions, model(x).detach())
         if target_class == "other":
-            assert (classes[ok] != exp.orig_class[ok]).all()
+            assert (classes[ok] != exp.target[ok]).all()
         # Every returned counterfactual stays inside the feature range.
         assert exp.counterfactual.min() >= 0 and exp.counterfactual.max() <= 1
 
@@ -146,7 +149,7 @@ def test_a_feature_range_too_tight_is_a_failure_not_a_fake():
     exp = counterfactual(model, x, feature_range=(x.min().item(), x.max().item()),
                          target_proba=1.0, tol=0.01, **LIGHT)
     probs = torch.softmax(model(exp.counterfactual), dim=1)
-    valid = (probs.argmax(1) != exp.orig_class) & (probs.max(1).values >= 0.99)
+    valid = (probs.argmax(1) != exp.target) & (probs.max(1).values >= 0.99)
     assert torch.equal(exp.success, valid)
 
 
@@ -208,7 +211,7 @@ def test_batch_equals_each_instance_alone():
     batched = counterfactual(model, x, **settings)
     for i in range(x.shape[0]):
         alone = counterfactual(model, x[i : i + 1], **{**settings, "target_class": targets[i : i + 1]})
-        for key in ("success", "cf_class", "n_iter", "target", "orig_class"):
+        for key in ("success", "cf_class", "n_iter", "target", "target_class"):
             assert torch.equal(batched.data[key][i : i + 1], alone.data[key]), key
         for key in ("counterfactual", "distance", "lam", "cf_proba"):
             torch.testing.assert_close(batched.data[key][i : i + 1], alone.data[key], rtol=1e-9, atol=1e-12)
@@ -218,7 +221,7 @@ def test_chunking_changes_nothing():
     model = small_mlp(seed=9)
     x = uniform((5, 5), seed=10)
     whole = counterfactual(model, x, target_proba=0.8, tol=0.1, **LIGHT)
-    chunked = counterfactual(model, x, target_proba=0.8, tol=0.1, batch_size=2, **LIGHT)
+    chunked = counterfactual(model, x, target_proba=0.8, tol=0.1, internal_batch_size=2, **LIGHT)
     for key, value in whole.data.items():
         torch.testing.assert_close(chunked.data[key], value, rtol=1e-9, atol=1e-12)
 
@@ -276,9 +279,12 @@ def test_on_device_matches_cpu(device):
         ({"tol": -1.0}, ValueError, "tol"),
         ({"lam_init": 0.0}, ValueError, "lam_init"),
         ({"max_iter": 0}, ValueError, "max_iter"),
-        ({"max_lam_steps": 2.5}, ValueError, "max_lam_steps"),
+        ({"max_lam_steps": 2.5}, TypeError, "max_lam_steps must be an int"),
+        ({"target_proba": "high"}, TypeError, "target_proba must be a number"),
         ({"early_stop": 0}, ValueError, "early_stop"),
-        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"internal_batch_size": 0}, ValueError, "internal_batch_size"),
+        ({"internal_batch_size": "big"}, ValueError, "internal_batch_size"),
+        ({"internal_batch_size": 2.0}, TypeError, "internal_batch_size"),
         ({"model_output": "scores"}, ValueError, "model_output"),
         ({"target_class": "another"}, ValueError, "target_class"),
         ({"target_class": 3}, ValueError, "out of range"),
@@ -291,8 +297,9 @@ def test_on_device_matches_cpu(device):
         ({"feature_range": (0.0,)}, ValueError, "pair"),
         ({"feature_range": (torch.zeros(4), 1.0)}, ValueError, "broadcast"),
         ({"model_output": "probabilities"}, ValueError, "not probabilities"),
-        ({"mad": torch.ones(4)}, ValueError, "mad"),
-        ({"mad": torch.zeros(5)}, ValueError, "mad"),
+        ({"train_data": torch.ones(4)}, ValueError, r"train_data must be shaped \(N, \.\.\.\)"),
+        ({"train_data": torch.ones(6, 4, dtype=F64)}, ValueError, "mad must have the feature shape"),
+        ({"train_data": torch.ones(6, 5, dtype=torch.long)}, TypeError, "train_data must be a floating-point"),
     ],
 )
 def test_bad_input_is_named(kwargs, error, match):

@@ -337,7 +337,7 @@ def test_mixed_precision_closed_form_on_a_linear_model():
     assert exp.attributions.dtype == torch.float32
     expected = x * model.weight[2].detach().bfloat16().float()
     torch.testing.assert_close(exp.attributions, expected, rtol=1e-6, atol=1e-7)
-    assert exp.meta["params"]["mixed_precision"] == "torch.bfloat16"
+    assert exp.meta["params"]["mixed_precision"] == "bfloat16"
 
 
 def test_mixed_precision_error_on_the_mnist_cnn(mnist_cnn):

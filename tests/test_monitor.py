@@ -51,6 +51,7 @@ class MeddlingExplainer(Explainer):
     RNG, accumulates into .grad in place, flips modes and requires_grad."""
 
     name = "Meddling"
+    accepts_target = True
 
     def explain(self, inputs, target=None):
         torch.rand(5)
@@ -160,14 +161,14 @@ def test_non_image_inputs_get_a_heatmap_strip_per_record(tmp_path):
 
 
 class ShiftExplainer(Explainer):
-    """Stands in for a counterfactual method: no target argument, a `counterfactual` field."""
+    """Stands in for a counterfactual method: takes no target, a `counterfactual` field."""
 
     name = "Shift"
 
     def explain(self, inputs):
         with torch.no_grad():
             moved = inputs + 0.1 * torch.sign(self.model(inputs)[:, :1, None, None])
-        return Explanation({"name": self.name}, {"counterfactual": moved, "label": self.model(inputs).argmax(1)})
+        return Explanation({"name": self.name}, {"counterfactual": moved, "target": self.model(inputs).argmax(1)})
 
 
 def test_explainers_without_a_target_argument_are_called_without_one():
@@ -326,9 +327,10 @@ def test_only_rank_zero_records_by_default(monkeypatch):
 
 
 def test_the_users_explainer_object_keeps_its_model():
-    explainer = IntegratedGradients("sentinel", n_steps=4)
+    sentinel = TinyNet()
+    explainer = IntegratedGradients(sentinel, n_steps=4)
     ExplanationMonitor(explainer, torch.rand(1, 1, 8, 8), every_n_steps=1).step(TinyNet(), 0)
-    assert explainer.model == "sentinel"
+    assert explainer.model is sentinel
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from torchexplain.counterfactual import Counterfactual, counterfactual
 from torchexplain.explanation import Explanation
 from torchexplain.integrated_gradients import IntegratedGradients, integrated_gradients
 from torchexplain.monitor import ExplanationMonitor
+from torchexplain.saving import load_explainer
 
 __all__ = [
     "AnchorImage",
@@ -19,4 +20,5 @@ __all__ = [
     "anchor_image",
     "counterfactual",
     "integrated_gradients",
+    "load_explainer",
 ]

@@ -53,7 +53,7 @@ def run(model: torch.nn.Module, test_split, out_dir: Path, device: torch.device)
         rows.append([to_rgb(images[i]), segments_picture(images[i], exp.segments[i]), anchor])
         status = "" if exp.success[i] else " (no valid anchor)"
         captions.append(
-            f"pred {int(exp.label[i])}: precision {exp.precision[i]:.2f}, coverage {exp.coverage[i]:.2f}{status}"
+            f"pred {int(exp.target[i])}: precision {exp.precision[i]:.2f}, coverage {exp.coverage[i]:.2f}{status}"
         )
     png = save_grid(rows, captions, out_dir / "mnist_anchor.png", scale=4, titles=["digit", "superpixels", "anchor"])
     summary = {

@@ -50,6 +50,7 @@ def run(model: torch.nn.Module, test_split: Any, out_dir: Path, device: torch.de
     exp = Counterfactual(model, **SETTINGS).explain(x)
     seconds = time.perf_counter() - start
 
+    orig_proba = torch.softmax(exp.predictions, dim=1).gather(1, exp.target[:, None])[:, 0]
     rows, captions = [], []
     for i in range(len(indices)):
         original, found = x[i].cpu(), exp.counterfactual[i].cpu()
@@ -59,7 +60,7 @@ def run(model: torch.nn.Module, test_split: Any, out_dir: Path, device: torch.de
         else:
             outcome = f"none found; closest: {int(exp.cf_class[i])} (p={exp.cf_proba[i].item():.2f})"
         captions.append(
-            f"{int(exp.orig_class[i])} (p={exp.orig_proba[i].item():.2f}) -> {outcome}, "
+            f"{int(exp.target[i])} (p={orig_proba[i].item():.2f}) -> {outcome}, "
             f"L1 {exp.l1_distance[i].item():.1f}"
         )
     png = save_grid(rows, captions, out_dir / "counterfactuals.png",
@@ -67,7 +68,7 @@ def run(model: torch.nn.Module, test_split: Any, out_dir: Path, device: torch.de
     summary = {
         "method": "Counterfactual (Wachter et al. 2017), batched",
         "test_indices": indices,
-        "orig_class": exp.orig_class.tolist(),
+        "target": exp.target.tolist(),
         "cf_class": exp.cf_class.tolist(),
         "cf_proba": [round(p, 4) for p in exp.cf_proba.tolist()],
         "success": exp.success.tolist(),

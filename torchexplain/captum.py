@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from torchexplain.integrated_gradients import _resolve_target, integrated_gradients
+from torchexplain._targets import resolve_target
+from torchexplain.integrated_gradients import integrated_gradients
 
 __all__ = ["IntegratedGradients"]
 
@@ -109,7 +110,7 @@ class IntegratedGradients:
         explanation = integrated_gradients(
             self.forward_func,
             inputs,
-            target=_captum_target(target),
+            target=target,
             baselines=baselines,
             additional_forward_args=additional_forward_args,
             n_steps=n_steps,
@@ -147,19 +148,7 @@ class IntegratedGradients:
         extra = () if extra is None else (extra if isinstance(extra, tuple) else (extra,))
         with torch.no_grad():
             start_out, end_out = (self.forward_func(*points, *extra) for points in (starts, ends))
-        score, index = _resolve_target(_captum_target(target), end_out)
-        scores = (score(start_out, index), score(end_out, index))
+        resolved = resolve_target(target, end_out)
+        scores = (resolved.scores(start_out), resolved.scores(end_out))
         total = sum(a.reshape(a.shape[0], -1).sum(dim=1) for a in attrs)
         return total - (scores[1] - scores[0]).to(total.dtype)
-
-
-def _captum_target(target: Any) -> Any:
-    # Captum allows a one-element tensor or a list of ints; both are forms our
-    # engine already takes. Tuples index outputs with more than two dimensions.
-    if isinstance(target, tuple) or (isinstance(target, list) and target and isinstance(target[0], tuple)):
-        raise ValueError(
-            f"tuple targets for outputs with more than two dimensions are not supported (got {target!r}); "
-            "pass a callable target that maps the output to one score per example"
-        )
-    return target
-

@@ -251,7 +251,7 @@ def _draw_counterfactual(inputs: torch.Tensor, explanation: Explanation, path: P
         original = inputs[i].cpu()
         rows.append([original, found[i], visualize.heatmap(found[i] - original)])
         outcome = "" if bool(explanation.success[i]) else " (not found; closest)"
-        captions.append(f"#{i} {int(explanation.orig_class[i])} -> {int(explanation.cf_class[i])}{outcome}  "
+        captions.append(f"#{i} {int(explanation.target[i])} -> {int(explanation.cf_class[i])}{outcome}  "
                         f"p {float(explanation.cf_proba[i]):.2f}  L1 {float(explanation.l1_distance[i]):.1f}")
     return visualize.save_grid(rows, captions, path, titles=["input", "counterfactual", "difference"])
 
@@ -277,7 +277,7 @@ def _draw_anchor(inputs: torch.Tensor, explanation: Explanation, path: Path) -> 
         image = inputs[i].cpu()
         rows.append([image, visualize.mask_overlay(image, explanation.mask[i], outline=visualize.ANCHOR_OUTLINE)])
         status = "" if bool(explanation.success[i]) else " (no valid anchor)"
-        captions.append(f"#{i} pred {int(explanation.label[i])}: precision {float(explanation.precision[i]):.2f}, "
+        captions.append(f"#{i} pred {int(explanation.target[i])}: precision {float(explanation.precision[i]):.2f}, "
                         f"coverage {float(explanation.coverage[i]):.2f}{status}")
     return visualize.save_grid(rows, captions, path, titles=["input", "anchor"])
 
@@ -341,7 +341,7 @@ def run_explain(args: argparse.Namespace) -> int:
             picture = method.draw(batch, explanation, out / f"{stem}.png")
             entry = {"input": str(path), "json": str(json_path), "picture": None if picture is None else str(picture),
                      "examples": int(batch.shape[0])}
-            explained_class = explanation.data.get("target", explanation.data.get("label"))
+            explained_class = explanation.data.get("target")
             if isinstance(explained_class, torch.Tensor):
                 entry["target"] = explained_class.tolist()
             summary["inputs"].append(entry)

@@ -25,35 +25,36 @@ Opening the Black Box", Harvard Journal of Law & Technology, 2017.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
-from numbers import Real
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
+from torchexplain import _checks
 from torchexplain._memory import is_out_of_memory
 from torchexplain._model_state import preserved_model_state
-from torchexplain.base import Explainer, make_meta
+from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
 from torchexplain.explanation import Explanation
 
-__all__ = ["Counterfactual", "counterfactual", "median_absolute_deviation"]
+__all__ = ["Counterfactual", "CounterfactualSettings", "counterfactual", "median_absolute_deviation"]
 
 _MODEL_OUTPUTS = ("logits", "probabilities")
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 # Phases of an instance's lambda search.
 _SWEEP, _BISECT, _DONE = 0, 1, 2
-# Instances searched together on the CPU when batch_size is None. On MnistCNN
-# (2 cores, quiet) a forward + input-gradient backward cost 0.49-0.51 ms per image
-# at 64, 0.55-0.75 at 32, 0.72-0.77 at 256 and ~2 ms at 1; large chunks also lose to
-# glibc returning their freed activations to the OS between steps.
+# Instances searched together on the CPU when internal_batch_size is "auto". On
+# MnistCNN (2 cores, quiet) a forward + input-gradient backward cost 0.49-0.51 ms per
+# image at 64, 0.55-0.75 at 32, 0.72-0.77 at 256 and ~2 ms at 1; large chunks also
+# lose to glibc returning their freed activations to the OS between steps.
 _CPU_CHUNK = 64
 
 TargetClass = str | int | torch.Tensor
 FeatureRange = tuple[float | torch.Tensor, float | torch.Tensor]
 
 
-def median_absolute_deviation(x_train: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
+def median_absolute_deviation(train_data: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
     """Per-feature median absolute deviation of training data, floored at ``eps``.
 
     Dividing each feature's L1 change by its MAD makes a change of one "typical
@@ -61,142 +62,123 @@ def median_absolute_deviation(x_train: torch.Tensor, eps: float = 1e-2) -> torch
     that never vary (MAD 0) get ``eps`` so they stay finite but expensive.
 
     Args:
-        x_train: ``(N, ...)`` training inputs, ``N >= 1``.
+        train_data: ``(N, ...)`` training inputs, ``N >= 1``.
         eps: floor for the MAD, ``> 0``.
 
     Returns:
-        ``x_train.shape[1:]``, the MAD of each feature.
+        ``train_data.shape[1:]``, the MAD of each feature.
 
     Examples:
         >>> median_absolute_deviation(torch.tensor([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]))
         tensor([1.0000, 0.0100])
     """
-    if not isinstance(x_train, torch.Tensor):
-        raise TypeError(f"x_train must be a torch.Tensor, got {type(x_train).__name__}")
-    if x_train.ndim < 2 or x_train.shape[0] < 1:
-        raise ValueError(f"x_train must be (N, ...) with N >= 1, got shape {tuple(x_train.shape)}")
-    if not x_train.is_floating_point():
-        raise TypeError(f"x_train must be a floating-point tensor, got {x_train.dtype}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    median = x_train.median(dim=0).values
-    mad = (x_train - median).abs().median(dim=0).values
+    _checks.check_tensor_batch("train_data", train_data, min_dim=2, layout="(N, ...)")
+    _checks.check_number("eps", eps, low=0.0, low_open=True)
+    median = train_data.median(dim=0).values
+    mad = (train_data - median).abs().median(dim=0).values
     return mad.clamp_min(eps)
 
 
-def counterfactual(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    target_class: TargetClass = "other",
-    target_proba: float = 1.0,
-    tol: float = 0.05,
-    lam_init: float = 0.1,
-    max_lam_steps: int = 10,
-    max_iter: int = 1000,
-    learning_rate_init: float = 0.1,
-    feature_range: FeatureRange = (0.0, 1.0),
-    early_stop: int = 50,
-    model_output: str = "logits",
-    mad: torch.Tensor | None = None,
-    batch_size: int | None = None,
-) -> Explanation:
-    """Closest counterfactual of every instance of ``x``, searched together.
+@dataclasses.dataclass(frozen=True)
+class CounterfactualSettings(Settings):
+    """The settings of :class:`Counterfactual` (one definition for every use)."""
+
+    target_class: TargetClass = setting(
+        "other",
+        "the class to reach: 'other' (any class but the predicted one; the loss follows the most "
+        "probable other class), 'same', an int, or a (B,) integer tensor of per-instance classes",
+        per_call=True,
+    )
+    target_proba: float = setting(1.0, "the probability of the target class to reach, in [0, 1]")
+    tol: float = setting(0.05, "how far from target_proba a valid counterfactual may be, >= 0")
+    lam_init: float = setting(0.1, "the first (largest) lam of the sweep, > 0")
+    max_lam_steps: int = setting(10, "most rounds of the lam sweep, and rounds of bisection")
+    max_iter: int = setting(1000, "most Adam steps per round")
+    learning_rate_init: float = setting(0.1, "Adam's initial learning rate (decays to 0 over max_iter)")
+    feature_range: FeatureRange = setting(
+        (0.0, 1.0), "(low, high), each a number or a tensor broadcastable to one instance's shape"
+    )
+    early_stop: int = setting(50, "window (in steps) of the early-stopping check")
+    model_output: str = setting("logits", "'logits' (a softmax is applied) or 'probabilities'")
+    internal_batch_size: int | str | None = setting(
+        "auto",
+        "most instances searched together: 'auto' takes all of them on CUDA (halving on out-of-memory) "
+        "and 64 at a time on the CPU; an int fixes it; None searches all at once. Results do not depend on it",
+    )
+
+    def validate(self) -> dict[str, Any]:
+        _checks.check_number("target_proba", self.target_proba, 0.0, 1.0)
+        _checks.check_number("tol", self.tol, low=0.0)
+        _checks.check_number("lam_init", self.lam_init, low=0.0, low_open=True)
+        _checks.check_number("learning_rate_init", self.learning_rate_init, low=0.0, low_open=True)
+        for name in ("max_lam_steps", "max_iter", "early_stop"):
+            _checks.check_int(name, getattr(self, name), minimum=1)
+        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
+        _checks.check_choice("model_output", self.model_output, _MODEL_OUTPUTS)
+        target_class = self.target_class
+        if isinstance(target_class, str):
+            if target_class not in ("other", "same"):
+                raise ValueError(
+                    f"target_class must be 'other', 'same', an int or a (B,) tensor, got {target_class!r}"
+                )
+        elif isinstance(target_class, torch.Tensor):
+            if target_class.is_floating_point() or target_class.is_complex() or target_class.dtype == torch.bool:
+                raise TypeError(f"a target_class tensor must hold integers, got {target_class.dtype}")
+            if target_class.dim() != 1:
+                raise ValueError(f"a target_class tensor must be shaped (B,), got {tuple(target_class.shape)}")
+            if bool((target_class < 0).any()):
+                raise ValueError(f"target_class must be >= 0, got {int(target_class.min())}")
+        elif _checks.is_int(target_class):
+            _checks.check_int("target_class", target_class, minimum=0)
+        else:
+            raise TypeError(
+                "target_class must be 'other', 'same', an int or a (B,) integer tensor, "
+                f"got {type(target_class).__name__}"
+            )
+        feature_range = self.feature_range
+        if not isinstance(feature_range, (tuple, list)):
+            raise TypeError(f"feature_range must be a pair (low, high), got {type(feature_range).__name__}")
+        if len(feature_range) != 2:
+            raise ValueError(f"feature_range must be a pair (low, high), got {len(feature_range)} values")
+        for name, bound in zip(("low", "high"), feature_range):
+            if _checks.is_number(bound):
+                _checks.check_number(f"feature_range {name}", bound)
+            elif isinstance(bound, torch.Tensor):
+                if not bound.is_floating_point() and not bound.dtype.is_signed and bound.dtype != torch.uint8:
+                    raise TypeError(f"feature_range {name} must be a real tensor, got {bound.dtype}")
+                _checks.check_finite(f"feature_range {name}", bound)
+            else:
+                raise TypeError(f"feature_range {name} must be a number or a tensor, got {type(bound).__name__}")
+        changed: dict[str, Any] = {"feature_range": tuple(feature_range)}
+        if _checks.is_int(target_class):
+            changed["target_class"] = int(target_class)
+        return changed
+
+
+@register_explainer
+class Counterfactual(Explainer):
+    """Batched counterfactual search (Wachter et al. 2017), as Alibi's ``Counterfactual``.
 
     Per instance, ``(f_t(x') - target_proba)^2 + lam * sum(|x' - x| / mad)`` is
     minimised with Adam (learning rate decaying from ``learning_rate_init`` to 0
-    over ``max_iter`` like a square root), ``x'`` projected into
-    ``feature_range`` after every step and started at ``x``. ``lam`` is searched
-    per instance: a sweep ``lam_init, lam_init/10, ...`` (at most
-    ``max_lam_steps`` rounds) down to the first ``lam`` whose round finds a
-    valid counterfactual, then ``max_lam_steps`` rounds of bisection between
-    the largest ``lam`` that found one and the smallest that did not. A round
-    ends after ``max_iter`` steps, or at a multiple of ``early_stop`` steps
-    when the last ``early_stop`` iterates were all valid or none was.
+    over ``max_iter`` like a square root), ``x'`` projected into ``feature_range``
+    after every step and started at ``x``. ``lam`` is searched per instance: a sweep
+    ``lam_init, lam_init/10, ...`` (at most ``max_lam_steps`` rounds) down to the
+    first ``lam`` whose round finds a valid counterfactual, then ``max_lam_steps``
+    rounds of bisection between the largest ``lam`` that found one and the smallest
+    that did not. A round ends after ``max_iter`` steps, or at a multiple of
+    ``early_stop`` steps when the last ``early_stop`` iterates were all valid or
+    none was. ``fit(train_data)`` switches the distance to the L1 scaled per feature
+    by the training data's median absolute deviation (``mad`` 1 otherwise).
 
     ``x'`` is valid when the model's predicted class is the target (for
     ``"other"``: any class but the original) and ``|f_t(x') - target_proba| <=
     tol``. The closest valid iterate over all rounds is returned with
-    ``success=True``; when no iterate was valid, the iterate that came closest
-    to the target probability is returned with ``success=False``.
+    ``success=True``; when no iterate was valid, the iterate that came closest to
+    the target probability is returned with ``success=False``.
 
-    Wachter, Mittelstadt, Russell, "Counterfactual Explanations without Opening
-    the Black Box", Harv. J. Law & Tech. 2017.
-
-    Args:
-        model: maps ``(B, ...)`` to ``(B, C)`` logits (or probabilities, see
-            ``model_output``); differentiable in its input.
-        x: ``(B, ...)`` floating-point instances, inside ``feature_range``.
-        target_class: ``"other"`` (any class but the predicted one; the loss
-            follows the most probable other class), ``"same"`` (the predicted
-            class), an ``int``, or a ``(B,)`` integer tensor of per-instance classes.
-        target_proba: the probability of the target class to reach, in [0, 1].
-        tol: how far from ``target_proba`` a valid counterfactual may be, ``>= 0``.
-        lam_init: the first (largest) ``lam`` of the sweep, ``> 0``.
-        max_lam_steps: most rounds of the sweep, and rounds of bisection.
-        max_iter: most Adam steps per round.
-        learning_rate_init: Adam's initial learning rate.
-        feature_range: ``(low, high)``, each a number or a tensor broadcastable
-            to ``x.shape[1:]`` (per-feature bounds).
-        early_stop: window (in steps) of the early-stopping check.
-        model_output: ``"logits"`` (a softmax is applied) or ``"probabilities"``.
-        mad: optional ``x.shape[1:]`` positive per-feature scale of the L1
-            distance (see :func:`median_absolute_deviation`); ``None`` for plain L1.
-        batch_size: most instances searched together; ``None`` picks all of them
-            on CUDA (halving on out-of-memory) and 64 at a time on the CPU.
-
-    Returns:
-        An :class:`Explanation` with, per instance: ``counterfactual``
-        ``(B, ...)``; ``success`` ``(B,)`` bool; ``cf_class`` and ``cf_proba``
-        ``(B,)`` (predicted class of the counterfactual and its probability);
-        ``target`` ``(B,)`` (the class aimed at; for ``"other"`` the class the
-        result lies in); ``distance`` ``(B,)`` (the L1 distance the loss used,
-        MAD-scaled when ``mad`` is given); ``l1_distance`` ``(B,)`` (plain L1);
-        ``lam`` ``(B,)`` (the ``lam`` of the round that produced the result);
-        ``n_iter`` ``(B,)`` (Adam steps over all rounds); ``orig_class`` and
-        ``orig_proba`` ``(B,)``.
-
-    Examples:
-        >>> model = torch.nn.Linear(4, 3)
-        >>> x = torch.rand(2, 4)
-        >>> exp = counterfactual(model, x, target_proba=0.6, tol=0.1, max_lam_steps=3)
-        >>> exp.counterfactual.shape, exp.success.shape
-        (torch.Size([2, 4]), torch.Size([2]))
-    """
-    params = dict(
-        target_class=target_class, target_proba=target_proba, tol=tol, lam_init=lam_init,
-        max_lam_steps=max_lam_steps, max_iter=max_iter, learning_rate_init=learning_rate_init,
-        feature_range=feature_range, early_stop=early_stop, model_output=model_output,
-        batch_size=batch_size,
-    )
-    _check_settings(params)
-    x = _check_input(x)
-    low, high = _resolve_feature_range(feature_range, x)
-    weights = _resolve_mad(mad, x)
-    targets = _resolve_target_class(target_class, x.shape[0], x.device)
-
-    with preserved_model_state(model):
-        if isinstance(model, torch.nn.Module):
-            # Only the input's gradient is needed; skipping the weights' saves
-            # their gradient buffers and backward work (restored on exit).
-            for parameter in model.parameters():
-                parameter.requires_grad_(False)
-        search = _Search(model, low, high, weights, params)
-        chunk = batch_size or (x.shape[0] if x.device.type == "cuda" else _CPU_CHUNK)
-        parts = _run_in_chunks(search, x, targets, chunk)
-
-    data = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
-    meta_params = {**params, "mad_scaled": mad is not None}
-    if isinstance(target_class, torch.Tensor):
-        meta_params["target_class"] = target_class.detach().cpu()
-    return Explanation(make_meta("Counterfactual", meta_params), data)
-
-
-class Counterfactual(Explainer):
-    """Batched counterfactual search (Wachter et al. 2017), as Alibi's ``Counterfactual``.
-
-    Configuration as in :func:`counterfactual`; ``fit(x_train)`` switches the
-    distance to the L1 scaled per feature by the training data's median
-    absolute deviation.
+    White-box: ``model`` maps ``(B, ...)`` to ``(B, C)`` logits (or probabilities,
+    see ``model_output``) and is differentiable in its input.
 
     Wachter, Mittelstadt, Russell, "Counterfactual Explanations without Opening
     the Black Box", Harv. J. Law & Tech. 2017.
@@ -210,98 +192,102 @@ class Counterfactual(Explainer):
     """
 
     name = "Counterfactual"
+    kind = "whitebox"
+    settings_class = CounterfactualSettings
 
-    def __init__(
-        self,
-        model: Callable[[torch.Tensor], torch.Tensor],
-        target_class: TargetClass = "other",
-        target_proba: float = 1.0,
-        tol: float = 0.05,
-        lam_init: float = 0.1,
-        max_lam_steps: int = 10,
-        max_iter: int = 1000,
-        learning_rate_init: float = 0.1,
-        feature_range: FeatureRange = (0.0, 1.0),
-        early_stop: int = 50,
-        model_output: str = "logits",
-        batch_size: int | None = None,
-    ) -> None:
-        super().__init__(
-            model, target_class=target_class, target_proba=target_proba, tol=tol,
-            lam_init=lam_init, max_lam_steps=max_lam_steps, max_iter=max_iter,
-            learning_rate_init=learning_rate_init, feature_range=feature_range,
-            early_stop=early_stop, model_output=model_output, batch_size=batch_size,
-        )
-        _check_settings(self.config)
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], **settings: Any) -> None:
+        super().__init__(model, **settings)
         self.mad: torch.Tensor | None = None
 
-    def fit(self, x_train: torch.Tensor, eps: float = 1e-2) -> Counterfactual:
-        """Scale the L1 distance by the per-feature MAD of ``x_train`` ``(N, ...)``; returns ``self``."""
-        self.mad = median_absolute_deviation(x_train, eps=eps)
+    def fit(self, train_data: torch.Tensor, eps: float = 1e-2) -> Counterfactual:
+        """Scale the L1 distance by the per-feature MAD of ``train_data`` ``(N, ...)``, floored
+        at ``eps``; returns ``self``."""
+        self.mad = median_absolute_deviation(train_data, eps=eps)
         return self
 
-    def explain(self, x: torch.Tensor) -> Explanation:
-        """Counterfactuals of ``x`` ``(B, ...)``; see :func:`counterfactual` for the fields."""
-        mad = None if self.mad is None else self.mad.to(device=x.device, dtype=x.dtype)
-        return counterfactual(self.model, x, mad=mad, **self.config)
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        return ({"fitted": self.mad is not None}, {} if self.mad is None else {"mad": self.mad})
+
+    def _restore_fitted_state(self, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+        if set(data) != {"fitted"} or not isinstance(data["fitted"], bool):
+            raise ValueError(f"Counterfactual's fitted state must be {{'fitted': bool}}, got {dict(data)!r}")
+        expected = {"mad"} if data["fitted"] else set()
+        if set(tensors) != expected:
+            raise ValueError(f"Counterfactual's fitted tensors must be {sorted(expected)}, got {sorted(tensors)}")
+        self.mad = tensors.get("mad")
+        if self.mad is not None and not bool((self.mad > 0).all()):
+            raise ValueError("Counterfactual's stored mad must be > 0 for every feature")
+
+    def explain(self, inputs: torch.Tensor, **settings: Any) -> Explanation:
+        """Counterfactuals of ``inputs`` ``(B, ...)``, inside ``feature_range``.
+
+        Args:
+            inputs: ``(B, ...)`` floating-point instances.
+            **settings: per-call settings (``target_class``); the explainer's own otherwise.
+
+        Returns:
+            An :class:`Explanation` with, per instance: ``counterfactual``
+            ``(B, ...)``; ``success`` ``(B,)`` bool; ``cf_class`` and ``cf_proba``
+            ``(B,)`` (predicted class of the counterfactual and its probability);
+            ``target`` ``(B,)`` (the class explained: the model's prediction at the
+            input); ``target_class`` ``(B,)`` (the class aimed at; for ``"other"`` the
+            class the result lies in); ``distance`` ``(B,)`` (the L1 distance the loss
+            used, MAD-scaled after ``fit``); ``l1_distance`` ``(B,)`` (plain L1);
+            ``lam`` ``(B,)`` (the ``lam`` of the round that produced the result);
+            ``n_iter`` ``(B,)`` (Adam steps over all rounds); ``predictions``
+            ``(B, C)`` (the model's output at the input, as it returns it).
+        """
+        config = self._settings_for_call(settings)
+        x = _checks.check_tensor_batch("inputs", inputs, min_dim=2).detach()
+        low, high = _resolve_feature_range(config.feature_range, x)
+        weights = _resolve_mad(self.mad, x)
+        targets = _resolve_target_class(config.target_class, x.shape[0], x.device)
+
+        model = self.model
+        with preserved_model_state(model):
+            if isinstance(model, torch.nn.Module):
+                # Only the input's gradient is needed; skipping the weights' saves
+                # their gradient buffers and backward work (restored on exit).
+                for parameter in model.parameters():
+                    parameter.requires_grad_(False)
+            search = _Search(model, low, high, weights, config)
+            chunk = config.internal_batch_size
+            if chunk == "auto":
+                chunk = x.shape[0] if x.device.type == "cuda" else _CPU_CHUNK
+            elif chunk is None:
+                chunk = x.shape[0]
+            parts = _run_in_chunks(search, x, targets, chunk, halve=config.internal_batch_size == "auto")
+
+        data = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+        return self._explanation(config, data, x.device, mad_scaled=self.mad is not None)
+
+
+@functional_twin(Counterfactual)
+def counterfactual(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    train_data: torch.Tensor | None = None,
+    **settings: Any,
+) -> Explanation:
+    """Functional form of :class:`Counterfactual`: the same settings, one call.
+
+    ``train_data`` (optional) is what :meth:`Counterfactual.fit` would learn the MAD
+    scaling from.
+
+    Examples:
+        >>> model = torch.nn.Linear(4, 3)
+        >>> x = torch.rand(2, 4)
+        >>> exp = counterfactual(model, x, target_proba=0.6, tol=0.1, max_lam_steps=3)
+        >>> exp.counterfactual.shape, exp.success.shape
+        (torch.Size([2, 4]), torch.Size([2]))
+    """
+    explainer = Counterfactual(model, **settings)
+    if train_data is not None:
+        explainer.fit(train_data)
+    return explainer.explain(inputs)
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _check_settings(params: dict[str, Any]) -> None:
-    target_proba = params["target_proba"]
-    if not _is_number(target_proba) or not 0.0 <= target_proba <= 1.0:
-        raise ValueError(f"target_proba must be a number in [0, 1], got {target_proba!r}")
-    if not _is_number(params["tol"]) or not params["tol"] >= 0:
-        raise ValueError(f"tol must be a number >= 0, got {params['tol']!r}")
-    for name in ("lam_init", "learning_rate_init"):
-        value = params[name]
-        if not _is_number(value) or not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    for name in ("max_lam_steps", "max_iter", "early_stop"):
-        value = params[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    batch_size = params["batch_size"]
-    if batch_size is not None and (
-        not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
-    if params["model_output"] not in _MODEL_OUTPUTS:
-        raise ValueError(
-            f"model_output must be one of {_MODEL_OUTPUTS}, got {params['model_output']!r}"
-        )
-    target_class = params["target_class"]
-    if isinstance(target_class, str):
-        if target_class not in ("other", "same"):
-            raise ValueError(
-                f"target_class must be 'other', 'same', an int or a (B,) tensor, got {target_class!r}"
-            )
-    elif isinstance(target_class, bool) or not isinstance(target_class, (int, torch.Tensor)):
-        raise TypeError(
-            "target_class must be 'other', 'same', an int or a (B,) integer tensor, "
-            f"got {type(target_class).__name__}"
-        )
-    feature_range = params["feature_range"]
-    if not isinstance(feature_range, (tuple, list)) or len(feature_range) != 2:
-        raise ValueError(f"feature_range must be a pair (low, high), got {feature_range!r}")
-
-
-def _check_input(x: Any) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (B, ...), got {type(x).__name__}")
-    if x.ndim < 2 or x.shape[0] < 1:
-        raise ValueError(f"x must be shaped (B, ...) with B >= 1, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values")
-    return x.detach()
 
 
 def _resolve_feature_range(
@@ -309,12 +295,8 @@ def _resolve_feature_range(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     bounds = []
     for name, bound in zip(("low", "high"), feature_range, strict=True):
-        if _is_number(bound):
+        if _checks.is_number(bound):
             bound = torch.tensor(float(bound))
-        if not isinstance(bound, torch.Tensor):
-            raise TypeError(
-                f"feature_range {name} must be a number or a tensor, got {type(bound).__name__}"
-            )
         bound = bound.detach().to(device=x.device, dtype=x.dtype)
         try:
             bound = bound.expand(x.shape[1:])
@@ -356,24 +338,18 @@ def _resolve_target_class(target_class: TargetClass, batch: int, device: torch.d
     if isinstance(target_class, str):
         return target_class
     if isinstance(target_class, int):
-        if target_class < 0:
-            raise ValueError(f"target_class must be >= 0, got {target_class}")
         return torch.full((batch,), target_class, dtype=torch.long, device=device)
-    if target_class.is_floating_point() or target_class.is_complex() or target_class.dtype == torch.bool:
-        raise TypeError(f"a target_class tensor must hold integers, got {target_class.dtype}")
     if tuple(target_class.shape) != (batch,):
         raise ValueError(
             f"a target_class tensor must be shaped (B,) = ({batch},), got {tuple(target_class.shape)}"
         )
-    if (target_class < 0).any():
-        raise ValueError(f"target_class must be >= 0, got {target_class.min().item()}")
     return target_class.to(device=device, dtype=torch.long)
 
 
 # ----------------------------------------------------------------------------- search
 
 
-def _run_in_chunks(search: _Search, x: torch.Tensor, targets: Any, chunk: int) -> list[dict]:
+def _run_in_chunks(search: _Search, x: torch.Tensor, targets: Any, chunk: int, halve: bool) -> list[dict]:
     parts: list[dict] = []
     start = 0
     while start < x.shape[0]:
@@ -383,7 +359,7 @@ def _run_in_chunks(search: _Search, x: torch.Tensor, targets: Any, chunk: int) -
             parts.append(search.run(x[start:stop], part_targets))
         except Exception as err:
             # Instances are independent, so a smaller chunk changes nothing but speed.
-            if chunk == 1 or not is_out_of_memory(err):
+            if not halve or chunk == 1 or not is_out_of_memory(err):
                 raise
             chunk = max(1, chunk // 2)
             if x.device.type == "cuda":
@@ -409,22 +385,26 @@ class _Search:
         low: torch.Tensor,
         high: torch.Tensor,
         weights: torch.Tensor | None,
-        params: dict[str, Any],
+        config: CounterfactualSettings,
     ) -> None:
         self.model = model
         self.low, self.high, self.weights = low, high, weights
-        self.target_proba = float(params["target_proba"])
-        self.tol = float(params["tol"])
-        self.lam_init = float(params["lam_init"])
-        self.max_lam_steps = params["max_lam_steps"]
-        self.max_iter = params["max_iter"]
-        self.lr_init = float(params["learning_rate_init"])
-        self.early_stop = params["early_stop"]
-        self.output_is_logits = params["model_output"] == "logits"
+        self.target_proba = float(config.target_proba)
+        self.tol = float(config.tol)
+        self.lam_init = float(config.lam_init)
+        self.max_lam_steps = config.max_lam_steps
+        self.max_iter = config.max_iter
+        self.lr_init = float(config.learning_rate_init)
+        self.early_stop = config.early_stop
+        self.output_is_logits = config.model_output == "logits"
 
     # -- model evaluation -------------------------------------------------------
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_probabilities(self.outputs(x))
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output on ``x``, checked to be ``(B, classes)``."""
         out = self.model(x)
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -434,6 +414,9 @@ class _Search:
             )
         if out.shape[1] < 2:
             raise ValueError(f"the model must return at least 2 classes, got {out.shape[1]}")
+        return out
+
+    def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
         if self.output_is_logits:
             # Written out rather than torch.softmax: its CPU kernel opens a
             # parallel region even for a (B, 10) tensor, which costs milliseconds
@@ -481,10 +464,11 @@ class _Search:
     def run(self, x: torch.Tensor, targets: Any) -> dict[str, torch.Tensor]:
         n, device, dtype = x.shape[0], x.device, x.dtype
         with torch.no_grad():
-            orig_probs = self.probabilities(x)
+            predictions = self.outputs(x)
+            orig_probs = self.to_probabilities(predictions)
         self.check_probabilities(orig_probs)
         n_classes = orig_probs.shape[1]
-        orig_class, orig_proba = _top_class(orig_probs)
+        orig_class = orig_probs.argmax(1)
         if isinstance(targets, str) and targets == "same":
             targets = orig_class.clone()
         if isinstance(targets, torch.Tensor) and (targets >= n_classes).any():
@@ -596,13 +580,13 @@ class _Search:
             "success": success,
             "cf_class": cf_class,
             "cf_proba": cf_proba,
-            "target": target,
+            "target": orig_class,
+            "target_class": target,
             "distance": self.distance(delta),
             "l1_distance": delta.abs().flatten(1).sum(1),
             "lam": best_lam,
             "n_iter": total_steps,
-            "orig_class": orig_class,
-            "orig_proba": orig_proba,
+            "predictions": predictions,
         }
 
     def next_round(

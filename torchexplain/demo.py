@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     cf = _demo_counterfactual.run(model, test, args.out, device)
     summary["counterfactual"] = cf
     changes = ", ".join(
-        f"{o}->{c}" + ("" if ok else " (not found)") for o, c, ok in zip(cf["orig_class"], cf["cf_class"], cf["success"])
+        f"{o}->{c}" + ("" if ok else " (not found)") for o, c, ok in zip(cf["target"], cf["cf_class"], cf["success"])
     )
     print(f"counterfactuals: {changes} in {cf['seconds']:.1f} s; L1 {cf['l1_distance']}")
     print(f"  wrote {cf['png']}")

@@ -17,48 +17,79 @@ are ``torchexplain.kernels.ig`` ops, so CUDA gets fused kernels where they exist
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from torchexplain import _memory
+from torchexplain import _checks, _memory
 from torchexplain._model_state import preserved_model_state
 from torchexplain._quadrature import METHODS, quadrature
-from torchexplain.base import Explainer, make_meta
+from torchexplain._targets import ResolvedTarget, TargetType, resolve_target
+from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
 from torchexplain.explanation import Explanation
 from torchexplain.kernels import ig as ig_ops
 
 TensorOrTuple = torch.Tensor | tuple[torch.Tensor, ...]
 BaselineType = None | int | float | torch.Tensor | tuple[int | float | torch.Tensor | None, ...]
-TargetType = None | int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
 #: Rows per forward when evaluating the model at the inputs and the baselines.
 ENDPOINT_ROWS = 1024
 
 
+@dataclasses.dataclass(frozen=True)
+class IntegratedGradientsSettings(Settings):
+    """The settings of :class:`IntegratedGradients` (one definition for every use)."""
+
+    n_steps: int = setting(50, "points on the path from baseline to input", per_call=True)
+    method: str = setting(
+        "gausslegendre",
+        "quadrature rule: riemann_left, riemann_right, riemann_middle, riemann_trapezoid or gausslegendre",
+        per_call=True,
+    )
+    internal_batch_size: int | str | None = setting(
+        "auto",
+        "rows (example-step pairs) per forward/backward: 'auto' measures the model's memory per row on a "
+        "first small chunk and sizes the rest to the device (halving on out-of-memory), an int fixes it, "
+        "None runs every row at once",
+        per_call=True,
+    )
+    multiply_by_inputs: bool = setting(
+        True, "multiply the path-averaged gradients by (x - baseline), IG proper; False gives the averaged gradients"
+    )
+    eval_mode: bool = setting(
+        True,
+        "run the model in eval mode and restore the caller's modes afterwards; False keeps the caller's "
+        "modes (buffers such as BatchNorm statistics are restored either way)",
+    )
+    mixed_precision: torch.dtype | None = setting(
+        None,
+        "torch.bfloat16 or torch.float16 runs the model's forward and backward under torch.autocast in that "
+        "dtype while the path and the reduction stay in the input dtype (float32 accumulation)",
+    )
+
+    def validate(self) -> dict[str, Any]:
+        quadrature(self.method, self.n_steps)  # checks both, with their own messages
+        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
+        _checks.check_bool("multiply_by_inputs", self.multiply_by_inputs)
+        _checks.check_bool("eval_mode", self.eval_mode)
+        if self.mixed_precision is not None and not isinstance(self.mixed_precision, torch.dtype):
+            raise TypeError(f"mixed_precision must be None or a torch.dtype, got {self.mixed_precision!r}")
+        if self.mixed_precision not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(
+                f"mixed_precision must be None, torch.bfloat16 or torch.float16, got {self.mixed_precision!r}"
+            )
+        return {"n_steps": int(self.n_steps)}
+
+
+@register_explainer
 class IntegratedGradients(Explainer):
     """Integrated Gradients for PyTorch models (Sundararajan et al., 2017).
 
-    Args:
-        model: callable taking the input tensor(s) (and any additional forward
-            args) and returning ``(B, classes)`` scores, or ``(B,)`` for one score
-            per example.
-        n_steps: points on the path from baseline to input.
-        method: quadrature rule: ``riemann_left``, ``riemann_right``,
-            ``riemann_middle``, ``riemann_trapezoid`` or ``gausslegendre``.
-        internal_batch_size: rows (example-step pairs) per forward/backward;
-            ``"auto"`` measures the model's memory per row on a first small chunk
-            and sizes the rest to the device, ``None`` runs everything at once.
-        multiply_by_inputs: multiply the averaged gradients by ``x - baseline``
-            (IG proper); False gives the path-averaged gradients.
-        eval_mode: run the model in eval mode and restore the caller's modes
-            afterwards (default). False keeps the caller's modes; buffers such as
-            BatchNorm running statistics are restored either way.
-        mixed_precision: ``torch.bfloat16`` or ``torch.float16`` runs the model's
-            forward and backward under ``torch.autocast`` in that dtype; the path,
-            the gradients' reduction and the attributions stay in the input dtype
-            (float32 accumulation). ``None`` (default) runs in the model's dtype.
+    White-box: ``model`` is a callable taking the input tensor(s) (and any additional
+    forward args) and returning scores ``(B, ...)``: ``(B, classes)``, ``(B,)`` for
+    one score per example, or more dimensions with a tuple or callable target.
 
     Examples:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
@@ -71,29 +102,10 @@ class IntegratedGradients(Explainer):
     """
 
     name = "IntegratedGradients"
-
-    def __init__(
-        self,
-        model: Callable[..., torch.Tensor],
-        n_steps: int = 50,
-        method: str = "gausslegendre",
-        internal_batch_size: int | str | None = "auto",
-        multiply_by_inputs: bool = True,
-        eval_mode: bool = True,
-        mixed_precision: torch.dtype | None = None,
-    ) -> None:
-        quadrature(method, n_steps)  # validates both now rather than at explain()
-        _check_internal_batch_size(internal_batch_size)
-        _check_mixed_precision(mixed_precision)
-        super().__init__(
-            model,
-            n_steps=n_steps,
-            method=method,
-            internal_batch_size=internal_batch_size,
-            multiply_by_inputs=multiply_by_inputs,
-            eval_mode=eval_mode,
-            mixed_precision=mixed_precision,
-        )
+    kind = "whitebox"
+    settings_class = IntegratedGradientsSettings
+    accepts_target = True
+    call_arguments = ("target", "baselines", "additional_forward_args")
 
     def explain(
         self,
@@ -101,13 +113,16 @@ class IntegratedGradients(Explainer):
         target: TargetType = None,
         baselines: BaselineType = None,
         additional_forward_args: Any = None,
+        **settings: Any,
     ) -> Explanation:
         """Attribute the target score of each example to its input features.
 
         Args:
             inputs: ``(B, ...)`` tensor, or a tuple of them for multi-input models.
-            target: ``None`` (each example's predicted class), an int, a ``(B,)``
-                tensor or list of classes, or a callable mapping the model output
+            target: which score to explain per example (see :mod:`torchexplain._targets`):
+                ``None`` (each example's predicted class), an int, a tuple of indices
+                for outputs with more dimensions, a ``(B,)`` tensor or list of
+                classes, a list of tuples, or a callable mapping the model output
                 ``(R, ...)`` to one score per row ``(R,)``.
             baselines: ``None`` (zeros), a number, a tensor broadcastable to the
                 input (e.g. shaped like it or with batch size 1), or a tuple of
@@ -115,38 +130,52 @@ class IntegratedGradients(Explainer):
             additional_forward_args: extra positional args for the model; tensors
                 whose first dimension is ``B`` are expanded along the path, other
                 values are passed unchanged.
+            **settings: per-call settings (``n_steps``, ``method``,
+                ``internal_batch_size``); the explainer's own otherwise.
 
         Returns:
             Explanation with ``attributions`` (shaped like ``inputs``, in their
-            dtype), ``convergence_delta`` ``(B,)`` (sum of attributions minus
-            ``F(x) - F(baseline)``), ``target`` ``(B,)`` (None for a callable
-            target or a one-score model) and ``predictions`` (the model output at
-            the inputs).
+            dtype; a tuple for tuple inputs), ``convergence_delta`` ``(B,)`` (sum of
+            attributions minus ``F(x) - F(baseline)``), ``target`` (``(B,)`` classes,
+            ``(B, k)`` index tuples, or None for a callable target or a one-score
+            model) and ``predictions`` (the model output at the inputs).
         """
-        return integrated_gradients(
-            self.model,
-            inputs,
-            target=target,
-            baselines=baselines,
-            additional_forward_args=additional_forward_args,
-            **self.config,
-        )
+        config = self._settings_for_call(settings)
+        alphas, weights = quadrature(config.method, config.n_steps)
+        inputs_tuple = _check_inputs(inputs)
+        baselines_tuple = _format_baselines(baselines, inputs_tuple)
+        extra_args = _format_extra_args(additional_forward_args)
+
+        with preserved_model_state(self.model, eval_mode=config.eval_mode):
+            run = _PathIntegral(
+                self.model, inputs_tuple, baselines_tuple, extra_args, alphas, weights, config.mixed_precision
+            )
+            predictions, start_scores, end_scores, resolved = run.endpoints(target)
+            totals = run.integrate(config.internal_batch_size, config.multiply_by_inputs)
+
+        acc_dtype = totals[0].dtype
+        attribution_sum = sum(t.sum(dim=1, dtype=acc_dtype) for t in totals)
+        delta = attribution_sum - (end_scores.to(acc_dtype) - start_scores.to(acc_dtype))
+        attributions = tuple(t.view_as(x).to(x.dtype) for t, x in zip(totals, inputs_tuple))
+        data = {
+            "attributions": attributions if isinstance(inputs, tuple) else attributions[0],
+            "convergence_delta": delta,
+            "target": resolved.per_example,
+            "predictions": predictions,
+        }
+        return self._explanation(config, data, inputs_tuple[0].device)
 
 
+@functional_twin(IntegratedGradients)
 def integrated_gradients(
     model: Callable[..., torch.Tensor],
     inputs: TensorOrTuple,
     target: TargetType = None,
     baselines: BaselineType = None,
     additional_forward_args: Any = None,
-    n_steps: int = 50,
-    method: str = "gausslegendre",
-    internal_batch_size: int | str | None = "auto",
-    multiply_by_inputs: bool = True,
-    eval_mode: bool = True,
-    mixed_precision: torch.dtype | None = None,
+    **settings: Any,
 ) -> Explanation:
-    """Functional form of :class:`IntegratedGradients`; see its docs for the arguments.
+    """Functional form of :class:`IntegratedGradients`: the same settings, one call.
 
     Examples:
         >>> model = torch.nn.Linear(3, 2)
@@ -154,43 +183,9 @@ def integrated_gradients(
         >>> exp.attributions.shape
         torch.Size([4, 3])
     """
-    alphas, weights = quadrature(method, n_steps)
-    _check_internal_batch_size(internal_batch_size)
-    _check_mixed_precision(mixed_precision)
-    inputs_tuple = _check_inputs(inputs)
-    baselines_tuple = _format_baselines(baselines, inputs_tuple)
-    extra_args = _format_extra_args(additional_forward_args)
-
-    with preserved_model_state(model, eval_mode=eval_mode):
-        run = _PathIntegral(model, inputs_tuple, baselines_tuple, extra_args, alphas, weights, mixed_precision)
-        predictions, start_scores, end_scores, target_index = run.endpoints(target)
-        totals = run.integrate(internal_batch_size, multiply_by_inputs)
-
-    acc_dtype = totals[0].dtype
-    attribution_sum = sum(t.sum(dim=1, dtype=acc_dtype) for t in totals)
-    delta = attribution_sum - (end_scores.to(acc_dtype) - start_scores.to(acc_dtype))
-    attributions = tuple(
-        t.view_as(x).to(x.dtype) for t, x in zip(totals, inputs_tuple)
+    return IntegratedGradients(model, **settings).explain(
+        inputs, target=target, baselines=baselines, additional_forward_args=additional_forward_args
     )
-    meta = make_meta(
-        IntegratedGradients.name,
-        {
-            "n_steps": int(n_steps),
-            "method": method,
-            "internal_batch_size": internal_batch_size,
-            "multiply_by_inputs": multiply_by_inputs,
-            "eval_mode": eval_mode,
-            "mixed_precision": None if mixed_precision is None else str(mixed_precision),
-        },
-        device=str(inputs_tuple[0].device),
-    )
-    data = {
-        "attributions": attributions if isinstance(inputs, tuple) else attributions[0],
-        "convergence_delta": delta,
-        "target": target_index,
-        "predictions": predictions,
-    }
-    return Explanation(meta, data)
 
 
 class _PathIntegral:
@@ -232,8 +227,7 @@ class _PathIntegral:
         self.step_alphas = [alphas.to(self.device, ig_ops.accumulation_dtype(x.dtype)) for x in inputs]
         self.step_weights = [weights.to(self.device, ig_ops.accumulation_dtype(x.dtype)) for x in inputs]
         self.n_steps = alphas.numel()
-        self.score: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
-        self.target_index: torch.Tensor | None = None
+        self.target: ResolvedTarget | None = None
 
     def _autocast(self):
         if self.mixed_precision is None:
@@ -267,10 +261,10 @@ class _PathIntegral:
                 f"the model returned shape {tuple(out_x.shape)} for {n} examples; expected the "
                 "batch dimension first"
             )
-        self.score, self.target_index = _resolve_target(target, out_x)
-        start = self.score(out_b, self.target_index)
-        end = self.score(out_x, self.target_index)
-        return out_x.detach(), start.detach(), end.detach(), self.target_index
+        self.target = resolve_target(target, out_x)
+        start = self.target.scores(out_b)
+        end = self.target.scores(out_x)
+        return out_x.detach(), start.detach(), end.detach(), self.target
 
     # -- path integral -------------------------------------------------------------
 
@@ -319,8 +313,7 @@ class _PathIntegral:
         with torch.enable_grad():
             with self._autocast():
                 output = self.model(*paths, *args)
-            rows_target = None if self.target_index is None else self.target_index[row_examples]
-            scores = self.score(output, rows_target)
+            scores = self.target.scores(output, row_examples)
             # One scalar backward: rows are independent, so d(sum)/d(row) is each row's gradient.
             grads = torch.autograd.grad(scores.sum(), paths, allow_unused=True)
         return rects, grads
@@ -386,40 +379,32 @@ class _PathIntegral:
         return totals
 
 
-def _check_internal_batch_size(value: int | str | None) -> None:
-    if value is None or value == "auto":
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"internal_batch_size must be a positive int, 'auto' or None, got {value!r}")
-
-
-def _check_mixed_precision(dtype: torch.dtype | None) -> None:
-    if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError(f"mixed_precision must be None, torch.bfloat16 or torch.float16, got {dtype!r}")
-
-
 def _check_inputs(inputs: TensorOrTuple) -> tuple[torch.Tensor, ...]:
-    items = inputs if isinstance(inputs, tuple) else (inputs,)
+    is_tuple = isinstance(inputs, tuple)
+    items = inputs if is_tuple else (inputs,)
     if not items:
         raise ValueError("inputs is an empty tuple; pass at least one tensor")
-    for i, x in enumerate(items):
+    names = [f"inputs[{i}]" if is_tuple else "inputs" for i in range(len(items))]
+    for name, x in zip(names, items):
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"inputs[{i}] must be a torch.Tensor, got {type(x).__name__}")
+            raise TypeError(f"{name} must be a torch.Tensor (or a tuple of them), got {type(x).__name__}")
         if not x.is_floating_point():
             raise TypeError(
-                f"inputs[{i}] has dtype {x.dtype}; Integrated Gradients needs floating-point "
+                f"{name} has dtype {x.dtype}; Integrated Gradients needs floating-point "
                 "inputs (convert with .float())"
             )
         if x.dim() == 0:
-            raise ValueError(f"inputs[{i}] is a scalar; inputs need a batch dimension (B, ...)")
+            raise ValueError(f"{name} is a scalar; inputs need a batch dimension (B, ...)")
     n = items[0].shape[0]
-    for i, x in enumerate(items):
+    for name, x in zip(names, items):
         if x.shape[0] != n:
-            raise ValueError(f"inputs[{i}] has batch size {x.shape[0]} but inputs[0] has {n}")
+            raise ValueError(f"{name} has batch size {x.shape[0]} but inputs[0] has {n}")
         if x.device != items[0].device:
-            raise ValueError(f"inputs[{i}] is on {x.device} but inputs[0] is on {items[0].device}")
+            raise ValueError(f"{name} is on {x.device} but inputs[0] is on {items[0].device}")
     if n == 0:
         raise ValueError("inputs have batch size 0; nothing to explain")
+    for name, x in zip(names, items):
+        _checks.check_finite(name, x)
     return tuple(items)
 
 
@@ -439,7 +424,8 @@ def _format_baselines(baselines: BaselineType, inputs: tuple[torch.Tensor, ...])
         if b is None:
             formatted.append(torch.zeros(row_shape, dtype=x.dtype, device=x.device))
             continue
-        if isinstance(b, (int, float)) and not isinstance(b, bool):
+        if _checks.is_number(b):
+            _checks.check_number(f"baselines[{i}]", b)
             formatted.append(torch.full(row_shape, float(b), dtype=x.dtype, device=x.device))
             continue
         if not isinstance(b, torch.Tensor):
@@ -454,6 +440,7 @@ def _format_baselines(baselines: BaselineType, inputs: tuple[torch.Tensor, ...])
                 f"baselines[{i}] has shape {tuple(b.shape)}, which does not broadcast to the "
                 f"input's shape {tuple(x.shape)}; use a tensor shaped like the input or with batch size 1"
             )
+        _checks.check_finite(f"baselines[{i}]", b)
         aligned = b.reshape((1,) * (x.dim() - b.dim()) + tuple(b.shape))
         per_example = aligned.shape[0] == x.shape[0] and x.shape[0] != 1
         shape = tuple(x.shape) if per_example else row_shape
@@ -467,46 +454,4 @@ def _format_extra_args(args: Any) -> tuple[Any, ...]:
     return tuple(args) if isinstance(args, tuple) else (args,)
 
 
-def _resolve_target(target: TargetType, output: torch.Tensor):
-    """A scoring function ``(output, row_targets) -> (R,)`` and the per-example classes."""
-    n = output.shape[0]
-    if callable(target) and not isinstance(target, torch.Tensor):
-        scores = target(output)
-        if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n,):
-            got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-            raise ValueError(f"a callable target must map the model output to shape ({n},), got {got}")
-        return (lambda out, _rows: target(out)), None
-    if target is None and output.dim() == 1:
-        # One score per example: nothing to select.
-        return (lambda out, _rows: out), None
-    if output.dim() != 2:
-        raise ValueError(
-            f"a class target needs a model output shaped (B, classes), got {tuple(output.shape)}; "
-            "pass a callable target to reduce other output shapes to one score per example"
-        )
-    n_classes = output.shape[1]
-    if target is None:
-        index = output.argmax(dim=1)
-    else:
-        if isinstance(target, bool):
-            raise TypeError(f"target must be an int, a sequence or tensor of ints, or a callable; got {target!r}")
-        if isinstance(target, int):
-            index = torch.full((n,), target, dtype=torch.long, device=output.device)
-        else:
-            index = torch.as_tensor(target, device=output.device)
-            if index.is_floating_point() or index.is_complex():
-                raise TypeError(f"target must hold integer class indices, got dtype {index.dtype}")
-            index = index.long().reshape(-1)
-            if index.numel() == 1:
-                index = index.expand(n)
-            elif index.numel() != n:
-                raise ValueError(f"target has {index.numel()} entries but the batch has {n} examples")
-        out_of_range = (index < 0) | (index >= n_classes)
-        if bool(out_of_range.any()):
-            bad = index[out_of_range][0].item()
-            raise ValueError(f"target class {bad} is out of range for a model with {n_classes} outputs")
-    index = index.contiguous()
-    return (lambda out, rows: out.gather(1, rows.unsqueeze(1)).squeeze(1)), index
-
-
-__all__ = ["METHODS", "IntegratedGradients", "integrated_gradients"]
+__all__ = ["METHODS", "IntegratedGradients", "IntegratedGradientsSettings", "integrated_gradients"]

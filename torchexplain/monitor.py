@@ -21,8 +21,6 @@ shapes); under ``torch.distributed`` only rank 0 records by default.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import json
 import random
 import time
@@ -216,7 +214,7 @@ class ExplanationMonitor:
                     f"probe_targets must have shape ({probe_inputs.shape[0]},) to match probe_inputs, "
                     f"got {tuple(probe_targets.shape)}"
                 )
-        if probe_targets is not None and not _explain_takes_target(explainer):
+        if probe_targets is not None and not explainer.accepts_target:
             raise ValueError(
                 f"{_explainer_name(explainer)}.explain() takes no target, so probe_targets must be None "
                 "(set the method's own target setting when building the explainer instead)"
@@ -254,9 +252,7 @@ class ExplanationMonitor:
     def _explainer_for(self, model: nn.Module) -> Explainer:
         if isinstance(self.explainer, type):
             return self.explainer(model)
-        bound = copy.copy(self.explainer)  # settings shared, model swapped; the user's object untouched
-        bound.model = model
-        return bound
+        return self.explainer.with_model(model)  # settings shared, model swapped; the user's object untouched
 
     def step(self, model: nn.Module, global_step: int) -> dict[str, Any] | None:
         """Record if ``global_step`` is due; returns the record, or None when nothing was recorded."""
@@ -277,9 +273,9 @@ class ExplanationMonitor:
         start = time.perf_counter()
         explainer = self._explainer_for(module)
         with preserved_training_state(module):
-            if _explain_takes_target(explainer):
+            if explainer.accepts_target:
                 explanation = explainer.explain(inputs, target=targets)
-            else:  # counterfactuals and anchors choose their class through their own settings
+            else:  # counterfactuals and anchors explain the model's own prediction
                 explanation = explainer.explain(inputs)
         seconds = time.perf_counter() - start
         maps = explanation_maps(explanation, inputs).detach().float().cpu()
@@ -294,9 +290,9 @@ class ExplanationMonitor:
         if isinstance(delta, torch.Tensor):
             record["convergence_delta_mean"] = float(delta.abs().mean())
             record["convergence_delta_max"] = float(delta.abs().max())
-        target = explanation.data.get("target", explanation.data.get("label"))
+        target = explanation.data.get("target")  # every classifier explanation names its class so
         if isinstance(target, torch.Tensor):
-            record["target"] = [int(t) for t in target.cpu()]
+            record["target"] = target.cpu().tolist()
         if self._previous is not None:
             importance, previous = flat.abs(), self._previous.abs()
             record["spearman_vs_previous"] = _nanmean(spearman(importance, previous))
@@ -329,11 +325,6 @@ class ExplanationMonitor:
             captions.append(f"probe {i}: {label}heatmaps left to right over training")
         titles = ["input"] * is_image + [f"step {s}" for s, _ in columns]
         return visualize.save_grid(rows, captions, target, titles=titles)
-
-
-def _explain_takes_target(explainer: Explainer | type[Explainer]) -> bool:
-    parameters = inspect.signature(explainer.explain).parameters
-    return "target" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _explainer_name(explainer: Explainer | type[Explainer]) -> str:

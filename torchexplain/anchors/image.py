@@ -17,6 +17,7 @@ background image. This is Alibi's ``AnchorImage`` made batched and device-reside
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -25,13 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchexplain import _checks
 from torchexplain._model_state import preserved_model_state
 from torchexplain.anchors.search import AnchorResult, BeamSearch, SampleBatch, run_searches
-from torchexplain.base import Explainer, make_meta
+from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
 from torchexplain.explanation import Explanation
 from torchexplain.segmentation import SEGMENTATION_METHODS, segment
 
-__all__ = ["AnchorImage", "anchor_image", "numpy_predictor"]
+__all__ = ["AnchorImage", "AnchorImageSettings", "anchor_image", "numpy_predictor"]
 
 #: segmentation settings used when none are given (Alibi's defaults)
 DEFAULT_SEGMENTATION_KWARGS: dict[str, dict[str, Any]] = {
@@ -82,36 +84,8 @@ def numpy_predictor(
     return predict
 
 
-def _check_probability(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must be a number in the open interval (0, 1), got {value!r}")
-    return float(value)
-
-
-def _check_count(name: str, value: Any, minimum: int = 1, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_images(images: Any) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(
-            f"images must be a torch.Tensor of shape (C, H, W) or (B, C, H, W), got {type(images).__name__}"
-        )
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    if images.dim() != 4:
-        raise ValueError(f"images must have shape (C, H, W) or (B, C, H, W), got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor, got dtype {images.dtype}")
-    if images.numel() == 0:
-        raise ValueError(f"images must be non-empty, got shape {tuple(images.shape)}")
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or infinite values")
-    return images
+    return _checks.check_tensor_batch("inputs", images, exact_dim=4, layout="(B, C, H, W)")
 
 
 def _grey_channels_last(images: torch.Tensor) -> torch.Tensor:
@@ -134,7 +108,7 @@ def _grey_channels_last(images: torch.Tensor) -> torch.Tensor:
 
 
 class _CountingPredictor:
-    """Calls the user's predictor in chunks, turns its output into labels, counts calls."""
+    """Calls the user's predictor, turns its output into labels, counts calls and images."""
 
     def __init__(self, predictor: Callable[[torch.Tensor], Any], chunk: int) -> None:
         self.predictor = predictor
@@ -142,14 +116,20 @@ class _CountingPredictor:
         self.calls = 0
         self.images = 0
 
-    def labels(self, images: torch.Tensor) -> list[tuple[torch.Tensor, slice]]:
-        out = []
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predictor's output on ``images`` (in chunks) and the labels it means."""
+        outputs, labels = [], []
         for start in range(0, images.shape[0], self.chunk):
-            part = images[start : start + self.chunk]
-            out.append((self._labels_one_call(part), slice(start, start + part.shape[0])))
-        return out
+            output, label = self._one_call(images[start : start + self.chunk])
+            outputs.append(output)
+            labels.append(label)
+        return torch.cat(outputs), torch.cat(labels)
 
-    def _labels_one_call(self, images: torch.Tensor) -> torch.Tensor:
+    def labels(self, images: torch.Tensor) -> torch.Tensor:
+        """Labels of ``images``, in one call of the predictor."""
+        return self._one_call(images)[1]
+
+    def _one_call(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = images.shape[0]
         scores = self.predictor(_grey_channels_last(images))
         self.calls += 1
@@ -158,16 +138,17 @@ class _CountingPredictor:
             scores = torch.from_numpy(scores)
         if not isinstance(scores, torch.Tensor):
             raise TypeError(f"predictor must return a tensor (or numpy array), got {type(scores).__name__}")
-        # Labels live on the images' device whatever device the predictor answered on.
+        # Outputs and labels live on the images' device whatever device the predictor answered on.
+        scores = scores.detach().to(images.device)
         if scores.dim() == 2 and scores.shape[0] == n and scores.shape[1] >= 1:
-            return scores.argmax(dim=1).to(device=images.device, dtype=torch.int64)
+            return scores, scores.argmax(dim=1).to(torch.int64)
         if scores.dim() == 1 and scores.shape[0] == n:
             if scores.is_floating_point() or scores.is_complex():
                 raise ValueError(
                     f"predictor returned a 1-D float tensor of shape {tuple(scores.shape)}; expected class "
                     "scores (B, K) or integer labels (B,)"
                 )
-            return scores.to(device=images.device, dtype=torch.int64)
+            return scores, scores.to(torch.int64)
         raise ValueError(
             f"predictor returned shape {tuple(scores.shape)} for {n} images; expected class scores "
             f"({n}, K) or labels ({n},)"
@@ -265,321 +246,331 @@ def perturb(
     return torch.where(keep, images[image_index], replacements[replacement_index])
 
 
-def anchor_image(
-    predictor: Callable[[torch.Tensor], Any],
-    images: torch.Tensor,
-    segmentation_fn: str | Callable[..., Any] = "slic",
-    segmentation_kwargs: dict[str, Any] | None = None,
-    images_background: torch.Tensor | None = None,
-    threshold: float = 0.95,
-    p_sample: float = 0.5,
-    delta: float = 0.1,
-    tau: float = 0.15,
-    batch_size: int = 100,
-    coverage_samples: int = 10000,
-    beam_size: int = 1,
-    stop_on_first: bool = False,
-    max_anchor_size: int | None = None,
-    min_samples_start: int = 100,
-    n_covered_ex: int = 10,
-    device: torch.device | str | None = None,
-    seed: int | None = None,
-    max_images_per_call: int | None = None,
-    cache_predictions: bool = True,
-) -> Explanation:
-    """Anchors for a batch of images (Ribeiro et al., AAAI 2018), as Alibi's ``AnchorImage``.
+@dataclasses.dataclass(frozen=True)
+class AnchorImageSettings(Settings):
+    """The settings of :class:`AnchorImage` (Alibi's names; one definition for every use)."""
 
-    Args:
-        predictor: black-box model: a callable taking ``(N, C, H, W)`` tensors on
-            ``device`` and returning class scores ``(N, K)`` or labels ``(N,)``
-            (wrap numpy functions on ``(N, H, W, C)`` with :func:`numpy_predictor`). An
-            ``nn.Module`` is run in eval mode under ``torch.no_grad`` and left as found.
-        images: ``(C, H, W)`` or ``(B, C, H, W)`` floating-point images.
-        segmentation_fn: ``"slic"``, ``"felzenszwalb"``, ``"quickshift"`` or a callable
-            (see :func:`torchexplain.segmentation.segment`). Built-in methods see
-            single-channel images repeated to RGB, as Alibi does.
-        segmentation_kwargs: keyword arguments of the segmentation (default: Alibi's).
-        images_background: ``(N_bg, C, H, W)`` images whose regions replace perturbed
-            superpixels; None replaces them with the superpixel's mean colour.
-        threshold: precision an anchor must reach.
-        p_sample: probability that a superpixel outside the anchor is perturbed.
-        delta: confidence budget of the precision bounds.
-        tau: KL-LUCB tolerance (``epsilon`` of the search).
-        batch_size: samples drawn per arm pull.
-        coverage_samples: perturbation samples used to estimate coverage.
-        beam_size: anchors kept per anchor size.
-        stop_on_first: stop at the first valid anchor.
-        max_anchor_size: largest anchor tried (None: all superpixels).
-        min_samples_start: samples for the empty-anchor check.
-        n_covered_ex: examples kept of each kind (prediction kept / changed).
-        device: where images are perturbed and the predictor runs (default: the
-            images' device).
-        seed: seed of the per-image generators (None: fresh entropy).
-        max_images_per_call: most images per predictor call (default: as many as fit
-            in 2**26 input elements, and at most 64 on the CPU).
-        cache_predictions: query the predictor once per distinct perturbed image and
-            reuse its answer when the search draws the same image again (the predictor
-            must be deterministic; with mean-colour replacement and ~10 superpixels
-            most samples repeat). False queries it for every sample, as Alibi does.
-            The search, and so the explanation, is the same either way.
-
-    Returns:
-        An :class:`Explanation` whose ``data`` holds, for B images:
-        ``anchor`` (list of B lists of superpixel ids, in the order added), ``mask``
-        ``(B, H, W)`` bool, ``segments`` ``(B, H, W)`` int64, ``label`` ``(B,)`` the
-        explained prediction, ``precision`` and ``coverage`` ``(B,)`` float64,
-        ``success`` ``(B,)`` bool, ``covered_true`` / ``covered_false`` (lists of B
-        ``(k, C, H, W)`` tensors, ``k <= n_covered_ex``: perturbed samples with the
-        anchor where the prediction held / changed), ``n_model_calls`` and
-        ``n_images_evaluated`` ``(B,)`` int64 (the calls that carried the image's
-        samples, and the images the model saw for it, the initial prediction included;
-        samples answered from ``cache_predictions`` are not counted).
-
-    Examples:
-        >>> predict = lambda x: torch.stack([x[:, 0, :4].mean((1, 2)) - 0.5, 0.5 - x[:, 0, :4].mean((1, 2))], 1)
-        >>> image = torch.zeros(1, 8, 8); image[:, :4] = 1.0
-        >>> exp = anchor_image(predict, image, segmentation_fn=lambda im: np.arange(64).reshape(8, 8) // 32, seed=0)
-        >>> exp.anchor
-        [[0]]
-    """
-    images = _check_images(images)
-    threshold = _check_probability("threshold", threshold)
-    p_sample = _check_probability("p_sample", p_sample)
-    delta = _check_probability("delta", delta)
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
-        raise ValueError(f"tau must be a positive number, got {tau!r}")
-    batch_size = _check_count("batch_size", batch_size)
-    coverage_samples = _check_count("coverage_samples", coverage_samples)
-    beam_size = _check_count("beam_size", beam_size)
-    max_anchor_size = _check_count("max_anchor_size", max_anchor_size, allow_none=True)
-    min_samples_start = _check_count("min_samples_start", min_samples_start)
-    n_covered_ex = _check_count("n_covered_ex", n_covered_ex, minimum=0)
-    if not isinstance(cache_predictions, bool):
-        raise TypeError(f"cache_predictions must be a bool, got {cache_predictions!r}")
-    if not callable(predictor):
-        raise TypeError(f"predictor must be callable, got {type(predictor).__name__}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
-    if isinstance(segmentation_fn, str) and segmentation_fn not in SEGMENTATION_METHODS:
-        raise ValueError(
-            f"unknown segmentation_fn {segmentation_fn!r}; expected one of {SEGMENTATION_METHODS} or a callable"
-        )
-    if not isinstance(segmentation_fn, str) and not callable(segmentation_fn):
-        raise TypeError(f"segmentation_fn must be a name or a callable, got {type(segmentation_fn).__name__}")
-
-    device = torch.device(device) if device is not None else images.device
-    images = images.to(device)
-    b, c, h, w = images.shape
-    if images_background is not None:
-        if not isinstance(images_background, torch.Tensor):
-            raise TypeError(f"images_background must be a torch.Tensor, got {type(images_background).__name__}")
-        if images_background.dim() != 4 or tuple(images_background.shape[1:]) != (c, h, w) or not len(images_background):
-            raise ValueError(
-                f"images_background must have shape (N, {c}, {h}, {w}) with N >= 1, got {tuple(images_background.shape)}"
-            )
-        images_background = images_background.to(device=device, dtype=images.dtype)
-    seed = int(seed) if seed is not None else secrets.randbits(62)
-    if max_images_per_call is None:
-        chunk = max(1, _MAX_CALL_ELEMENTS // (c * h * w))
-        if device.type == "cpu":
-            chunk = min(chunk, _CPU_MAX_CALL_IMAGES)
-    else:
-        chunk = max_images_per_call
-    chunk = _check_count("max_images_per_call", chunk)
-
-    # ---- segmentation
-    if isinstance(segmentation_fn, str):
-        kwargs = dict(DEFAULT_SEGMENTATION_KWARGS[segmentation_fn] if segmentation_kwargs is None else segmentation_kwargs)
-        # Grey images are repeated to RGB before a built-in segmentation, as Alibi does.
-        to_segment = images.expand(-1, 3, -1, -1) if c == 1 else images
-    else:
-        kwargs = dict(segmentation_kwargs or {})
-        to_segment = images
-    segments = segment(to_segment, segmentation_fn, **kwargs).to(device)
-    n_features = [int(s.max()) + 1 for s in segments]
-    m_max = max(n_features)
-
-    model = predictor if isinstance(predictor, nn.Module) else None
-    counter = _CountingPredictor(predictor, chunk)
-    with preserved_model_state(model), torch.no_grad():
-        target = torch.cat([lab for lab, _ in counter.labels(images)])
-        if images_background is None:
-            replacements = _segment_means(images, segments, m_max)
-        else:
-            replacements = images_background
-        n_replacements = replacements.shape[0]
-
-        generators = [torch.Generator().manual_seed(seed) for _ in range(b)]
-        searches = []
-        for i in range(b):
-            coverage = torch.rand(coverage_samples, n_features[i], generator=generators[i]) >= p_sample
-            search = BeamSearch(
-                n_features[i], coverage.numpy(), threshold=threshold, delta=delta, epsilon=tau,
-                batch_size=batch_size, beam_size=beam_size, min_samples_start=min_samples_start,
-                max_anchor_size=max_anchor_size, stop_on_first=stop_on_first,
-            )
-            searches.append(search.run())
-        calls_per_image = np.ones(b, dtype=np.int64)  # the call that found the explained labels
-        images_per_image = np.ones(b, dtype=np.int64)
-        use_cache = cache_predictions and _AgreementCache.fits(b, n_replacements, m_max)
-        cache = _AgreementCache(n_replacements, n_features) if use_cache else None
-
-        def draw(i: int, anchor: tuple[int, ...], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-            present = torch.rand(n, n_features[i], generator=generators[i]) >= p_sample
-            present[:, list(anchor)] = True
-            if images_background is None:
-                which = torch.full((n,), i, dtype=torch.int64)
-            else:
-                which = torch.randint(n_replacements, (n,), generator=generators[i])
-            return present, which
-
-        def evaluate(owner: torch.Tensor, present: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-            """Agreement of the model with the explained label on each perturbed sample."""
-            owner_dev, present_dev, which_dev = owner.to(device), present.to(device), which.to(device)
-            agree = torch.empty(len(owner), dtype=torch.bool)
-            for start in range(0, len(owner), chunk):
-                part = slice(start, start + chunk)
-                batch = perturb(images, segments, replacements, owner_dev[part], present_dev[part], which_dev[part])
-                labels = counter._labels_one_call(batch)
-                agree[part] = (labels == target[owner_dev[part]]).cpu()
-                calls_per_image[torch.unique(owner[part]).numpy()] += 1
-            images_per_image[:] += np.bincount(owner.numpy(), minlength=b)
-            return agree
-
-        def sample_fn(requests: list[tuple[int, tuple[int, ...], int]]) -> list[SampleBatch]:
-            drawn = [draw(i, anchor, n) for i, anchor, n in requests]
-            sizes = [n for _, _, n in requests]
-            owner = torch.repeat_interleave(torch.tensor([i for i, _, _ in requests]), torch.tensor(sizes))
-            present = torch.zeros(len(owner), m_max, dtype=torch.bool)
-            row = 0
-            for (p, _), n in zip(drawn, sizes, strict=True):
-                present[row : row + n, : p.shape[1]] = p
-                row += n
-            which = torch.cat([wh for _, wh in drawn])
-            if cache is None:
-                agree = evaluate(owner, present, which).numpy()
-            else:
-                keys = cache.keys_of(owner.numpy(), present.numpy(), which.numpy())
-
-                def evaluate_rows(rows: np.ndarray) -> np.ndarray:
-                    index = torch.from_numpy(rows)
-                    return evaluate(owner[index], present[index], which[index]).numpy()
-
-                agree = cache.agreement(keys, evaluate_rows)
-            answers, row = [], 0
-            for (p, wh), n in zip(drawn, sizes, strict=True):
-                answers.append(SampleBatch(p.numpy(), agree[row : row + n], wh.numpy()))
-                row += n
-            return answers
-
-        results: list[AnchorResult] = run_searches(searches, sample_fn)
-
-        # Covered examples come from the samples the precision estimate rests on (no new queries).
-        covered_true, covered_false = [], []
-        for i, result in enumerate(results):
-            samples = result.samples
-            for keep, store in ((samples.agree, covered_true), (~samples.agree, covered_false)):
-                rows = np.flatnonzero(keep)[:n_covered_ex]
-                padded = torch.zeros(rows.size, m_max, dtype=torch.bool)
-                padded[:, : samples.present.shape[1]] = torch.from_numpy(samples.present[rows])
-                owner = torch.full((rows.size,), i, dtype=torch.int64, device=device)
-                which = torch.from_numpy(samples.payload[rows]).to(device)
-                store.append(perturb(images, segments, replacements, owner, padded.to(device), which))
-
-    anchors = [list(r.anchor) for r in results]
-    mask = torch.zeros(b, h, w, dtype=torch.bool, device=device)
-    for i, anchor in enumerate(anchors):
-        if anchor:
-            mask[i] = torch.isin(segments[i], torch.tensor(anchor, device=device))
-    params = {
-        "segmentation_fn": segmentation_fn if isinstance(segmentation_fn, str) else "custom",
-        "segmentation_kwargs": kwargs, "threshold": threshold, "p_sample": p_sample, "delta": delta,
-        "tau": tau, "batch_size": batch_size, "coverage_samples": coverage_samples, "beam_size": beam_size,
-        "stop_on_first": stop_on_first, "max_anchor_size": max_anchor_size,
-        "min_samples_start": min_samples_start, "n_covered_ex": n_covered_ex, "seed": seed,
-        "cache_predictions": cache_predictions,
-        "background": None if images_background is None else int(images_background.shape[0]),
-    }
-    meta = make_meta(
-        "AnchorImage", params, device=str(device), total_model_calls=counter.calls,
-        total_images_evaluated=counter.images,
+    segmentation_fn: str | Callable[..., Any] = setting(
+        "slic",
+        "'slic', 'felzenszwalb', 'quickshift' or a callable (see torchexplain.segmentation.segment); "
+        "built-in methods see single-channel images repeated to RGB, as Alibi does",
     )
-    data = {
-        "anchor": anchors,
-        "mask": mask.cpu(),
-        "segments": segments.cpu(),
-        "label": target.cpu(),
-        "precision": torch.tensor([r.precision for r in results], dtype=torch.float64),
-        "coverage": torch.tensor([r.coverage for r in results], dtype=torch.float64),
-        "success": torch.tensor([r.success for r in results], dtype=torch.bool),
-        "covered_true": [t.cpu() for t in covered_true],
-        "covered_false": [t.cpu() for t in covered_false],
-        "n_model_calls": torch.from_numpy(calls_per_image),
-        "n_images_evaluated": torch.from_numpy(images_per_image),
-    }
-    return Explanation(meta, data)
+    segmentation_kwargs: dict[str, Any] | None = setting(
+        None, "keyword arguments of the segmentation (None: Alibi's defaults for the built-in methods)"
+    )
+    images_background: torch.Tensor | None = setting(
+        None,
+        "(N_bg, C, H, W) images whose regions replace perturbed superpixels; None replaces them with "
+        "the superpixel's mean colour",
+    )
+    device: str | None = setting(
+        None, "where images are perturbed and the predictor runs (None: the inputs' device); results "
+        "come back on the inputs' device"
+    )
+    seed: int | None = setting(
+        None, "seed of the per-image random streams (None: fresh entropy per call, recorded in meta)"
+    )
+    cache_predictions: bool = setting(
+        True,
+        "query the predictor once per distinct perturbed image and reuse its answer when the search draws "
+        "the same image again (the predictor must be deterministic); False queries it for every sample, "
+        "as Alibi does. The explanation is the same either way",
+    )
+    threshold: float = setting(0.95, "precision an anchor must reach, in (0, 1)", per_call=True)
+    p_sample: float = setting(
+        0.5, "probability that a superpixel outside the anchor is perturbed, in (0, 1)", per_call=True
+    )
+    delta: float = setting(0.1, "confidence budget of the precision bounds, in (0, 1)", per_call=True)
+    tau: float = setting(
+        0.15,
+        "KL-LUCB tolerance epsilon: arm selection stops when the bounds of the best arms overlap by less "
+        "than this, > 0 (Alibi's name; the paper's tau is threshold)",
+        per_call=True,
+    )
+    batch_size: int = setting(100, "samples drawn per arm pull", per_call=True)
+    coverage_samples: int = setting(10000, "perturbation samples used to estimate coverage", per_call=True)
+    beam_size: int = setting(1, "anchors kept per anchor size", per_call=True)
+    stop_on_first: bool = setting(False, "stop at the first valid anchor", per_call=True)
+    max_anchor_size: int | None = setting(None, "largest anchor tried (None: all superpixels)", per_call=True)
+    min_samples_start: int = setting(100, "samples for the empty-anchor check", per_call=True)
+    n_covered_ex: int = setting(10, "examples kept of each kind (prediction kept / changed)", per_call=True)
+    internal_batch_size: int | str | None = setting(
+        "auto",
+        "most images per predictor call: 'auto' as many as fit in 2**26 input elements, and at most 64 "
+        "on the CPU; an int fixes it; None sends every sample of a round in one call",
+        per_call=True,
+    )
+
+    def validate(self) -> dict[str, Any]:
+        fn = self.segmentation_fn
+        if isinstance(fn, str):
+            if fn not in SEGMENTATION_METHODS:
+                raise ValueError(
+                    f"unknown segmentation_fn {fn!r}; expected one of {SEGMENTATION_METHODS} or a callable"
+                )
+        elif not callable(fn):
+            raise TypeError(f"segmentation_fn must be a name or a callable, got {type(fn).__name__}")
+        if self.segmentation_kwargs is not None and not isinstance(self.segmentation_kwargs, dict):
+            raise TypeError(f"segmentation_kwargs must be a dict or None, got {type(self.segmentation_kwargs).__name__}")
+        background = self.images_background
+        if background is not None:
+            _checks.check_tensor_batch("images_background", background, exact_dim=4, layout="(N, C, H, W)")
+        device = self.device
+        if device is not None:
+            if not isinstance(device, (str, torch.device)):
+                raise TypeError(f"device must be None, a string or a torch.device, got {type(device).__name__}")
+            try:
+                device = str(torch.device(device))
+            except RuntimeError as err:
+                raise ValueError(f"device {device!r} is not a valid torch device: {err}") from None
+        _checks.check_seed("seed", self.seed)
+        _checks.check_bool("cache_predictions", self.cache_predictions)
+        for name in ("threshold", "p_sample", "delta"):
+            _checks.check_number(name, getattr(self, name), 0.0, 1.0, low_open=True, high_open=True)
+        _checks.check_number("tau", self.tau, low=0.0, low_open=True)
+        for name in ("batch_size", "coverage_samples", "beam_size", "min_samples_start"):
+            _checks.check_int(name, getattr(self, name), minimum=1)
+        _checks.check_int("max_anchor_size", self.max_anchor_size, minimum=1, allow_none=True)
+        _checks.check_int("n_covered_ex", self.n_covered_ex, minimum=0)
+        _checks.check_bool("stop_on_first", self.stop_on_first)
+        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
+        normalised: dict[str, Any] = {"device": device}
+        for name in ("seed", "batch_size", "coverage_samples", "beam_size", "min_samples_start", "n_covered_ex",
+                     "max_anchor_size"):
+            value = getattr(self, name)
+            normalised[name] = None if value is None else int(value)
+        return normalised
 
 
+@register_explainer
 class AnchorImage(Explainer):
-    """Anchor explanations for images (Ribeiro et al., AAAI 2018); the class twin of :func:`anchor_image`.
+    """Anchor explanations for images (Ribeiro et al., AAAI 2018), as Alibi's ``AnchorImage``.
 
-    Args:
-        predictor: callable ``(N, C, H, W)`` -> scores ``(N, K)`` or labels ``(N,)``
-            (see :func:`numpy_predictor` for numpy ``(N, H, W, C)`` functions).
-        segmentation_fn: ``"slic"``, ``"felzenszwalb"``, ``"quickshift"`` or a callable.
-        segmentation_kwargs: keyword arguments of the segmentation (default: Alibi's).
-        images_background: ``(N_bg, C, H, W)`` replacement images, or None for mean colours.
-        device: where to perturb and predict (default: the images' device).
-        seed: seed of the per-image generators (None: fresh entropy per call).
+    Black-box: ``predictor`` is any callable taking ``(N, C, H, W)`` tensors on the
+    explainer's device and returning class scores ``(N, K)`` or labels ``(N,)`` (wrap a
+    numpy function on ``(N, H, W, C)`` arrays with :func:`numpy_predictor`). An
+    ``nn.Module`` is run in eval mode under ``torch.no_grad`` and left as found.
 
     Examples:
         >>> predict = lambda x: torch.stack([x[:, 0, :4].mean((1, 2)) - 0.5, 0.5 - x[:, 0, :4].mean((1, 2))], 1)
-        >>> image = torch.zeros(1, 8, 8); image[:, :4] = 1.0
+        >>> image = torch.zeros(1, 1, 8, 8); image[:, :, :4] = 1.0
         >>> explainer = AnchorImage(predict, segmentation_fn=lambda im: np.arange(64).reshape(8, 8) // 32, seed=0)
         >>> explainer.explain(image).anchor
         [[0]]
     """
 
     name = "AnchorImage"
+    kind = "blackbox"
+    settings_class = AnchorImageSettings
 
-    def __init__(
-        self,
-        predictor: Callable[[torch.Tensor], Any],
-        segmentation_fn: str | Callable[..., Any] = "slic",
-        segmentation_kwargs: dict[str, Any] | None = None,
-        images_background: torch.Tensor | None = None,
-        device: torch.device | str | None = None,
-        seed: int | None = None,
-    ) -> None:
-        if not callable(predictor):
-            raise TypeError(f"predictor must be callable, got {type(predictor).__name__}")
-        super().__init__(
-            predictor, segmentation_fn=segmentation_fn, segmentation_kwargs=segmentation_kwargs,
-            images_background=images_background, device=device, seed=seed,
-        )
+    def explain(self, inputs: torch.Tensor, **settings: Any) -> Explanation:
+        """Anchors for a batch of images ``(B, C, H, W)``.
 
-    def explain(
-        self,
-        images: torch.Tensor,
-        threshold: float = 0.95,
-        p_sample: float = 0.5,
-        delta: float = 0.1,
-        tau: float = 0.15,
-        batch_size: int = 100,
-        coverage_samples: int = 10000,
-        beam_size: int = 1,
-        stop_on_first: bool = False,
-        max_anchor_size: int | None = None,
-        min_samples_start: int = 100,
-        n_covered_ex: int = 10,
-        max_images_per_call: int | None = None,
-        cache_predictions: bool = True,
-    ) -> Explanation:
-        """Explain ``(C, H, W)`` or ``(B, C, H, W)`` images; see :func:`anchor_image` for the arguments and fields."""
-        return anchor_image(
-            self.model, images, threshold=threshold, p_sample=p_sample, delta=delta, tau=tau,
-            batch_size=batch_size, coverage_samples=coverage_samples, beam_size=beam_size,
-            stop_on_first=stop_on_first, max_anchor_size=max_anchor_size,
-            min_samples_start=min_samples_start, n_covered_ex=n_covered_ex,
-            max_images_per_call=max_images_per_call, cache_predictions=cache_predictions, **self.config,
-        )
+        Args:
+            inputs: ``(B, C, H, W)`` floating-point images (one image: ``image[None]``).
+            **settings: per-call settings (``threshold``, ``p_sample``, ``delta``, ``tau``,
+                ``batch_size``, ``coverage_samples``, ``beam_size``, ``stop_on_first``,
+                ``max_anchor_size``, ``min_samples_start``, ``n_covered_ex``,
+                ``internal_batch_size``), as Alibi's ``explain`` takes them.
+
+        Returns:
+            An :class:`Explanation` whose ``data`` holds, for B images, on the inputs'
+            device: ``anchor`` (list of B lists of superpixel ids, in the order added),
+            ``mask`` ``(B, H, W)`` bool, ``segments`` ``(B, H, W)`` int64, ``target``
+            ``(B,)`` the explained class (the predictor's label for each image),
+            ``predictions`` (the predictor's output on the images: ``(B, K)`` scores or
+            ``(B,)`` labels), ``precision`` and ``coverage`` ``(B,)`` float64,
+            ``success`` ``(B,)`` bool, ``covered_true`` / ``covered_false`` (lists of B
+            ``(k, C, H, W)`` tensors, ``k <= n_covered_ex``: perturbed samples with the
+            anchor where the prediction held / changed), ``n_model_calls`` and
+            ``n_images_evaluated`` ``(B,)`` int64 (the calls that carried the image's
+            samples, and the images the predictor saw for it, the first prediction
+            included; samples answered from ``cache_predictions`` are not counted).
+        """
+        config = self._settings_for_call(settings)
+        images = _check_images(inputs)
+        if config.seed is None:
+            config = dataclasses.replace(config, seed=secrets.randbits(62))
+        run = _AnchorRun(self.model, images, config)
+        data, totals = run.explain()
+        return self._explanation(config, data, run.device, **totals)
+
+
+class _AnchorRun:
+    """One ``explain`` call: segmentation, the batched searches, and the results."""
+
+    def __init__(self, predictor: Callable[[torch.Tensor], Any], images: torch.Tensor, config: AnchorImageSettings):
+        self.predictor = predictor
+        self.config = config
+        self.input_device = images.device
+        self.device = torch.device(config.device) if config.device is not None else images.device
+        self.images = images.to(self.device)
+        b, c, h, w = self.images.shape
+        background = config.images_background
+        if background is not None:
+            if tuple(background.shape[1:]) != (c, h, w):
+                raise ValueError(
+                    f"images_background must have shape (N, {c}, {h}, {w}) to match the inputs, "
+                    f"got {tuple(background.shape)}"
+                )
+            background = background.to(device=self.device, dtype=self.images.dtype)
+        self.background = background
+        chunk = config.internal_batch_size
+        if chunk == "auto":
+            chunk = max(1, _MAX_CALL_ELEMENTS // (c * h * w))
+            if self.device.type == "cpu":
+                chunk = min(chunk, _CPU_MAX_CALL_IMAGES)
+        self.chunk = chunk  # None: every sample of a round in one call
+
+    def segment(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        fn, kwargs = self.config.segmentation_fn, self.config.segmentation_kwargs
+        if isinstance(fn, str):
+            kwargs = dict(DEFAULT_SEGMENTATION_KWARGS[fn] if kwargs is None else kwargs)
+            # Grey images are repeated to RGB before a built-in segmentation, as Alibi does.
+            to_segment = self.images.expand(-1, 3, -1, -1) if self.images.shape[1] == 1 else self.images
+        else:
+            kwargs = dict(kwargs or {})
+            to_segment = self.images
+        return segment(to_segment, fn, **kwargs).to(self.device), kwargs
+
+    def explain(self) -> tuple[dict[str, Any], dict[str, int]]:
+        config, images, device = self.config, self.images, self.device
+        b, _, h, w = images.shape
+        self.segments, _ = self.segment()
+        self.n_features = [int(s.max()) + 1 for s in self.segments]
+        self.m_max = max(self.n_features)
+
+        model = self.predictor if isinstance(self.predictor, nn.Module) else None
+        self.counter = _CountingPredictor(self.predictor, self.chunk or b)
+        with preserved_model_state(model), torch.no_grad():
+            predictions, self.target = self.counter.predict(images)
+            if self.background is None:
+                self.replacements = _segment_means(images, self.segments, self.m_max)
+            else:
+                self.replacements = self.background
+            n_replacements = self.replacements.shape[0]
+            self.generators = [torch.Generator().manual_seed(config.seed) for _ in range(b)]
+            searches = []
+            for i in range(b):
+                coverage = torch.rand(config.coverage_samples, self.n_features[i], generator=self.generators[i])
+                search = BeamSearch(
+                    self.n_features[i], (coverage >= config.p_sample).numpy(), threshold=config.threshold,
+                    delta=config.delta, tau=config.tau, batch_size=config.batch_size, beam_size=config.beam_size,
+                    min_samples_start=config.min_samples_start, max_anchor_size=config.max_anchor_size,
+                    stop_on_first=config.stop_on_first,
+                )
+                searches.append(search.run())
+            self.calls_per_image = np.ones(b, dtype=np.int64)  # the call that found the explained labels
+            self.images_per_image = np.ones(b, dtype=np.int64)
+            use_cache = config.cache_predictions and _AgreementCache.fits(b, n_replacements, self.m_max)
+            self.cache = _AgreementCache(n_replacements, self.n_features) if use_cache else None
+            results: list[AnchorResult] = run_searches(searches, self.sample)
+            covered_true, covered_false = self.covered_examples(results)
+
+        anchors = [list(r.anchor) for r in results]
+        mask = torch.zeros(b, h, w, dtype=torch.bool, device=device)
+        for i, anchor in enumerate(anchors):
+            if anchor:
+                mask[i] = torch.isin(self.segments[i], torch.tensor(anchor, device=device))
+        out = self.input_device
+        data = {
+            "anchor": anchors,
+            "mask": mask.to(out),
+            "segments": self.segments.to(out),
+            "target": self.target.to(out),
+            "predictions": predictions.to(out),
+            "precision": torch.tensor([r.precision for r in results], dtype=torch.float64, device=out),
+            "coverage": torch.tensor([r.coverage for r in results], dtype=torch.float64, device=out),
+            "success": torch.tensor([r.success for r in results], dtype=torch.bool, device=out),
+            "covered_true": [t.to(out) for t in covered_true],
+            "covered_false": [t.to(out) for t in covered_false],
+            "n_model_calls": torch.from_numpy(self.calls_per_image).to(out),
+            "n_images_evaluated": torch.from_numpy(self.images_per_image).to(out),
+        }
+        totals = {"total_model_calls": self.counter.calls, "total_images_evaluated": self.counter.images}
+        return data, totals
+
+    def draw(self, i: int, anchor: tuple[int, ...], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` samples for image ``i`` with ``anchor`` kept: superpixels kept, replacement used."""
+        generator = self.generators[i]
+        present = torch.rand(n, self.n_features[i], generator=generator) >= self.config.p_sample
+        present[:, list(anchor)] = True
+        if self.background is None:
+            which = torch.full((n,), i, dtype=torch.int64)
+        else:
+            which = torch.randint(self.replacements.shape[0], (n,), generator=generator)
+        return present, which
+
+    def evaluate(self, owner: torch.Tensor, present: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        """Agreement of the predictor with the explained label on each perturbed sample."""
+        device = self.device
+        owner_dev, present_dev, which_dev = owner.to(device), present.to(device), which.to(device)
+        agree = torch.empty(len(owner), dtype=torch.bool)
+        chunk = self.chunk or max(1, len(owner))
+        for start in range(0, len(owner), chunk):
+            part = slice(start, start + chunk)
+            batch = perturb(
+                self.images, self.segments, self.replacements, owner_dev[part], present_dev[part], which_dev[part]
+            )
+            labels = self.counter.labels(batch)
+            agree[part] = (labels == self.target[owner_dev[part]]).cpu()
+            self.calls_per_image[torch.unique(owner[part]).numpy()] += 1
+        self.images_per_image[:] += np.bincount(owner.numpy(), minlength=len(self.images_per_image))
+        return agree
+
+    def sample(self, requests: list[tuple[int, tuple[int, ...], int]]) -> list[SampleBatch]:
+        """Answer every open request of every search: one batch of perturbed images."""
+        drawn = [self.draw(i, anchor, n) for i, anchor, n in requests]
+        sizes = [n for _, _, n in requests]
+        owner = torch.repeat_interleave(torch.tensor([i for i, _, _ in requests]), torch.tensor(sizes))
+        present = torch.zeros(len(owner), self.m_max, dtype=torch.bool)
+        row = 0
+        for (p, _), n in zip(drawn, sizes, strict=True):
+            present[row : row + n, : p.shape[1]] = p
+            row += n
+        which = torch.cat([wh for _, wh in drawn])
+        if self.cache is None:
+            agree = self.evaluate(owner, present, which).numpy()
+        else:
+            keys = self.cache.keys_of(owner.numpy(), present.numpy(), which.numpy())
+
+            def evaluate_rows(rows: np.ndarray) -> np.ndarray:
+                index = torch.from_numpy(rows)
+                return self.evaluate(owner[index], present[index], which[index]).numpy()
+
+            agree = self.cache.agreement(keys, evaluate_rows)
+        answers, row = [], 0
+        for (p, wh), n in zip(drawn, sizes, strict=True):
+            answers.append(SampleBatch(p.numpy(), agree[row : row + n], wh.numpy()))
+            row += n
+        return answers
+
+    def covered_examples(self, results: list[AnchorResult]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Examples with the anchor, from the samples the precision estimate rests on (no new queries)."""
+        covered_true, covered_false = [], []
+        for i, result in enumerate(results):
+            samples = result.samples
+            for keep, store in ((samples.agree, covered_true), (~samples.agree, covered_false)):
+                rows = np.flatnonzero(keep)[: self.config.n_covered_ex]
+                padded = torch.zeros(rows.size, self.m_max, dtype=torch.bool)
+                padded[:, : samples.present.shape[1]] = torch.from_numpy(samples.present[rows])
+                owner = torch.full((rows.size,), i, dtype=torch.int64, device=self.device)
+                which = torch.from_numpy(samples.payload[rows]).to(self.device)
+                store.append(
+                    perturb(self.images, self.segments, self.replacements, owner, padded.to(self.device), which)
+                )
+        return covered_true, covered_false
+
+
+@functional_twin(AnchorImage)
+def anchor_image(predictor: Callable[[torch.Tensor], Any], inputs: torch.Tensor, **settings: Any) -> Explanation:
+    """Functional form of :class:`AnchorImage`: the same settings, one call.
+
+    Examples:
+        >>> predict = lambda x: torch.stack([x[:, 0, :4].mean((1, 2)) - 0.5, 0.5 - x[:, 0, :4].mean((1, 2))], 1)
+        >>> image = torch.zeros(1, 1, 8, 8); image[:, :, :4] = 1.0
+        >>> exp = anchor_image(predict, image, segmentation_fn=lambda im: np.arange(64).reshape(8, 8) // 32, seed=0)
+        >>> exp.anchor
+        [[0]]
+    """
+    return AnchorImage(predictor, **settings).explain(inputs)

@@ -176,7 +176,8 @@ class BeamSearch:
             the fraction of rows that keep all its features.
         threshold: precision wanted (``tau`` in the paper; Alibi's ``desired_confidence``).
         delta: confidence budget of the bounds.
-        epsilon: KL-LUCB tolerance (Alibi's ``tau`` argument of ``AnchorImage.explain``).
+        tau: KL-LUCB tolerance epsilon: arm selection stops when the bounds of the best arms
+            overlap by less than this (Alibi's ``tau``; the paper's tau is ``threshold``).
         epsilon_stop: margin around ``threshold`` when refining a chosen anchor.
         batch_size: samples per arm pull.
         beam_size: anchors kept per size.
@@ -191,7 +192,7 @@ class BeamSearch:
         coverage_data: np.ndarray,
         threshold: float = 0.95,
         delta: float = 0.1,
-        epsilon: float = 0.15,
+        tau: float = 0.15,
         epsilon_stop: float = 0.05,
         batch_size: int = 100,
         beam_size: int = 1,
@@ -203,7 +204,7 @@ class BeamSearch:
         self.coverage_data = np.asarray(coverage_data, dtype=bool)
         self.threshold = threshold
         self.delta = delta
-        self.epsilon = epsilon
+        self.tau = tau
         self.epsilon_stop = epsilon_stop
         self.batch_size = batch_size
         self.beam_size = beam_size
@@ -310,7 +311,7 @@ class BeamSearch:
             return int(rest[np.argmax(upper[rest])]), int(best[np.argmin(lower[best])])
 
         challenger, weakest = critical_arms()
-        while upper[challenger] - lower[weakest] > self.epsilon:
+        while upper[challenger] - lower[weakest] > self.tau:
             yield from self._pull([anchors[challenger], anchors[weakest]], self.batch_size)
             positives, n_samples = self._stats(anchors)
             t += 1
@@ -340,7 +341,7 @@ class BeamSearch:
         beta = math.log(1.0 / self.delta)
         mean = empty.positives / empty.n_samples
         lower = kl_lower_bound(np.array([mean]), np.array([beta / empty.n_samples]))[0]
-        while mean > threshold and lower < threshold - self.epsilon:
+        while mean > threshold and lower < threshold - self.tau:
             yield from self._pull([()], self.batch_size)
             mean = empty.positives / empty.n_samples
             lower = kl_lower_bound(np.array([mean]), np.array([beta / empty.n_samples]))[0]

@@ -1,0 +1,148 @@
+"""Argument checks shared by every explainer.
+
+One rule everywhere: a value of the wrong *type* raises ``TypeError``, a value of
+the right type that is out of range raises ``ValueError``; both name the argument,
+say what was expected and show what was given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import Any
+
+import torch
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer, not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real Python or numpy number, not a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {_shown(value)}")
+    return value
+
+
+def check_int(
+    name: str, value: Any, minimum: int | None = None, allow_none: bool = False
+) -> int | None:
+    """An integer ``>= minimum`` (or None when ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    if not is_int(value):
+        expected = "an int" + (" or None" if allow_none else "")
+        raise TypeError(f"{name} must be {expected}, got {_shown(value)}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real number inside the given (open or closed) bounds."""
+    if not is_number(value):
+        raise TypeError(f"{name} must be a number, got {_shown(value)}")
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{name} must be a finite number in {span}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {list(choices)}, got {_shown(value)}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_callable(name: str, value: Any) -> Any:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {_shown(value)}")
+    return value
+
+
+def check_chunk_size(name: str, value: Any) -> int | str | None:
+    """``"auto"``, ``None`` (everything in one call) or a positive int."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"{name} must be 'auto', None or an int >= 1, got {value!r}")
+    if not is_int(value):
+        raise TypeError(f"{name} must be 'auto', None or an int >= 1, got {_shown(value)}")
+    if value < 1:
+        raise ValueError(f"{name} must be 'auto', None or an int >= 1, got {value!r}")
+    return int(value)
+
+
+def check_seed(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if not is_int(value):
+        raise TypeError(f"{name} must be an int or None, got {_shown(value)}")
+    if not 0 <= value < 2**63:
+        raise ValueError(f"{name} must be in [0, 2**63), got {value!r}")
+    return int(value)
+
+
+def check_tensor_batch(
+    name: str,
+    value: Any,
+    min_dim: int = 1,
+    exact_dim: int | None = None,
+    layout: str = "(B, ...)",
+) -> torch.Tensor:
+    """A non-empty floating-point ``(B, ...)`` tensor with only finite values."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor shaped {layout}, got {type(value).__name__}"
+        )
+    if not value.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got dtype {value.dtype} (convert with .float())"
+        )
+    if (exact_dim is not None and value.dim() != exact_dim) or value.dim() < min_dim:
+        raise ValueError(f"{name} must be shaped {layout}, got shape {tuple(value.shape)}")
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} has batch size 0; nothing to explain")
+    check_finite(name, value)
+    return value
+
+
+def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Refuse NaN and infinite values, saying how many and where the first is."""
+    finite = torch.isfinite(value)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()
+        first = tuple(int(i) for i in bad[0])
+        raise ValueError(
+            f"{name} contains {bad.shape[0]} non-finite value(s) (NaN or inf), the first at index "
+            f"{first}; explanations of non-finite inputs are meaningless"
+        )
+    return value
