@@ -11,12 +11,22 @@ Same constructor, same ``attribute(...)`` signature and return conventions
 relies on, so it also works inside ``captum.attr.NoiseTunnel``. captum itself is
 not imported by this module.
 
-Two deliberate differences from Captum, both corrections:
+Targets are Captum's: an int, a one-element tensor, a ``(B,)`` tensor or list of
+classes, a tuple of indices for outputs with more than two dimensions (``(1, 0, 0)``
+on a ``(B, 2, 2, 2)`` output), a list of such tuples, and any target that leaves one
+value per example (an int on a ``(B, 1, 1, 1)`` output).
+
+Deliberate differences from Captum:
 
 - ``riemann_trapezoid`` weights sum to 1 (Captum's sum to (n-1)/n, so its
   completeness is off by 1/n);
 - quadrature points and weights are float64 for float64 models (Captum rounds
-  them to float32).
+  them to float32), and the sum over steps is correctly rounded (float64
+  accumulation), so a gradient constant along the path gives ``(x - b) * g``
+  exactly, where Captum's float32 sum is exact only by luck;
+- ``target=None`` on ``(B, classes)`` scores explains each example's predicted
+  class (Captum refuses), and a bad target raises ``ValueError``/``TypeError``
+  naming it (Captum raises ``AssertionError``).
 
 ``internal_batch_size=None`` means "size chunks to the device" here rather than
 "one batch": the result is the same up to float rounding and it cannot run out
