@@ -61,3 +61,46 @@ def test_unserialisable_value_and_bad_json():
         Explanation({}, {"f": object()}).to_json()
     with pytest.raises(ValueError, match="'meta' and 'data'"):
         Explanation.from_json("[1, 2]")
+
+
+def _payload(data) -> str:
+    return json.dumps({"meta": {"name": "t"}, "data": data})
+
+
+def _tensor(**fields) -> dict:
+    return {"__tensor__": True, "dtype": "float32", "shape": [2], "data": [1.0, 2.0], **fields}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"x": _tensor(dtype="load")}, r"data.x: tensor dtype 'load' is not one of"),  # no getattr(torch, name)
+        ({"x": _tensor(dtype="complex64")}, r"tensor dtype 'complex64' is not one of"),
+        ({"x": _tensor(shape=[3])}, r"data.x: data of shape \(2,\) does not match the recorded shape \(3,\)"),
+        ({"x": _tensor(shape=[0, 2])}, r"recorded shape \(0, 2\) is empty but data holds 2 values"),
+        ({"x": _tensor(shape=[-2])}, r"shape must be a list of non-negative ints"),
+        ({"x": _tensor(data=[[1.0], [2.0, 3.0]])}, r"data.x: data is not a rectangular array"),
+        ({"x": _tensor(dtype="int64")}, r"data of kind 'f' cannot be read as 'int64'"),
+        ({"x": _tensor(data=["a", "b"])}, r"kind 'U' cannot be read"),
+        ({"x": _tensor(extra=1)}, r"needs exactly the keys"),
+        ({"x": [_tensor(dtype="object")]}, r"data.x\[0\]: tensor dtype 'object'"),
+        ({"x": {"__ndarray__": True, "dtype": "|O", "shape": [1], "data": [1]}}, r"ndarray dtype '\|O' is not a boolean or numeric"),
+        ({"x": {"__ndarray__": True, "dtype": 3, "shape": [1], "data": [1]}}, r"ndarray dtype 3"),
+        ({"x": {"__tuple__": 5}}, r"a tuple must be written as"),
+    ],
+)
+def test_from_json_refuses_what_to_json_never_writes(data, message):
+    with pytest.raises(ValueError, match=message):
+        Explanation.from_json(_payload(data))
+
+
+def test_from_json_refuses_malformed_payloads():
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Explanation.from_json("{'meta': 1")
+    with pytest.raises(ValueError, match="'data' must be a JSON object"):
+        Explanation.from_json(json.dumps({"meta": {}, "data": [1]}))
+    with pytest.raises(TypeError, match="JSON text"):
+        Explanation.from_json({"meta": {}, "data": {}})
+    # bytes (what a server receives) are fine
+    back = Explanation.from_json(_payload({"x": _tensor()}).encode())
+    assert torch.equal(back.x, torch.tensor([1.0, 2.0]))

@@ -1,0 +1,452 @@
+"""The contract every explainer follows, checked on every explainer.
+
+A new explainer joins by adding one ``Case`` to ``CASES``: a small model, inputs, the
+explainer built on them, and how closely a batch must match each instance alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import torchexplain
+from torchexplain import (
+    AnchorImage,
+    Counterfactual,
+    Explanation,
+    IntegratedGradients,
+    anchor_image,
+    counterfactual,
+    integrated_gradients,
+    load_explainer,
+)
+from torchexplain.base import Explainer, registered_explainers
+
+from .conftest import TOLERANCES
+
+F64 = torch.float64
+
+
+def _seeded(module: nn.Module, seed: int, scale: float = 1.0) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(
+                torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * scale
+            )
+    return module
+
+
+def ig_model() -> nn.Module:
+    # BatchNorm (buffers) and Dropout (modes, global RNG) make "left as found" testable.
+    return _seeded(
+        nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1),
+            nn.BatchNorm2d(3),
+            nn.Tanh(),
+            nn.Dropout(0.2),
+            nn.Flatten(),
+            nn.Linear(3 * 6 * 6, 4),
+        ).to(F64),
+        seed=0,
+        scale=0.5,
+    )
+
+
+def counterfactual_model() -> nn.Module:
+    model = nn.Sequential(
+        nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Dropout(0.2), nn.Linear(8, 3)
+    )
+    return _seeded(model.to(F64), seed=1, scale=1.5)
+
+
+def anchor_model() -> nn.Module:
+    """Class 1 when the top-left quadrant is bright: quadrant means -> BatchNorm -> linear."""
+    model = nn.Sequential(
+        nn.AvgPool2d(6),
+        nn.Flatten(),
+        nn.BatchNorm1d(4),
+        nn.Dropout(0.2),
+        nn.Linear(4, 2),
+    )
+    with torch.no_grad():
+        model[4].weight.copy_(torch.tensor([[0.0, 0, 0, 0], [4.0, 0.5, 0.5, 0]]))
+        model[4].bias.copy_(torch.tensor([0.0, -2.2]))
+    return model
+
+
+def anchor_inputs() -> torch.Tensor:
+    images = 0.3 * _uniform((3, 1, 12, 12), seed=6, dtype=torch.float32)
+    images[0, :, :6, :6] += 0.6  # class 1: its anchor must hold the top-left quadrant
+    images[2, :, :6, :6] += 0.6
+    images[2, :, 6:, :] += 0.5
+    return images
+
+
+def _uniform(shape: tuple[int, ...], seed: int, dtype: torch.dtype = F64) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@dataclasses.dataclass
+class Case:
+    """One explainer under the contract's tests."""
+
+    name: str
+    cls: type[Explainer]
+    twin: Callable[..., Explanation]
+    model: Callable[[], nn.Module]
+    inputs: Callable[[], torch.Tensor]
+    settings: dict[str, Any]
+    call: dict[str, Any] = dataclasses.field(default_factory=dict)  # explain's own arguments
+    fit: Callable[[Explainer], None] | None = None
+    rtol: float = 0.0  # batch vs alone: 0 means exactly equal
+    atol: float = 0.0
+    seeded: bool = False
+    #: fields that describe how the work was batched, not the explanation
+    batch_dependent: tuple[str, ...] = ()
+
+    def explainer(
+        self, device: torch.device | str = "cpu", model: nn.Module | None = None
+    ) -> Explainer:
+        model = (model if model is not None else self.model()).to(device)
+        explainer = self.cls(model, **self.settings)
+        if self.fit is not None:
+            self.fit(explainer)
+        return explainer
+
+
+CASES = [
+    Case(
+        "IntegratedGradients",
+        IntegratedGradients,
+        integrated_gradients,
+        ig_model,
+        lambda: _uniform((4, 1, 6, 6), seed=3),
+        {"n_steps": 8, "internal_batch_size": 5},
+        call={"target": None},
+        rtol=TOLERANCES[F64][0],
+        atol=TOLERANCES[F64][1],
+    ),
+    Case(
+        "Counterfactual",
+        Counterfactual,
+        counterfactual,
+        counterfactual_model,
+        lambda: _uniform((4, 5), seed=4),
+        {"target_proba": 0.6, "tol": 0.1, "max_lam_steps": 2, "max_iter": 100},
+        fit=lambda explainer: explainer.fit(_uniform((20, 5), seed=5)),
+        rtol=1e-9,
+        atol=1e-12,
+    ),
+    Case(
+        "AnchorImage",
+        AnchorImage,
+        anchor_image,
+        anchor_model,
+        anchor_inputs,
+        {
+            "segmentation_kwargs": {"n_segments": 6, "compactness": 10.0, "sigma": 0.5},
+            "images_background": 0.2 * _uniform((5, 1, 12, 12), seed=7, dtype=torch.float32),
+            "seed": 0,
+            "coverage_samples": 500,
+            "batch_size": 50,
+        },
+        # anchors, counts and masks must be equal; the model's float32 scores round
+        # differently with the batch size
+        rtol=TOLERANCES[torch.float32][0],
+        atol=TOLERANCES[torch.float32][1],
+        seeded=True,
+        batch_dependent=("n_model_calls",),  # a call carries the samples of several images
+    ),
+]
+IDS = [case.name for case in CASES]
+
+
+def test_every_registered_explainer_is_under_the_contract():
+    assert sorted(registered_explainers()) == sorted(IDS)
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def assert_same(got: Any, want: Any, case: Case, where: str = "") -> None:
+    """Equal structure; tensors equal (discrete) or within the case's tolerance (float)."""
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor), where
+        assert got.dtype == want.dtype and got.shape == want.shape, where
+        if want.is_floating_point() and (case.rtol or case.atol):
+            torch.testing.assert_close(got, want, rtol=case.rtol, atol=case.atol, msg=where)
+        else:
+            assert torch.equal(got, want), where
+    elif isinstance(want, (list, tuple)):
+        assert type(got) is type(want) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, case, f"{where}[{i}]")
+    elif isinstance(want, dict):
+        assert set(got) == set(want), where
+        for key in want:
+            assert_same(got[key], want[key], case, f"{where}.{key}")
+    else:
+        assert got == want, where
+
+
+def row(value: Any, i: int) -> Any:
+    """Instance ``i`` of a batched result: tensors by their first dimension, lists by item."""
+    if isinstance(value, torch.Tensor):
+        return value[i : i + 1]
+    if isinstance(value, list):
+        return [value[i]]
+    if isinstance(value, tuple):
+        return tuple(row(v, i) for v in value)
+    return value
+
+
+def _explain(case: Case, explainer: Explainer, inputs: torch.Tensor) -> Explanation:
+    return explainer.explain(inputs, **case.call)
+
+
+# ----------------------------------------------------------------------------- the invariants
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_meta_and_data_follow_the_contract(case):
+    explainer = case.explainer()
+    inputs = case.inputs()
+    exp = _explain(case, explainer, inputs)
+    assert {"name", "type", "params", "version", "device"} <= set(exp.meta)
+    assert exp.meta["name"] == case.cls.name == case.name
+    assert exp.meta["type"] == case.cls.kind
+    assert exp.meta["version"] == torchexplain.__version__
+    assert exp.meta["device"] == str(inputs.device)
+    # every setting used is recorded
+    assert set(exp.meta["params"]) == set(case.cls.settings_class.names())
+    # the model's predictions at the inputs, and the class explained per instance
+    with torch.no_grad():
+        model = explainer.model.eval()
+        expected = model(inputs)
+    torch.testing.assert_close(exp.predictions, expected, rtol=1e-6, atol=1e-7)
+    assert exp.target.dtype == torch.int64 and exp.target.shape == (inputs.shape[0],)
+    assert torch.equal(exp.target, expected.argmax(1))
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_batch_gives_what_each_instance_gives_alone(case):
+    explainer = case.explainer()
+    inputs = case.inputs()
+    batch = _explain(case, explainer, inputs)
+    for i in range(inputs.shape[0]):
+        alone = _explain(case, explainer, inputs[i : i + 1])
+        assert set(alone.data) == set(batch.data)
+        for key, value in batch.data.items():
+            if key not in case.batch_dependent:
+                assert_same(alone.data[key], row(value, i), case, f"{key}[{i}]")
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_deterministic_whatever_the_global_random_state(case):
+    explainer = case.explainer()
+    inputs = case.inputs()
+    torch.manual_seed(1)
+    first = _explain(case, explainer, inputs)
+    torch.manual_seed(2)
+    np.random.seed(3)  # noqa: NPY002 - the legacy global stream must not matter either
+    random.seed(4)
+    again = _explain(case, explainer, inputs)
+    assert_same(again.data, first.data, dataclasses.replace(case, rtol=0, atol=0))
+    assert_same(again.meta, first.meta, case)
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.seeded], ids=[c.name for c in CASES if c.seeded]
+)
+def test_a_fresh_seed_is_recorded_and_reproduces_the_explanation(case):
+    explainer = case.explainer()
+    inputs = case.inputs()
+    fresh = explainer.__class__(explainer.model, **{**case.settings, "seed": None})
+    first = _explain(case, fresh, inputs)
+    seed = first.meta["params"]["seed"]
+    assert isinstance(seed, int)
+    again = _explain(
+        case, explainer.__class__(explainer.model, **{**case.settings, "seed": seed}), inputs
+    )
+    assert_same(again.data, first.data, case)
+
+
+def _snapshot(model: nn.Module) -> dict[str, Any]:
+    return {
+        "modes": [m.training for m in model.modules()],
+        "grads": [
+            None if p.grad is None else (id(p.grad), p.grad.clone()) for p in model.parameters()
+        ],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "buffers": [b.clone() for b in model.buffers()],
+        "params": [p.detach().clone() for p in model.parameters()],
+        "hooks": [len(m._forward_hooks) for m in model.modules()],
+        "rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state()[1].copy(),  # noqa: NPY002
+        "python_rng": random.getstate(),
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_model_is_left_as_found(case):
+    model = case.model().train()
+    model(
+        case.inputs()[:2].to(next(model.parameters()).dtype)
+    ).sum().backward()  # live .grad buffers
+    parameters = list(model.parameters())
+    parameters[0].requires_grad_(False)
+    list(model.modules())[-1].eval()  # mixed modes must survive too
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    before = _snapshot(model)
+    explainer = case.explainer(model=model)
+    _explain(case, explainer, case.inputs())
+    after = _snapshot(model)
+    assert calls  # the user's hook stayed in place and was called
+    for key in ("modes", "requires_grad", "hooks", "python_rng"):
+        assert after[key] == before[key], key
+    for a, b in zip(after["grads"], before["grads"]):
+        assert (a is None and b is None) or (a[0] == b[0] and torch.equal(a[1], b[1]))
+    for key in ("buffers", "params"):
+        for a, b in zip(after[key], before[key]):
+            assert torch.equal(a, b), key
+    assert torch.equal(after["rng"], before["rng"])
+    assert np.array_equal(after["numpy_rng"], before["numpy_rng"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_results_stay_on_the_inputs_device(case, device):
+    explainer = case.explainer(device)
+    if case.cls is AnchorImage:
+        background = case.settings["images_background"].to(device)
+        explainer = AnchorImage(
+            explainer.model, **{**case.settings, "images_background": background}
+        )
+    inputs = case.inputs().to(device)
+    exp = _explain(case, explainer, inputs)
+    assert exp.meta["device"] == str(inputs.device)
+
+    def tensors(value: Any):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from tensors(item)
+
+    found = list(tensors(list(exp.data.values())))
+    assert found and all(t.device == inputs.device for t in found)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_json_round_trip_is_exact(case):
+    exp = _explain(case, case.explainer(), case.inputs())
+    back = Explanation.from_json(exp.to_json())
+    assert_same(back.data, exp.data, dataclasses.replace(case, rtol=0, atol=0))
+    assert_same(back.meta, exp.meta, case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_save_and_load_give_the_same_explanation(case, tmp_path):
+    explainer = case.explainer()
+    inputs = case.inputs()
+    want = _explain(case, explainer, inputs)
+    explainer.save(tmp_path / "saved")
+    loaded = load_explainer(tmp_path / "saved", model=explainer.model)
+    assert type(loaded) is case.cls
+    assert_same(loaded.config, explainer.config, dataclasses.replace(case, rtol=0, atol=0))
+    got = _explain(case, loaded, inputs)
+    assert_same(got.data, want.data, dataclasses.replace(case, rtol=0, atol=0))
+    assert_same(got.meta, want.meta, case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_function_twin_is_the_class(case):
+    inputs = case.inputs()
+    model = case.model()
+    settings = dict(case.settings)
+    extra = {}
+    if case.fit is not None:  # Counterfactual's twin takes the data fit() learns from
+        extra["train_data"] = _uniform((20, 5), seed=5)
+    by_class = _explain(case, case.explainer(model=model), inputs)
+    by_function = case.twin(model, inputs, **case.call, **extra, **settings)
+    assert_same(by_function.data, by_class.data, dataclasses.replace(case, rtol=0, atol=0))
+    assert by_function.meta == by_class.meta
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_one_definition_of_the_settings_feeds_signature_docs_config_and_repr(case):
+    names = case.cls.settings_class.names()
+    constructor = inspect.signature(case.cls)
+    assert list(constructor.parameters)[1:] == names
+    assert list(constructor.parameters)[0] == (
+        "model" if case.cls.kind == "whitebox" else "predictor"
+    )
+    per_call = case.cls.settings_class.names(per_call_only=True)
+    explain_parameters = list(inspect.signature(case.cls.explain).parameters)
+    assert explain_parameters[-len(per_call) :] == per_call if per_call else True
+    twin_parameters = inspect.signature(case.twin).parameters
+    assert set(names) <= set(twin_parameters)
+    explainer = case.explainer()
+    assert list(explainer.config) == names
+    for name in names:
+        assert f"{name} (default" in case.cls.__doc__ and f"{name} (default" in case.twin.__doc__
+        assert f"{name}=" in repr(explainer)
+    for field in case.cls.settings_class.fields():
+        assert constructor.parameters[field.name].default == field.default
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_bad_inputs_are_refused_with_the_argument_named(case):
+    explainer = case.explainer()
+    inputs = case.inputs()
+    with pytest.raises(TypeError, match="inputs must be a torch.Tensor"):
+        explainer.explain(inputs.tolist(), **case.call)
+    with pytest.raises(TypeError, match="floating-point"):
+        explainer.explain(inputs.long(), **case.call)
+    poisoned = inputs.clone()
+    poisoned.view(-1)[3] = float("nan")
+    with pytest.raises(ValueError, match=r"inputs contains 1 non-finite value\(s\)"):
+        explainer.explain(poisoned, **case.call)
+    poisoned.view(-1)[3] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        explainer.explain(poisoned, **case.call)
+    with pytest.raises(ValueError, match="batch size 0"):
+        explainer.explain(inputs[:0], **case.call)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_bad_settings_are_refused_with_the_setting_named(case):
+    model = case.model()
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['no_such_setting'\]"):
+        case.cls(model, no_such_setting=1)
+    with pytest.raises(TypeError, match="must be callable"):
+        case.cls("not a model")
+    fixed = [
+        n
+        for n in case.cls.settings_class.names()
+        if n not in case.cls.settings_class.names(per_call_only=True)
+    ]
+    with pytest.raises(TypeError, match=rf"cannot change \['{fixed[0]}'\] per call"):
+        case.cls(model).explain(
+            case.inputs(), **case.call, **{fixed[0]: case.cls.settings_class().as_dict()[fixed[0]]}
+        )
+    with pytest.raises(TypeError, match="internal_batch_size must be 'auto', None or an int"):
+        case.cls(model, internal_batch_size=2.5)
+    with pytest.raises(
+        ValueError, match="internal_batch_size must be 'auto', None or an int >= 1, got 0"
+    ):
+        case.cls(model, internal_batch_size=0)
+    with pytest.raises(ValueError, match="built without a"):
+        case.cls(None).explain(case.inputs(), **case.call)
