@@ -84,3 +84,17 @@ def test_global_rng_untouched():
     state = torch.get_rng_state()
     integrated_gradients(model, x, n_steps=3)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_model_left_in_training_mode_does_not_move_the_global_random_streams():
+    # eval_mode=False keeps Dropout active, and a training-mode forward draws its mask
+    # from torch's global stream:
+    model = make_bn_model().train()
+    x = torch.rand(2, 1, 6, 6)
+    state = torch.get_rng_state()
+    model(x)
+    assert not torch.equal(torch.get_rng_state(), state)
+    # ...but explaining it leaves the stream where it was.
+    state = torch.get_rng_state()
+    integrated_gradients(model, x, target=0, n_steps=3, eval_mode=False)
+    assert torch.equal(torch.get_rng_state(), state)

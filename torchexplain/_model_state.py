@@ -2,7 +2,9 @@
 
 Explainers run the model many times; none of that may leak into the caller's
 training: the train/eval mode of every submodule, each parameter's ``.grad`` and
-``requires_grad``, and every buffer (BatchNorm running statistics) are put back.
+``requires_grad``, every buffer (BatchNorm running statistics), and torch's global
+random streams (a model left in training mode draws dropout masks from them) are put
+back.
 """
 
 from __future__ import annotations
@@ -20,15 +22,37 @@ def preserved_model_state(model: Any, eval_mode: bool = True) -> Iterator[None]:
     """Run a block with ``model`` in eval mode (optionally) and restore it afterwards.
 
     Args:
-        model: an ``nn.Module`` or any callable; callables that are not modules are
-            left untouched.
+        model: an ``nn.Module`` or any callable; for callables that are not modules
+            only the random streams are put back.
         eval_mode: put every submodule in eval mode for the block. When False the
             caller's modes are kept; buffers are still restored, so a BatchNorm in
             training mode does not move its running statistics.
     """
-    if not isinstance(model, nn.Module):
+    with preserved_random_state():
+        if not isinstance(model, nn.Module):
+            yield
+            return
+        with _preserved_module_state(model, eval_mode):
+            yield
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Put torch's global CPU and (initialised) CUDA random streams back after the block."""
+    cpu = torch.get_rng_state()
+    cuda = []
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        cuda = [(index, torch.cuda.get_rng_state(index)) for index in range(torch.cuda.device_count())]
+    try:
         yield
-        return
+    finally:
+        torch.set_rng_state(cpu)
+        for index, state in cuda:
+            torch.cuda.set_rng_state(state, index)
+
+
+@contextlib.contextmanager
+def _preserved_module_state(model: nn.Module, eval_mode: bool) -> Iterator[None]:
     modes = [(module, module.training) for module in model.modules()]
     params = [(p, p.grad, p.requires_grad) for p in model.parameters()]
     # Buffers are small next to activations; copying them is the one sure way to
