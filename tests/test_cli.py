@@ -396,3 +396,13 @@ def test_demo_command_and_the_example_wrapper_write_the_same_summary(mnist_cnn, 
     assert from_cli["accuracy"] == from_example["accuracy"]
     assert from_cli["integrated_gradients"]["mean_abs_delta"] == pytest.approx(
         from_example["integrated_gradients"]["mean_abs_delta"], rel=1e-6)
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["explain"], ["bench"]])
+def test_every_help_page_prints(command, capsys):
+    from torchexplain.cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main([*command, "--help"])
+    assert raised.value.code == 0
+    assert "usage: torchexplain" in capsys.readouterr().out

@@ -506,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a previous --out file: exit 1 when a ratio regressed by more than --margin")
     bench.add_argument("--margin", type=float, default=_bench.DEFAULT_MARGIN,
                        help=f"allowed growth of a ratio over the baseline (default {_bench.DEFAULT_MARGIN}, i.e. "
-                            f"{_bench.DEFAULT_MARGIN:.0%})")
+                            f"{_bench.DEFAULT_MARGIN * 100:.0f} %%)")  # argparse %-formats help
     bench.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
                        help="--compare judges only ratios whose times are all at least this long "
                             "(default 0.01 on cpu, where shorter ops are too noisy; 0 on cuda)")

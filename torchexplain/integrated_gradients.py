@@ -225,7 +225,9 @@ class _PathIntegral:
         )
         # Quadrature in each input's accumulation dtype, on the device, once.
         self.step_alphas = [alphas.to(self.device, ig_ops.accumulation_dtype(x.dtype)) for x in inputs]
-        self.step_weights = [weights.to(self.device, ig_ops.accumulation_dtype(x.dtype)) for x in inputs]
+        # Weights stay float64 where the reduction sums in float64 (the reference), so
+        # the sum over steps is rounded once; the Triton kernel casts them itself.
+        self.step_weights = [weights.to(self.device, ig_ops.reduction_dtype(self.device)) for _ in inputs]
         self.n_steps = alphas.numel()
         self.target: ResolvedTarget | None = None
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import torch
 from torchexplain.kernels.ig import reference
-from torchexplain.kernels.ig.reference import accumulation_dtype
+from torchexplain.kernels.ig.reference import accumulation_dtype, reduction_dtype
 
 try:
     from torchexplain.kernels.ig import triton as triton_ops
 except ImportError:  # Triton is an optional dependency.
     triton_ops = None
 
-__all__ = ["TRITON_AVAILABLE", "accumulation_dtype", "build_path", "reduce_path", "uses_triton"]
+__all__ = ["TRITON_AVAILABLE", "accumulation_dtype", "build_path", "reduce_path", "reduction_dtype", "uses_triton"]
 
 #: True when the Triton kernels could be imported (they still only run on CUDA tensors).
 TRITON_AVAILABLE = triton_ops is not None
