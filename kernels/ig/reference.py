@@ -50,10 +50,11 @@ def build_path(
     return out
 
 
-#: Bytes of float64 gradients widened at once by :func:`reduce_path`: the widened
-#: block stays cache-sized instead of doubling the chunk's memory (one 224x224x3
-#: image x 50 steps widened whole ran 23x slower than float32; in blocks, 5x).
-REDUCE_BLOCK_BYTES = 4 * 2**20
+#: Bytes of float64 gradients widened at once by :func:`reduce_path`: a block stays
+#: cache-sized instead of doubling the chunk's memory. Widening a whole 224x224x3 image
+#: x 50 steps at once ran 23x slower than the float32 sum; in contiguous blocks copied
+#: into one reused buffer, 3-6x (MNIST rows: 0.49 against 0.09 ms for 32 digits x 50 steps).
+REDUCE_BLOCK_BYTES = 2 * 2**20
 
 
 def reduction_dtype(device: torch.device) -> torch.dtype:
@@ -94,15 +95,7 @@ def reduce_path(
         raise ValueError("pass both inputs and baselines, or neither")
     result_dtype = accumulation_dtype(grads.dtype)
     wide = reduction_dtype(grads.device)
-    n, s, d = grads.shape
-    w = weights.to(wide)
-    total = torch.empty((n, d), dtype=wide, device=grads.device)
-    block = max(1, REDUCE_BLOCK_BYTES // max(1, 8 * n * s))
-    for start in range(0, d, block):
-        part = slice(start, start + block)
-        # (S,) @ (N, S, d) -> (N, d): a batched vector-matrix product reads the block in
-        # place; einsum("nsd,s->nd") copied all of grads first and ran ~13x slower on CPU.
-        total[:, part] = torch.matmul(w, grads[:, :, part].to(wide))
+    total = _weighted_step_sum(grads, weights.to(device=grads.device, dtype=wide), wide)
     if inputs is not None:
         total *= inputs.to(wide) - baselines.to(wide)
     if out is None:
@@ -112,3 +105,39 @@ def reduce_path(
     else:
         out.copy_(total)
     return out
+
+
+def _weighted_step_sum(grads: torch.Tensor, weights: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
+    """``sum_k weights_k * grads[:, k]`` in ``wide``, widening cache-sized blocks.
+
+    Blocks are whole examples where one fits the budget (one batched product per
+    block), else a few steps of one example (a matrix-vector product added in).
+    """
+    n, s, d = grads.shape
+    total = torch.empty((n, d), dtype=wide, device=grads.device)
+    if grads.dtype == wide:
+        # Nothing to widen: (S,) @ (N, S, D) reads grads in place (einsum copied all of
+        # grads first and ran ~13x slower on CPU).
+        return torch.matmul(weights, grads, out=total) if n else total
+    size = torch.empty((), dtype=wide).element_size()
+    per_example = s * d * size
+    if per_example <= REDUCE_BLOCK_BYTES:
+        rows = max(1, REDUCE_BLOCK_BYTES // max(per_example, 1))
+        buffer = torch.empty((min(rows, n), s, d), dtype=wide, device=grads.device)
+        row_weights = weights.view(1, 1, s)
+        for e0 in range(0, n, rows):
+            e1 = min(n, e0 + rows)
+            block = buffer[: e1 - e0]
+            block.copy_(grads[e0:e1])
+            torch.matmul(row_weights.expand(e1 - e0, 1, s), block, out=total[e0:e1].view(e1 - e0, 1, d))
+        return total
+    steps = max(1, REDUCE_BLOCK_BYTES // (d * size))
+    buffer = torch.empty((min(steps, s), d), dtype=wide, device=grads.device)
+    for e in range(n):
+        row = total[e].zero_()
+        for s0 in range(0, s, steps):
+            s1 = min(s, s0 + steps)
+            block = buffer[: s1 - s0]
+            block.copy_(grads[e, s0:s1])
+            row.addmv_(block.t(), weights[s0:s1])
+    return total
