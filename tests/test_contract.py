@@ -112,6 +112,8 @@ class Case:
     seeded: bool = False
     #: fields that describe how the work was batched, not the explanation
     batch_dependent: tuple[str, ...] = ()
+    #: the per-example map the method draws (explanation_map), written out independently
+    expected_map: Callable[[Explanation, torch.Tensor], torch.Tensor] = lambda exp, inputs: exp.attributions
 
     def explainer(
         self, device: torch.device | str = "cpu", model: nn.Module | None = None
@@ -145,6 +147,7 @@ CASES = [
         fit=lambda explainer: explainer.fit(_uniform((20, 5), seed=5)),
         rtol=1e-9,
         atol=1e-12,
+        expected_map=lambda exp, inputs: exp.counterfactual - inputs,
     ),
     Case(
         "AnchorImage",
@@ -165,6 +168,7 @@ CASES = [
         atol=TOLERANCES[torch.float32][1],
         seeded=True,
         batch_dependent=("n_model_calls",),  # a call carries the samples of several images
+        expected_map=lambda exp, inputs: exp.mask[:, None].to(inputs.dtype).expand_as(inputs),
     ),
 ]
 IDS = [case.name for case in CASES]
@@ -450,3 +454,13 @@ def test_bad_settings_are_refused_with_the_setting_named(case):
         case.cls(model, internal_batch_size=0)
     with pytest.raises(ValueError, match="built without a"):
         case.cls(None).explain(case.inputs(), **case.call)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_the_explanation_map_is_shaped_like_the_inputs_and_is_the_methods_own(case):
+    explainer = case.explainer()
+    inputs = case.inputs()
+    exp = _explain(case, explainer, inputs)
+    maps = explainer.explanation_map(exp, inputs)
+    assert maps.shape == inputs.shape and maps.device == inputs.device
+    torch.testing.assert_close(maps, case.expected_map(exp, inputs))

@@ -170,6 +170,9 @@ class ShiftExplainer(Explainer):
             moved = inputs + 0.1 * torch.sign(self.model(inputs)[:, :1, None, None])
         return Explanation({"name": self.name}, {"counterfactual": moved, "target": self.model(inputs).argmax(1)})
 
+    def explanation_map(self, explanation, inputs):
+        return explanation.counterfactual - inputs
+
 
 def test_explainers_without_a_target_argument_are_called_without_one():
     torch.manual_seed(0)

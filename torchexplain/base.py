@@ -268,6 +268,24 @@ class Explainer(abc.ABC):
 
     # -- results ----------------------------------------------------------------
 
+    def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
+        """One map per example shaped like ``inputs`` ``(B, ...)``, for pictures and the monitor.
+
+        Attribution methods give their ``attributions`` (this default); other methods
+        override it (a counterfactual's change to the input, an anchor's mask).
+        """
+        maps = explanation.data.get("attributions")
+        if isinstance(maps, tuple):
+            if len(maps) != 1:
+                raise ValueError(f"{self.name} explained {len(maps)} inputs; a map needs a single-input model")
+            maps = maps[0]
+        if not isinstance(maps, torch.Tensor):
+            raise ValueError(
+                f"{self.name}: cannot draw a map from an Explanation with data fields {sorted(explanation.data)}; "
+                "an explainer without 'attributions' overrides explanation_map()"
+            )
+        return maps
+
     def _explanation(
         self,
         settings: Settings,

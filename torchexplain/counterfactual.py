@@ -262,6 +262,11 @@ class Counterfactual(Explainer):
         return self._explanation(config, data, x.device, mad_scaled=self.mad is not None)
 
 
+    def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
+        """The change the counterfactual makes to each input, ``(B, ...)``."""
+        return explanation.data["counterfactual"].to(inputs.device, inputs.dtype) - inputs
+
+
 @functional_twin(Counterfactual)
 def counterfactual(
     model: Callable[[torch.Tensor], torch.Tensor],

@@ -36,7 +36,6 @@ from torch import nn
 from torchexplain import visualize
 from torchexplain._model_state import preserved_model_state
 from torchexplain.base import Explainer
-from torchexplain.explanation import Explanation
 
 #: Columns of heatmaps kept in the PNG grid; older records are thinned evenly.
 MAX_GRID_COLUMNS = 8
@@ -84,30 +83,6 @@ def preserved_training_state(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for grad, values in grads:
                 grad.copy_(values)
-
-
-def explanation_maps(explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
-    """One attribution-like map per example, ``(B, *input_shape)``, from any method's Explanation.
-
-    Attribution methods give ``attributions``; a counterfactual method gives the change
-    it made to the input; an anchor gives its mask.
-    """
-    data = explanation.data
-    if "attributions" in data:
-        maps = data["attributions"]
-        if isinstance(maps, tuple):
-            if len(maps) != 1:
-                raise ValueError("the monitor explains single-input models; got a tuple of attributions")
-            maps = maps[0]
-        return maps
-    if isinstance(data.get("counterfactual"), torch.Tensor):  # Counterfactual
-        return data["counterfactual"].to(inputs.device, inputs.dtype) - inputs
-    if isinstance(data.get("mask"), torch.Tensor):  # AnchorImage
-        return data["mask"].float()
-    raise ValueError(
-        f"cannot draw a map from an Explanation with data fields {sorted(data)}; expected "
-        "'attributions', 'counterfactual' or 'mask'"
-    )
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -278,7 +253,7 @@ class ExplanationMonitor:
             else:  # counterfactuals and anchors explain the model's own prediction
                 explanation = explainer.explain(inputs)
         seconds = time.perf_counter() - start
-        maps = explanation_maps(explanation, inputs).detach().float().cpu()
+        maps = explainer.explanation_map(explanation, inputs).detach().float().cpu()
         flat = maps.reshape(maps.shape[0], -1)
         record: dict[str, Any] = {
             "global_step": int(global_step),

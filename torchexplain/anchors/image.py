@@ -389,11 +389,21 @@ class AnchorImage(Explainer):
         """
         config = self._settings_for_call(settings)
         images = _check_images(inputs)
+        # What this call really uses goes into meta["params"]: the drawn seed, the
+        # segmentation's default settings.
         if config.seed is None:
             config = dataclasses.replace(config, seed=secrets.randbits(62))
+        if config.segmentation_kwargs is None and isinstance(config.segmentation_fn, str):
+            defaults = dict(DEFAULT_SEGMENTATION_KWARGS[config.segmentation_fn])
+            config = dataclasses.replace(config, segmentation_kwargs=defaults)
         run = _AnchorRun(self.model, images, config)
         data, totals = run.explain()
         return self._explanation(config, data, run.device, **totals)
+
+    def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
+        """The anchor's pixels as 1.0 (0.0 elsewhere), in every channel: ``(B, C, H, W)``."""
+        mask = explanation.data["mask"].to(inputs.device)
+        return mask[:, None].expand(-1, inputs.shape[1], -1, -1).to(inputs.dtype)
 
 
 class _AnchorRun:
@@ -422,21 +432,20 @@ class _AnchorRun:
                 chunk = min(chunk, _CPU_MAX_CALL_IMAGES)
         self.chunk = chunk  # None: every sample of a round in one call
 
-    def segment(self) -> tuple[torch.Tensor, dict[str, Any]]:
-        fn, kwargs = self.config.segmentation_fn, self.config.segmentation_kwargs
-        if isinstance(fn, str):
-            kwargs = dict(DEFAULT_SEGMENTATION_KWARGS[fn] if kwargs is None else kwargs)
+    def segment(self) -> torch.Tensor:
+        """``(B, H, W)`` superpixel labels on the compute device."""
+        fn, kwargs = self.config.segmentation_fn, dict(self.config.segmentation_kwargs or {})
+        if isinstance(fn, str) and self.images.shape[1] == 1:
             # Grey images are repeated to RGB before a built-in segmentation, as Alibi does.
-            to_segment = self.images.expand(-1, 3, -1, -1) if self.images.shape[1] == 1 else self.images
+            to_segment = self.images.expand(-1, 3, -1, -1)
         else:
-            kwargs = dict(kwargs or {})
             to_segment = self.images
-        return segment(to_segment, fn, **kwargs).to(self.device), kwargs
+        return segment(to_segment, fn, **kwargs).to(self.device)
 
     def explain(self) -> tuple[dict[str, Any], dict[str, int]]:
         config, images, device = self.config, self.images, self.device
         b, _, h, w = images.shape
-        self.segments, _ = self.segment()
+        self.segments = self.segment()
         self.n_features = [int(s.max()) + 1 for s in self.segments]
         self.m_max = max(self.n_features)
 
