@@ -170,14 +170,11 @@ class Explainer(abc.ABC):
     #: whether ``explain`` takes ``target`` (the class to explain); methods without
     #: it explain the model's own prediction
     accepts_target: ClassVar[bool] = False
-    #: names of ``explain``'s own arguments after ``inputs`` (not settings)
-    call_arguments: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: Any, **settings: Any) -> None:
         if model is not None and not callable(model):
-            role = "model" if self.kind == "whitebox" else "predictor"
             raise TypeError(
-                f"{type(self).__name__}: {role} must be callable, got {type(model).__name__}"
+                f"{type(self).__name__}: {_role(type(self))} must be callable, got {type(model).__name__}"
             )
         self.model = model
         self.settings = self.settings_class.create(f"{type(self).__name__}()", settings)
@@ -209,7 +206,7 @@ class Explainer(abc.ABC):
     def _settings_for_call(self, overrides: Mapping[str, Any]) -> Settings:
         """The settings of one ``explain`` call (checks that there is a model to explain)."""
         if self.model is None:
-            role = "model" if self.kind == "whitebox" else "predictor"
+            role = _role(type(self))
             raise ValueError(
                 f"{type(self).__name__} was built without a {role}; build it with one, or bind one "
                 f"with explainer.with_model({role})"
@@ -277,7 +274,9 @@ class Explainer(abc.ABC):
         maps = explanation.data.get("attributions")
         if isinstance(maps, tuple):
             if len(maps) != 1:
-                raise ValueError(f"{self.name} explained {len(maps)} inputs; a map needs a single-input model")
+                raise ValueError(
+                    f"{self.name} explained {len(maps)} inputs; a map needs a single-input model"
+                )
             maps = maps[0]
         if not isinstance(maps, torch.Tensor):
             raise ValueError(
@@ -339,9 +338,13 @@ def _setting_parameters(
     ]
 
 
+def _role(cls: type[Explainer]) -> str:
+    """What the constructor's first argument is called: a white-box model or a black-box predictor."""
+    return "model" if cls.kind == "whitebox" else "predictor"
+
+
 def _constructor_signature(cls: type[Explainer]) -> inspect.Signature:
-    role = "model" if cls.kind == "whitebox" else "predictor"
-    first = inspect.Parameter(role, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    first = inspect.Parameter(_role(cls), inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return inspect.Signature([first, *_setting_parameters(cls.settings_class, per_call_only=False)])
 
 

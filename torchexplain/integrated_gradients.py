@@ -105,7 +105,6 @@ class IntegratedGradients(Explainer):
     kind = "whitebox"
     settings_class = IntegratedGradientsSettings
     accepts_target = True
-    call_arguments = ("target", "baselines", "additional_forward_args")
 
     def explain(
         self,

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from torchexplain._version import __version__
-from torchexplain.base import Explainer, registered_explainers
+from torchexplain.base import Explainer, _role, registered_explainers
 from torchexplain.explanation import TENSOR_DTYPES
 
 __all__ = ["FORMAT_VERSION", "ExportedModel", "load_explainer", "save_explainer"]
@@ -441,7 +441,7 @@ _ARCHIVE_ENTRY = re.compile(
 
 
 def _load_model(folder: Path, config: dict[str, Any], cls: type[Explainer]) -> Any:
-    role = "model" if cls.kind == "whitebox" else "predictor"
+    role = _role(cls)
     if config["model"] is None:
         raise ValueError(
             f"{folder / CONFIG_FILE}: the {role} was not saved with the explainer; pass it: "
