@@ -144,8 +144,8 @@ class CounterfactualSettings(Settings):
             if _checks.is_number(bound):
                 _checks.check_number(f"feature_range {name}", bound)
             elif isinstance(bound, torch.Tensor):
-                if not bound.is_floating_point() and not bound.dtype.is_signed and bound.dtype != torch.uint8:
-                    raise TypeError(f"feature_range {name} must be a real tensor, got {bound.dtype}")
+                if bound.dtype == torch.bool or bound.is_complex():
+                    raise TypeError(f"feature_range {name} must be a real-valued tensor, got {bound.dtype}")
                 _checks.check_finite(f"feature_range {name}", bound)
             else:
                 raise TypeError(f"feature_range {name} must be a number or a tensor, got {type(bound).__name__}")
