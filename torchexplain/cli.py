@@ -12,10 +12,12 @@ script failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,20 @@ def _exported_input_shape(program: Any) -> tuple[tuple[int, ...] | None, int | N
     return None, None
 
 
+@contextlib.contextmanager
+def _quiet_loggers(name: str) -> Iterator[None]:
+    """Silence a library's logger for a moment: torch >= 2.14 logs a full traceback at
+    WARNING when ``torch.export.load`` is handed a file that is not a .pt2 archive, which
+    this command tries on purpose and reports in one line itself."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def load_model(path: Path, device: torch.device) -> LoadedModel:
     """A ``torch.export`` archive (``.pt2``) or a TorchScript file, ready to call on ``device``."""
     if not path.is_file():
@@ -98,7 +114,8 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     for loader in loaders:
         try:
             if loader == "export":
-                program = torch.export.load(str(path))
+                with _quiet_loggers("torch.export"):
+                    program = torch.export.load(str(path))
                 shape, static = _exported_input_shape(program)
                 module = program.module().to(device)
                 return LoadedModel(_ExportedForward(module, static), "torch.export", shape, static)
