@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from torchexplain.anchors import search
-from torchexplain.anchors.search import (
+from torchexplain.anchors import reference as search
+from torchexplain.anchors.reference import (
     BeamSearch,
     SampleBatch,
     compute_beta,

@@ -20,10 +20,12 @@ from torch import nn
 import torchexplain
 from torchexplain import (
     AnchorImage,
+    AnchorTabular,
     Counterfactual,
     Explanation,
     IntegratedGradients,
     anchor_image,
+    anchor_tabular,
     counterfactual,
     integrated_gradients,
     load_explainer,
@@ -91,6 +93,39 @@ def anchor_inputs() -> torch.Tensor:
     return images
 
 
+class TabularToy(nn.Module):
+    """Rows (kind: 3 codes, colour: 2 codes, size, weight) -> one-hot / raw -> BatchNorm -> 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(7)
+        self.dropout = nn.Dropout(0.2)
+        self.linear = nn.Linear(7, 3)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor([
+                [2.0, 0, 0, 0, 0, -3, 0], [0, 2, 0, 1, 0, 3, 0], [0, 0, 2, 0, 1, 0, 2.5],
+            ]))
+            self.linear.bias.zero_()
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        kind = nn.functional.one_hot(rows[:, 0].long(), 3).to(rows.dtype)
+        colour = nn.functional.one_hot(rows[:, 1].long(), 2).to(rows.dtype)
+        return self.linear(self.dropout(self.norm(torch.cat([kind, colour, rows[:, 2:]], 1))))
+
+
+def tabular_rows(n: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([
+        torch.randint(0, 3, (n,), generator=generator).float(),
+        torch.randint(0, 2, (n,), generator=generator).float(),
+        torch.randn(n, generator=generator),
+        torch.rand(n, generator=generator) * 10,
+    ], dim=1)
+
+
+TABULAR_TRAIN = tabular_rows(300, seed=8)
+
+
 def _uniform(shape: tuple[int, ...], seed: int, dtype: torch.dtype = F64) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
@@ -107,6 +142,10 @@ class Case:
     settings: dict[str, Any]
     call: dict[str, Any] = dataclasses.field(default_factory=dict)  # explain's own arguments
     fit: Callable[[Explainer], None] | None = None
+    #: what the function twin takes besides the class's settings (the data fit() learns from)
+    twin_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: integer inputs are meaningful (categorical codes) rather than refused
+    integer_inputs: bool = False
     rtol: float = 0.0  # batch vs alone: 0 means exactly equal
     atol: float = 0.0
     seeded: bool = False
@@ -145,6 +184,7 @@ CASES = [
         lambda: _uniform((4, 5), seed=4),
         {"target_proba": 0.6, "tol": 0.1, "max_lam_steps": 2, "max_iter": 100},
         fit=lambda explainer: explainer.fit(_uniform((20, 5), seed=5)),
+        twin_extra={"train_data": _uniform((20, 5), seed=5)},
         rtol=1e-9,
         atol=1e-12,
         expected_map=lambda exp, inputs: exp.counterfactual - inputs,
@@ -169,6 +209,27 @@ CASES = [
         seeded=True,
         batch_dependent=("n_model_calls",),  # a call carries the samples of several images
         expected_map=lambda exp, inputs: exp.mask[:, None].to(inputs.dtype).expand_as(inputs),
+    ),
+    Case(
+        "AnchorTabular",
+        AnchorTabular,
+        anchor_tabular,
+        TabularToy,
+        lambda: tabular_rows(4, seed=9),
+        {
+            "feature_names": ["Kind", "Colour", "Size", "Weight"],
+            "categorical_names": {0: ["a", "b", "c"], 1: ["red", "blue"]},
+            "seed": 0,
+            "coverage_samples": 500,
+            "batch_size": 50,
+        },
+        fit=lambda explainer: explainer.fit(TABULAR_TRAIN),
+        twin_extra={"train_data": TABULAR_TRAIN},
+        seeded=True,
+        integer_inputs=True,  # categorical columns are integer codes: int rows are welcome
+        expected_map=lambda exp, inputs: torch.stack([
+            torch.isin(torch.arange(inputs.shape[1]), torch.tensor(f, dtype=torch.long)).float() for f in exp.feature
+        ]),
     ),
 ]
 IDS = [case.name for case in CASES]
@@ -275,12 +336,15 @@ def test_a_fresh_seed_is_recorded_and_reproduces_the_explanation(case):
     explainer = case.explainer()
     inputs = case.inputs()
     fresh = explainer.__class__(explainer.model, **{**case.settings, "seed": None})
+    if case.fit is not None:
+        case.fit(fresh)
     first = _explain(case, fresh, inputs)
     seed = first.meta["params"]["seed"]
     assert isinstance(seed, int)
-    again = _explain(
-        case, explainer.__class__(explainer.model, **{**case.settings, "seed": seed}), inputs
-    )
+    again = explainer.__class__(explainer.model, **{**case.settings, "seed": seed})
+    if case.fit is not None:
+        case.fit(again)
+    again = _explain(case, again, inputs)
     assert_same(again.data, first.data, case)
 
 
@@ -377,9 +441,7 @@ def test_the_function_twin_is_the_class(case):
     inputs = case.inputs()
     model = case.model()
     settings = dict(case.settings)
-    extra = {}
-    if case.fit is not None:  # Counterfactual's twin takes the data fit() learns from
-        extra["train_data"] = _uniform((20, 5), seed=5)
+    extra = dict(case.twin_extra)
     by_class = _explain(case, case.explainer(model=model), inputs)
     by_function = case.twin(model, inputs, **case.call, **extra, **settings)
     assert_same(by_function.data, by_class.data, dataclasses.replace(case, rtol=0, atol=0))
@@ -390,7 +452,11 @@ def test_the_function_twin_is_the_class(case):
 def test_one_definition_of_the_settings_feeds_signature_docs_config_and_repr(case):
     names = case.cls.settings_class.names()
     constructor = inspect.signature(case.cls)
-    assert list(constructor.parameters)[1:] == names
+    # settings a method takes by position (Alibi's order) come first, then the rest in order
+    positional = list(case.cls.positional_settings)
+    assert list(constructor.parameters)[1:] == positional + [n for n in names if n not in positional]
+    for name in positional:
+        assert constructor.parameters[name].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert list(constructor.parameters)[0] == (
         "model" if case.cls.kind == "whitebox" else "predictor"
     )
@@ -417,8 +483,12 @@ def test_bad_inputs_are_refused_with_the_argument_named(case):
     inputs = case.inputs()
     with pytest.raises(TypeError, match="inputs must be a torch.Tensor"):
         explainer.explain(inputs.tolist(), **case.call)
-    with pytest.raises(TypeError, match="floating-point"):
-        explainer.explain(inputs.long(), **case.call)
+    if case.integer_inputs:
+        assert_same(explainer.explain(inputs.long(), **case.call).data, explainer.explain(
+            inputs.long().to(inputs.dtype), **case.call).data, case)
+    else:
+        with pytest.raises(TypeError, match="floating-point"):
+            explainer.explain(inputs.long(), **case.call)
     poisoned = inputs.clone()
     poisoned.view(-1)[3] = float("nan")
     with pytest.raises(ValueError, match=r"inputs contains 1 non-finite value\(s\)"):

@@ -1,7 +1,7 @@
 """torchexplain: fast, batched explanations for PyTorch models."""
 
 from torchexplain._version import __version__
-from torchexplain.anchors import AnchorImage, anchor_image
+from torchexplain.anchors import AnchorImage, AnchorTabular, anchor_image, anchor_tabular
 from torchexplain.base import Explainer
 from torchexplain.counterfactual import Counterfactual, counterfactual
 from torchexplain.explanation import Explanation
@@ -11,6 +11,7 @@ from torchexplain.saving import load_explainer
 
 __all__ = [
     "AnchorImage",
+    "AnchorTabular",
     "Counterfactual",
     "Explainer",
     "Explanation",
@@ -18,6 +19,7 @@ __all__ = [
     "IntegratedGradients",
     "__version__",
     "anchor_image",
+    "anchor_tabular",
     "counterfactual",
     "integrated_gradients",
     "load_explainer",

@@ -170,8 +170,21 @@ class Explainer(abc.ABC):
     #: whether ``explain`` takes ``target`` (the class to explain); methods without
     #: it explain the model's own prediction
     accepts_target: ClassVar[bool] = False
+    #: settings that may also be given by position after the model, in this order (as
+    #: Alibi's ``AnchorTabular(predictor, feature_names, categorical_names)``)
+    positional_settings: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, model: Any, **settings: Any) -> None:
+    def __init__(self, model: Any, *positional: Any, **settings: Any) -> None:
+        if len(positional) > len(self.positional_settings):
+            raise TypeError(
+                f"{type(self).__name__}() takes {1 + len(self.positional_settings)} positional argument(s) "
+                f"({_role(type(self))}{''.join(', ' + n for n in self.positional_settings)}); the other "
+                f"settings are keywords"
+            )
+        for name, value in zip(self.positional_settings, positional):
+            if name in settings:
+                raise TypeError(f"{type(self).__name__}() got multiple values for {name!r}")
+            settings[name] = value
         if model is not None and not callable(model):
             raise TypeError(
                 f"{type(self).__name__}: {_role(type(self))} must be callable, got {type(model).__name__}"
@@ -345,7 +358,11 @@ def _role(cls: type[Explainer]) -> str:
 
 def _constructor_signature(cls: type[Explainer]) -> inspect.Signature:
     first = inspect.Parameter(_role(cls), inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return inspect.Signature([first, *_setting_parameters(cls.settings_class, per_call_only=False)])
+    settings = _setting_parameters(cls.settings_class, per_call_only=False)
+    by_name = {p.name: p for p in settings}
+    positional = [by_name[n].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in cls.positional_settings]
+    rest = [p for p in settings if p.name not in cls.positional_settings]
+    return inspect.Signature([first, *positional, *rest])
 
 
 def _explain_signature(cls: type[Explainer]) -> inspect.Signature:

@@ -161,9 +161,15 @@ def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
         }
     if isinstance(value, list):
         return [_encode(v, f"{key}/{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, Mapping) and value and all(isinstance(k, int) and not isinstance(k, bool) for k in value):
+        # Integer keys (e.g. AnchorTabular's categorical_names, column -> names) are kept as ints.
+        return {
+            _TAG: "int_keys",
+            "items": [[int(k), _encode(v, f"{key}/{k}", tensors)] for k, v in value.items()],
+        }
     if isinstance(value, Mapping):
         if not all(isinstance(k, str) for k in value):
-            raise ValueError(f"{key}: only dicts with string keys can be saved")
+            raise ValueError(f"{key}: only dicts with string keys (or with int keys) can be saved")
         if _TAG in value:
             raise ValueError(f"{key}: a dict key may not be {_TAG!r}")
         return {k: _encode(v, f"{key}/{k}", tensors) for k, v in value.items()}
@@ -404,6 +410,11 @@ def _decode(value: Any, where: str, tensors: Mapping[str, torch.Tensor], config_
         )
     if tag == "callable" and set(value) == {_TAG, "name"}:
         return _Callable(str(value["name"]))
+    if (
+        tag == "int_keys" and set(value) == {_TAG, "items"} and isinstance(value["items"], list)
+        and all(isinstance(p, list) and len(p) == 2 and type(p[0]) is int for p in value["items"])
+    ):
+        return {k: _decode(v, f"{where}[{k}]", tensors, config_path) for k, v in value["items"]}
     raise ValueError(f"{config_path}: {where}: malformed tagged value {value!r}")
 
 

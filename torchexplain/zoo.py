@@ -3,6 +3,8 @@
 ``MnistCNN`` is the classic two-convolution MNIST network (as in PyTorch's MNIST
 example). ``pretrained_mnist_cnn`` trains it on the offline MNIST data in well
 under a minute on a laptop CPU, or loads the checkpoint a previous call cached.
+``CensusMLP`` is the small loan-approval classifier of the tabular examples, and
+``pretrained_census_mlp`` trains it on the bundled census table in seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from torchexplain.datasets import load_mnist
+from torchexplain.datasets import load_census, load_mnist
 
 
 class MnistCNN(nn.Module):
@@ -112,6 +114,81 @@ def pretrained_mnist_cnn(
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval(), True
     model = train_mnist_cnn(train.images, train.labels, epochs=epochs, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp_path)
+    tmp_path.replace(path)
+    return model, False
+
+
+class CensusMLP(nn.Module):
+    """The loan classifier: coded census rows ``(B, 12)`` -> one-hot / standardised (65) -> 64 -> 64 -> 2 logits.
+
+    Categorical columns arrive as integer codes (the layout AnchorTabular and Alibi
+    explain) and are one-hot encoded inside the model; numerical columns are
+    standardised with the training statistics held as buffers.
+    """
+
+    def __init__(self, n_columns: int, categories: dict[int, int], hidden: int = 64) -> None:
+        super().__init__()
+        self.categorical = sorted(categories)
+        self.sizes = [categories[c] for c in self.categorical]
+        self.numerical = [c for c in range(n_columns) if c not in categories]
+        self.register_buffer("mean", torch.zeros(len(self.numerical)))
+        self.register_buffer("std", torch.ones(len(self.numerical)))
+        width = sum(self.sizes) + len(self.numerical)
+        self.layers = nn.Sequential(
+            nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2)
+        )
+
+    def encode(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(B, 12)`` coded rows -> ``(B, 65)`` network inputs."""
+        parts = [(rows[:, self.numerical] - self.mean) / self.std]
+        for column, size in zip(self.categorical, self.sizes, strict=True):
+            codes = rows[:, column].round().long().clamp(0, size - 1)
+            parts.append(nn.functional.one_hot(codes, size).to(rows.dtype))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.encode(rows.to(self.mean.dtype)))
+
+
+def pretrained_census_mlp(
+    cache_dir: str | Path | None = None, epochs: int = 8, seed: int = 0, retrain: bool = False
+) -> tuple[CensusMLP, bool]:
+    """A trained :class:`CensusMLP` in eval mode (bundled census table, default split), from the cache when possible.
+
+    Returns:
+        ``(model, from_cache)``.
+    """
+    data = load_census()
+    categories = {c: len(names) for c, names in data.categorical_names.items()}
+    model = CensusMLP(data.X_train.shape[1], categories)
+    key = hashlib.sha1(f"census|{len(data.y_train)}|{epochs}|{seed}|v1".encode()).hexdigest()[:12]
+    path = Path(cache_dir or default_cache_dir()) / f"census_mlp-{key}.pt"
+    if path.is_file() and not retrain:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval(), True
+    X = torch.from_numpy(data.X_train)
+    y = torch.from_numpy(data.y_train)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CensusMLP(X.shape[1], categories)
+        model.mean.copy_(X[:, model.numerical].mean(0))
+        model.std.copy_(X[:, model.numerical].std(0).clamp_min(1e-6))
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+        shuffle = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(epochs):
+            order = torch.randperm(X.shape[0], generator=shuffle)
+            for start in range(0, X.shape[0], 256):
+                batch = order[start : start + 256]
+                optimizer.zero_grad(set_to_none=True)
+                nn.functional.cross_entropy(model(X[batch]), y[batch]).backward()
+                optimizer.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp_path)

@@ -8,11 +8,12 @@ background image. This is Alibi's ``AnchorImage`` made batched and device-reside
 
 - perturbed images are built on the device with one gather and one ``where`` per chunk
   (no Python loop over samples or superpixels);
-- the KL-LUCB beam searches of all images in a batch advance together
-  (:func:`torchexplain.anchors.search.run_searches`), so each model call carries the
+- the KL-LUCB beam searches of all images in a batch advance together, as tensors on
+  the device (:mod:`torchexplain.anchors.engine`), so each model call carries the
   samples of every image and every anchor under test;
-- randomness comes from one local ``torch.Generator`` per image seeded with ``seed``,
-  drawn on the CPU, so results do not depend on the batch or on the device.
+- randomness is counter-based (:mod:`torchexplain._random`), keyed by ``seed`` and each
+  sample's number in its image's own stream, so results do not depend on the batch or
+  on the device.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchexplain import _checks
+from torchexplain import _checks, _random
 from torchexplain._model_state import preserved_model_state
-from torchexplain.anchors.search import AnchorResult, BeamSearch, SampleBatch, run_searches
-from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
+from torchexplain.anchors._predictor import scores_and_labels
+from torchexplain.anchors._settings import AnchorSearchSettings
+from torchexplain.anchors.engine import EngineResult, pack_rows, run_engine
+from torchexplain.base import Explainer, functional_twin, register_explainer, setting
 from torchexplain.explanation import Explanation
 from torchexplain.segmentation import SEGMENTATION_METHODS, segment
 
@@ -49,6 +52,9 @@ _MAX_CALL_ELEMENTS = 1 << 26
 #: and the next call page-faults them in again (MNIST CNN, one thread: 0.51-0.55 ms per
 #: image at 32-64, 0.72-0.85 at 100-128; 0.51-0.55 at every size with trimming off).
 _CPU_MAX_CALL_IMAGES = 64
+
+# Names of the random streams (any distinct numbers).
+_COVERAGE_STREAM, _SAMPLE_STREAM, _BACKGROUND_STREAM = 1, 2, 3
 
 
 def numpy_predictor(
@@ -134,25 +140,7 @@ class _CountingPredictor:
         scores = self.predictor(_grey_channels_last(images))
         self.calls += 1
         self.images += n
-        if isinstance(scores, np.ndarray):
-            scores = torch.from_numpy(scores)
-        if not isinstance(scores, torch.Tensor):
-            raise TypeError(f"predictor must return a tensor (or numpy array), got {type(scores).__name__}")
-        # Outputs and labels live on the images' device whatever device the predictor answered on.
-        scores = scores.detach().to(images.device)
-        if scores.dim() == 2 and scores.shape[0] == n and scores.shape[1] >= 1:
-            return scores, scores.argmax(dim=1).to(torch.int64)
-        if scores.dim() == 1 and scores.shape[0] == n:
-            if scores.is_floating_point() or scores.is_complex():
-                raise ValueError(
-                    f"predictor returned a 1-D float tensor of shape {tuple(scores.shape)}; expected class "
-                    "scores (B, K) or integer labels (B,)"
-                )
-            return scores, scores.to(torch.int64)
-        raise ValueError(
-            f"predictor returned shape {tuple(scores.shape)} for {n} images; expected class scores "
-            f"({n}, K) or labels ({n},)"
-        )
+        return scores_and_labels(scores, n, images.device)
 
 
 def _segment_means(images: torch.Tensor, segments: torch.Tensor, n_segments: int) -> torch.Tensor:
@@ -247,7 +235,7 @@ def perturb(
 
 
 @dataclasses.dataclass(frozen=True)
-class AnchorImageSettings(Settings):
+class AnchorImageSettings(AnchorSearchSettings):
     """The settings of :class:`AnchorImage` (Alibi's names; one definition for every use)."""
 
     segmentation_fn: str | Callable[..., Any] = setting(
@@ -276,24 +264,9 @@ class AnchorImageSettings(Settings):
         "the same image again (the predictor must be deterministic); False queries it for every sample, "
         "as Alibi does. The explanation is the same either way",
     )
-    threshold: float = setting(0.95, "precision an anchor must reach, in (0, 1)", per_call=True)
     p_sample: float = setting(
         0.5, "probability that a superpixel outside the anchor is perturbed, in (0, 1)", per_call=True
     )
-    delta: float = setting(0.1, "confidence budget of the precision bounds, in (0, 1)", per_call=True)
-    tau: float = setting(
-        0.15,
-        "KL-LUCB tolerance epsilon: arm selection stops when the bounds of the best arms overlap by less "
-        "than this, > 0 (Alibi's name; the paper's tau is threshold)",
-        per_call=True,
-    )
-    batch_size: int = setting(100, "samples drawn per arm pull", per_call=True)
-    coverage_samples: int = setting(10000, "perturbation samples used to estimate coverage", per_call=True)
-    beam_size: int = setting(1, "anchors kept per anchor size", per_call=True)
-    stop_on_first: bool = setting(False, "stop at the first valid anchor", per_call=True)
-    max_anchor_size: int | None = setting(None, "largest anchor tried (None: all superpixels)", per_call=True)
-    min_samples_start: int = setting(100, "samples for the empty-anchor check", per_call=True)
-    n_covered_ex: int = setting(10, "examples kept of each kind (prediction kept / changed)", per_call=True)
     internal_batch_size: int | str | None = setting(
         "auto",
         "most images per predictor call: 'auto' as many as fit in 2**26 input elements, and at most 64 "
@@ -302,6 +275,7 @@ class AnchorImageSettings(Settings):
     )
 
     def validate(self) -> dict[str, Any]:
+        normalised = super().validate()
         fn = self.segmentation_fn
         if isinstance(fn, str):
             if fn not in SEGMENTATION_METHODS:
@@ -325,20 +299,10 @@ class AnchorImageSettings(Settings):
                 raise ValueError(f"device {device!r} is not a valid torch device: {err}") from None
         _checks.check_seed("seed", self.seed)
         _checks.check_bool("cache_predictions", self.cache_predictions)
-        for name in ("threshold", "p_sample", "delta"):
-            _checks.check_number(name, getattr(self, name), 0.0, 1.0, low_open=True, high_open=True)
-        _checks.check_number("tau", self.tau, low=0.0, low_open=True)
-        for name in ("batch_size", "coverage_samples", "beam_size", "min_samples_start"):
-            _checks.check_int(name, getattr(self, name), minimum=1)
-        _checks.check_int("max_anchor_size", self.max_anchor_size, minimum=1, allow_none=True)
-        _checks.check_int("n_covered_ex", self.n_covered_ex, minimum=0)
-        _checks.check_bool("stop_on_first", self.stop_on_first)
+        _checks.check_number("p_sample", self.p_sample, 0.0, 1.0, low_open=True, high_open=True)
         _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
-        normalised: dict[str, Any] = {"device": device}
-        for name in ("seed", "batch_size", "coverage_samples", "beam_size", "min_samples_start", "n_covered_ex",
-                     "max_anchor_size"):
-            value = getattr(self, name)
-            normalised[name] = None if value is None else int(value)
+        normalised["device"] = device
+        normalised["seed"] = None if self.seed is None else int(self.seed)
         return normalised
 
 
@@ -446,11 +410,14 @@ class _AnchorRun:
         config, images, device = self.config, self.images, self.device
         b, _, h, w = images.shape
         self.segments = self.segment()
-        self.n_features = [int(s.max()) + 1 for s in self.segments]
-        self.m_max = max(self.n_features)
+        self.n_features = torch.stack([s.max() + 1 for s in self.segments]) if b else torch.zeros(0, dtype=torch.int64)
+        self.n_features = self.n_features.to(device=device, dtype=torch.int64)
+        self.n_features_list = self.n_features.tolist()
+        self.m_max = max(self.n_features_list, default=1)
+        self.feature_valid = torch.arange(self.m_max, device=device) < self.n_features[:, None]
 
         model = self.predictor if isinstance(self.predictor, nn.Module) else None
-        self.counter = _CountingPredictor(self.predictor, self.chunk or b)
+        self.counter = _CountingPredictor(self.predictor, self.chunk or max(b, 1))
         with preserved_model_state(model), torch.no_grad():
             predictions, self.target = self.counter.predict(images)
             if self.background is None:
@@ -458,25 +425,24 @@ class _AnchorRun:
             else:
                 self.replacements = self.background
             n_replacements = self.replacements.shape[0]
-            self.generators = [torch.Generator().manual_seed(config.seed) for _ in range(b)]
-            searches = []
-            for i in range(b):
-                coverage = torch.rand(config.coverage_samples, self.n_features[i], generator=self.generators[i])
-                search = BeamSearch(
-                    self.n_features[i], (coverage >= config.p_sample).numpy(), threshold=config.threshold,
-                    delta=config.delta, tau=config.tau, batch_size=config.batch_size, beam_size=config.beam_size,
-                    min_samples_start=config.min_samples_start, max_anchor_size=config.max_anchor_size,
-                    stop_on_first=config.stop_on_first,
-                )
-                searches.append(search.run())
+            # Counter-based streams keyed by (seed, stream, sample number, slot): the same
+            # numbers for an image whether it is explained alone or in a batch, on any device.
+            self.sample_key = _random.stream_key(config.seed, _SAMPLE_STREAM, device)
+            self.background_key = _random.stream_key(config.seed, _BACKGROUND_STREAM, device)
+            coverage_key = _random.stream_key(config.seed, _COVERAGE_STREAM, device)
+            rows = torch.arange(config.coverage_samples, device=device)
+            coverage = _random.uniform(coverage_key, rows, self.m_max) >= config.p_sample
             self.calls_per_image = np.ones(b, dtype=np.int64)  # the call that found the explained labels
             self.images_per_image = np.ones(b, dtype=np.int64)
             use_cache = config.cache_predictions and _AgreementCache.fits(b, n_replacements, self.m_max)
-            self.cache = _AgreementCache(n_replacements, self.n_features) if use_cache else None
-            results: list[AnchorResult] = run_searches(searches, self.sample)
-            covered_true, covered_false = self.covered_examples(results)
+            self.cache = _AgreementCache(n_replacements, self.n_features_list) if use_cache else None
+            result = run_engine(
+                self.sample, self.n_features, pack_rows(coverage)[None], config.coverage_samples,
+                **config.engine_options(),
+            )
+            covered_true, covered_false = self.covered_examples(result)
 
-        anchors = [list(r.anchor) for r in results]
+        anchors = result.anchors
         mask = torch.zeros(b, h, w, dtype=torch.bool, device=device)
         for i, anchor in enumerate(anchors):
             if anchor:
@@ -488,85 +454,71 @@ class _AnchorRun:
             "segments": self.segments.to(out),
             "target": self.target.to(out),
             "predictions": predictions.to(out),
-            "precision": torch.tensor([r.precision for r in results], dtype=torch.float64, device=out),
-            "coverage": torch.tensor([r.coverage for r in results], dtype=torch.float64, device=out),
-            "success": torch.tensor([r.success for r in results], dtype=torch.bool, device=out),
+            "precision": result.precision.to(out),
+            "coverage": result.coverage.to(out),
+            "success": result.success.to(out),
             "covered_true": [t.to(out) for t in covered_true],
             "covered_false": [t.to(out) for t in covered_false],
             "n_model_calls": torch.from_numpy(self.calls_per_image).to(out),
             "n_images_evaluated": torch.from_numpy(self.images_per_image).to(out),
         }
-        totals = {"total_model_calls": self.counter.calls, "total_images_evaluated": self.counter.images}
+        totals = {
+            "total_model_calls": self.counter.calls, "total_images_evaluated": self.counter.images,
+            "search_rounds": result.n_rounds,
+        }
         return data, totals
 
-    def draw(self, i: int, anchor: tuple[int, ...], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` samples for image ``i`` with ``anchor`` kept: superpixels kept, replacement used."""
-        generator = self.generators[i]
-        present = torch.rand(n, self.n_features[i], generator=generator) >= self.config.p_sample
-        present[:, list(anchor)] = True
-        if self.background is None:
-            which = torch.full((n,), i, dtype=torch.int64)
-        else:
-            which = torch.randint(self.replacements.shape[0], (n,), generator=generator)
-        return present, which
-
     def evaluate(self, owner: torch.Tensor, present: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        """Agreement of the predictor with the explained label on each perturbed sample."""
-        device = self.device
-        owner_dev, present_dev, which_dev = owner.to(device), present.to(device), which.to(device)
-        agree = torch.empty(len(owner), dtype=torch.bool)
+        """Agreement of the predictor with the explained label on each perturbed sample (on the device)."""
+        agree = torch.empty(len(owner), dtype=torch.bool, device=self.device)
         chunk = self.chunk or max(1, len(owner))
         for start in range(0, len(owner), chunk):
             part = slice(start, start + chunk)
-            batch = perturb(
-                self.images, self.segments, self.replacements, owner_dev[part], present_dev[part], which_dev[part]
-            )
+            batch = perturb(self.images, self.segments, self.replacements, owner[part], present[part], which[part])
             labels = self.counter.labels(batch)
-            agree[part] = (labels == self.target[owner_dev[part]]).cpu()
-            self.calls_per_image[torch.unique(owner[part]).numpy()] += 1
-        self.images_per_image[:] += np.bincount(owner.numpy(), minlength=len(self.images_per_image))
+            agree[part] = labels == self.target[owner[part]]
+            self.calls_per_image[torch.unique(owner[part]).cpu().numpy()] += 1
+        self.images_per_image += np.bincount(owner.cpu().numpy(), minlength=len(self.images_per_image))
         return agree
 
-    def sample(self, requests: list[tuple[int, tuple[int, ...], int]]) -> list[SampleBatch]:
-        """Answer every open request of every search: one batch of perturbed images."""
-        drawn = [self.draw(i, anchor, n) for i, anchor, n in requests]
-        sizes = [n for _, _, n in requests]
-        owner = torch.repeat_interleave(torch.tensor([i for i, _, _ in requests]), torch.tensor(sizes))
-        present = torch.zeros(len(owner), self.m_max, dtype=torch.bool)
-        row = 0
-        for (p, _), n in zip(drawn, sizes, strict=True):
-            present[row : row + n, : p.shape[1]] = p
-            row += n
-        which = torch.cat([wh for _, wh in drawn])
-        if self.cache is None:
-            agree = self.evaluate(owner, present, which).numpy()
+    needs_order = False  # the engine's sampler protocol: superpixels do not care in which order they were added
+
+    def sample(
+        self, owner: torch.Tensor, features: torch.Tensor, order: torch.Tensor | None, stream: torch.Tensor,
+        group: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One round of samples for every image: superpixels kept, agreement, replacement image used."""
+        present = (_random.uniform(self.sample_key, stream, self.m_max) >= self.config.p_sample) | features
+        present &= self.feature_valid[owner]
+        if self.background is None:
+            which = owner
         else:
-            keys = self.cache.keys_of(owner.numpy(), present.numpy(), which.numpy())
+            which = _random.integers(self.background_key, stream, 1, self.replacements.shape[0])[:, 0]
+        if self.cache is None:
+            agree = self.evaluate(owner, present, which)
+        else:
+            keys = self.cache.keys_of(owner.cpu().numpy(), present.cpu().numpy(), which.cpu().numpy())
 
             def evaluate_rows(rows: np.ndarray) -> np.ndarray:
-                index = torch.from_numpy(rows)
-                return self.evaluate(owner[index], present[index], which[index]).numpy()
+                index = torch.from_numpy(rows).to(self.device)
+                return self.evaluate(owner[index], present[index], which[index]).cpu().numpy()
 
-            agree = self.cache.agreement(keys, evaluate_rows)
-        answers, row = [], 0
-        for (p, wh), n in zip(drawn, sizes, strict=True):
-            answers.append(SampleBatch(p.numpy(), agree[row : row + n], wh.numpy()))
-            row += n
-        return answers
+            agree = torch.from_numpy(self.cache.agreement(keys, evaluate_rows)).to(self.device)
+        return present, agree, which
 
-    def covered_examples(self, results: list[AnchorResult]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def covered_examples(self, result: EngineResult) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Examples with the anchor, from the samples the precision estimate rests on (no new queries)."""
+        store = result.store
+        owner = store.view("owner")
+        agree = store.view("agree")
         covered_true, covered_false = [], []
-        for i, result in enumerate(results):
-            samples = result.samples
-            for keep, store in ((samples.agree, covered_true), (~samples.agree, covered_false)):
-                rows = np.flatnonzero(keep)[: self.config.n_covered_ex]
-                padded = torch.zeros(rows.size, self.m_max, dtype=torch.bool)
-                padded[:, : samples.present.shape[1]] = torch.from_numpy(samples.present[rows])
-                owner = torch.full((rows.size,), i, dtype=torch.int64, device=self.device)
-                which = torch.from_numpy(samples.payload[rows]).to(self.device)
-                store.append(
-                    perturb(self.images, self.segments, self.replacements, owner, padded.to(self.device), which)
+        for i in range(self.images.shape[0]):
+            mine = result.members & (owner == i)
+            for keep, kept in ((agree, covered_true), (~agree, covered_false)):
+                rows = torch.nonzero(mine & keep).flatten()[: self.config.n_covered_ex]
+                kept.append(
+                    perturb(self.images, self.segments, self.replacements, owner[rows], store.present[rows],
+                            store.payload[rows])
                 )
         return covered_true, covered_false
 

@@ -288,7 +288,9 @@ class BeamSearch:
         return positives, n_samples
 
     def _pull(self, anchors: Sequence[Anchor], n: int) -> Generator[Request, list[SampleBatch], None]:
-        batches = yield [(a, n) for a in anchors]
+        # Each request names the anchor's features in the order they were added (the
+        # tabular sampler's fallbacks drop the last-added first).
+        batches = yield [(tuple(self._arms[a].order) if a else a, n) for a in anchors]
         for anchor, batch in zip(anchors, batches, strict=True):
             self._store(anchor, batch)
 

@@ -1,0 +1,756 @@
+"""Anchor explanations for tabular data (Ribeiro et al., "Anchors: High-Precision Model-Agnostic Explanations", AAAI 2018).
+
+An anchor is a short rule over the features of one row ("Marital Status = Separated
+AND Age <= 28.00") under which the model keeps its prediction with high probability
+(precision >= ``threshold``) when every other feature is drawn from the training data.
+This is Alibi's ``AnchorTabular``, batched:
+
+- a discretiser (numerical columns binned at training percentiles, as Alibi's) turns
+  each row into predicates: one per categorical column (equal to the row's value) and,
+  per numerical column, one per bin edge (``<= edge`` for the edges at or above the
+  row's bin, ``> edge`` below it), named as Alibi names them;
+- samples conditioned on an anchor are training rows whose anchor columns come from
+  training rows that satisfy the anchor, with Alibi's fallbacks when too few do
+  (partial anchors, then column by column, then the instance's value or a uniform
+  draw over the column's range, with a warning). Training rows satisfying a predicate
+  are held as packed bitsets, so "a random training row satisfying these predicates"
+  is a few ANDs and a bit select, for every request of a round at once;
+- the KL-LUCB searches of all rows advance together (:mod:`torchexplain.anchors.engine`),
+  so each predictor call carries the samples of every row being explained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from torchexplain import _checks, _random
+from torchexplain._model_state import preserved_model_state
+from torchexplain.anchors._predictor import scores_and_labels
+from torchexplain.anchors._settings import AnchorSearchSettings
+from torchexplain.anchors.engine import EngineResult, pack_rows, popcount, run_engine
+from torchexplain.base import Explainer, functional_twin, register_explainer, setting
+from torchexplain.explanation import Explanation
+
+__all__ = ["AnchorTabular", "AnchorTabularSettings", "anchor_tabular"]
+
+_COVERAGE_STREAM, _SAMPLE_STREAM = 11, 12
+#: rows per predictor call when ``internal_batch_size="auto"`` (tabular rows are small:
+#: per-call overhead dominates below a few thousand rows, and very large calls stop
+#: fitting in cache)
+_AUTO_ROWS = 16384
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorTabularSettings(AnchorSearchSettings):
+    """The settings of :class:`AnchorTabular` (Alibi's names; one definition for every use)."""
+
+    feature_names: list[str] | None = setting(None, "the name of every column, in order (required by fit)")
+    categorical_names: dict[int, list[str]] | None = setting(
+        None,
+        "column index -> names of its categories; those columns hold integer codes 0..K-1 (Alibi's "
+        "category_map). Every other column is numerical and is discretised at the training percentiles",
+    )
+    seed: int | None = setting(
+        None, "seed of the random streams (None: fresh entropy per call, recorded in meta)"
+    )
+    device: str | None = setting(
+        None, "where samples are built and the search runs (None: the inputs' device; numpy inputs: cpu)"
+    )
+    predictor_input: str = setting(
+        "auto",
+        "what the predictor is handed: 'numpy' arrays, 'tensor's on the device, or 'auto' (tensors for an "
+        "nn.Module, numpy arrays for any other callable, as scikit-learn and Alibi users have)",
+    )
+    internal_batch_size: int | str | None = setting(
+        "auto", f"most rows per predictor call: 'auto' ({_AUTO_ROWS}), an int, or None (a whole round)",
+        per_call=True,
+    )
+
+    def validate(self) -> dict[str, Any]:
+        normalised = super().validate()
+        names = self.feature_names
+        if names is not None:  # required by fit(); None lets settings be built without data
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names) or not names:
+                raise TypeError(f"feature_names must be a non-empty list of strings, got {names!r}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"feature_names must be distinct, got {list(names)}")
+            names = list(names)
+        categorical = self.categorical_names
+        if categorical is not None:
+            if not isinstance(categorical, dict):
+                raise TypeError(f"categorical_names must be a dict (column -> names), got {type(categorical).__name__}")
+            clean = {}
+            n_columns = len(names) if names is not None else None
+            for column, values in categorical.items():
+                if not _checks.is_int(column) or not 0 <= int(column) < (n_columns or int(column) + 1):
+                    raise ValueError(
+                        f"categorical_names key {column!r} is not a column index in [0, {n_columns})"
+                    )
+                if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
+                    raise TypeError(f"categorical_names[{column}] must be a non-empty list of strings, got {values!r}")
+                clean[int(column)] = list(values)
+            normalised["categorical_names"] = dict(sorted(clean.items()))
+        normalised["feature_names"] = names
+        _checks.check_seed("seed", self.seed)
+        normalised["seed"] = None if self.seed is None else int(self.seed)
+        device = self.device
+        if device is not None:
+            if not isinstance(device, (str, torch.device)):
+                raise TypeError(f"device must be None, a string or a torch.device, got {type(device).__name__}")
+            try:
+                device = str(torch.device(device))
+            except RuntimeError as err:
+                raise ValueError(f"device {device!r} is not a valid torch device: {err}") from None
+        normalised["device"] = device
+        _checks.check_choice("predictor_input", self.predictor_input, ("auto", "numpy", "tensor"))
+        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
+        return normalised
+
+
+class _Discretiser:
+    """Numerical columns binned at training percentiles, as Alibi's ``Discretizer``.
+
+    Edges are ``np.percentile(column, disc_perc)`` with duplicates removed; a value
+    equal to an edge falls in the lower bin (``searchsorted`` on the left), so bin ``k``
+    is ``edge[k-1] < x <= edge[k]``.
+    """
+
+    def __init__(self, numerical: list[int], edges: list[np.ndarray]) -> None:
+        self.numerical = numerical
+        self.edges = edges
+
+    @classmethod
+    def fit(cls, train: np.ndarray, numerical: list[int], percentiles: Sequence[float]) -> _Discretiser:
+        edges = [np.unique(np.percentile(train[:, c].astype(np.float64), percentiles)) for c in numerical]
+        return cls(numerical, edges)
+
+    def codes(self, rows: torch.Tensor, categorical: list[int]) -> torch.Tensor:
+        """``(N, C)`` int64: bin of each numerical value, code of each categorical one."""
+        codes = torch.zeros(rows.shape, dtype=torch.int64, device=rows.device)
+        if categorical:
+            codes[:, categorical] = rows[:, categorical].round().to(torch.int64)
+        for column, edges in zip(self.numerical, self.edges, strict=True):
+            edge = torch.as_tensor(edges, dtype=torch.float64, device=rows.device)
+            codes[:, column] = torch.searchsorted(edge, rows[:, column].to(torch.float64).contiguous(), right=False)
+        return codes
+
+    def intervals(self, column: int, name: str) -> list[str]:
+        """Alibi's names of a numerical column's bins."""
+        edges = self.edges[self.numerical.index(column)]
+        names = [f"{name} <= {edges[0]:.2f}"]
+        names += [f"{edges[i]:.2f} < {name} <= {edges[i + 1]:.2f}" for i in range(len(edges) - 1)]
+        return names + [f"{name} > {edges[-1]:.2f}"]
+
+
+class _Predicates:
+    """Every predicate any row can have, with the training rows that satisfy each one as bitsets.
+
+    Per categorical column ``c`` and code ``v``: ``c == v``. Per numerical column ``c``
+    and edge ``k``: ``bin <= k`` and ``bin > k``. A predicate allows the codes
+    ``[lo, hi]`` of its column.
+    """
+
+    def __init__(self, n_columns: int, categorical: dict[int, list[str]], discretiser: _Discretiser) -> None:
+        column, lo, hi = [], [], []
+        self.first: dict[int, int] = {}
+        for c in range(n_columns):
+            self.first[c] = len(column)
+            if c in categorical:
+                for v in range(len(categorical[c])):
+                    column.append(c), lo.append(v), hi.append(v)
+            else:
+                n_edges = len(discretiser.edges[discretiser.numerical.index(c)])
+                for k in range(n_edges):  # "<= edge k", then "> edge k"
+                    column += [c, c]
+                    lo += [0, k + 1]
+                    hi += [k, n_edges]
+        self.column = torch.tensor(column, dtype=torch.int64)
+        self.lo = torch.tensor(lo, dtype=torch.int64)
+        self.hi = torch.tensor(hi, dtype=torch.int64)
+
+    def satisfied(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(N, P)`` bool: which predicates each coded row satisfies."""
+        values = codes[:, self.column.to(codes.device)]
+        return (values >= self.lo.to(codes.device)) & (values <= self.hi.to(codes.device))
+
+
+class _BitSelector:
+    """Picks the ``rank``-th set bit of one of many bitsets, for many queries at once.
+
+    Args:
+        bits: ``(G, W)`` int64 bitsets.
+        word_counts: ``(G, W)`` their per-word popcounts, if already known.
+    """
+
+    def __init__(self, bits: torch.Tensor, word_counts: torch.Tensor | None = None) -> None:
+        self.bits = bits
+        self.words = bits.shape[1]
+        counts = popcount(bits[..., None]) if word_counts is None else word_counts
+        self.totals = counts.sum(1)
+        self.offsets = torch.cumsum(self.totals, 0) - self.totals
+        # One sorted sequence for all bitsets: each query's word is one searchsorted away.
+        self.flat = (torch.cumsum(counts, 1) + self.offsets[:, None]).reshape(-1)
+
+    def select(self, which: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+        """Bit positions ``(N,)`` of the ``rank[n]``-th set bit (from 0) of bitset ``which[n]``."""
+        w = self.words
+        target = self.offsets[which] + rank
+        word = torch.searchsorted(self.flat, target, right=True)
+        before = torch.where(word % w == 0, self.offsets[which], self.flat[(word - 1).clamp_min(0)])
+        remaining = target - before  # rank within the word
+        value = self.bits.reshape(-1)[word]
+        # Within the word: bytes, then bits.
+        shifts = torch.arange(0, 64, 8, device=value.device)
+        byte_values = (value[:, None] >> shifts) & 0xFF
+        byte_cum = torch.cumsum(popcount(byte_values[..., None]), 1)
+        byte = torch.searchsorted(byte_cum, remaining[:, None], right=True)[:, 0]
+        remaining = remaining - torch.where(byte > 0, byte_cum.gather(1, (byte - 1).clamp_min(0)[:, None])[:, 0], 0)
+        chosen = byte_values.gather(1, byte[:, None])[:, 0]
+        bit_values = (chosen[:, None] >> torch.arange(8, device=value.device)) & 1
+        bit = torch.searchsorted(torch.cumsum(bit_values, 1), remaining[:, None], right=True)[:, 0]
+        return (word % w) * 64 + byte * 8 + bit
+
+
+@register_explainer
+class AnchorTabular(Explainer):
+    """Anchor explanations for tabular data (Ribeiro et al., AAAI 2018), as Alibi's ``AnchorTabular``.
+
+    Black-box: ``predictor`` takes a batch of rows ``(N, C)`` and returns class
+    probabilities or scores ``(N, K)`` or labels ``(N,)``. By default an ``nn.Module``
+    gets float tensors on the explainer's device (run in eval mode under
+    ``torch.no_grad`` and left as found) and any other callable gets numpy arrays
+    (scikit-learn's ``predict_proba``, an Alibi user's function). Categorical columns
+    hold integer codes; a model trained on one-hot columns is wrapped in a predictor
+    that encodes them.
+
+    Examples:
+        >>> train = np.array([[0, 1.0], [1, 5.0], [0, 2.0], [1, 7.0]] * 50, dtype=np.float32)
+        >>> predict = lambda x: (x[:, 1] > 4).astype(np.int64)
+        >>> explainer = AnchorTabular(predict, ["Kind", "Size"], {0: ["a", "b"]}, seed=0).fit(train)
+        >>> explainer.explain(train[:1]).anchor
+        [['Size <= 1.75']]
+    """
+
+    name = "AnchorTabular"
+    kind = "blackbox"
+    settings_class = AnchorTabularSettings
+
+    positional_settings = ("feature_names", "categorical_names")
+    _fit: dict[str, Any] | None = None  # what fit() learnt
+
+    # ----------------------------------------------------------------- fit
+
+    def fit(self, train_data: Any, disc_perc: Sequence[float] = (25, 50, 75)) -> AnchorTabular:
+        """Learn the discretiser and keep the training rows the sampler draws from.
+
+        Args:
+            train_data: ``(N, C)`` numpy array or tensor (categorical columns as codes).
+            disc_perc: percentiles at which numerical columns are binned (Alibi's default).
+
+        Returns:
+            The explainer (fitted).
+        """
+        config = self.settings
+        if config.feature_names is None:
+            raise ValueError(
+                "AnchorTabular needs feature_names (the name of every column) before fit: "
+                "AnchorTabular(predictor, feature_names, categorical_names)"
+            )
+        train = _as_rows("train_data", train_data, len(config.feature_names))
+        percentiles = _check_percentiles(disc_perc)
+        categorical = dict(config.categorical_names or {})
+        _check_codes("train_data", train, categorical)
+        numerical = [c for c in range(train.shape[1]) if c not in categorical]
+        discretiser = _Discretiser.fit(train.numpy(), numerical, percentiles)
+        self._set_fitted(train, percentiles, discretiser)
+        return self
+
+    def _set_fitted(self, train: torch.Tensor, percentiles: list[float], discretiser: _Discretiser) -> None:
+        config = self.settings
+        categorical = dict(config.categorical_names or {})
+        predicates = _Predicates(train.shape[1], categorical, discretiser)
+        codes = discretiser.codes(train, sorted(categorical))
+        satisfied = predicates.satisfied(codes)  # (N, P)
+        numerical = discretiser.numerical
+        self._fit = {
+            "train": train,
+            "disc_perc": percentiles,
+            "discretiser": discretiser,
+            "predicates": predicates,
+            "codes": codes,
+            "train_bits": pack_rows(satisfied),  # (P, W)
+            "minimum": train[:, numerical].min(0).values if numerical else torch.zeros(0),
+            "maximum": train[:, numerical].max(0).values if numerical else torch.zeros(0),
+        }
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        if self._fit is None:
+            return {}, {}
+        discretiser = self._fit["discretiser"]
+        data = {"disc_perc": list(self._fit["disc_perc"]), "numerical": list(discretiser.numerical)}
+        tensors = {"train_data": self._fit["train"]}
+        for column, edges in zip(discretiser.numerical, discretiser.edges, strict=True):
+            tensors[f"edges_{column}"] = torch.as_tensor(edges, dtype=torch.float64)
+        return data, tensors
+
+    def _restore_fitted_state(self, data: Any, tensors: Any) -> None:
+        if not data and not tensors:
+            return
+        expected = {"train_data"} | {f"edges_{c}" for c in data.get("numerical", [])}
+        if set(data) != {"disc_perc", "numerical"} or set(tensors) != expected:
+            raise ValueError(
+                f"AnchorTabular: fitted state must hold disc_perc, numerical and tensors {sorted(expected)}; "
+                f"got {sorted(data)} and {sorted(tensors)}"
+            )
+        train = _as_rows("train_data", tensors["train_data"], len(self.settings.feature_names))
+        categorical = dict(self.settings.categorical_names or {})
+        numerical = [int(c) for c in data["numerical"]]
+        if numerical != [c for c in range(train.shape[1]) if c not in categorical]:
+            raise ValueError(f"AnchorTabular: stored numerical columns {numerical} do not match categorical_names")
+        edges = [tensors[f"edges_{c}"].numpy() for c in numerical]
+        self._set_fitted(train, [float(p) for p in data["disc_perc"]], _Discretiser(numerical, edges))
+
+    # ----------------------------------------------------------------- explain
+
+    def explain(self, inputs: Any, **settings: Any) -> Explanation:
+        """Anchors for a batch of rows ``(B, C)``.
+
+        Args:
+            inputs: ``(B, C)`` numpy array or tensor (one row: ``row[None]``).
+            **settings: per-call settings (``threshold``, ``delta``, ``tau``,
+                ``batch_size``, ``coverage_samples``, ``beam_size``, ``stop_on_first``,
+                ``max_anchor_size``, ``min_samples_start``, ``n_covered_ex``,
+                ``internal_batch_size``), as Alibi's ``explain`` takes them.
+
+        Returns:
+            An :class:`Explanation` whose ``data`` holds, for B rows: ``anchor`` (B
+            lists of predicate names, in the order the search added them, as Alibi
+            writes them), ``feature`` (B lists of the anchor's column indices),
+            ``precision`` and ``coverage`` ``(B,)`` float64, ``success`` ``(B,)``
+            bool, ``target`` ``(B,)`` the explained class, ``predictions`` (the
+            predictor's output on the rows), ``covered_true`` / ``covered_false`` (B
+            tensors ``(k, C)``, ``k <= n_covered_ex``: samples with the anchor where
+            the prediction held / changed) and ``n_samples`` ``(B,)`` int64 (samples
+            the precision rests on). Tensors are on the inputs' device (cpu for numpy).
+        """
+        config = self._settings_for_call(settings)
+        if self._fit is None:
+            raise ValueError("AnchorTabular is not fitted: call explainer.fit(train_data) first")
+        if config.seed is None:
+            config = dataclasses.replace(config, seed=secrets.randbits(62))
+        run = _TabularRun(self, config, inputs)
+        data, totals = run.explain()
+        return self._explanation(config, data, run.device, disc_perc=list(self._fit["disc_perc"]), **totals)
+
+    def explanation_map(self, explanation: Explanation, inputs: Any) -> torch.Tensor:
+        """1.0 on each row's anchor columns, 0.0 elsewhere: ``(B, C)``."""
+        rows = inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(np.asarray(inputs))
+        out = torch.zeros(rows.shape, dtype=torch.float32, device=rows.device)
+        for i, columns in enumerate(explanation.data["feature"]):
+            out[i, columns] = 1.0
+        return out
+
+
+class _TabularRun:
+    """One ``explain`` call: predicates per row, coverage, the batched searches and the results."""
+
+    needs_order = True  # the fallbacks drop the anchor's last-added columns first
+
+    def __init__(self, explainer: AnchorTabular, config: AnchorTabularSettings, inputs: Any) -> None:
+        self.explainer = explainer
+        self.config = config
+        fit = explainer._fit
+        self.fit = fit
+        self.numpy_input = not isinstance(inputs, torch.Tensor)
+        rows = _as_rows("inputs", inputs, len(config.feature_names))
+        self.input_device = torch.device("cpu") if self.numpy_input else inputs.device
+        self.device = torch.device(config.device) if config.device is not None else self.input_device
+        self.categorical = dict(config.categorical_names or {})
+        _check_codes("inputs", rows, self.categorical)
+        self.rows = rows.to(self.device, fit["train"].dtype)
+        self.train = fit["train"].to(self.device)
+        self.train_codes = fit["codes"].to(self.device)
+        self.train_bits = fit["train_bits"].to(self.device)
+        self.predicates: _Predicates = fit["predicates"]
+        self.discretiser: _Discretiser = fit["discretiser"]
+        self.minimum = fit["minimum"].to(self.device, torch.float64)
+        self.maximum = fit["maximum"].to(self.device, torch.float64)
+        mode = config.predictor_input
+        predictor = explainer.model
+        if mode == "auto":
+            mode = "tensor" if isinstance(predictor, nn.Module) else "numpy"
+        self.mode = mode
+        chunk = config.internal_batch_size
+        self.chunk = _AUTO_ROWS if chunk == "auto" else chunk
+        self.calls = 0
+        self.rows_evaluated = 0
+        self.unknown_warned: set[int] = set()
+
+    # ----------------------------------------------------------------- the predictor
+
+    def predict(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs, labels = [], []
+        chunk = self.chunk or max(1, rows.shape[0])
+        for start in range(0, rows.shape[0], chunk):
+            part = rows[start : start + chunk]
+            given = part.cpu().numpy() if self.mode == "numpy" else part
+            output, label = scores_and_labels(self.explainer.model(given), part.shape[0], self.device)
+            self.calls += 1
+            self.rows_evaluated += part.shape[0]
+            outputs.append(output)
+            labels.append(label)
+        return torch.cat(outputs), torch.cat(labels)
+
+    # ----------------------------------------------------------------- the search
+
+    def explain(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        config, device = self.config, self.device
+        b = self.rows.shape[0]
+        model = self.explainer.model if isinstance(self.explainer.model, nn.Module) else None
+        with preserved_model_state(model), torch.no_grad():
+            predictions, self.target = self.predict(self.rows)
+            self._instance_predicates()
+            n_train = self.train.shape[0]
+            coverage_key = _random.stream_key(config.seed, _COVERAGE_STREAM, device)
+            picks = _random.integers(coverage_key, torch.arange(config.coverage_samples, device=device), 1, n_train)
+            cover = self.predicates.satisfied(self.train_codes[picks[:, 0]])  # (n_cov, P)
+            coverage_bits = pack_rows(cover)[self.pred_index]  # (B, M, W)
+            self.sample_key = _random.stream_key(config.seed, _SAMPLE_STREAM, device)
+            n_features = torch.full((b,), self.m, dtype=torch.int64, device=device)
+            result = run_engine(self.sample, n_features, coverage_bits, config.coverage_samples,
+                                **config.engine_options())
+        return self._data(result, predictions), {
+            "total_model_calls": self.calls, "total_rows_evaluated": self.rows_evaluated,
+            "search_rounds": result.n_rounds,
+        }
+
+    def _instance_predicates(self) -> None:
+        """Each row's predicates, in Alibi's order (columns in order, numerical ones expanded)."""
+        codes = self.discretiser.codes(self.rows, sorted(self.categorical))  # (B, C)
+        self.codes = codes
+        columns, index = [], []
+        first = self.predicates.first
+        for c in range(self.rows.shape[1]):
+            if c in self.categorical:
+                columns.append(c)
+                index.append(first[c] + codes[:, c])
+            else:
+                n_edges = len(self.discretiser.edges[self.discretiser.numerical.index(c)])
+                for k in range(n_edges):
+                    columns.append(c)
+                    # "<= edge k" when the row's bin is at most k, else "> edge k".
+                    index.append(first[c] + 2 * k + (codes[:, c] > k).to(torch.int64))
+        self.m = len(columns)
+        self.pred_column = torch.tensor(columns, dtype=torch.int64, device=self.device)
+        self.pred_index = torch.stack(index, dim=1).to(self.device) if index else torch.zeros(
+            self.rows.shape[0], 0, dtype=torch.int64, device=self.device
+        )
+        self.pred_lo = self.predicates.lo.to(self.device)[self.pred_index]
+        self.pred_hi = self.predicates.hi.to(self.device)[self.pred_index]
+
+    def sample(
+        self, owner: torch.Tensor, features: torch.Tensor, order: torch.Tensor | None, stream: torch.Tensor,
+        group: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One round of samples for every row: predicates satisfied, agreement, the sampled rows."""
+        values = self.conditioned_rows(owner, order, stream, group)
+        codes = self.discretiser.codes(values, sorted(self.categorical))
+        sample_codes = codes[:, self.pred_column]  # (N, M)
+        present = (sample_codes >= self.pred_lo[owner]) & (sample_codes <= self.pred_hi[owner])
+        _, labels = self.predict(values)
+        return present, labels == self.target[owner], values
+
+    def conditioned_rows(
+        self, owner: torch.Tensor, order: torch.Tensor, stream: torch.Tensor, group: torch.Tensor
+    ) -> torch.Tensor:
+        """Training rows, with the anchor's columns taken from training rows that satisfy it.
+
+        As Alibi's ``TabularSampler``: when at least as many training rows satisfy the
+        whole anchor as samples are asked for, the anchor's columns come from a random
+        one of them. Otherwise the request is filled level by level: every row
+        satisfying the whole anchor once, then rows satisfying the anchor without its
+        last-added column (that column drawn from rows satisfying its own predicates),
+        and so on (the last level used drawn at random); when even all levels together
+        fall short, every anchor column is drawn on its own. A column no training row
+        satisfies gets the row's own category, or a uniform draw over the numerical
+        column's training range, with a warning.
+        """
+        dev = self.device
+        n = owner.shape[0]
+        n_train = self.train.shape[0]
+        key = self.sample_key
+        length = order.shape[1]
+        base = _random.integers(key, stream, 1, n_train)[:, 0]
+        values = self.train[base].clone()
+        if length == 0 or n == 0:
+            return values
+        # One entry per request (rows of a request are adjacent).
+        n_groups = int(group[-1]) + 1
+        first_row = torch.zeros(n_groups, dtype=torch.int64, device=dev)
+        first_row.scatter_reduce_(0, group, torch.arange(n, device=dev), reduce="amin", include_self=False)
+        size = torch.bincount(group, minlength=n_groups)
+        g_owner, g_order = owner[first_row], order[first_row]  # (G,), (G, L)
+        # Only as many positions as this round's longest anchor (bitsets are (G, L, W)).
+        length = int((g_order >= 0).sum(1).max())
+        if length == 0:
+            return values
+        g_order = g_order[:, :length]
+        valid = g_order >= 0
+        g_pred = torch.where(valid, self.pred_index[g_owner[:, None], g_order.clamp_min(0)], 0)
+        g_col = torch.where(valid, self.predicates.column.to(dev)[g_pred], -1)
+        # Columns in order of first appearance, and each predicate's column rank.
+        same = (g_col[:, :, None] == g_col[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+        earlier = torch.tril(torch.ones(length, length, dtype=torch.bool, device=dev), diagonal=-1)
+        is_first = valid & ~(same & earlier).any(2)
+        rank_of_first = torch.cumsum(is_first.to(torch.int64), 1) - 1
+        first_pos = (same & (earlier | torch.eye(length, dtype=torch.bool, device=dev))).to(torch.int8).argmax(2)
+        rank = rank_of_first.gather(1, first_pos)  # (G, L)
+        words = self.train_bits.shape[1]
+        all_rows = pack_rows(torch.ones(n_train, 1, dtype=torch.bool, device=dev))[0]  # (W,)
+        col_bits = all_rows.expand(n_groups, length, words).clone()
+        for position in range(length):
+            bits = torch.where(valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows)
+            target = rank[:, position].clamp_min(0)
+            col_bits[torch.arange(n_groups, device=dev), target] &= bits
+        n_cols = is_first.sum(1)
+        # Column of each rank (a spare last slot takes the positions that are not first).
+        col_of_rank = torch.full((n_groups, length + 1), -1, dtype=torch.int64, device=dev)
+        col_of_rank.scatter_(1, torch.where(is_first, rank_of_first, length), torch.where(is_first, g_col, -1))
+        col_of_rank = col_of_rank[:, :length]
+        col_used = torch.arange(length, device=dev) < n_cols[:, None]
+        col_word_counts = popcount(col_bits[..., None])  # (G, L, W)
+        col_count = col_word_counts.sum(-1)
+        unknown = col_used & (col_count == 0)
+        # Known columns, compacted to the front in order; unknown ones are set apart (as Alibi).
+        known = col_used & ~unknown
+        known_order = torch.sort((~known).to(torch.int8), dim=1, stable=True).indices
+        k_bits = col_bits.gather(1, known_order[..., None].expand(-1, -1, words))
+        own = _BitSelector(k_bits.reshape(-1, words), col_word_counts.gather(
+            1, known_order[..., None].expand(-1, -1, words)).reshape(-1, words))
+        k_col = torch.where(known.gather(1, known_order), col_of_rank.gather(1, known_order), -1)
+        n_known = known.sum(1)
+        prefix = k_bits.clone()
+        for r in range(1, length):
+            prefix[:, r] = prefix[:, r - 1] & k_bits[:, r]
+        levels_bits = _BitSelector(prefix.reshape(-1, words))
+        prefix_count = levels_bits.totals.view(n_groups, length)  # rows satisfying the first r + 1 known columns
+        # Level j drops the last j known columns: its rows satisfy the first n_known - j.
+        levels = torch.arange(length, device=dev)
+        level_prefix = (n_known[:, None] - 1 - levels)  # prefix index of level j
+        level_count = torch.where(level_prefix >= 0, prefix_count.gather(1, level_prefix.clamp_min(0)), 0)
+        full = level_count[:, 0]
+        enough = full >= size
+        cum = torch.cumsum(level_count, 1)
+        # Per sample: its slot in the request, its level, its rank within the level.
+        slot = torch.arange(n, device=dev) - first_row[group]
+        s_cum = cum[group]
+        level = torch.searchsorted(s_cum, slot[:, None], right=True)[:, 0]
+        level = torch.where(enough[group], 0, level)
+        beyond = level >= n_known[group]
+        prev = torch.where(level > 0, s_cum.gather(1, (level - 1).clamp(0, length - 1)[:, None])[:, 0], 0)
+        this_count = level_count[group].gather(1, level.clamp(max=length - 1)[:, None])[:, 0]
+        fully_used = s_cum.gather(1, level.clamp(max=length - 1)[:, None])[:, 0] <= size[group]
+        random_rank = _random.integers(key, stream, torch.tensor([1], device=dev), this_count.clamp_min(1)[:, None])[:, 0]
+        in_level = torch.where(enough[group] | ~fully_used, random_rank, slot - prev)
+        has_level = ~beyond & (n_known[group] > 0)
+        which = group * length + level_prefix[group].gather(1, level.clamp(max=length - 1)[:, None])[:, 0].clamp_min(0)
+        take = torch.nonzero(has_level).flatten()
+        level_row = torch.zeros(n, dtype=torch.int64, device=dev)
+        if take.numel():
+            level_row[take] = levels_bits.select(which[take], in_level[take])
+        # Columns: kept ones from the level's row, dropped ones (and all, beyond) on their own.
+        kept = n_known[group] - level  # known columns taken from the level row
+        own_count = own.totals.view(n_groups, length)
+        for r in range(length):
+            column = k_col[group, r]
+            active = column >= 0
+            if not bool(active.any()):
+                break
+            from_level = has_level & (r < kept)
+            count = own_count[group, r]
+            own_rank = _random.integers(key, stream, torch.tensor([2 + r], device=dev), count.clamp_min(1)[:, None])[:, 0]
+            alone = torch.nonzero(active & ~from_level).flatten()
+            source = level_row.clone()
+            if alone.numel():
+                source[alone] = own.select(group[alone] * length + r, own_rank[alone])
+            rows = torch.nonzero(active).flatten()
+            values[rows, column[rows]] = self.train[source[rows], column[rows]]
+        if bool(unknown.any()):
+            self._fill_unknown(values, owner, stream, group, unknown, col_of_rank)
+        return values
+
+    def _fill_unknown(self, values, owner, stream, group, unknown, col_of_rank) -> None:
+        """Columns of an anchor no training row satisfies: the row's category, or uniform over the range."""
+        key = self.sample_key
+        length = unknown.shape[1]
+        for r in range(length):
+            cols = torch.where(unknown[group, r], col_of_rank[group, r], -1)
+            rows = torch.nonzero(cols >= 0).flatten()
+            if not rows.numel():
+                continue
+            for column in torch.unique(cols[rows]).tolist():
+                sel = rows[cols[rows] == column]
+                if column in self.categorical:
+                    values[sel, column] = self.rows[owner[sel], column]
+                else:
+                    j = self.discretiser.numerical.index(column)
+                    u = _random.uniform(key, stream[sel], torch.tensor([1_000_000 + column], device=self.device), torch.float64)
+                    low, high = self.minimum[j], self.maximum[j]
+                    values[sel, column] = (low + u[:, 0] * (high - low)).to(values.dtype)
+                if column not in self.unknown_warned:
+                    self.unknown_warned.add(column)
+                    what = (
+                        "using the row's own category" if column in self.categorical
+                        else "sampling uniformly over the column's training range"
+                    )
+                    warnings.warn(
+                        f"AnchorTabular: no training row satisfies the anchor's predicates on column "
+                        f"{self.config.feature_names[column]!r}; {what} (as Alibi does)",
+                        RuntimeWarning, stacklevel=6,
+                    )
+
+    # ----------------------------------------------------------------- results
+
+    def _names(self, row: int, predicates: list[int]) -> tuple[list[str], list[int]]:
+        """Alibi's names for one anchor (numerical columns merged into one range, at their first predicate)."""
+        names_of = self.config.feature_names
+        columns = self.pred_column.tolist()
+        index = self.pred_index[row].tolist()
+        lo, hi = self.predicates.lo.tolist(), self.predicates.hi.tolist()
+        bounds: dict[int, list[float]] = {}
+        for p in predicates:
+            c = columns[p]
+            if c in self.categorical:
+                continue
+            low, high = bounds.setdefault(c, [-np.inf, np.inf])
+            if lo[index[p]] == 0:  # "<= edge k": bins up to k
+                bounds[c][1] = min(high, hi[index[p]])
+            else:  # "> edge k": bins from k + 1
+                bounds[c][0] = max(low, lo[index[p]] - 1)
+        names, features, seen = [], [], set()
+        for p in predicates:
+            c = columns[p]
+            if c not in features:
+                features.append(c)
+            if c in self.categorical:
+                value = self.categorical[c][lo[index[p]]]
+                names.append(value if ("<" in value or ">" in value) else f"{names_of[c]} = {value}")
+                continue
+            if c in seen:
+                continue
+            seen.add(c)
+            edges = self.discretiser.edges[self.discretiser.numerical.index(c)]
+            low, high = bounds[c]
+            if low > -np.inf and high < np.inf:
+                names.append(f"{edges[int(low)]:.2f} < {names_of[c]} <= {edges[int(high)]:.2f}")
+            elif high < np.inf:
+                names.append(f"{names_of[c]} <= {edges[int(high)]:.2f}")
+            else:
+                names.append(f"{names_of[c]} > {edges[int(low)]:.2f}")
+        return names, features
+
+    def _data(self, result: EngineResult, predictions: torch.Tensor) -> dict[str, Any]:
+        out = self.input_device
+        b = self.rows.shape[0]
+        names, features = [], []
+        for i in range(b):
+            n, f = self._names(i, result.anchors[i])
+            names.append(n)
+            features.append(f)
+        store = result.store
+        owner = store.view("owner")
+        agree = store.view("agree")
+        covered_true, covered_false = [], []
+        order = torch.argsort(owner, stable=True)
+        members = result.members[order]
+        owner_sorted, agree_sorted = owner[order], agree[order]
+        for kind, kept in ((True, covered_true), (False, covered_false)):
+            hits = order[members & (agree_sorted == kind)]
+            counts = torch.bincount(owner_sorted[members & (agree_sorted == kind)], minlength=b).tolist()
+            start = 0
+            for i in range(b):
+                rows = hits[start : start + min(counts[i], self.config.n_covered_ex)]
+                start += counts[i]
+                kept.append(store.payload[rows].to(out) if store.payload is not None else self.rows[:0].to(out))
+        return {
+            "anchor": names,
+            "feature": features,
+            "precision": result.precision.to(out),
+            "coverage": result.coverage.to(out),
+            "success": result.success.to(out),
+            "target": self.target.to(out),
+            "predictions": predictions.to(out),
+            "covered_true": covered_true,
+            "covered_false": covered_false,
+            "n_samples": result.n_samples.to(out),
+        }
+
+
+def _as_rows(name: str, value: Any, n_columns: int) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        rows = value.detach()
+    elif isinstance(value, np.ndarray):
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+            raise TypeError(f"{name} must hold numbers (categorical columns as integer codes), got dtype {value.dtype}")
+        rows = torch.from_numpy(np.ascontiguousarray(value))
+    else:
+        raise TypeError(
+            f"{name} must be a torch.Tensor or a numpy array shaped (N, {n_columns}), got {type(value).__name__}"
+        )
+    if rows.dim() != 2 or rows.shape[1] != n_columns:
+        raise ValueError(
+            f"{name} must be shaped (N, {n_columns}) (one column per feature name), got {tuple(rows.shape)}"
+        )
+    if rows.shape[0] == 0:
+        raise ValueError(f"{name} has batch size 0; give at least one row")
+    if rows.is_complex():
+        raise TypeError(f"{name} must be real, got {rows.dtype}")
+    if not rows.is_floating_point():
+        rows = rows.to(torch.float32)
+    return _checks.check_finite(name, rows)
+
+
+def _check_codes(name: str, rows: torch.Tensor, categorical: dict[int, list[str]]) -> None:
+    for column, names in categorical.items():
+        values = rows[:, column]
+        bad = (values != values.round()) | (values < 0) | (values >= len(names))
+        if bool(bad.any()):
+            first = int(torch.nonzero(bad)[0, 0])
+            raise ValueError(
+                f"{name}[{first}, {column}] = {values[first].item()!r}: column {column} is categorical with "
+                f"{len(names)} categories, so its values must be integer codes 0..{len(names) - 1}"
+            )
+
+
+def _check_percentiles(disc_perc: Any) -> list[float]:
+    if isinstance(disc_perc, (str, bytes)) or not isinstance(disc_perc, Sequence) or not disc_perc:
+        raise TypeError(f"disc_perc must be a non-empty sequence of percentiles, got {disc_perc!r}")
+    values = []
+    for p in disc_perc:
+        if not _checks.is_number(p) or not 0 <= float(p) <= 100:
+            raise ValueError(f"disc_perc values must be percentiles in [0, 100], got {p!r}")
+        values.append(float(p))
+    return values
+
+
+@functional_twin(AnchorTabular)
+def anchor_tabular(
+    predictor: Any, inputs: Any, train_data: Any, disc_perc: Sequence[float] = (25, 50, 75), **settings: Any
+) -> Explanation:
+    """Functional form of :class:`AnchorTabular`: fit on ``train_data`` and explain ``inputs`` in one call.
+
+    Examples:
+        >>> train = np.array([[0, 1.0], [1, 5.0], [0, 2.0], [1, 7.0]] * 50, dtype=np.float32)
+        >>> predict = lambda x: (x[:, 1] > 4).astype(np.int64)
+        >>> anchor_tabular(predict, train[:1], train, feature_names=["Kind", "Size"], seed=0).anchor
+        [['Size <= 1.75']]
+    """
+    return AnchorTabular(predictor, **settings).fit(train_data, disc_perc).explain(inputs)
