@@ -427,6 +427,7 @@ class _TabularRun:
             n_features = torch.full((b,), self.m, dtype=torch.int64, device=device)
             result = run_engine(self.sample, n_features, coverage_bits, config.coverage_samples,
                                 **config.engine_options())
+        self.result = result
         return self._data(result, predictions), {
             "total_model_calls": self.calls, "total_rows_evaluated": self.rows_evaluated,
             "search_rounds": result.n_rounds,
