@@ -258,7 +258,9 @@ def test_precision_holds_on_fresh_samples_and_numpy_predictors_agree(census):
     for i in torch.nonzero(exp.success).flatten().tolist():
         predicates = searched.result.anchors[i]
         assert run._names(i, predicates)[0] == exp.anchor[i]
-        owner, features, order, stream, group = _requests(run, [predicates], 2000)
+        # in requests of 100, as the search draws (a larger request than the training rows
+        # matching the anchor is filled with partial anchors, as in Alibi)
+        owner, features, order, stream, group = _requests(run, [predicates] * 20, 100)
         values = run.conditioned_rows(owner + i, order, stream, group)
         fresh = (model(values).argmax(1) == exp.target[i]).float().mean().item()
         assert fresh >= 0.95 - 0.05, (i, exp.anchor[i], fresh)
