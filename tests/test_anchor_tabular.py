@@ -294,3 +294,34 @@ def test_bad_inputs_name_the_value():
         AnchorTabular(toy_predict, NAMES, CATEGORIES).fit(train, disc_perc=(25, 150))
     with pytest.raises(ValueError, match="predictor_input must be one of"):
         AnchorTabular(toy_predict, NAMES, predictor_input="list")
+
+
+def test_loan_demo_writes_the_explanations_and_pictures(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    from torchexplain import Explanation
+
+    monkeypatch.setenv("TORCHEXPLAIN_CACHE", str(tmp_path / "cache"))  # trains its model here (seconds)
+    path = Path(__file__).parents[1] / "examples" / "loan_anchors.py"
+    spec = importlib.util.spec_from_file_location("loan_anchors", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    summary = demo.run(tmp_path / "out", n_rows=24, device="cpu")
+    assert summary["test_accuracy"] > 0.8 and summary["rows_explained"] == 24
+    saved = Explanation.from_json((tmp_path / "out" / "loan_anchors.json").read_text())
+    # the file holds what the explainer gives for those rows
+    from torchexplain.zoo import pretrained_census_mlp
+
+    model, cached = pretrained_census_mlp()
+    assert cached
+    data = load_census()
+    again = AnchorTabular(model, data.feature_names, data.categorical_names, seed=0).fit(data.X_train).explain(
+        torch.from_numpy(data.X_test[:24]))
+    assert saved.anchor == again.anchor and torch.equal(saved.precision, again.precision)
+    assert [e["anchor"] for e in summary["examples"]] == again.anchor[:6]
+    for name in ("loan_anchors.png", "loan_predicates.png"):
+        with Image.open(tmp_path / "out" / name) as picture:
+            assert picture.size[0] > 300 and picture.size[1] > 60

@@ -507,6 +507,44 @@ class _TabularRun:
         valid = g_order >= 0
         g_pred = torch.where(valid, self.pred_index[g_owner[:, None], g_order.clamp_min(0)], 0)
         g_col = torch.where(valid, self.predicates.column.to(dev)[g_pred], -1)
+        # The common case first: enough training rows satisfy the whole anchor, and every
+        # anchor column comes from one random one of them (one AND per predicate, one select).
+        words = self.train_bits.shape[1]
+        all_rows = pack_rows(torch.ones(n_train, 1, dtype=torch.bool, device=dev))[0]  # (W,)
+        full_bits = all_rows.expand(n_groups, words).clone()
+        for position in range(length):
+            full_bits &= torch.where(valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows)
+        full = _BitSelector(full_bits)
+        enough = full.totals >= size
+        easy = torch.nonzero(enough[group]).flatten()
+        if easy.numel():
+            rank = _random.integers(key, stream[easy], torch.tensor([1], device=dev), full.totals[group[easy], None])[:, 0]
+            source = full.select(group[easy], rank)
+            for position in range(length):
+                column = g_col[group[easy], position]
+                use = torch.nonzero(column >= 0).flatten()
+                values[easy[use], column[use]] = self.train[source[use], column[use]]
+        hard = torch.nonzero(~enough).flatten()
+        if hard.numel():
+            rows = torch.nonzero(~enough[group]).flatten()
+            # Renumber the hard requests 0..G'-1 and fill them with Alibi's fallbacks.
+            renumber = torch.full((n_groups,), -1, dtype=torch.int64, device=dev)
+            renumber[hard] = torch.arange(hard.numel(), device=dev)
+            self._fallback_rows(values, rows, owner[rows], stream[rows], renumber[group[rows]], g_order[hard],
+                                g_pred[hard], g_col[hard], size[hard], first_row[hard])
+        return values
+
+    def _fallback_rows(
+        self, values, rows, owner, stream, group, g_order, g_pred, g_col, size, first_row
+    ) -> None:
+        """Requests with fewer matching training rows than samples: Alibi's levels and fallbacks."""
+        dev = self.device
+        key = self.sample_key
+        n = rows.shape[0]
+        n_groups, length = g_order.shape
+        n_train = self.train.shape[0]
+        valid = g_order >= 0
+        global_rows, sub = rows, values[rows]
         # Columns in order of first appearance, and each predicate's column rank.
         same = (g_col[:, :, None] == g_col[:, None, :]) & valid[:, :, None] & valid[:, None, :]
         earlier = torch.tril(torch.ones(length, length, dtype=torch.bool, device=dev), diagonal=-1)
@@ -551,7 +589,7 @@ class _TabularRun:
         enough = full >= size
         cum = torch.cumsum(level_count, 1)
         # Per sample: its slot in the request, its level, its rank within the level.
-        slot = torch.arange(n, device=dev) - first_row[group]
+        slot = global_rows - first_row[group]
         s_cum = cum[group]
         level = torch.searchsorted(s_cum, slot[:, None], right=True)[:, 0]
         level = torch.where(enough[group], 0, level)
@@ -582,11 +620,11 @@ class _TabularRun:
             source = level_row.clone()
             if alone.numel():
                 source[alone] = own.select(group[alone] * length + r, own_rank[alone])
-            rows = torch.nonzero(active).flatten()
-            values[rows, column[rows]] = self.train[source[rows], column[rows]]
+            hit = torch.nonzero(active).flatten()
+            sub[hit, column[hit]] = self.train[source[hit], column[hit]]
         if bool(unknown.any()):
-            self._fill_unknown(values, owner, stream, group, unknown, col_of_rank)
-        return values
+            self._fill_unknown(sub, owner, stream, group, unknown, col_of_rank)
+        values[global_rows] = sub
 
     def _fill_unknown(self, values, owner, stream, group, unknown, col_of_rank) -> None:
         """Columns of an anchor no training row satisfies: the row's category, or uniform over the range."""
