@@ -116,14 +116,16 @@ def kl_bounds(p: torch.Tensor, level: torch.Tensor, n_iter: int = 17) -> tuple[t
     radius = torch.sqrt(level / 2.0)
     lo = torch.stack([(p - radius).clamp(0.0, 1.0), p])
     hi = torch.stack([p, (p + radius).clamp_max(1.0)])
-    upper = torch.tensor([False, True], device=p.device).reshape((2,) + (1,) * p.dim())
+    lower_half = torch.tensor([True, False], device=p.device).reshape((2,) + (1,) * p.dim())
     pc = p.clamp(_EPS_LOW, _EPS_HIGH)
-    entropy_term = pc * torch.log(pc) + (1 - pc) * torch.log(1 - pc)
+    qc = 1 - pc
+    entropy_term = pc * torch.log(pc) + qc * torch.log(qc)
     for _ in range(1, n_iter):
         mid = (lo + hi) / 2.0
         q = mid.clamp(_EPS_LOW, _EPS_HIGH)
-        kl = entropy_term - pc * torch.log(q) - (1 - pc) * torch.log(1 - q)
-        move_hi = (kl > level) == upper
+        kl = entropy_term - pc * torch.log(q) - qc * torch.log(1 - q)
+        # the upper bound moves hi down where KL exceeds the level; the lower one moves lo up
+        move_hi = (kl > level) ^ lower_half
         hi = torch.where(move_hi, mid, hi)
         lo = torch.where(move_hi, lo, mid)
     return lo[0], hi[1]
@@ -325,10 +327,19 @@ class _Engine:
         self.n_drawn = torch.zeros(b, **i64)
         self.store = SampleStore.empty(m, dev)
         # Samples of each instance's latest beam, as (row, instance, beam column) entries.
-        self.pair_row = torch.zeros(0, **i64)
-        self.pair_inst = torch.zeros(0, **i64)
-        self.pair_j = torch.zeros(0, **i64)
-        self.proposal_row = torch.zeros(b, **i64)
+        # Held per instance as one segment of flat arrays (start, length), so a proposal
+        # touches only its own instances' entries; stale segments are compacted away.
+        self.pair_row = torch.zeros(1024, **i64)
+        self.pair_j = torch.zeros(1024, **i64)
+        self.pair_start = torch.zeros(b, **i64)
+        self.pair_len = torch.zeros(b, **i64)
+        self.pair_used = 0
+        self.pair_stale = 0
+        # Each round's rows of instance i are one block of the store: where each block starts.
+        self.block_start = torch.zeros(64, b, **i64)
+        self.block_len = torch.zeros(64, b, **i64)
+        self.proposal_round = torch.zeros(b, **i64)
+        self.n_rounds = 0
         self.request = torch.zeros(b, a, **i64)
         self.requested = torch.zeros(b, dtype=torch.bool, device=dev)
         self.n_syncs = 0
@@ -411,37 +422,80 @@ class _Engine:
         hit_row, hit_j = flat // j, flat % j
         return rows[hit_row], owner[hit_row], hit_j
 
+    def _ranges(
+        self, starts: torch.Tensor, lengths: torch.Tensor, use: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat indices of the ranges ``[start, start + length)`` of ``(n, R)`` tables, and each one's row ``n``."""
+        if use is not None:
+            lengths = torch.where(use, lengths, 0)
+        flat_len = lengths.reshape(-1)
+        total = int(flat_len.sum())
+        self.n_syncs += 1
+        owner = torch.arange(starts.shape[0], device=self.device).repeat_interleave(starts.shape[1])
+        which = torch.repeat_interleave(torch.arange(flat_len.shape[0], device=self.device), flat_len, output_size=total)
+        offset = torch.cumsum(flat_len, 0) - flat_len
+        index = starts.reshape(-1)[which] + torch.arange(total, device=self.device) - offset[which]
+        return index, owner[which]
+
+    def _keep_pairs(self, idx: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, col: torch.Tensor, old: int) -> None:
+        """Store (row, column) entries as the new segments of instances ``idx`` (``pos``: position in idx)."""
+        n, total = idx.shape[0], rows.shape[0]
+        order = torch.sort(pos, stable=True).indices
+        counts = torch.bincount(pos, minlength=n)
+        self.pair_stale += old
+        self.pair_len[idx] = 0  # their old segments are stale from here on
+        if self.pair_used + total > self.pair_row.shape[0] or self.pair_stale > max(self.pair_used // 2, 1 << 16):
+            self._compact_pairs(extra=total)
+        start = self.pair_used
+        self.pair_row[start : start + total] = rows[order]
+        self.pair_j[start : start + total] = col[order]
+        self.pair_start[idx] = start + torch.cumsum(counts, 0) - counts
+        self.pair_len[idx] = counts
+        self.pair_used += total
+
+    def _compact_pairs(self, extra: int) -> None:
+        """Drop stale segments (and make room for ``extra`` more entries)."""
+        everyone = torch.arange(self.b, device=self.device)
+        held, owner = self._ranges(self.pair_start[:, None], self.pair_len[:, None], None)
+        live = held.shape[0]
+        capacity = max(2 * (live + extra), 1024)
+        rows = torch.zeros(capacity, dtype=torch.int64, device=self.device)
+        cols = torch.zeros(capacity, dtype=torch.int64, device=self.device)
+        rows[:live], cols[:live] = self.pair_row[held], self.pair_j[held]
+        self.pair_row, self.pair_j = rows, cols
+        self.pair_start[everyone] = torch.cumsum(self.pair_len, 0) - self.pair_len
+        self.pair_used, self.pair_stale = live, 0
+
     def _beam_rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The samples of the beam of size ``size - 1`` of instances ``idx`` (the empty anchor at size 1).
 
         Kept from one proposal to the next: a beam arm's samples are its parent's samples
         (kept last time) that keep the added feature, plus the rows drawn for it since it
-        was created, which lie in the store after that proposal. So each row is looked at
-        once for its tag, and then only while it belongs to a beam.
+        was created, which lie in this instance's blocks of the rounds since that
+        proposal. So each row is looked at once for its tag, and then only while it
+        belongs to a beam; the work is proportional to these instances' own rows.
 
         Returns ``(rows, position in idx, beam column)``, one entry per membership.
         """
         dev, beam = self.device, self.beam
-        n = idx.shape[0]
-        local = torch.full((self.b,), -1, dtype=torch.int64, device=dev)
-        local[idx] = torch.arange(n, device=dev)
         size = self.size[idx]
         first = size == 1
-        # Rows drawn since the last proposal of these instances: the new beam arms' own rows.
-        tail = int(self.proposal_row[idx].min())
-        self.n_syncs += 1
-        tail_owner = local[self.store.owner[tail : self.store.size]]
-        tail_tag = self.store.tag[tail : self.store.size]
         slots = torch.where(first[:, None], 0, self._hist_slots((size - 1).clamp_min(1)))
         in_beam = torch.arange(beam, device=dev) < torch.where(first, 1, self.n_beam[idx, (size - 1).clamp_min(0)])[:, None]
         ids = torch.where(in_beam, self.slot_id[idx[:, None], slots], -2)  # (n, beam)
-        own = (tail_owner >= 0)[:, None] & (tail_tag[:, None] == ids[tail_owner.clamp_min(0)])
+        # Rows drawn since these instances' last proposal: the new beam arms' own rows.
+        since = self._ranges(
+            self.block_start[: self.n_rounds, idx].T, self.block_len[: self.n_rounds, idx].T,
+            torch.arange(self.n_rounds, device=dev)[None, :] >= self.proposal_round[idx][:, None],
+        )
+        since_rows, since_pos = since
+        own = (self.store.tag[since_rows][:, None] == ids[since_pos])
         own = self._sync_nonzero(own.reshape(-1))
-        own_rows, own_pos, own_j = tail + own // beam, tail_owner[own // beam], own % beam
+        own_rows, own_pos, own_j = since_rows[own // beam], since_pos[own // beam], own % beam
         # Inherited: the parents' rows kept at the previous proposal (none at size 1).
-        mine = local[self.pair_inst] >= 0
-        keep = self._sync_nonzero(mine)
-        old_rows, old_pos, old_j = self.pair_row[keep], local[self.pair_inst[keep]], self.pair_j[keep]
+        lengths = self.pair_len[idx]
+        held, old_pos = self._ranges(self.pair_start[idx][:, None], lengths[:, None], None)
+        old_rows, old_j = self.pair_row[held], self.pair_j[held]
         parent_slot = self.slot_parent[idx[:, None], slots]
         # Beam column of each arm's parent (the empty anchor has column 0).
         parent_col = torch.where(parent_slot == 0, 0, (parent_slot - self.hist0) % beam)  # (n, beam)
@@ -456,12 +510,8 @@ class _Engine:
         rows = torch.cat([inh_rows, own_rows])
         pos = torch.cat([inh_pos, own_pos])
         col = torch.cat([inh_j, own_j])
-        # Keep them for the next proposal, in place of these instances' old entries.
-        others = self._sync_nonzero(~mine)
-        self.pair_row = torch.cat([self.pair_row[others], rows])
-        self.pair_inst = torch.cat([self.pair_inst[others], idx[pos]])
-        self.pair_j = torch.cat([self.pair_j[others], col])
-        self.proposal_row[idx] = self.store.size
+        self._keep_pairs(idx, rows, pos, col, int(lengths.sum()))
+        self.proposal_round[idx] = self.n_rounds
         return rows, pos, col
 
     # ------------------------------------------------------------------ phases
@@ -745,6 +795,13 @@ class _Engine:
         present, agree, payload = self.sampler(owner, features, order, stream, group)
         present = present.to(dev, torch.bool)
         agree = agree.to(dev, torch.bool)
+        if self.n_rounds == self.block_start.shape[0]:
+            self.block_start = torch.cat([self.block_start, torch.zeros_like(self.block_start)])
+            self.block_len = torch.cat([self.block_len, torch.zeros_like(self.block_len)])
+        # Rows are laid out instance by instance: each instance's rows of this round are one block.
+        self.block_start[self.n_rounds] = self.store.size + starts
+        self.block_len[self.n_rounds] = per_instance
+        self.n_rounds += 1
         self.store.append(
             present, agree, owner, stream, self.slot_id[owner, slot], self.slot_len[owner, slot], payload
         )
