@@ -283,6 +283,24 @@ def adapt_anchor(benchmark: str, payload: dict[str, Any], device: str) -> list[d
     return rows
 
 
+def adapt_anchor_tabular(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """bench_anchor_tabular: AnchorTabular seconds per row, batched and one by one, vs Alibi
+    (only when measured in the same run) and, for the batch it was sized on, the floor."""
+    results = payload.get("results", {})
+    alibi = results.get("alibi", {})
+    measured_alibi = alibi.get("s_per_row") if alibi.get("installed") else None
+    floor = results.get("model only (floor)", {})
+    rows = []
+    for name, entry in results.items():
+        if not name.startswith("torchexplain") or "s_per_row" not in entry:
+            continue
+        floor_s = floor.get("s_per_row") if entry.get("rows") == floor.get("rows") and "batch" in name else None
+        rows.append(_row(benchmark, "anchor_tabular", f"census_mlp {name.removeprefix('torchexplain ')} (s per row)",
+                         device, entry["s_per_row"], "alibi" if measured_alibi else None, measured_alibi,
+                         "model_only" if floor_s else None, floor_s))
+    return rows
+
+
 def adapt_generic(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
     return adapt_providers(benchmark, payload, device) or adapt_flat(benchmark, payload, device)
 
@@ -294,6 +312,7 @@ ADAPTERS: dict[str, Callable[[str, dict[str, Any], str], list[dict[str, Any]]]] 
     "bench_monitor": adapt_providers,
     "bench_counterfactual": adapt_counterfactual,
     "bench_anchor": adapt_anchor,
+    "bench_anchor_tabular": adapt_anchor_tabular,
 }
 
 
