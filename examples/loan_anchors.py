@@ -45,7 +45,9 @@ def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None
     out.mkdir(parents=True, exist_ok=True)
     (out / "loan_anchors.json").write_text(explanation.to_json())
     classes = data.class_names
-    shown = list(range(min(6, n_rows)))
+    # a few of each decision: the first three rows predicted each way
+    targets = explanation.target.tolist()
+    shown = sorted([i for i, t in enumerate(targets) if t == 1][:3] + [i for i, t in enumerate(targets) if t == 0][:3])
     anchors = [
         (f"{classes[int(explanation.target[i])]:>5} IF {' AND '.join(explanation.anchor[i]) or '(anything)'}",
          (float(explanation.precision[i]), float(explanation.coverage[i])))
