@@ -111,6 +111,18 @@ def check_seed(name: str, value: Any) -> int | None:
     return int(value)
 
 
+def check_device(name: str, value: Any) -> str | None:
+    """None, or a device name torch understands, normalised (``"cuda"`` stays ``"cuda"``)."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be None, a string or a torch.device, got {type(value).__name__}")
+    try:
+        return str(torch.device(value))
+    except RuntimeError as err:
+        raise ValueError(f"{name} {value!r} is not a valid torch device: {err}") from None
+
+
 def check_tensor_batch(
     name: str,
     value: Any,

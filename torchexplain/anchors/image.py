@@ -289,14 +289,7 @@ class AnchorImageSettings(AnchorSearchSettings):
         background = self.images_background
         if background is not None:
             _checks.check_tensor_batch("images_background", background, exact_dim=4, layout="(N, C, H, W)")
-        device = self.device
-        if device is not None:
-            if not isinstance(device, (str, torch.device)):
-                raise TypeError(f"device must be None, a string or a torch.device, got {type(device).__name__}")
-            try:
-                device = str(torch.device(device))
-            except RuntimeError as err:
-                raise ValueError(f"device {device!r} is not a valid torch device: {err}") from None
+        device = _checks.check_device("device", self.device)
         _checks.check_seed("seed", self.seed)
         _checks.check_bool("cache_predictions", self.cache_predictions)
         _checks.check_number("p_sample", self.p_sample, 0.0, 1.0, low_open=True, high_open=True)

@@ -101,14 +101,7 @@ class AnchorTabularSettings(AnchorSearchSettings):
         normalised["feature_names"] = names
         _checks.check_seed("seed", self.seed)
         normalised["seed"] = None if self.seed is None else int(self.seed)
-        device = self.device
-        if device is not None:
-            if not isinstance(device, (str, torch.device)):
-                raise TypeError(f"device must be None, a string or a torch.device, got {type(device).__name__}")
-            try:
-                device = str(torch.device(device))
-            except RuntimeError as err:
-                raise ValueError(f"device {device!r} is not a valid torch device: {err}") from None
+        device = _checks.check_device("device", self.device)
         normalised["device"] = device
         _checks.check_choice("predictor_input", self.predictor_input, ("auto", "numpy", "tensor"))
         _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
