@@ -338,3 +338,18 @@ def test_grey_images_reach_the_predictor_channels_last_with_the_same_values():
     torch.testing.assert_close(conv(strided), conv(grey), rtol=1e-5, atol=1e-6)
     rgb = torch.rand(2, 3, 4, 4)
     assert _grey_channels_last(rgb) is rgb
+
+
+def test_a_batch_too_large_for_memory_is_searched_in_parts_with_the_same_result(monkeypatch):
+    import torchexplain.anchors._batches as batches
+
+    model = BlocksModel([1, 6])
+    images = torch.stack([bright_image(), bright_image([1, 6, 9]), bright_image([2, 3])])
+    kwargs = dict(segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=7, **FAST)
+    whole = anchor_image(model, images, **kwargs)
+    monkeypatch.setattr(batches, "instances_per_search", lambda bytes_each, device, total: 2)
+    split = anchor_image(model, images, **kwargs)
+    assert split.meta["search_parts"] == 2 and whole.meta["search_parts"] == 1
+    assert split.anchor == whole.anchor and torch.equal(split.mask, whole.mask)
+    for name in ("precision", "coverage", "success", "target", "n_images_evaluated"):
+        assert torch.equal(getattr(split, name), getattr(whole, name)), name

@@ -327,3 +327,26 @@ def test_loan_demo_writes_the_explanations_and_pictures(tmp_path, monkeypatch):
     for name in ("loan_anchors.png", "loan_predicates.png"):
         with Image.open(tmp_path / "out" / name) as picture:
             assert picture.size[0] > 300 and picture.size[1] > 60
+
+
+def test_a_batch_too_large_for_memory_is_searched_in_parts_with_the_same_result(monkeypatch):
+    import torchexplain.anchors._batches as batches
+
+    train = toy_train()
+    explainer = AnchorTabular(toy_predict, NAMES, CATEGORIES, seed=0).fit(train)
+    whole = explainer.explain(train[:5])
+    sizes = []
+
+    def small(bytes_each, device, total):
+        sizes.append(bytes_each)
+        return 2
+
+    monkeypatch.setattr(batches, "instances_per_search", small)
+    split = explainer.explain(train[:5])
+    assert split.meta["search_parts"] == 3 and whole.meta["search_parts"] == 1
+    assert sizes[0] == batches.SAMPLES_PER_INSTANCE * (4 * 4 + explainer._fit["predicates"].column.numel() + 41)
+    assert split.anchor == whole.anchor and split.feature == whole.feature
+    for name in ("precision", "coverage", "success", "target", "n_samples"):
+        assert torch.equal(getattr(split, name), getattr(whole, name)), name
+    for got, want in zip(split.covered_true + split.covered_false, whole.covered_true + whole.covered_false):
+        assert torch.equal(got, want)

@@ -95,6 +95,23 @@ def rows_per_chunk(bytes_per_row: float, device: torch.device, total_rows: int) 
     return -(-total_rows // n_chunks)
 
 
+def instances_per_search(bytes_per_instance: float, device: torch.device, total: int) -> int:
+    """Instances per search for work whose state grows to ``bytes_per_instance`` each (anchors'
+    sample stores): a share of the free memory of ``device``, split evenly over the batch."""
+    if total <= 0:
+        return 1
+    per_instance = max(float(bytes_per_instance), 1.0)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        most = int(free * CUDA_FREE_FRACTION // per_instance)
+    else:
+        available = _available_host_bytes()
+        most = total if available is None else int(available * CPU_MAX_FREE_FRACTION // per_instance)
+    most = max(1, min(total, most))
+    n_chunks = -(-total // most)
+    return -(-total // n_chunks)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for CUDA OOM and for the CPU allocator failing to allocate."""
     if isinstance(error, torch.OutOfMemoryError):

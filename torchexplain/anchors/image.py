@@ -29,6 +29,7 @@ from torch import nn
 
 from torchexplain import _checks, _random
 from torchexplain._model_state import preserved_model_state
+from torchexplain.anchors._batches import merge_parts, parts
 from torchexplain.anchors._predictor import scores_and_labels
 from torchexplain.anchors._settings import AnchorSearchSettings
 from torchexplain.anchors.engine import EngineResult, pack_rows, run_engine
@@ -353,9 +354,15 @@ class AnchorImage(Explainer):
         if config.segmentation_kwargs is None and isinstance(config.segmentation_fn, str):
             defaults = dict(DEFAULT_SEGMENTATION_KWARGS[config.segmentation_fn])
             config = dataclasses.replace(config, segmentation_kwargs=defaults)
-        run = _AnchorRun(self.model, images, config)
-        data, totals = run.explain()
-        return self._explanation(config, data, run.device, **totals)
+        device = torch.device(config.device) if config.device is not None else images.device
+        # a stored sample: up to 256 superpixels kept or not, its replacement image, 41 bytes of bookkeeping
+        datas, totals = [], []
+        for part in parts(images.shape[0], 256 + 8 + 41, device):
+            data, total = _AnchorRun(self.model, images[part], config).explain()
+            datas.append(data)
+            totals.append(total)
+        data, total = merge_parts(datas, totals)
+        return self._explanation(config, data, device, **total)
 
     def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
         """The anchor's pixels as 1.0 (0.0 elsewhere), in every channel: ``(B, C, H, W)``."""

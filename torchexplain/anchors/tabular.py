@@ -33,6 +33,7 @@ from torch import nn
 
 from torchexplain import _checks, _random
 from torchexplain._model_state import preserved_model_state
+from torchexplain.anchors._batches import merge_parts, parts
 from torchexplain.anchors._predictor import scores_and_labels
 from torchexplain.anchors._settings import AnchorSearchSettings
 from torchexplain.anchors.engine import EngineResult, pack_rows, popcount, run_engine
@@ -339,9 +340,19 @@ class AnchorTabular(Explainer):
             raise ValueError("AnchorTabular is not fitted: call explainer.fit(train_data) first")
         if config.seed is None:
             config = dataclasses.replace(config, seed=secrets.randbits(62))
-        run = _TabularRun(self, config, inputs)
-        data, totals = run.explain()
-        return self._explanation(config, data, run.device, disc_perc=list(self._fit["disc_perc"]), **totals)
+        rows = _as_rows("inputs", inputs, len(config.feature_names))
+        device = torch.device(config.device) if config.device is not None else (
+            inputs.device if isinstance(inputs, torch.Tensor) else torch.device("cpu"))
+        # a stored sample: its row (payload), its predicates, and the engine's 41 bytes of bookkeeping
+        n_predicates = len(self._fit["predicates"].column)
+        per_sample = rows.shape[1] * rows.element_size() + n_predicates + 41
+        datas, totals = [], []
+        for part in parts(rows.shape[0], per_sample, device):
+            data, total = _TabularRun(self, config, inputs[part]).explain()
+            datas.append(data)
+            totals.append(total)
+        data, total = merge_parts(datas, totals)
+        return self._explanation(config, data, device, disc_perc=list(self._fit["disc_perc"]), **total)
 
     def explanation_map(self, explanation: Explanation, inputs: Any) -> torch.Tensor:
         """1.0 on each row's anchor columns, 0.0 elsewhere: ``(B, C)``."""
