@@ -15,7 +15,8 @@ Representation (B instances, M features, A arm slots per instance):
   slots (the beam chosen at each anchor size, size-major), then ``beam_size * M``
   candidate slots rebuilt at every size. Per slot: the feature set ``(B, A, M)`` bool,
   the order features were added, counts of samples and agreements (float64), coverage
-  and the coverage rows it holds as a packed bitset, a parent slot, and a tag.
+  and the coverage rows it holds as a packed bitset, a parent slot, and its samples as a
+  bitset over the instance's own stream of samples (bit s: its sample number s).
 - Every instance is in a phase (empty-anchor check, proposal, KL-LUCB, refinement,
   final choice, done). A round advances every instance through the phases that need
   no samples, until each one asks for samples or is done; each phase is one vectorised
@@ -23,10 +24,12 @@ Representation (B instances, M features, A arm slots per instance):
 - The round's requests are ``(B, A)`` counts; they become one flat batch of sample
   rows (instance, slot, stream position) answered by one call of the sampler, which
   builds and scores the perturbed inputs on the device.
-- The sample store is flat (rows of all instances, appended each round). An arm's
-  samples are never listed: they are recomputed when needed from each row's tag (the
-  arm it was drawn for) and the arm's ancestry (``stream < created`` and the added
-  feature kept), which is Alibi's reuse rule.
+- The sample store is flat (rows of all instances, appended each round, for the
+  covered examples). The search itself works on bitsets over each instance's stream:
+  which samples keep each feature, which agree, and which belong to each arm. A draw
+  sets its bits in the arm it was drawn for; a new candidate's samples are its parent's
+  AND the added feature's (Alibi's reuse rule, one AND per candidate); counts are
+  popcounts. Each sample costs one bit per arm and per feature, not a row of bytes.
 
 Randomness belongs to the sampler and is keyed by each instance's own stream position,
 so explaining a batch gives what each instance gives alone.
@@ -184,8 +187,6 @@ class SampleStore:
     agree: torch.Tensor  # (R,) bool
     owner: torch.Tensor  # (R,) int64
     stream: torch.Tensor  # (R,) int64
-    tag: torch.Tensor  # (R,) int64: id of the arm the sample was drawn for
-    tag_size: torch.Tensor  # (R,) int64: that arm's anchor size
     payload: torch.Tensor | None  # (R, ...) or None
     size: int = 0
 
@@ -194,16 +195,15 @@ class SampleStore:
         z = dict(device=device)
         return cls(
             torch.zeros(capacity, m, dtype=torch.bool, **z), torch.zeros(capacity, dtype=torch.bool, **z),
-            torch.zeros(capacity, dtype=torch.int64, **z), torch.zeros(capacity, dtype=torch.int64, **z),
             torch.zeros(capacity, dtype=torch.int64, **z), torch.zeros(capacity, dtype=torch.int64, **z), None,
         )
 
-    def append(self, present, agree, owner, stream, tag, tag_size, payload) -> None:
+    def append(self, present, agree, owner, stream, payload) -> None:
         n = owner.shape[0]
         need = self.size + n
         if need > self.present.shape[0]:
             capacity = max(need, 2 * self.present.shape[0])
-            for name in ("present", "agree", "owner", "stream", "tag", "tag_size", "payload"):
+            for name in ("present", "agree", "owner", "stream", "payload"):
                 old = getattr(self, name)
                 if old is None:
                     continue
@@ -219,8 +219,6 @@ class SampleStore:
         self.agree[rows] = agree
         self.owner[rows] = owner
         self.stream[rows] = stream
-        self.tag[rows] = tag
-        self.tag_size[rows] = tag_size
         if payload is not None:
             self.payload[rows] = payload
         self.size = need
@@ -274,7 +272,6 @@ class _Engine:
         min_samples_start: int,
         max_anchor_size: int | None,
         stop_on_first: bool,
-        row_chunk: int = 1 << 20,
     ) -> None:
         self.sampler = sampler
         self.device = coverage_bits.device
@@ -287,7 +284,6 @@ class _Engine:
         self.threshold, self.delta, self.tau, self.epsilon_stop = threshold, delta, tau, epsilon_stop
         self.batch_size, self.beam, self.min_samples_start = batch_size, beam_size, min_samples_start
         self.stop_on_first = stop_on_first
-        self.row_chunk = row_chunk
         self.max_size = self.n_features.clone() if max_anchor_size is None else torch.full_like(
             self.n_features, int(max_anchor_size)
         )
@@ -301,11 +297,8 @@ class _Engine:
         self.slot_features = torch.zeros(b, a, m, dtype=torch.bool, device=dev)
         self.slot_order = torch.full((b, a, self.length), -1, **i64)
         self.slot_len = torch.zeros(b, a, **i64)
-        self.slot_id = torch.full((b, a), -1, **i64)
-        self.slot_id[:, 0] = 0
         self.slot_parent = torch.zeros(b, a, **i64)
         self.slot_added = torch.full((b, a), -1, **i64)
-        self.slot_created = torch.zeros(b, a, **i64)
         self.slot_cov_bits = torch.zeros(b, a, nbytes, dtype=torch.int64, device=dev)
         self.slot_cov_bits[:, 0] = -1  # every bit set
         self.slot_coverage = torch.zeros(b, a, dtype=torch.float64, device=dev)
@@ -326,19 +319,15 @@ class _Engine:
         self.n_beam = torch.zeros(b, self.length + 1, **i64)
         self.n_drawn = torch.zeros(b, **i64)
         self.store = SampleStore.empty(m, dev)
-        # Samples of each instance's latest beam, as (row, instance, beam column) entries.
-        # Held per instance as one segment of flat arrays (start, length), so a proposal
-        # touches only its own instances' entries; stale segments are compacted away.
-        self.pair_row = torch.zeros(1024, **i64)
-        self.pair_j = torch.zeros(1024, **i64)
-        self.pair_start = torch.zeros(b, **i64)
-        self.pair_len = torch.zeros(b, **i64)
-        self.pair_used = 0
-        self.pair_stale = 0
-        # Each round's rows of instance i are one block of the store: where each block starts.
-        self.block_start = torch.zeros(64, b, **i64)
-        self.block_len = torch.zeros(64, b, **i64)
-        self.proposal_round = torch.zeros(b, **i64)
+        # Which samples belong to which arm, as bitsets over each instance's own stream of
+        # samples (bit s = its sample number s): per slot, per feature (kept / predicate
+        # satisfied), and the agreement. Alibi's reuse rule is then one AND per candidate.
+        words = 64
+        self.member = torch.zeros(b, a, words, **i64)
+        self.present_bits = torch.zeros(b, m, words, **i64)
+        self.agree_bits = torch.zeros(b, words, **i64)
+        self.row_of = torch.full((b, 64 * words), -1, **i64)  # store row of each (instance, sample)
+        self.bit_weights = torch.tensor([1 << k for k in range(63)] + [-(1 << 63)], **i64)
         self.n_rounds = 0
         self.request = torch.zeros(b, a, **i64)
         self.requested = torch.zeros(b, dtype=torch.bool, device=dev)
@@ -362,157 +351,17 @@ class _Engine:
         n = self.n[idx[:, None], slots]
         return pos / n, n
 
-    def _members(self, idx: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The samples of arms ``slots`` ``(n, J)`` of instances ``idx`` (Alibi's reuse rule, module doc).
-
-        A row can only be a sample of an arm if it was drawn for the empty anchor or for one
-        of the arm's ancestors (itself included), one per anchor size; those rows are found
-        with one lookup per row, and the rule is then checked in closed form (below).
-
-        Returns ``(rows, position, j)``: each (store row, position of its instance in
-        ``idx``, arm column ``j``) that is a member; a slot of -1 has none.
-        """
-        dev = self.device
-        n, j = slots.shape
-        inst = idx[:, None].expand(n, j)
-        valid = slots >= 0
-        safe = slots.clamp_min(0)
-        depth = torch.where(valid, self.slot_len[inst, safe], 0)
-        # ancestors[..., d]: the arm d steps up from the slot (the slot itself at d = 0).
-        steps = [safe]
-        for _ in range(self.length - 1):
-            steps.append(self.slot_parent[inst, steps[-1]])
-        ancestors = torch.stack(steps, dim=2)  # (n, J, L)
-        # by_size[..., s]: the ancestor of size s (s = 0: the empty anchor), -1 past the arm.
-        sizes = torch.arange(self.length + 1, device=dev)
-        up = (depth[..., None] - sizes).clamp(0, self.length - 1)
-        by_size = torch.where(sizes >= 1, ancestors.gather(2, up), 0)
-        by_size = torch.where((sizes <= depth[..., None]) & valid[..., None], by_size, -1)
-        ids = torch.where(by_size >= 0, self.slot_id[inst[..., None].expand_as(by_size), by_size.clamp_min(0)], -2)
-        ids = torch.where((by_size >= 0) & (sizes == 0), 0, ids)
-
-        # Unrolled, the reuse rule says: a row drawn for the ancestor of size k (k = 0: the
-        # empty anchor) is a sample of the arm iff it keeps every feature added after size k
-        # and was drawn before the ancestor of size k + 1 was created (creation times grow
-        # down the chain, so that one bound implies the rest).
-        inst3 = inst[..., None].expand_as(by_size)
-        anc = by_size.clamp_min(0)
-        created = self.slot_created[inst3, anc]
-        next_created = torch.cat([created[..., 1:], torch.zeros_like(created[..., :1])], dim=-1)
-        next_created = torch.where(sizes < depth[..., None], next_created, torch.iinfo(torch.int64).max)
-        arm_features = self.slot_features[inst, safe]  # (n, J, M)
-        later = arm_features[:, :, None, :] & ~self.slot_features[inst3, anc]  # (n, J, L+1, M)
-
-        local = torch.full((self.b,), -1, dtype=torch.int64, device=dev)
-        local[idx] = torch.arange(n, device=dev)
-        tag_all = self.store.view("tag")
-        owner_all = local[self.store.view("owner")]
-        tag_size = self.store.view("tag_size")
-        on_chain = (ids[owner_all.clamp_min(0), :, tag_size] == tag_all[:, None]) & (owner_all >= 0)[:, None]
-        rows = self._sync_nonzero(on_chain.any(1))
-        owner = owner_all[rows]
-        level = tag_size[rows]
-        stream = self.store.view("stream")[rows]
-        present = self.store.view("present")[rows]
-        need = later[owner, :, level]  # (R', J, M)
-        keeps = ~(need & ~present[:, None, :]).any(-1)
-        member = on_chain[rows] & keeps & (stream[:, None] < next_created[owner, :, level])
-        member &= valid[owner]
-        flat = self._sync_nonzero(member.reshape(-1))
-        hit_row, hit_j = flat // j, flat % j
-        return rows[hit_row], owner[hit_row], hit_j
-
-    def _ranges(
-        self, starts: torch.Tensor, lengths: torch.Tensor, use: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat indices of the ranges ``[start, start + length)`` of ``(n, R)`` tables, and each one's row ``n``."""
-        if use is not None:
-            lengths = torch.where(use, lengths, 0)
-        flat_len = lengths.reshape(-1)
-        total = int(flat_len.sum())
-        self.n_syncs += 1
-        owner = torch.arange(starts.shape[0], device=self.device).repeat_interleave(starts.shape[1])
-        which = torch.repeat_interleave(torch.arange(flat_len.shape[0], device=self.device), flat_len, output_size=total)
-        offset = torch.cumsum(flat_len, 0) - flat_len
-        index = starts.reshape(-1)[which] + torch.arange(total, device=self.device) - offset[which]
-        return index, owner[which]
-
-    def _keep_pairs(self, idx: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, col: torch.Tensor, old: int) -> None:
-        """Store (row, column) entries as the new segments of instances ``idx`` (``pos``: position in idx)."""
-        n, total = idx.shape[0], rows.shape[0]
-        order = torch.sort(pos, stable=True).indices
-        counts = torch.bincount(pos, minlength=n)
-        self.pair_stale += old
-        self.pair_len[idx] = 0  # their old segments are stale from here on
-        if self.pair_used + total > self.pair_row.shape[0] or self.pair_stale > max(self.pair_used // 2, 1 << 16):
-            self._compact_pairs(extra=total)
-        start = self.pair_used
-        self.pair_row[start : start + total] = rows[order]
-        self.pair_j[start : start + total] = col[order]
-        self.pair_start[idx] = start + torch.cumsum(counts, 0) - counts
-        self.pair_len[idx] = counts
-        self.pair_used += total
-
-    def _compact_pairs(self, extra: int) -> None:
-        """Drop stale segments (and make room for ``extra`` more entries)."""
-        everyone = torch.arange(self.b, device=self.device)
-        held, owner = self._ranges(self.pair_start[:, None], self.pair_len[:, None], None)
-        live = held.shape[0]
-        capacity = max(2 * (live + extra), 1024)
-        rows = torch.zeros(capacity, dtype=torch.int64, device=self.device)
-        cols = torch.zeros(capacity, dtype=torch.int64, device=self.device)
-        rows[:live], cols[:live] = self.pair_row[held], self.pair_j[held]
-        self.pair_row, self.pair_j = rows, cols
-        self.pair_start[everyone] = torch.cumsum(self.pair_len, 0) - self.pair_len
-        self.pair_used, self.pair_stale = live, 0
-
-    def _beam_rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The samples of the beam of size ``size - 1`` of instances ``idx`` (the empty anchor at size 1).
-
-        Kept from one proposal to the next: a beam arm's samples are its parent's samples
-        (kept last time) that keep the added feature, plus the rows drawn for it since it
-        was created, which lie in this instance's blocks of the rounds since that
-        proposal. So each row is looked at once for its tag, and then only while it
-        belongs to a beam; the work is proportional to these instances' own rows.
-
-        Returns ``(rows, position in idx, beam column)``, one entry per membership.
-        """
-        dev, beam = self.device, self.beam
-        size = self.size[idx]
-        first = size == 1
-        slots = torch.where(first[:, None], 0, self._hist_slots((size - 1).clamp_min(1)))
-        in_beam = torch.arange(beam, device=dev) < torch.where(first, 1, self.n_beam[idx, (size - 1).clamp_min(0)])[:, None]
-        ids = torch.where(in_beam, self.slot_id[idx[:, None], slots], -2)  # (n, beam)
-        # Rows drawn since these instances' last proposal: the new beam arms' own rows.
-        since = self._ranges(
-            self.block_start[: self.n_rounds, idx].T, self.block_len[: self.n_rounds, idx].T,
-            torch.arange(self.n_rounds, device=dev)[None, :] >= self.proposal_round[idx][:, None],
-        )
-        since_rows, since_pos = since
-        own = (self.store.tag[since_rows][:, None] == ids[since_pos])
-        own = self._sync_nonzero(own.reshape(-1))
-        own_rows, own_pos, own_j = since_rows[own // beam], since_pos[own // beam], own % beam
-        # Inherited: the parents' rows kept at the previous proposal (none at size 1).
-        lengths = self.pair_len[idx]
-        held, old_pos = self._ranges(self.pair_start[idx][:, None], lengths[:, None], None)
-        old_rows, old_j = self.pair_row[held], self.pair_j[held]
-        parent_slot = self.slot_parent[idx[:, None], slots]
-        # Beam column of each arm's parent (the empty anchor has column 0).
-        parent_col = torch.where(parent_slot == 0, 0, (parent_slot - self.hist0) % beam)  # (n, beam)
-        added = self.slot_added[idx[:, None], slots].clamp_min(0)
-        created = self.slot_created[idx[:, None], slots]
-        # Each old row (of parent column pj) goes to every beam arm j whose parent is pj.
-        match = (parent_col[old_pos] == old_j[:, None]) & in_beam[old_pos] & ~first[old_pos][:, None]
-        match &= self.store.present[old_rows[:, None], added[old_pos]]
-        match &= self.store.stream[old_rows][:, None] < created[old_pos]
-        hit = self._sync_nonzero(match.reshape(-1))
-        inh_rows, inh_pos, inh_j = old_rows[hit // beam], old_pos[hit // beam], hit % beam
-        rows = torch.cat([inh_rows, own_rows])
-        pos = torch.cat([inh_pos, own_pos])
-        col = torch.cat([inh_j, own_j])
-        self._keep_pairs(idx, rows, pos, col, int(lengths.sum()))
-        self.proposal_round[idx] = self.n_rounds
-        return rows, pos, col
+    def _grow_bitsets(self, words: int) -> None:
+        """Room for ``64 * words`` samples per instance in every bitset."""
+        old = self.member.shape[-1]
+        if words <= old:
+            return
+        words = max(words, 2 * old)
+        pad = (0, words - old)
+        self.member = torch.nn.functional.pad(self.member, pad)
+        self.present_bits = torch.nn.functional.pad(self.present_bits, pad)
+        self.agree_bits = torch.nn.functional.pad(self.agree_bits, pad)
+        self.row_of = torch.nn.functional.pad(self.row_of, (0, 64 * (words - old)), value=-1)
 
     # ------------------------------------------------------------------ phases
 
@@ -592,31 +441,17 @@ class _Engine:
         self.slot_len[inst, slots] = torch.where(cand_valid, size[:, None], 0)
         self.slot_parent[inst, slots] = cand_parent
         self.slot_added[inst, slots] = torch.where(cand_valid, cand_feat, -1)
-        self.slot_id[inst, slots] = torch.where(
-            cand_valid, 1 + (size[:, None] - 1) * self.n_cand + torch.arange(self.n_cand, device=dev), -1
-        )
-        self.slot_created[inst, slots] = self.n_drawn[idx][:, None]
         cov_bits = self.slot_cov_bits[inst, cand_parent] & self.coverage_bits[inst, cand_feat]
         self.slot_cov_bits[inst, slots] = cov_bits
         coverage = popcount(cov_bits).to(torch.float64) / self.n_coverage
         self.slot_coverage[inst, slots] = torch.where(cand_valid, coverage, 0.0)
-        # Counts from the parents' samples that keep the added feature.
-        rows, owner_local, parent_col = self._beam_rows(idx)
-        # float32 counts are exact below 2**24 samples per arm; chunks keep the sums there.
-        sums = torch.zeros(n * beam, 2 * m, dtype=torch.float64, device=dev)
-        for start in range(0, rows.shape[0], self.row_chunk):
-            part = slice(start, start + self.row_chunk)
-            kept = self.store.present[rows[part]]  # (r, M)
-            both = torch.cat([kept, kept & self.store.agree[rows[part]][:, None]], dim=1).to(torch.float32)
-            partial = torch.zeros(n * beam, 2 * m, dtype=torch.float32, device=dev)
-            partial.index_add_(0, owner_local[part] * beam + parent_col[part], both)
-            sums += partial
-        totals, hits = sums[:, :m].view(n, beam, m), sums[:, m:].view(n, beam, m)
-        parent_j = order % beam
-        n_from_parent = totals[torch.arange(n, device=dev)[:, None], parent_j, cand_feat]
-        pos_from_parent = hits[torch.arange(n, device=dev)[:, None], parent_j, cand_feat]
-        self.n[inst, slots] = torch.where(cand_valid, n_from_parent, 0.0)
-        self.positives[inst, slots] = torch.where(cand_valid, pos_from_parent, 0.0)
+        # Alibi's reuse: a candidate starts with its parent's samples that keep the added
+        # feature (a snapshot: the parent's later draws count for the parent only).
+        member = self.member[inst, cand_parent] & self.present_bits[inst, cand_feat]
+        member = torch.where(cand_valid[..., None], member, 0)
+        self.member[inst, slots] = member
+        self.n[inst, slots] = popcount(member).to(torch.float64)
+        self.positives[inst, slots] = popcount(member & self.agree_bits[idx][:, None, :]).to(torch.float64)
         active = cand_valid & (coverage > self.best_cov[idx][:, None])
         self.kl_active[idx] = False
         self.kl_active[inst, slots] = active
@@ -693,8 +528,8 @@ class _Engine:
             hist = self._hist_slots(size)
             inst = sub[:, None]
             src = chosen.clamp_min(0)
-            for name in ("slot_features", "slot_order", "slot_len", "slot_parent", "slot_added", "slot_id",
-                         "slot_created", "slot_cov_bits", "slot_coverage", "positives", "n"):
+            for name in ("slot_features", "slot_order", "slot_len", "slot_parent", "slot_added", "member",
+                         "slot_cov_bits", "slot_coverage", "positives", "n"):
                 table = getattr(self, name)
                 values = table[inst, src]
                 old = table[inst, hist]
@@ -795,16 +630,33 @@ class _Engine:
         present, agree, payload = self.sampler(owner, features, order, stream, group)
         present = present.to(dev, torch.bool)
         agree = agree.to(dev, torch.bool)
-        if self.n_rounds == self.block_start.shape[0]:
-            self.block_start = torch.cat([self.block_start, torch.zeros_like(self.block_start)])
-            self.block_len = torch.cat([self.block_len, torch.zeros_like(self.block_len)])
-        # Rows are laid out instance by instance: each instance's rows of this round are one block.
-        self.block_start[self.n_rounds] = self.store.size + starts
-        self.block_len[self.n_rounds] = per_instance
+        self._grow_bitsets(int((self.n_drawn + per_instance).max()) // 64 + 1)
+        word, bit = stream // 64, self.bit_weights[stream % 64]
+        # Rows come instance by instance in stream order, so rows sharing an (instance, word)
+        # are adjacent: sum their bits into one value per word first (each bit is set once,
+        # so adding is OR-ing), then add those into the bitsets.
+        if total:
+            starts_word = torch.ones(total, dtype=torch.bool, device=dev)
+            starts_word[1:] = (owner[1:] != owner[:-1]) | (word[1:] != word[:-1])
+            segment = torch.cumsum(starts_word, 0) - 1
+            n_segments = int(segment[-1]) + 1
+            seg_owner, seg_word = owner[starts_word], word[starts_word]
+            bits = torch.zeros(n_segments, 2 + self.m, dtype=torch.int64, device=dev)
+            bits.index_add_(0, segment, torch.cat([
+                torch.where(agree, bit, 0)[:, None], bit[:, None], torch.where(present, bit[:, None], 0),
+            ], dim=1))
+            self.agree_bits.index_put_((seg_owner, seg_word), bits[:, 0], accumulate=True)
+            self.present_bits[seg_owner, :, seg_word] += bits[:, 2:]
+            # An arm's draws in a round are adjacent too: one value per (instance, slot, word).
+            starts_arm = starts_word.clone()
+            starts_arm[1:] |= slot[1:] != slot[:-1]
+            arm_segment = torch.cumsum(starts_arm, 0) - 1
+            arm_bits = torch.zeros(int(arm_segment[-1]) + 1, dtype=torch.int64, device=dev)
+            arm_bits.index_add_(0, arm_segment, bit)
+            self.member.index_put_((owner[starts_arm], slot[starts_arm], word[starts_arm]), arm_bits, accumulate=True)
+        self.row_of[owner, stream] = self.store.size + torch.arange(total, device=dev)
         self.n_rounds += 1
-        self.store.append(
-            present, agree, owner, stream, self.slot_id[owner, slot], self.slot_len[owner, slot], payload
-        )
+        self.store.append(present, agree, owner, stream, payload)
         self.n += self.request
         self.positives += torch.bincount(flat, weights=agree.to(torch.float64), minlength=counts.shape[0]).view_as(
             self.positives
@@ -829,8 +681,11 @@ class _Engine:
         n_samples = self.n[idx, slot].to(torch.int64)
         members = torch.zeros(self.store.size, dtype=torch.bool, device=self.device)
         if self.b:
-            rows, _, _ = self._members(idx, slot[:, None])
-            members[rows] = True
+            bits = self.member[idx, slot]  # (B, W): the result arms' samples
+            shifts = torch.arange(64, device=self.device)
+            kept = ((bits[..., None] >> shifts) & 1).bool().reshape(self.b, -1)
+            kept &= self.row_of >= 0
+            members[self.row_of[kept]] = True
         orders = self.slot_order[idx, slot].tolist()
         anchors = [[f for f in order if f >= 0] for order in orders]
         return EngineResult(
