@@ -383,6 +383,8 @@ class _TabularRun:
         self.train = fit["train"].to(self.device)
         self.train_codes = fit["codes"].to(self.device)
         self.train_bits = fit["train_bits"].to(self.device)
+        # every training row, as a bitset (the neutral element of AND)
+        self.all_rows = pack_rows(torch.ones(self.train.shape[0], 1, dtype=torch.bool, device=self.device))[0]
         self.predicates: _Predicates = fit["predicates"]
         self.discretiser: _Discretiser = fit["discretiser"]
         self.minimum = fit["minimum"].to(self.device, torch.float64)
@@ -514,7 +516,7 @@ class _TabularRun:
         # The common case first: enough training rows satisfy the whole anchor, and every
         # anchor column comes from one random one of them (one AND per predicate, one select).
         words = self.train_bits.shape[1]
-        all_rows = pack_rows(torch.ones(n_train, 1, dtype=torch.bool, device=dev))[0]  # (W,)
+        all_rows = self.all_rows
         full_bits = all_rows.expand(n_groups, words).clone()
         for position in range(length):
             full_bits &= torch.where(valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows)
@@ -546,7 +548,6 @@ class _TabularRun:
         key = self.sample_key
         n = rows.shape[0]
         n_groups, length = g_order.shape
-        n_train = self.train.shape[0]
         valid = g_order >= 0
         global_rows, sub = rows, values[rows]
         # Columns in order of first appearance, and each predicate's column rank.
@@ -557,7 +558,7 @@ class _TabularRun:
         first_pos = (same & (earlier | torch.eye(length, dtype=torch.bool, device=dev))).to(torch.int8).argmax(2)
         rank = rank_of_first.gather(1, first_pos)  # (G, L)
         words = self.train_bits.shape[1]
-        all_rows = pack_rows(torch.ones(n_train, 1, dtype=torch.bool, device=dev))[0]  # (W,)
+        all_rows = self.all_rows
         col_bits = all_rows.expand(n_groups, length, words).clone()
         for position in range(length):
             bits = torch.where(valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows)
