@@ -292,14 +292,14 @@ class _Engine:
         self.n_cand = self.beam * max(m, 1)
         self.hist0, self.cand0 = 1, 1 + self.n_hist
         a = self.n_slots = 1 + self.n_hist + self.n_cand
-        nbytes = self.coverage_bits.shape[-1]
+        n_words = self.coverage_bits.shape[-1]
         i64 = dict(dtype=torch.int64, device=dev)
         self.slot_features = torch.zeros(b, a, m, dtype=torch.bool, device=dev)
         self.slot_order = torch.full((b, a, self.length), -1, **i64)
         self.slot_len = torch.zeros(b, a, **i64)
         self.slot_parent = torch.zeros(b, a, **i64)
         self.slot_added = torch.full((b, a), -1, **i64)
-        self.slot_cov_bits = torch.zeros(b, a, nbytes, dtype=torch.int64, device=dev)
+        self.slot_cov_bits = torch.zeros(b, a, n_words, dtype=torch.int64, device=dev)
         self.slot_cov_bits[:, 0] = -1  # every bit set
         self.slot_coverage = torch.zeros(b, a, dtype=torch.float64, device=dev)
         self.slot_coverage[:, 0] = 1.0
