@@ -82,17 +82,25 @@ def rows_per_chunk(bytes_per_row: float, device: torch.device, total_rows: int) 
         return 1
     per_row = max(float(bytes_per_row), 1.0)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        most = int(free * CUDA_FREE_FRACTION // per_row)
+        most = _cuda_free_share(device, per_row)
     else:
         most = max(int(CPU_CHUNK_BYTES // per_row), CPU_MIN_ROWS)
         available = _available_host_bytes()
         if available is not None:
             most = min(most, int(available * CPU_MAX_FREE_FRACTION // per_row))
-    most = max(1, min(total_rows, most))
-    # Even split: no chunk is left with a small tail.
-    n_chunks = -(-total_rows // most)
-    return -(-total_rows // n_chunks)
+    return _even_split(total_rows, most)
+
+
+def _even_split(total: int, most: int) -> int:
+    """The size of equal chunks of at most ``most`` covering ``total``: no chunk is left with a small tail."""
+    most = max(1, min(total, most))
+    n_chunks = -(-total // most)
+    return -(-total // n_chunks)
+
+
+def _cuda_free_share(device: torch.device, per_item: float) -> int:
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free * CUDA_FREE_FRACTION // per_item)
 
 
 def instances_per_search(bytes_per_instance: float, device: torch.device, total: int) -> int:
@@ -102,14 +110,11 @@ def instances_per_search(bytes_per_instance: float, device: torch.device, total:
         return 1
     per_instance = max(float(bytes_per_instance), 1.0)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        most = int(free * CUDA_FREE_FRACTION // per_instance)
+        most = _cuda_free_share(device, per_instance)
     else:
         available = _available_host_bytes()
         most = total if available is None else int(available * CPU_MAX_FREE_FRACTION // per_instance)
-    most = max(1, min(total, most))
-    n_chunks = -(-total // most)
-    return -(-total // n_chunks)
+    return _even_split(total, most)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
