@@ -631,6 +631,7 @@ class _Engine:
         present = present.to(dev, torch.bool)
         agree = agree.to(dev, torch.bool)
         self._grow_bitsets(int((self.n_drawn + per_instance).max()) // 64 + 1)
+        self.n_syncs += 1
         word, bit = stream // 64, self.bit_weights[stream % 64]
         # Rows come instance by instance in stream order, so rows sharing an (instance, word)
         # are adjacent: sum their bits into one value per word first (each bit is set once,
@@ -666,14 +667,12 @@ class _Engine:
         self.requested.zero_()
 
     def run(self) -> EngineResult:
-        rounds = 0
         if self.b:
             while True:
                 self._advance()
                 if not bool(self.requested.any()):
                     break
                 self._draw()
-                rounds += 1
         idx = torch.arange(self.b, device=self.device)
         slot = self.result_slot
         precision = self.positives[idx, slot] / self.n[idx, slot].clamp_min(1.0)
@@ -690,7 +689,7 @@ class _Engine:
         anchors = [[f for f in order if f >= 0] for order in orders]
         return EngineResult(
             anchors=anchors, precision=precision, coverage=coverage, success=self.success.clone(),
-            n_samples=n_samples, members=members, store=self.store, n_rounds=rounds, n_syncs=self.n_syncs,
+            n_samples=n_samples, members=members, store=self.store, n_rounds=self.n_rounds, n_syncs=self.n_syncs,
         )
 
 
