@@ -32,7 +32,7 @@ KERNEL_PACKAGES = find_packages_under("kernels", "torchexplain.kernels")
 setup(
     name="torchexplain",
     version=VERSION,
-    description="Fast, batched explanations (Integrated Gradients, counterfactuals, anchors) for PyTorch models",
+    description="Fast, batched explanations (Integrated Gradients, counterfactuals, anchors, SHAP) for PyTorch models",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
@@ -49,8 +49,13 @@ setup(
             "captum>=0.7",
             # Runs the IG Triton kernels through its CPU interpreter (wheels: Linux only).
             "triton>=3.0; platform_system == 'Linux'",
+            # KernelShap/TreeShap are tested against shap; TreeShap runs on it; the L1
+            # selection and background k-means use scikit-learn.
+            "shap>=0.43",
+            "scikit-learn>=1.2",
         ],
-        "bench": ["captum>=0.7"],
+        "bench": ["captum>=0.7", "shap>=0.43", "scikit-learn>=1.2"],
+        "shap": ["shap>=0.43", "scikit-learn>=1.2"],
         "dev": ["ruff>=0.5"],
     },
     entry_points={"console_scripts": ["torchexplain = torchexplain.cli:console_main"]},

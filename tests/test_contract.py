@@ -24,10 +24,12 @@ from torchexplain import (
     Counterfactual,
     Explanation,
     IntegratedGradients,
+    KernelShap,
     anchor_image,
     anchor_tabular,
     counterfactual,
     integrated_gradients,
+    kernel_shap,
     load_explainer,
 )
 from torchexplain.base import Explainer, registered_explainers
@@ -149,8 +151,10 @@ class Case:
     rtol: float = 0.0  # batch vs alone: 0 means exactly equal
     atol: float = 0.0
     seeded: bool = False
-    #: fields that describe how the work was batched, not the explanation
+    #: fields that describe how the work was batched, or the whole batch, not one instance
     batch_dependent: tuple[str, ...] = ()
+    #: fields shared by every instance of a call (not one row per instance): equal whole
+    shared: tuple[str, ...] = ()
     #: the per-example map the method draws (explanation_map), written out independently
     expected_map: Callable[[Explanation, torch.Tensor], torch.Tensor] = lambda exp, inputs: exp.attributions
 
@@ -231,12 +235,33 @@ CASES = [
             torch.isin(torch.arange(inputs.shape[1]), torch.tensor(f, dtype=torch.long)).float() for f in exp.feature
         ]),
     ),
+    Case(
+        "KernelShap",
+        KernelShap,
+        kernel_shap,
+        TabularToy,
+        lambda: tabular_rows(4, seed=9),
+        {"feature_names": ["Kind", "Colour", "Size", "Weight"], "seed": 0},
+        fit=lambda explainer: explainer.fit(TABULAR_TRAIN[:12]),
+        twin_extra={"background_data": TABULAR_TRAIN[:12]},
+        seeded=True,
+        integer_inputs=True,
+        # the model's float32 scores round differently with the batch size
+        rtol=TOLERANCES[torch.float32][0],
+        atol=TOLERANCES[torch.float32][1],
+        shared=("expected_value",),
+        batch_dependent=("importances", "aggregated_importances"),  # means over the batch
+        expected_map=lambda exp, inputs: exp.shap_values[torch.arange(inputs.shape[0]), exp.target].float(),
+    ),
 ]
+#: registered explainers whose model is not a torch model (a tree ensemble): their own
+#: tests check the same contract on the models they take
+NOT_TORCH_MODELS = {"TreeShap": "tests/test_tree_shap.py"}
 IDS = [case.name for case in CASES]
 
 
 def test_every_registered_explainer_is_under_the_contract():
-    assert sorted(registered_explainers()) == sorted(IDS)
+    assert sorted(registered_explainers()) == sorted(IDS + list(NOT_TORCH_MODELS))
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -311,7 +336,9 @@ def test_a_batch_gives_what_each_instance_gives_alone(case):
         alone = _explain(case, explainer, inputs[i : i + 1])
         assert set(alone.data) == set(batch.data)
         for key, value in batch.data.items():
-            if key not in case.batch_dependent:
+            if key in case.shared:
+                assert_same(alone.data[key], value, case, key)
+            elif key not in case.batch_dependent:
                 assert_same(alone.data[key], row(value, i), case, f"{key}[{i}]")
 
 

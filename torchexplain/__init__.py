@@ -6,8 +6,10 @@ from torchexplain.base import Explainer
 from torchexplain.counterfactual import Counterfactual, counterfactual
 from torchexplain.explanation import Explanation
 from torchexplain.integrated_gradients import IntegratedGradients, integrated_gradients
+from torchexplain.kernel_shap import KernelShap, kernel_shap
 from torchexplain.monitor import ExplanationMonitor
 from torchexplain.saving import load_explainer
+from torchexplain.tree_shap import TreeShap, tree_shap
 
 __all__ = [
     "AnchorImage",
@@ -17,10 +19,14 @@ __all__ = [
     "Explanation",
     "ExplanationMonitor",
     "IntegratedGradients",
+    "KernelShap",
+    "TreeShap",
     "__version__",
     "anchor_image",
     "anchor_tabular",
     "counterfactual",
     "integrated_gradients",
+    "kernel_shap",
     "load_explainer",
+    "tree_shap",
 ]

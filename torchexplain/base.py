@@ -185,10 +185,8 @@ class Explainer(abc.ABC):
             if name in settings:
                 raise TypeError(f"{type(self).__name__}() got multiple values for {name!r}")
             settings[name] = value
-        if model is not None and not callable(model):
-            raise TypeError(
-                f"{type(self).__name__}: {_role(type(self))} must be callable, got {type(model).__name__}"
-            )
+        if model is not None:
+            self._check_model(model)
         self.model = model
         self.settings = self.settings_class.create(f"{type(self).__name__}()", settings)
 
@@ -232,6 +230,13 @@ class Explainer(abc.ABC):
 
     # -- model ------------------------------------------------------------------
 
+    def _check_model(self, model: Any) -> None:
+        """Refuse what this method cannot explain (by default: anything not callable)."""
+        if not callable(model):
+            raise TypeError(
+                f"{type(self).__name__}: {_role(type(self))} must be callable, got {type(model).__name__}"
+            )
+
     @property
     def predictor(self) -> Any:
         """The model or predictor this explainer calls (black-box methods' name for it)."""
@@ -239,8 +244,7 @@ class Explainer(abc.ABC):
 
     def with_model(self, model: Any) -> Explainer:
         """A copy with the same settings (and fitted state) that explains ``model``."""
-        if not callable(model):
-            raise TypeError(f"model must be callable, got {type(model).__name__}")
+        self._check_model(model)
         bound = copy.copy(self)
         bound.model = model
         return bound

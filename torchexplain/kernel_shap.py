@@ -1,0 +1,949 @@
+"""Kernel SHAP (Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017), batched.
+
+The estimator is shap's ``KernelExplainer`` (what Alibi's ``KernelShap`` wraps and
+what users compare against), step for step:
+
+- a feature (a column, a group of columns, a superpixel) whose values equal those of
+  every background row (``np.allclose``) is dropped for that instance: it cannot move
+  the output. One varying feature gets the whole difference;
+- ``nsamples="auto"`` is ``2M + 2048``, capped at ``2**M - 2``; coalitions of whole
+  subset sizes (with their complements) are enumerated while the budget allows under
+  the Shapley kernel weights, the rest are drawn by size with paired complements, and
+  a coalition drawn twice adds to its weight instead of being evaluated twice;
+- the model is evaluated on every coalition x background row (kept features from the
+  instance, the rest from the background row), the outputs averaged with the
+  background weights, then the link applied;
+- a weighted least-squares fit with efficiency enforced exactly (one variable
+  eliminated), optionally after an L1 feature selection (``l1_reg``).
+
+What is different is the batching. The coalition plan depends only on the number of
+varying features, the budget and the seed, so it is built once per call for every
+instance with that many features; the perturbed rows of many instances are built on
+the device and sent to the predictor in memory-sized calls; and the regressions of
+all instances are one linear solve with many right-hand sides. Because the plan of an
+instance does not depend on the other instances, a batch gives what each instance
+gives alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import secrets
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from torchexplain import _checks, _memory
+from torchexplain._model_state import preserved_model_state
+from torchexplain._progress import Progress
+from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
+from torchexplain.explanation import Explanation
+
+__all__ = ["KernelShap", "KernelShapSettings", "coalition_plan", "kernel_shap"]
+
+#: what one perturbed row costs while the predictor runs, in multiples of its input
+#: bytes (forward only). Measured on the census MLP (12 columns, 2-core EPYC): 8,192
+#: rows per call 0.10 s per instance, 32,768 rows 0.14 s, 65,536 rows 0.11-0.16 s
+_FORWARD_BYTES_FACTOR = 128
+#: shap's cut-off below which a Shapley value is rounded to exactly 0
+_ZERO_BELOW = 1e-10
+#: ``l1_reg="auto"`` selects features when fewer than this share of all coalitions is evaluated
+_AUTO_L1_FRACTION = 0.2
+_NUM_FEATURES = re.compile(r"^num_features\((\d+)\)$")
+#: segmentation used for image inputs without a feature mask (Alibi's AnchorImage defaults)
+_DEFAULT_SEGMENTATION = {"n_segments": 10, "compactness": 10.0, "sigma": 0.5}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelShapSettings(Settings):
+    """The settings of :class:`KernelShap` (Alibi's names where they mean the same)."""
+
+    link: str = setting(
+        "identity",
+        "'identity' or 'logit' (the values then explain log-odds; the predictor must return probabilities)",
+    )
+    feature_names: list[str] | None = setting(
+        None, "the name of every column (or of every group, when fit is given groups without group_names)"
+    )
+    categorical_names: dict[int, list[str]] | None = setting(
+        None,
+        "column -> category names, as Alibi takes them; with categorical columns a summarised background "
+        "is sampled rather than clustered (a k-means centre is no category)",
+    )
+    seed: int | None = setting(
+        None,
+        "seed of the coalition draws (a legacy numpy RandomState, so seed s draws what shap draws after "
+        "np.random.seed(s)); None: fresh per call, recorded in meta. Unused when every coalition is enumerated",
+    )
+    device: str | None = setting(
+        None, "where perturbed rows are built and the solve runs (None: the inputs' device; numpy inputs: cpu)"
+    )
+    predictor_input: str = setting(
+        "auto",
+        "what the predictor is handed: 'numpy' arrays, 'tensor's on the device, or 'auto' (tensors for an "
+        "nn.Module, numpy arrays for any other callable)",
+    )
+    segmentation_fn: str | Callable[..., Any] = setting(
+        "slic",
+        "image inputs (B, C, H, W) without a feature_mask: superpixels from 'slic', 'felzenszwalb', "
+        "'quickshift' or a callable (torchexplain.segmentation.segment)",
+    )
+    segmentation_kwargs: dict[str, Any] | None = setting(
+        None, "keyword arguments of the segmentation (None: slic with 10 segments, compactness 10, sigma 0.5)"
+    )
+    logit_clip: float = setting(
+        1e-7,
+        "link='logit': probabilities are clipped to [logit_clip, 1 - logit_clip] before the log-odds, so a "
+        "probability of exactly 0 or 1 gives large finite values instead of inf/NaN",
+    )
+    nsamples: int | str = setting(
+        "auto", "coalitions per instance: 'auto' (2M + 2048) or an int; capped at 2**M - 2", per_call=True
+    )
+    l1_reg: str | float | bool = setting(
+        "auto",
+        "feature selection before the fit, as shap 0.43 (Alibi's default): 'auto' (AIC when fewer than 20% "
+        "of the coalitions are evaluated, none otherwise), 'aic', 'bic', 'num_features(k)', a Lasso alpha, "
+        "or False. shap >= 0.47 defaults to 'num_features(10)' instead",
+        per_call=True,
+    )
+    internal_batch_size: int | str | None = setting(
+        "auto",
+        "most rows per predictor call: 'auto' (sized to the device's memory), an int, or None (all rows of a "
+        "call at once)",
+        per_call=True,
+    )
+    progress: bool | None = setting(
+        None, "draw a progress bar on stderr (None: only when stderr is a terminal)", per_call=True
+    )
+
+    def validate(self) -> dict[str, Any]:
+        normalised: dict[str, Any] = {}
+        _checks.check_choice("link", self.link, ("identity", "logit"))
+        names = self.feature_names
+        if names is not None:
+            if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+                raise TypeError(f"feature_names must be a non-empty list of strings, got {names!r}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"feature_names must be distinct, got {list(names)}")
+            normalised["feature_names"] = list(names)
+        categorical = self.categorical_names
+        if categorical is not None:
+            if not isinstance(categorical, dict):
+                raise TypeError(f"categorical_names must be a dict (column -> names), got {type(categorical).__name__}")
+            clean = {}
+            for column, values in categorical.items():
+                if not _checks.is_int(column) or int(column) < 0:
+                    raise ValueError(f"categorical_names key {column!r} is not a column index")
+                if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+                    raise TypeError(f"categorical_names[{column}] must be a list of strings, got {values!r}")
+                clean[int(column)] = list(values)
+            normalised["categorical_names"] = dict(sorted(clean.items()))
+        if self.seed is not None:
+            if not _checks.is_int(self.seed):
+                raise TypeError(f"seed must be an int or None, got {self.seed!r}")
+            if not 0 <= self.seed < 2**32:
+                raise ValueError(f"seed must be in [0, 2**32) (a numpy RandomState seed), got {self.seed!r}")
+            normalised["seed"] = int(self.seed)
+        normalised["device"] = _checks.check_device("device", self.device)
+        _checks.check_choice("predictor_input", self.predictor_input, ("auto", "numpy", "tensor"))
+        fn = self.segmentation_fn
+        if isinstance(fn, str):
+            from torchexplain.segmentation import SEGMENTATION_METHODS
+
+            _checks.check_choice("segmentation_fn", fn, SEGMENTATION_METHODS)
+        elif not callable(fn):
+            raise TypeError(f"segmentation_fn must be a name or a callable, got {type(fn).__name__}")
+        if self.segmentation_kwargs is not None and not isinstance(self.segmentation_kwargs, dict):
+            raise TypeError(f"segmentation_kwargs must be a dict or None, got {type(self.segmentation_kwargs).__name__}")
+        normalised["logit_clip"] = _checks.check_number("logit_clip", self.logit_clip, 0.0, 0.5, high_open=True)
+        if self.nsamples != "auto":
+            if isinstance(self.nsamples, str) or not _checks.is_int(self.nsamples):
+                raise TypeError(f"nsamples must be 'auto' or an int >= 1, got {self.nsamples!r}")
+            normalised["nsamples"] = _checks.check_int("nsamples", self.nsamples, minimum=1)
+        normalised["l1_reg"] = _check_l1_reg(self.l1_reg)
+        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
+        if self.progress is not None:
+            _checks.check_bool("progress", self.progress)
+        return normalised
+
+
+def _check_l1_reg(value: Any) -> str | float | bool:
+    expected = "'auto', 'aic', 'bic', 'num_features(k)', a positive float or False"
+    if value is False or (_checks.is_number(value) and float(value) == 0.0):
+        return False
+    if isinstance(value, str):
+        match = _NUM_FEATURES.match(value)
+        if value in ("auto", "aic", "bic") or (match and int(match.group(1)) >= 1):
+            return value
+        raise ValueError(f"l1_reg must be {expected}, got {value!r}")
+    if _checks.is_number(value) and math.isfinite(float(value)) and float(value) > 0:
+        return float(value)
+    raise (ValueError if _checks.is_number(value) else TypeError)(f"l1_reg must be {expected}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- the coalition plan
+
+
+@dataclasses.dataclass(frozen=True)
+class CoalitionPlan:
+    """The coalitions one instance with ``n_features`` varying features is evaluated on.
+
+    ``masks`` ``(S, M)`` bool (True: the feature keeps the instance's value),
+    ``weights`` ``(S,)`` float64 (the Shapley kernel's share of each coalition),
+    ``nsamples`` the budget after the cap and ``max_samples`` every possible
+    coalition (the two give shap's "fraction evaluated").
+    """
+
+    masks: np.ndarray
+    weights: np.ndarray
+    nsamples: int
+    max_samples: int
+
+    @property
+    def fraction_evaluated(self) -> float:
+        return self.nsamples / self.max_samples
+
+
+def coalition_plan(n_features: int, nsamples: int | str = "auto", seed: int | None = 0) -> CoalitionPlan:
+    """shap's KernelExplainer coalitions for ``n_features >= 2`` varying features.
+
+    Whole subset sizes are enumerated, smallest first with their complements, while
+    the budget covers them under the kernel weights; the remaining budget is drawn
+    by size from a ``numpy.random.RandomState(seed)`` exactly as shap draws from the
+    global stream (one ``choice`` of sizes, one ``permutation`` per draw), so
+    ``coalition_plan(M, n, s)`` is what shap evaluates after ``np.random.seed(s)``.
+
+    Examples:
+        >>> plan = coalition_plan(3)
+        >>> plan.masks.astype(int).tolist(), plan.weights.round(3).tolist()
+        ([[1, 0, 0], [0, 1, 1], [0, 1, 0], [1, 0, 1], [0, 0, 1], [1, 1, 0]], [0.167, 0.167, 0.167, 0.167, 0.167, 0.167])
+    """
+    m = int(n_features)
+    if m < 2:
+        raise ValueError(f"a coalition plan needs at least 2 varying features, got {m}")
+    budget = 2 * m + 2**11 if nsamples == "auto" else int(nsamples)
+    max_samples = 2**30
+    if m <= 30:
+        max_samples = 2**m - 2
+        budget = min(budget, max_samples)
+    n_sizes = math.ceil((m - 1) / 2)
+    n_paired = (m - 1) // 2
+    weight_vector = np.array([(m - 1.0) / (i * (m - i)) for i in range(1, n_sizes + 1)])
+    weight_vector[:n_paired] *= 2
+    weight_vector /= weight_vector.sum()
+
+    masks: list[np.ndarray] = []
+    weights: list[float] = []
+
+    def add(mask: np.ndarray, weight: float) -> None:
+        masks.append(mask.copy())
+        weights.append(weight)
+
+    # whole subset sizes while the budget covers them
+    n_full = 0
+    left = float(budget)
+    remaining = weight_vector.copy()
+    for size in range(1, n_sizes + 1):
+        n_subsets = math.comb(m, size) * (2 if size <= n_paired else 1)
+        if left * remaining[size - 1] / n_subsets < 1.0 - 1e-8:
+            break
+        n_full += 1
+        left -= n_subsets
+        if remaining[size - 1] < 1.0:
+            remaining /= 1 - remaining[size - 1]
+        weight = weight_vector[size - 1] / math.comb(m, size)
+        if size <= n_paired:
+            weight /= 2.0
+        for kept in itertools.combinations(range(m), size):
+            mask = np.zeros(m, dtype=bool)
+            mask[list(kept)] = True
+            add(mask, weight)
+            if size <= n_paired:
+                add(~mask, weight)
+
+    # the rest drawn by size, complements paired, repeats added to their weight
+    n_fixed = len(masks)
+    samples_left = budget - n_fixed
+    if n_full != n_sizes and samples_left > 0:
+        rng = np.random.RandomState(0 if seed is None else seed)  # noqa: NPY002 - shap's legacy stream, on purpose
+        size_weights = weight_vector.copy()
+        size_weights[:n_paired] /= 2  # each draw below adds two coalitions
+        size_weights = size_weights[n_full:]
+        size_weights /= size_weights.sum()
+        draws = rng.choice(len(size_weights), 4 * samples_left, p=size_weights)
+        seen: dict[bytes, int] = {}
+        position = 0
+        while samples_left > 0 and position < len(draws):
+            size = int(draws[position]) + n_full + 1
+            position += 1
+            mask = np.zeros(m, dtype=bool)
+            mask[rng.permutation(m)[:size]] = True
+            key = mask.tobytes()
+            new = key not in seen
+            if new:
+                seen[key] = len(masks)
+                samples_left -= 1
+                add(mask, 1.0)
+            else:
+                weights[seen[key]] += 1.0
+            if samples_left > 0 and size <= n_paired:
+                if new:
+                    samples_left -= 1
+                    add(~mask, 1.0)
+                else:
+                    weights[seen[key] + 1] += 1.0
+        drawn = np.asarray(weights[n_fixed:])
+        weights[n_fixed:] = list(drawn * (weight_vector[n_full:].sum() / drawn.sum()))
+    return CoalitionPlan(np.stack(masks), np.asarray(weights, dtype=np.float64), budget, max_samples)
+
+
+# ----------------------------------------------------------------------------- the explainer
+
+
+@register_explainer
+class KernelShap(Explainer):
+    """Kernel SHAP values of a black-box predictor, shap's ``KernelExplainer`` estimator, batched.
+
+    ``predictor`` maps a batch of inputs ``(N, ...)`` to scores ``(N, K)`` (or ``(N,)``
+    for one output). An ``nn.Module`` gets tensors on the device (eval mode, no grad,
+    left as found); any other callable gets numpy arrays. ``fit(background)`` sets the
+    distribution that "missing" features are drawn from. Features are the columns of
+    tabular rows ``(B, D)`` (or the ``groups`` given to ``fit``, e.g. one-hot blocks),
+    or, for any other tensor input, the ids of a ``feature_mask`` (superpixels of
+    images are computed with :mod:`torchexplain.segmentation` when no mask is given).
+
+    Examples:
+        >>> background = np.zeros((1, 3))
+        >>> predict = lambda x: x @ np.array([[1.0], [2.0], [-1.0]])
+        >>> explainer = KernelShap(predict).fit(background)
+        >>> explainer.explain(np.array([[1.0, 1.0, 1.0]])).shap_values.tolist()
+        [[[1.0, 2.0, -1.0]]]
+    """
+
+    name = "KernelShap"
+    kind = "blackbox"
+    settings_class = KernelShapSettings
+    positional_settings = ("link", "feature_names", "categorical_names")
+    _fit: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- fit
+
+    def fit(
+        self,
+        background_data: Any,
+        summarise_background: bool | str = False,
+        n_background_samples: int = 300,
+        groups: Sequence[Sequence[int]] | None = None,
+        group_names: Sequence[str] | None = None,
+        weights: Any = None,
+    ) -> KernelShap:
+        """Set the background that features absent from a coalition take their values from.
+
+        Args:
+            background_data: ``(N, ...)`` numpy array or tensor, shaped like one input.
+            summarise_background: ``True`` summarises to ``n_background_samples`` rows
+                (k-means centres snapped to real values and weighted by cluster size, as
+                ``shap.kmeans``; a sample without replacement when there are categorical
+                columns or groups, as Alibi does); ``"auto"`` only when there are more rows.
+            n_background_samples: rows kept by the summary.
+            groups: tabular only: lists of column indices masked as one feature (one-hot
+                blocks); every column in exactly one group.
+            group_names: a name per group (default ``feature_names`` when it has one
+                name per group, else ``"group_i"``).
+            weights: ``(N,)`` non-negative weights of the background rows (normalised).
+
+        Returns:
+            The explainer (fitted).
+        """
+        background = _as_batch("background_data", background_data)
+        n = background.shape[0]
+        if weights is not None:
+            weights = _as_weights(weights, n)
+        if summarise_background not in (False, True, "auto"):
+            raise ValueError(f"summarise_background must be True, False or 'auto', got {summarise_background!r}")
+        n_keep = _checks.check_int("n_background_samples", n_background_samples, minimum=1)
+        if groups is not None and background.dim() != 2:
+            raise ValueError(f"groups apply to tabular rows (N, D); background_data is {tuple(background.shape)}")
+        if summarise_background is True or (summarise_background == "auto" and n > n_keep):
+            if n > n_keep:
+                if weights is not None:
+                    raise ValueError("weights cannot be combined with summarise_background: the summary sets its own")
+                use_sampling = groups is not None or bool(self.settings.categorical_names)
+                background, weights = (_sample_rows if use_sampling else _kmeans_rows)(background, n_keep)
+        if weights is None:
+            weights = torch.full((background.shape[0],), 1.0 / background.shape[0], dtype=torch.float64)
+        d = background.shape[1] if background.dim() == 2 else None
+        names = self.settings.feature_names
+        if groups is not None:
+            columns_of = _check_groups(groups, d)
+            if group_names is not None:
+                group_names = list(group_names)
+                if len(group_names) != len(columns_of) or not all(isinstance(g, str) for g in group_names):
+                    raise ValueError(f"group_names must be {len(columns_of)} strings, one per group, got {group_names!r}")
+            elif names is not None and len(names) == len(columns_of):
+                group_names = list(names)
+            else:
+                group_names = [f"group_{i}" for i in range(len(columns_of))]
+        else:
+            columns_of = None
+            if group_names is not None:
+                raise ValueError("group_names were given without groups")
+            if names is not None and d is not None and len(names) != d:
+                raise ValueError(f"feature_names has {len(names)} names but background_data has {d} columns")
+        self._set_fitted(background, weights, columns_of, group_names)
+        return self
+
+    def _set_fitted(self, background, weights, columns_of, group_names) -> None:
+        feature_of = None
+        if columns_of is not None:
+            feature_of = torch.empty(background.shape[1], dtype=torch.int64)
+            for g, columns in enumerate(columns_of):
+                feature_of[columns] = g
+        self._fit = {
+            "background": background,
+            "weights": weights,
+            "groups": columns_of,
+            "group_names": group_names,
+            "feature_of": feature_of,
+        }
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        if self._fit is None:
+            return {}, {}
+        data = {"groups": self._fit["groups"], "group_names": self._fit["group_names"]}
+        return data, {"background": self._fit["background"], "weights": self._fit["weights"]}
+
+    def _restore_fitted_state(self, data: Any, tensors: Any) -> None:
+        if not data and not tensors:
+            return
+        if set(data) != {"groups", "group_names"} or set(tensors) != {"background", "weights"}:
+            raise ValueError(
+                f"KernelShap: fitted state must hold groups, group_names and tensors background, weights; got "
+                f"{sorted(data)} and {sorted(tensors)}"
+            )
+        background = _as_batch("background", tensors["background"])
+        weights = _as_weights(tensors["weights"], background.shape[0])
+        groups = data["groups"]
+        columns_of = None if groups is None else _check_groups(groups, background.shape[1])
+        self._set_fitted(background, weights, columns_of, data["group_names"])
+
+    # ----------------------------------------------------------------- explain
+
+    def explain(self, inputs: Any, feature_mask: Any = None, **settings: Any) -> Explanation:
+        """SHAP values of every output for a batch.
+
+        Args:
+            inputs: ``(B, ...)`` numpy array or tensor shaped like the background rows.
+            feature_mask: non-tabular inputs: integer feature ids broadcastable to
+                ``inputs`` (``(B or 1, ...)``, as Captum's ``feature_mask``); elements with
+                the same id are one feature. ``None``: columns (or the fitted groups) for
+                rows ``(B, D)``, superpixels for images ``(B, C, H, W)``.
+            **settings: per-call settings (``nsamples``, ``l1_reg``,
+                ``internal_batch_size``, ``progress``).
+
+        Returns:
+            An :class:`Explanation` whose ``data`` holds ``shap_values`` ``(B, K, M)``
+            float64 (class ``k``'s value of each of the M features, link space),
+            ``expected_value`` ``(K,)`` (the link of the weighted background mean; for
+            every row ``shap_values.sum(-1) + expected_value`` equals the link of the
+            prediction), ``predictions`` (the predictor's output on the inputs),
+            ``target`` ``(B,)`` (the predicted class, drawn by ``explanation_map``),
+            ``varying`` ``(B, M)`` bool (features that differ from the background),
+            ``feature_mask`` ``(B, ...)`` int64 (the feature id of each element),
+            ``importances`` ``(K, M)`` (mean |value| over the batch, per class) and
+            ``aggregated_importances`` ``(M,)`` (their sum over classes), Alibi's
+            ranking. ``meta["feature_names"]`` names the M features.
+        """
+        config = self._settings_for_call(settings)
+        if self._fit is None:
+            raise ValueError("KernelShap is not fitted: call explainer.fit(background_data) first")
+        if config.seed is None:
+            config = dataclasses.replace(config, seed=secrets.randbits(32))
+        data, meta = _KernelShapRun(self, config, inputs, feature_mask).explain()
+        return self._explanation(config, data, meta.pop("device"), **meta)
+
+    def explanation_map(self, explanation: Explanation, inputs: Any) -> torch.Tensor:
+        """Each element's feature value for the explained class, shaped like ``inputs``."""
+        values = explanation.data["shap_values"]
+        target = explanation.data["target"].to(values.device)
+        chosen = values[torch.arange(values.shape[0], device=values.device), target]  # (B, M)
+        mask = explanation.data["feature_mask"].to(values.device)
+        flat = chosen.gather(1, mask.reshape(mask.shape[0], -1)).reshape(mask.shape)
+        shape = tuple(inputs.shape)
+        if flat.dim() < len(shape):  # (B, H, W) superpixels of (B, C, H, W) images
+            flat = flat.unsqueeze(1)
+        return flat.expand(shape).to(torch.float32)
+
+
+class _KernelShapRun:
+    """One ``explain`` call: features, varying sets, coalition plans, model calls, the solve."""
+
+    def __init__(self, explainer: KernelShap, config: KernelShapSettings, inputs: Any, feature_mask: Any) -> None:
+        self.explainer = explainer
+        self.config = config
+        fit = explainer._fit
+        self.numpy_input = not isinstance(inputs, torch.Tensor)
+        x = _as_batch("inputs", inputs)
+        background = fit["background"]
+        if tuple(x.shape[1:]) != tuple(background.shape[1:]):
+            raise ValueError(
+                f"inputs must be shaped (B, {', '.join(map(str, background.shape[1:]))}) like the background "
+                f"rows, got {tuple(x.shape)}"
+            )
+        self.input_device = torch.device("cpu") if self.numpy_input else inputs.device
+        self.device = torch.device(config.device) if config.device is not None else self.input_device
+        self.x = x.to(self.device, background.dtype)
+        self.background = background.to(self.device)
+        self.weights = fit["weights"].to(self.device)
+        mode = config.predictor_input
+        if mode == "auto":
+            mode = "tensor" if isinstance(explainer.model, nn.Module) else "numpy"
+        self.mode = mode
+        self.calls = 0
+        self.rows_evaluated = 0
+        self.feature_mask, self.names = self._features(feature_mask)
+
+    # ----------------------------------------------------------------- features
+
+    def _features(self, feature_mask: Any) -> tuple[torch.Tensor, list[str]]:
+        """``(B, ...)`` int64 feature ids (the mask's own shape, batch expanded) and the features' names."""
+        b = self.x.shape[0]
+        fit = self.explainer._fit
+        names = self.config.feature_names
+        if feature_mask is not None:
+            mask = torch.as_tensor(feature_mask) if not isinstance(feature_mask, torch.Tensor) else feature_mask
+            if mask.is_floating_point() or mask.is_complex() or mask.dtype == torch.bool:
+                raise TypeError(f"feature_mask must hold integer feature ids, got dtype {mask.dtype}")
+            if mask.dim() == 0 or mask.dim() > self.x.dim() or mask.shape[0] not in (1, b):
+                raise ValueError(
+                    f"feature_mask must be shaped (B or 1, ...) broadcastable to inputs {tuple(self.x.shape)}, "
+                    f"got {tuple(mask.shape)}"
+                )
+            try:
+                torch.broadcast_shapes(mask.shape, self.x.shape)
+            except RuntimeError:
+                raise ValueError(
+                    f"feature_mask of shape {tuple(mask.shape)} does not broadcast to inputs {tuple(self.x.shape)}"
+                ) from None
+            if bool((mask < 0).any()):
+                raise ValueError("feature_mask ids must be >= 0")
+            mask = mask.to(self.device, torch.int64).expand(b, *mask.shape[1:]).contiguous()
+            m = int(mask.max()) + 1
+            return mask, (list(names) if names is not None and len(names) == m else [f"feature_{i}" for i in range(m)])
+        if self.x.dim() == 2:
+            d = self.x.shape[1]
+            if fit["feature_of"] is not None:
+                mask = fit["feature_of"].to(self.device).expand(b, d).contiguous()
+                return mask, list(fit["group_names"])
+            mask = torch.arange(d, device=self.device).expand(b, d).contiguous()
+            return mask, (list(names) if names is not None else [f"feature_{i}" for i in range(d)])
+        if self.x.dim() == 4:
+            from torchexplain.segmentation import segment
+
+            kwargs = self.config.segmentation_kwargs
+            fn = self.config.segmentation_fn
+            if kwargs is None and fn == "slic":
+                kwargs = dict(_DEFAULT_SEGMENTATION)
+            images = self.x.expand(-1, 3, -1, -1) if isinstance(fn, str) and self.x.shape[1] == 1 else self.x
+            mask = segment(images, fn, **(kwargs or {})).to(self.device)
+            m = int(mask.max()) + 1
+            return mask, [f"segment_{i}" for i in range(m)]
+        raise ValueError(
+            f"inputs of shape {tuple(self.x.shape)} need a feature_mask (the feature id of each element); only "
+            "rows (B, D) and images (B, C, H, W) have default features"
+        )
+
+    def _element_features(self) -> torch.Tensor:
+        """``(B, E)`` the feature id of each input element (the mask broadcast to the inputs)."""
+        mask = self.feature_mask
+        shape = self.x.shape
+        if mask.dim() < len(shape):  # superpixels (B, H, W) of images (B, C, H, W)
+            mask = mask.unsqueeze(1)
+        return mask.expand(shape).reshape(shape[0], -1)
+
+    def _varying(self, feature_of: torch.Tensor, n_features: int) -> torch.Tensor:
+        """``(B, M)`` True where some element of the feature differs from some background row (allclose)."""
+        b, e = feature_of.shape
+        background = self.background.reshape(self.background.shape[0], -1)
+        differs = torch.zeros(b, e, dtype=torch.bool, device=self.device)
+        per_instance = max(1, (1 << 24) // max(1, background.numel()))
+        for start in range(0, b, per_instance):
+            x = self.x[start : start + per_instance].reshape(-1, 1, e)
+            close = torch.isclose(x, background[None], rtol=1e-5, atol=1e-8, equal_nan=True)
+            differs[start : start + per_instance] = ~close.all(dim=1)
+        varying = torch.zeros(b, n_features, dtype=torch.int64, device=self.device)
+        varying.scatter_reduce_(1, feature_of, differs.to(torch.int64), reduce="amax")
+        return varying.bool()
+
+    # ----------------------------------------------------------------- the predictor
+
+    def predict(self, rows: torch.Tensor) -> torch.Tensor:
+        """The predictor's scores on ``rows`` as ``(N, K)`` on the device, as given (dtype kept)."""
+        given = rows.cpu().numpy() if self.mode == "numpy" else rows
+        output = self.explainer.model(given)
+        self.calls += 1
+        self.rows_evaluated += rows.shape[0]
+        if isinstance(output, np.ndarray):
+            output = torch.from_numpy(np.ascontiguousarray(output))
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"predictor must return a tensor or numpy array of scores, got {type(output).__name__}")
+        output = output.detach().to(self.device)
+        n = rows.shape[0]
+        if not (output.is_floating_point() and output.shape[0] == n and output.dim() in (1, 2)):
+            raise ValueError(
+                f"predictor returned {output.dtype} of shape {tuple(output.shape)} for {n} rows; KernelShap needs "
+                f"float scores ({n}, K) or ({n},), not labels"
+            )
+        self.one_dimensional = output.dim() == 1
+        return output if output.dim() == 2 else output[:, None]
+
+    def _rows_per_call(self, total_rows: int) -> int:
+        chunk = self.config.internal_batch_size
+        if chunk is None:
+            return max(1, total_rows)
+        if chunk != "auto":
+            return int(chunk)
+        per_row = self.x[0].numel() * self.x.element_size() * _FORWARD_BYTES_FACTOR
+        return _memory.rows_per_chunk(per_row, self.device, total_rows)
+
+    def expected_outputs(
+        self, coalitions: torch.Tensor, instance: torch.Tensor, feature_of: torch.Tensor, bar: Progress
+    ) -> torch.Tensor:
+        """``(P, K)`` float64: the background-weighted mean output of each (instance, coalition) pair.
+
+        Args:
+            coalitions: ``(P, M)`` bool, True where the feature keeps the instance's value.
+            instance: ``(P,)`` the row of ``self.x`` each pair perturbs.
+            feature_of: ``(B, E)`` feature id of each element.
+        """
+        n_bg = self.background.shape[0]
+        background = self.background.reshape(n_bg, -1)
+        x = self.x.reshape(self.x.shape[0], -1)
+        shape = self.x.shape[1:]
+        total = coalitions.shape[0]
+        rows = self._rows_per_call(total * n_bg)
+        auto = self.config.internal_batch_size == "auto"
+        out: torch.Tensor | None = None
+        start = 0
+        while start < total:
+            pairs = max(1, rows // n_bg)
+            slice_bg = min(n_bg, rows)  # a coalition's background rows split over calls when rows < n_bg
+            stop = min(total, start + pairs)
+            try:
+                keep = coalitions[start:stop].gather(1, feature_of[instance[start:stop]])  # (p, E)
+                mean = torch.zeros(stop - start, out.shape[1] if out is not None else 1, dtype=torch.float64,
+                                   device=self.device)
+                for bg_start in range(0, n_bg, slice_bg):
+                    bg = background[bg_start : bg_start + slice_bg]
+                    block = torch.where(keep[:, None, :], x[instance[start:stop]][:, None, :], bg[None])
+                    scores = self.predict(block.reshape(-1, *shape)).to(torch.float64)
+                    scores = scores.view(stop - start, bg.shape[0], -1)
+                    part = torch.einsum("pnk,n->pk", scores, self.weights[bg_start : bg_start + slice_bg])
+                    mean = part if bg_start == 0 else mean + part
+            except Exception as err:
+                if auto and _memory.is_out_of_memory(err) and rows > 1:
+                    rows = max(1, rows // 2)
+                    continue
+                raise
+            if out is None:
+                out = torch.empty(total, mean.shape[1], dtype=torch.float64, device=self.device)
+            elif mean.shape[1] != out.shape[1]:
+                raise ValueError(f"predictor returned {mean.shape[1]} outputs per row, earlier {out.shape[1]}")
+            out[start:stop] = mean
+            bar.advance(stop - start)
+            start = stop
+        assert out is not None
+        return out
+
+    # ----------------------------------------------------------------- the whole call
+
+    def link(self, values: torch.Tensor) -> torch.Tensor:
+        if self.config.link == "identity":
+            return values
+        if bool(((values < 0) | (values > 1)).any()):
+            bad = values[(values < 0) | (values > 1)][0].item()
+            raise ValueError(
+                f"link='logit' needs probabilities in [0, 1], but the predictor returned {bad!r}; give a predictor "
+                "that returns probabilities, or use link='identity' for scores"
+            )
+        eps = self.config.logit_clip
+        p = values.clamp(eps, 1 - eps)
+        return torch.log(p / (1 - p))
+
+    def explain(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        config = self.config
+        model = self.explainer.model
+        b = self.x.shape[0]
+        feature_of = self._element_features()
+        m_total = len(self.names)
+        varying = self._varying(feature_of, m_total)
+        n_varying = varying.sum(1)
+        with preserved_model_state(model), torch.no_grad():
+            fx = self.predict(self.x)
+            predictions = fx[:, 0] if self.one_dimensional else fx
+            fx = fx.to(torch.float64)
+            null_scores = self.predict(self.background.reshape(-1, *self.x.shape[1:])).to(torch.float64)
+            fnull = torch.einsum("nk,n->k", null_scores, self.weights)
+            k = fx.shape[1]
+            link_fx, link_null = self.link(fx), self.link(fnull)
+            values = torch.zeros(b, k, m_total, dtype=torch.float64, device=self.device)
+            one = n_varying == 1
+            if bool(one.any()):
+                column = varying[one].int().argmax(1)
+                rows = one.nonzero()[:, 0]
+                values[rows, :, column] = (link_fx[rows] - link_null).to(torch.float64)
+            plans = {int(m): coalition_plan(int(m), config.nsamples, config.seed) for m in n_varying.unique() if m >= 2}
+            work = sum(len(plans[int(m)].weights) * int((n_varying == m).sum()) for m in plans)
+            with Progress(work, "KernelShap", enabled=config.progress) as bar:
+                for m, plan in plans.items():
+                    rows = (n_varying == m).nonzero()[:, 0]
+                    values[rows] = self._solve_group(rows, plan, varying, feature_of, link_fx, link_null, bar)
+        values = torch.where(values.abs() < _ZERO_BELOW, torch.zeros_like(values), values)
+        out = self.input_device
+        importances = values.abs().mean(0)
+        data = {
+            "shap_values": values.to(out),
+            "expected_value": link_null.to(out),
+            "predictions": predictions.to(out),
+            "target": (fx.argmax(1) if k > 1 else torch.zeros(b, dtype=torch.int64, device=self.device)).to(out),
+            "varying": varying.to(out),
+            "feature_mask": self.feature_mask.to(out),
+            "importances": importances.to(out),
+            "aggregated_importances": values.abs().sum(1).mean(0).to(out),
+        }
+        meta = {
+            "device": out,
+            "feature_names": list(self.names),
+            "n_background": int(self.background.shape[0]),
+            "coalitions": {str(m): len(plan.weights) for m, plan in sorted(plans.items())},
+            "total_model_calls": self.calls,
+            "total_rows_evaluated": self.rows_evaluated,
+        }
+        return data, meta
+
+    def _solve_group(self, rows, plan, varying, feature_of, link_fx, link_null, bar) -> torch.Tensor:
+        """``(n, K, M_total)`` values of the instances ``rows``, which share ``plan``."""
+        n, m = rows.shape[0], plan.masks.shape[1]
+        m_total = varying.shape[1]
+        # the varying features of each instance, in column order (shap's np.nonzero)
+        order = torch.sort((~varying[rows]).to(torch.int8), dim=1, stable=True).indices[:, :m]  # (n, m)
+        masks = torch.from_numpy(plan.masks).to(self.device)
+        s = masks.shape[0]
+        full = torch.zeros(n, s, m_total, dtype=torch.bool, device=self.device)
+        full.scatter_(2, order[:, None, :].expand(n, s, m), masks[None].expand(n, s, m))
+        instance = rows[:, None].expand(n, s).reshape(-1)
+        ey = self.expected_outputs(full.reshape(n * s, m_total), instance, feature_of, bar)
+        ey = ey.view(n, s, -1)
+        k = ey.shape[2]
+        adjusted = (self.link(ey) - link_null).permute(0, 2, 1)  # (n, K, S)
+        total = link_fx[rows] - link_null  # (n, K)
+        z = masks.to(torch.float64)
+        w = torch.from_numpy(plan.weights).to(self.device)
+        select = self.config.l1_reg not in ("auto", False) or (
+            self.config.l1_reg == "auto" and plan.fraction_evaluated < _AUTO_L1_FRACTION
+        )
+        if select:
+            phi = _solve_selected(z.cpu().numpy(), w.cpu().numpy(), adjusted.cpu().numpy(), total.cpu().numpy(),
+                                  self.config.l1_reg)
+            phi = torch.from_numpy(phi).to(self.device)
+        else:
+            phi = _solve_all(z, w, adjusted, total)
+        values = torch.zeros(n, k, m_total, dtype=torch.float64, device=self.device)
+        values.scatter_(2, order[:, None, :].expand(n, k, m), phi)
+        return values
+
+
+def _solve_all(z: torch.Tensor, w: torch.Tensor, adjusted: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """The constrained weighted least squares of every instance and class at once.
+
+    With the last feature eliminated by efficiency (``phi_M = total - sum(others)``),
+    the design ``X = z[:, :-1] - z[:, -1:]`` and the weights are shared by every row of
+    a plan, so one ``(M-1, M-1)`` system is solved for all right-hand sides.
+
+    Args:
+        z: ``(S, M)`` coalitions; w: ``(S,)`` weights; adjusted: ``(n, K, S)`` link(E[f]) - link(f_null);
+        total: ``(n, K)`` link(f(x)) - link(f_null).
+
+    Returns:
+        ``(n, K, M)`` float64.
+    """
+    design = z[:, :-1] - z[:, -1:]
+    weighted = w[:, None] * design
+    gram = design.T @ weighted
+    y = adjusted - z[:, -1] * total[..., None]  # (n, K, S)
+    rhs = y @ weighted  # (n, K, M-1)
+    flat = rhs.reshape(-1, rhs.shape[-1]).T
+    try:
+        solved = torch.linalg.solve(gram, flat).T
+    except RuntimeError:
+        warnings.warn(
+            "KernelShap: the regression is singular for this coalition plan; using least squares instead. "
+            "Raise nsamples, or group features, to get a regular system.",
+            stacklevel=4,
+        )
+        root = w.sqrt()[:, None]
+        solved = torch.linalg.lstsq(root * design, root * y.reshape(-1, y.shape[-1]).T, driver="gelsd").solution.T
+    phi_rest = solved.reshape(rhs.shape)
+    last = total - phi_rest.sum(-1)
+    return torch.cat([phi_rest, last[..., None]], dim=-1)
+
+
+def _solve_selected(z: np.ndarray, w: np.ndarray, adjusted: np.ndarray, total: np.ndarray, l1_reg: Any) -> np.ndarray:
+    """shap's L1 feature selection then the constrained fit on the selected features, per (instance, class).
+
+    The selection (scikit-learn's LARS / LassoLarsIC / Lasso, as shap uses) runs on the
+    CPU one regression at a time; the rest of KernelShap stays batched.
+    """
+    try:
+        from sklearn.linear_model import Lasso, LassoLarsIC, lars_path
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:  # pragma: no cover - exercised only without the test extra
+        raise ImportError(
+            f"KernelShap l1_reg={l1_reg!r} selects features with scikit-learn: pip install scikit-learn "
+            "(or pass l1_reg=False)"
+        ) from None
+    n, k, _ = adjusted.shape
+    m = z.shape[1]
+    kept = z.sum(1)
+    root = np.sqrt(np.hstack((w * (m - kept), w * kept)))
+    design_aug = root[:, None] * np.vstack((z, z - 1))
+    phi = np.zeros((n, k, m))
+    for i in range(n):
+        for c in range(k):
+            y = adjusted[i, c]
+            y_aug = np.hstack((y, y - total[i, c])) * root
+            if isinstance(l1_reg, str) and l1_reg.startswith("num_features("):
+                selected = lars_path(design_aug, y_aug, max_iter=int(l1_reg[len("num_features(") : -1]))[1]
+            elif l1_reg in ("auto", "aic", "bic"):
+                criterion = "aic" if l1_reg == "auto" else l1_reg
+                model = make_pipeline(StandardScaler(with_mean=False), LassoLarsIC(criterion=criterion))
+                selected = np.nonzero(model.fit(design_aug, y_aug)[1].coef_)[0]
+            else:
+                selected = np.nonzero(Lasso(alpha=l1_reg).fit(design_aug, y_aug).coef_)[0]
+            selected = np.asarray(selected, dtype=np.int64)
+            if len(selected) == 0:
+                continue
+            last = selected[-1]
+            y2 = y - z[:, last] * total[i, c]
+            design = z[:, selected[:-1]] - z[:, [last]]
+            weighted = w[:, None] * design
+            try:
+                coef = np.linalg.solve(design.T @ weighted, weighted.T @ y2)
+            except np.linalg.LinAlgError:
+                root_w = np.sqrt(w)
+                coef = np.linalg.lstsq(root_w[:, None] * design, root_w * y2, rcond=None)[0]
+            phi[i, c, selected[:-1]] = coef
+            phi[i, c, last] = total[i, c] - coef.sum()
+    return phi
+
+
+# ----------------------------------------------------------------------------- background
+
+
+def _as_batch(name: str, value: Any) -> torch.Tensor:
+    """A ``(N, ...)`` real tensor (numpy accepted; integer codes become float32), finite, N >= 1."""
+    if isinstance(value, torch.Tensor):
+        batch = value.detach()
+    elif isinstance(value, np.ndarray):
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+            raise TypeError(f"{name} must hold numbers (categorical columns as integer codes), got dtype {value.dtype}")
+        batch = torch.from_numpy(np.ascontiguousarray(value))
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or a numpy array shaped (N, ...), got {type(value).__name__}")
+    if batch.dim() < 2:
+        raise ValueError(f"{name} must be shaped (N, ...) with a batch dimension (one row: row[None]), got {tuple(batch.shape)}")
+    if batch.shape[0] == 0:
+        raise ValueError(f"{name} has batch size 0; give at least one row")
+    if batch.is_complex():
+        raise TypeError(f"{name} must be real, got {batch.dtype}")
+    if not batch.is_floating_point():
+        batch = batch.to(torch.float32)
+    return _checks.check_finite(name, batch)
+
+
+def _as_weights(weights: Any, n: int) -> torch.Tensor:
+    w = torch.as_tensor(np.asarray(weights.cpu() if isinstance(weights, torch.Tensor) else weights), dtype=torch.float64)
+    if w.shape != (n,):
+        raise ValueError(f"weights must be shaped ({n},), one per background row, got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    return w / w.sum()
+
+
+def _check_groups(groups: Any, n_columns: int) -> list[list[int]]:
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence) or not groups:
+        raise TypeError(f"groups must be a non-empty list of lists of column indices, got {groups!r}")
+    clean: list[list[int]] = []
+    for g in groups:
+        if isinstance(g, (str, bytes)) or not isinstance(g, Sequence) or not g or not all(_checks.is_int(c) for c in g):
+            raise TypeError(f"each group must be a non-empty list of column indices, got {g!r}")
+        clean.append([int(c) for c in g])
+    flat = sorted(c for g in clean for c in g)
+    if flat != list(range(n_columns)):
+        missing = sorted(set(range(n_columns)) - set(flat))
+        repeated = sorted({c for c in flat if flat.count(c) > 1})
+        raise ValueError(
+            f"groups must put each of the {n_columns} columns in exactly one group; missing {missing}, "
+            f"repeated {repeated}, out of range {sorted(c for c in set(flat) if not 0 <= c < n_columns)}"
+        )
+    return clean
+
+
+def _kmeans_rows(background: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``shap.kmeans``: k-means centres (scikit-learn, seed 0, 10 inits), each value snapped to the
+    nearest value of its column, weighted by cluster size."""
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError:  # pragma: no cover - exercised only without the test extra
+        raise ImportError(
+            "summarise_background=True clusters the background with scikit-learn: pip install scikit-learn "
+            "(or summarise it yourself and pass weights)"
+        ) from None
+    flat = background.reshape(background.shape[0], -1).cpu().numpy().astype(np.float64)
+    fitted = KMeans(n_clusters=k, random_state=0, n_init=10).fit(flat)
+    centres = fitted.cluster_centers_
+    nearest = np.abs(flat[None, :, :] - centres[:, None, :]).argmin(axis=1)  # (k, E)
+    snapped = np.take_along_axis(flat, nearest, axis=0)
+    counts = np.bincount(fitted.labels_, minlength=k).astype(np.float64)
+    rows = torch.from_numpy(snapped).to(background.dtype).reshape(k, *background.shape[1:])
+    return rows, torch.from_numpy(counts / counts.sum())
+
+
+def _sample_rows(background: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k`` rows drawn without replacement (a fixed seed, so fit is reproducible), equally weighted."""
+    order = np.random.RandomState(0).permutation(background.shape[0])[:k]  # noqa: NPY002 - local, seeded
+    return background[torch.from_numpy(np.sort(order))], torch.full((k,), 1.0 / k, dtype=torch.float64)
+
+
+@functional_twin(KernelShap)
+def kernel_shap(
+    predictor: Any,
+    inputs: Any,
+    background_data: Any,
+    feature_mask: Any = None,
+    summarise_background: bool | str = False,
+    n_background_samples: int = 300,
+    groups: Sequence[Sequence[int]] | None = None,
+    group_names: Sequence[str] | None = None,
+    weights: Any = None,
+    **settings: Any,
+) -> Explanation:
+    """Functional form of :class:`KernelShap`: fit on ``background_data`` and explain ``inputs`` in one call.
+
+    Examples:
+        >>> predict = lambda x: x @ np.array([[1.0], [2.0], [-1.0]])
+        >>> kernel_shap(predict, np.ones((1, 3)), np.zeros((1, 3))).shap_values.tolist()
+        [[[1.0, 2.0, -1.0]]]
+    """
+    explainer = KernelShap(predictor, **settings).fit(
+        background_data, summarise_background, n_background_samples, groups, group_names, weights
+    )
+    return explainer.explain(inputs, feature_mask=feature_mask)

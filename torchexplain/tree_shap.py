@@ -1,0 +1,286 @@
+"""Tree SHAP (Lundberg et al., "From local explanations to global understanding with explainable AI
+for trees", Nature Machine Intelligence 2020) on shap's ``TreeExplainer``.
+
+The algorithm is shap's (its C++ Tree SHAP, or XGBoost's and LightGBM's own on their
+models); it is not re-implemented here. What torchexplain adds is the common
+contract: the Explanation's fields and JSON, save/load of the configuration (the tree
+model is given again at load time, never pickled), rows explained in pieces with a
+progress bar, and no silent subsampling of the background: shap's ``Independent``
+masker keeps at most 100 rows unless told otherwise, so every background row given to
+``fit`` is passed on and ``meta["n_background"]`` says how many were used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchexplain import _checks
+from torchexplain._progress import Progress
+from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
+from torchexplain.explanation import Explanation
+
+__all__ = ["TreeShap", "TreeShapSettings", "tree_shap"]
+
+_MODEL_OUTPUTS = ("raw", "probability", "log_loss", "predict", "predict_proba")
+#: rows per call of shap when ``internal_batch_size="auto"`` (shap's C++ loop holds one
+#: row's work at a time; pieces bound the output held for interactions, M x M per row)
+_AUTO_ROWS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeShapSettings(Settings):
+    """The settings of :class:`TreeShap` (shap's and Alibi's names)."""
+
+    model_output: str = setting(
+        "raw",
+        "what is explained: 'raw' (the trees' margin: probabilities for scikit-learn forests, log-odds for "
+        "boosted classifiers), 'probability' or 'log_loss' (both need a background: interventional)",
+    )
+    feature_names: list[str] | None = setting(None, "the name of every column")
+    approximate: bool = setting(
+        False, "shap's fast Saabas-style approximation instead of exact Tree SHAP", per_call=True
+    )
+    check_additivity: bool = setting(
+        True, "let shap check that the values sum to the model output (its own tolerance)", per_call=True
+    )
+    internal_batch_size: int | str | None = setting(
+        "auto", f"rows per call of shap: 'auto' ({_AUTO_ROWS}), an int, or None (all at once)", per_call=True
+    )
+    progress: bool | None = setting(
+        None, "draw a progress bar on stderr (None: only when stderr is a terminal)", per_call=True
+    )
+
+    def validate(self) -> dict[str, Any]:
+        _checks.check_choice("model_output", self.model_output, _MODEL_OUTPUTS)
+        names = self.feature_names
+        if names is not None and (
+            not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names)
+        ):
+            raise TypeError(f"feature_names must be a non-empty list of strings, got {names!r}")
+        _checks.check_bool("approximate", self.approximate)
+        _checks.check_bool("check_additivity", self.check_additivity)
+        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
+        if self.progress is not None:
+            _checks.check_bool("progress", self.progress)
+        return {} if names is None else {"feature_names": list(names)}
+
+
+def _shap():
+    try:
+        import shap
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        raise ImportError("TreeShap runs shap's TreeExplainer: pip install shap (or torchexplain[test])") from None
+    return shap
+
+
+@register_explainer
+class TreeShap(Explainer):
+    """Exact SHAP values of tree ensembles (scikit-learn, XGBoost, LightGBM, CatBoost), via shap.
+
+    ``fit()`` without background data explains path-dependently (the trees' own cover
+    statistics); ``fit(background)`` explains interventionally over those rows (every
+    row is used; shap's 100-row cap is lifted).
+
+    Examples:
+        >>> from sklearn.tree import DecisionTreeRegressor
+        >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+        >>> tree = DecisionTreeRegressor().fit(X, X[:, 0] * 2.0)
+        >>> TreeShap(tree).fit(X).explain(X[:1]).shap_values.tolist()
+        [[[-1.0, 0.0]]]
+    """
+
+    name = "TreeShap"
+    kind = "blackbox"
+    settings_class = TreeShapSettings
+    _fit: dict[str, Any] | None = None
+
+    def _check_model(self, model: Any) -> None:
+        if isinstance(model, torch.nn.Module) or not (hasattr(model, "predict") or hasattr(model, "get_dump")
+                                                      or type(model).__name__ == "Booster"):
+            raise TypeError(
+                f"TreeShap: predictor must be a tree model shap's TreeExplainer reads (scikit-learn, XGBoost, "
+                f"LightGBM, CatBoost), got {type(model).__name__}; for other models use KernelShap"
+            )
+
+    def fit(self, background_data: Any = None, summarise_background: bool = False,
+            n_background_samples: int = 1000) -> TreeShap:
+        """Choose path-dependent (no background) or interventional (a background) Tree SHAP.
+
+        Args:
+            background_data: ``(N, M)`` rows, or None.
+            summarise_background: keep ``n_background_samples`` rows drawn without
+                replacement (fixed seed) instead of all of them.
+            n_background_samples: rows kept by the summary.
+
+        Returns:
+            The explainer (fitted).
+        """
+        background = None
+        if background_data is not None:
+            background = _as_rows("background_data", background_data)
+            n_keep = _checks.check_int("n_background_samples", n_background_samples, minimum=1)
+            if _checks.check_bool("summarise_background", summarise_background) and background.shape[0] > n_keep:
+                order = np.sort(np.random.RandomState(0).permutation(background.shape[0])[:n_keep])  # noqa: NPY002
+                background = background[order]
+        self._set_fitted(background)
+        return self
+
+    def _set_fitted(self, background: np.ndarray | None) -> None:
+        shap = _shap()
+        config = self.settings
+        if background is None:
+            if config.model_output != "raw":
+                raise ValueError(
+                    f"model_output={config.model_output!r} needs background data (interventional Tree SHAP); "
+                    "fit(background_data) or use model_output='raw'"
+                )
+            explainer = shap.TreeExplainer(self.model, feature_perturbation="tree_path_dependent")
+        else:
+            masker = shap.maskers.Independent(background, max_samples=background.shape[0])
+            explainer = shap.TreeExplainer(
+                self.model, masker, feature_perturbation="interventional", model_output=config.model_output
+            )
+        self._fit = {"background": background, "explainer": explainer}
+
+    def with_model(self, model: Any) -> TreeShap:
+        bound = super().with_model(model)
+        if self._fit is not None:
+            bound._set_fitted(self._fit["background"])
+        return bound
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        if self._fit is None:
+            return {}, {}
+        background = self._fit["background"]
+        if background is None:
+            return {"perturbation": "tree_path_dependent"}, {}
+        return {"perturbation": "interventional"}, {"background": torch.from_numpy(background)}
+
+    def _restore_fitted_state(self, data: Any, tensors: Any) -> None:
+        if not data and not tensors:
+            return
+        perturbation = data.get("perturbation")
+        if set(data) != {"perturbation"} or perturbation not in ("tree_path_dependent", "interventional") or (
+            set(tensors) != ({"background"} if perturbation == "interventional" else set())
+        ):
+            raise ValueError(f"TreeShap: unexpected fitted state {sorted(data)} / {sorted(tensors)}")
+        self._set_fitted(None if perturbation == "tree_path_dependent" else tensors["background"].numpy())
+
+    def explain(self, inputs: Any, interactions: bool = False, **settings: Any) -> Explanation:
+        """SHAP values (and optionally interaction values) of a batch of rows.
+
+        Args:
+            inputs: ``(B, M)`` numpy array or tensor.
+            interactions: also return SHAP interaction values (path-dependent only, as in shap).
+            **settings: per-call settings (``approximate``, ``check_additivity``,
+                ``internal_batch_size``, ``progress``).
+
+        Returns:
+            An :class:`Explanation` whose ``data`` holds ``shap_values`` ``(B, K, M)``
+            float64 (K = 1 for single-output models), ``expected_value`` ``(K,)``,
+            ``predictions`` ``(B, K)`` (shap's model output in the explained space),
+            ``target`` ``(B,)`` (argmax of ``predictions``), ``importances`` ``(K, M)``
+            and ``aggregated_importances`` ``(M,)`` (mean |value| over the batch), and
+            with ``interactions`` also ``interaction_values`` ``(B, K, M, M)``.
+            Tensors are on the inputs' device (cpu for numpy).
+        """
+        config = self._settings_for_call(settings)
+        if self._fit is None:
+            raise ValueError(
+                "TreeShap is not fitted: call explainer.fit() (path-dependent) or explainer.fit(background_data) "
+                "(interventional) first"
+            )
+        interactions = _checks.check_bool("interactions", interactions)
+        device = inputs.device if isinstance(inputs, torch.Tensor) else torch.device("cpu")
+        rows = _as_rows("inputs", inputs)
+        explainer = self._fit["explainer"]
+        background = self._fit["background"]
+        if interactions and background is not None:
+            raise ValueError("interactions=True needs path-dependent Tree SHAP: fit() without background data")
+        if background is not None and rows.shape[1] != background.shape[1]:
+            raise ValueError(f"inputs must have {background.shape[1]} columns like the background, got {rows.shape[1]}")
+        chunk = config.internal_batch_size
+        chunk = rows.shape[0] if chunk is None else (_AUTO_ROWS if chunk == "auto" else chunk)
+        values, pairs = [], []
+        with Progress(rows.shape[0], "TreeShap", enabled=config.progress) as bar, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*approximate.*", category=DeprecationWarning)
+            for start in range(0, rows.shape[0], chunk):
+                part = rows[start : start + chunk]
+                values.append(_per_class(explainer.shap_values(
+                    part, approximate=config.approximate, check_additivity=config.check_additivity)))
+                if interactions:
+                    pairs.append(_per_class(explainer.shap_interaction_values(part), interactions=True))
+                bar.advance(part.shape[0])
+        shap_values = torch.from_numpy(np.concatenate(values)).to(torch.float64)
+        expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
+        if expected.shape[0] != shap_values.shape[1]:
+            raise ValueError(f"shap returned {expected.shape[0]} expected values for {shap_values.shape[1]} outputs")
+        predicted = np.asarray(explainer.model.predict(rows), dtype=np.float64).reshape(rows.shape[0], -1)
+        if predicted.shape[1] != shap_values.shape[1]:  # e.g. a binary model whose trees carry one margin
+            predicted = shap_values.sum(-1).numpy() + expected
+        predictions = torch.from_numpy(predicted)
+        data = {
+            "shap_values": shap_values,
+            "expected_value": torch.from_numpy(expected),
+            "predictions": predictions,
+            "target": predictions.argmax(1),
+            "importances": shap_values.abs().mean(0),
+            "aggregated_importances": shap_values.abs().sum(1).mean(0),
+        }
+        if interactions:
+            data["interaction_values"] = torch.from_numpy(np.concatenate(pairs)).to(torch.float64)
+        data = {key: value.to(device) for key, value in data.items()}
+        names = config.feature_names or [f"feature_{i}" for i in range(rows.shape[1])]
+        return self._explanation(
+            config,
+            data,
+            device,
+            feature_names=names,
+            feature_perturbation="interventional" if background is not None else "tree_path_dependent",
+            n_background=0 if background is None else int(background.shape[0]),
+            model_type=type(self.model).__name__,
+        )
+
+    def explanation_map(self, explanation: Explanation, inputs: Any) -> torch.Tensor:
+        """The explained class's value of each column: ``(B, M)``."""
+        values = explanation.data["shap_values"]
+        target = explanation.data["target"]
+        return values[torch.arange(values.shape[0], device=values.device), target].to(torch.float32)
+
+
+def _per_class(values: Any, interactions: bool = False) -> np.ndarray:
+    """shap's outputs (a list per class, ``(B, M, K)``, or ``(B, M)``) as ``(B, K, M)`` (or ``(B, K, M, M)``)."""
+    if isinstance(values, list):
+        return np.stack(values, axis=1)
+    values = np.asarray(values)
+    single = 3 if interactions else 2
+    if values.ndim == single:
+        return values[:, None]
+    return np.moveaxis(values, -1, 1)
+
+
+def _as_rows(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a torch.Tensor or a numpy array shaped (N, M), got {type(value).__name__}")
+    if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+        raise TypeError(f"{name} must hold numbers, got dtype {value.dtype}")
+    if value.ndim != 2 or value.shape[0] == 0:
+        raise ValueError(f"{name} must be shaped (N, M) with N >= 1, got {value.shape}")
+    rows = value.astype(np.float64) if not np.issubdtype(value.dtype, np.floating) else value
+    if not np.isfinite(rows).all():
+        raise ValueError(f"{name} contains {int((~np.isfinite(rows)).sum())} non-finite value(s) (NaN or inf)")
+    return np.ascontiguousarray(rows)
+
+
+@functional_twin(TreeShap)
+def tree_shap(model: Any, inputs: Any, background_data: Any = None, interactions: bool = False,
+              **settings: Any) -> Explanation:
+    """Functional form of :class:`TreeShap`: fit (on ``background_data`` if given) and explain ``inputs``."""
+    return TreeShap(model, **settings).fit(background_data).explain(inputs, interactions=interactions)
