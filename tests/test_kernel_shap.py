@@ -389,3 +389,20 @@ def test_the_function_twin_fits_and_explains():
     by_class = KernelShap(predict).fit(background, groups=[[0, 1], [2], [3]]).explain(rows)
     by_function = kernel_shap(predict, rows, background, groups=[[0, 1], [2], [3]])
     torch.testing.assert_close(by_function.shap_values, by_class.shap_values, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("n_features, distinct", [(6, 3), (40, 12)])
+def test_scoring_distinct_rows_once_gives_the_values_of_scoring_every_row(n_features, distinct):
+    rng = np.random.RandomState(16)  # noqa: NPY002 - local stream for test data
+    background = rng.randint(0, distinct, (20, n_features)).astype(np.float64)
+    rows = rng.randint(0, distinct, (3, n_features)).astype(np.float64)
+    predict = _numpy_predictor(_mlp(n_features, 2, seed=16))
+    every = KernelShap(predict, cache_predictions=False, seed=0).fit(background).explain(rows, nsamples=200)
+    once = KernelShap(predict, seed=0).fit(background).explain(rows, nsamples=200)
+    torch.testing.assert_close(once.shap_values, every.shap_values, rtol=1e-12, atol=1e-14)
+    perturbed = once.meta["total_rows_perturbed"]
+    assert perturbed == every.meta["total_rows_perturbed"] == every.meta["total_rows_evaluated"] - 3 - 20
+    if n_features == 6:  # few distinct values: most perturbed rows recur
+        assert once.meta["total_rows_evaluated"] - 3 - 20 < perturbed / 4
+    else:  # 13**40 codes cannot be exact float64 keys: every row is scored
+        assert once.meta["total_rows_evaluated"] == every.meta["total_rows_evaluated"]

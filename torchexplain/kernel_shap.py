@@ -57,6 +57,12 @@ _ZERO_BELOW = 1e-10
 #: ``l1_reg="auto"`` selects features when fewer than this share of all coalitions is evaluated
 _AUTO_L1_FRACTION = 0.2
 _NUM_FEATURES = re.compile(r"^num_features\((\d+)\)$")
+#: keys of distinct rows are sums of integers in float64: exact below this
+_EXACT_KEYS = 2.0**52
+#: at most this many (coalition, background row) keys are deduplicated at once
+_KEYS_PER_BLOCK = 1 << 23
+#: background codes compare every pair of background rows: at most this many element pairs
+_MAX_CODE_PAIRS = 1 << 26
 #: segmentation used for image inputs without a feature mask (Alibi's AnchorImage defaults)
 _DEFAULT_SEGMENTATION = {"n_segments": 10, "compactness": 10.0, "sigma": 0.5}
 
@@ -97,6 +103,12 @@ class KernelShapSettings(Settings):
     )
     segmentation_kwargs: dict[str, Any] | None = setting(
         None, "keyword arguments of the segmentation (None: slic with 10 segments, compactness 10, sigma 0.5)"
+    )
+    cache_predictions: bool = setting(
+        True,
+        "score each distinct perturbed row once and reuse its output wherever the same row recurs (most rows "
+        "recur when background rows share values: 7% of the census rows are distinct); the predictor must be "
+        "deterministic and score rows independently. The values are the same either way",
     )
     logit_clip: float = setting(
         1e-7,
@@ -162,6 +174,7 @@ class KernelShapSettings(Settings):
             raise TypeError(f"segmentation_fn must be a name or a callable, got {type(fn).__name__}")
         if self.segmentation_kwargs is not None and not isinstance(self.segmentation_kwargs, dict):
             raise TypeError(f"segmentation_kwargs must be a dict or None, got {type(self.segmentation_kwargs).__name__}")
+        _checks.check_bool("cache_predictions", self.cache_predictions)
         normalised["logit_clip"] = _checks.check_number("logit_clip", self.logit_clip, 0.0, 0.5, high_open=True)
         if self.nsamples != "auto":
             if isinstance(self.nsamples, str) or not _checks.is_int(self.nsamples):
@@ -508,6 +521,8 @@ class _KernelShapRun:
         self.mode = mode
         self.calls = 0
         self.rows_evaluated = 0
+        self.rows_perturbed = 0  # (coalition, background row) pairs, as shap scores them
+        self._codes_cache: dict[bytes, Any] = {}
         self.feature_mask, self.names = self._features(feature_mask)
 
     # ----------------------------------------------------------------- features
@@ -660,6 +675,112 @@ class _KernelShapRun:
             bar.advance(stop - start)
             start = stop
         assert out is not None
+        self.rows_perturbed += total * n_bg
+        return out
+
+    # ----------------------------------------------------------------- distinct rows only
+
+    def _background_codes(self, element_features: torch.Tensor, n_features: int):
+        """Per feature, which distinct background value each background row holds.
+
+        Returns ``(codes (N, M) int64, n_distinct (M,) int64)``, or None when comparing every
+        pair of background rows would take too much memory.
+        """
+        key = element_features.cpu().numpy().tobytes()
+        cached = self._codes_cache.get(key)
+        if cached is not None:
+            return cached
+        background = self.background.reshape(self.background.shape[0], -1)
+        n, e = background.shape
+        if n * n * e > _MAX_CODE_PAIRS:
+            return None
+        equal = (background[:, None, :] == background[None, :, :]).to(torch.int8)  # (N, N, E)
+        same = torch.ones(n, n, n_features, dtype=torch.int8, device=self.device)
+        same.scatter_reduce_(2, element_features.expand(n, n, e), equal, reduce="amin")
+        first = same.to(torch.int64).argmax(dim=1)  # (N, M): the first background row holding the same values
+        is_first = first == torch.arange(n, device=self.device)[:, None]
+        rank = is_first.to(torch.int64).cumsum(0) - 1
+        codes = rank.gather(0, first)
+        result = (codes, is_first.sum(0))
+        self._codes_cache[key] = result
+        return result
+
+    def distinct_expected_outputs(
+        self, rows: torch.Tensor, full: torch.Tensor, feature_of: torch.Tensor, bar: Progress
+    ) -> torch.Tensor | None:
+        """``(n, S, K)``: as :meth:`expected_outputs`, scoring each distinct perturbed row once.
+
+        A perturbed row is fixed by, per feature, whether it holds the instance's value
+        (kept, or a background value equal to it) or which distinct background value. Those
+        codes in a mixed radix are an exact integer key per (coalition, background row), so
+        ``torch.unique`` finds the distinct rows without comparing rows. None when a key
+        would not be exact (too many features x distinct values): every row is scored then.
+        """
+        n, s, m_total = full.shape
+        n_bg = self.background.shape[0]
+        background = self.background.reshape(n_bg, -1)
+        x = self.x.reshape(self.x.shape[0], -1)
+        weights = self.weights
+        keys, inverses, counts = [], [], []
+        for i in range(n):
+            b = int(rows[i])
+            element_features = feature_of[b]
+            codes = self._background_codes(element_features, m_total)
+            if codes is None:
+                return None
+            rank, n_distinct = codes
+            equal = torch.ones(n_bg, m_total, dtype=torch.int8, device=self.device)
+            equal.scatter_reduce_(1, element_features.expand(n_bg, -1), (background == x[b]).to(torch.int8),
+                                  reduce="amin")
+            differs = equal == 0  # (N, M): the background row's value is not the instance's
+            base = torch.where(differs.any(0), n_distinct + 1, torch.ones_like(n_distinct)).to(torch.float64)
+            if float(base.prod()) >= _EXACT_KEYS:
+                return None
+            radix = torch.cumprod(base, 0) / base
+            digits = differs.to(torch.float64) * (rank + 1).to(torch.float64) * radix  # (N, M)
+            key = ((~full[i]).to(torch.float64) @ digits.T).round().to(torch.int64).reshape(-1)  # (S * N,)
+            unique, inverse = torch.unique(key, return_inverse=True)
+            first = torch.full((unique.shape[0],), s * n_bg, dtype=torch.int64, device=self.device)
+            first.scatter_reduce_(0, inverse, torch.arange(s * n_bg, device=self.device), reduce="amin")
+            keys.append(first)
+            inverses.append(inverse)
+            counts.append(unique.shape[0])
+        offsets = [0, *itertools.accumulate(counts)]
+        instance = torch.cat([torch.full((c,), i, dtype=torch.int64, device=self.device) for i, c in enumerate(counts)])
+        pair = torch.cat(keys)
+        coalition, row_of_background = pair // n_bg, pair % n_bg
+        total = pair.shape[0]
+        per_call = self._rows_per_call(total)
+        auto = self.config.internal_batch_size == "auto"
+        scores: torch.Tensor | None = None
+        start = advanced = 0
+        while start < total:
+            stop = min(total, start + per_call)
+            inst = instance[start:stop]
+            try:
+                keep = full[inst, coalition[start:stop]].gather(1, feature_of[rows[inst]])
+                block = torch.where(keep, x[rows[inst]], background[row_of_background[start:stop]])
+                part = self.predict(block.reshape(-1, *self.x.shape[1:])).to(torch.float64)
+            except Exception as err:
+                if auto and _memory.is_out_of_memory(err) and per_call > 1:
+                    per_call = max(1, per_call // 2)
+                    continue
+                raise
+            if scores is None:
+                scores = torch.empty(total, part.shape[1], dtype=torch.float64, device=self.device)
+            elif part.shape[1] != scores.shape[1]:
+                raise ValueError(f"predictor returned {part.shape[1]} outputs per row, earlier {scores.shape[1]}")
+            scores[start:stop] = part
+            done = stop * s * n // total  # the bar counts coalitions, as the other path does
+            bar.advance(done - advanced)
+            advanced = done
+            start = stop
+        assert scores is not None
+        self.rows_perturbed += n * s * n_bg
+        out = torch.empty(n, s, scores.shape[1], dtype=torch.float64, device=self.device)
+        for i in range(n):
+            mine = scores[offsets[i] : offsets[i + 1]][inverses[i]].view(s, n_bg, -1)
+            out[i] = torch.einsum("snk,n->sk", mine, weights)
         return out
 
     # ----------------------------------------------------------------- the whole call
@@ -725,6 +846,7 @@ class _KernelShapRun:
             "coalitions": {str(m): len(plan.weights) for m, plan in sorted(plans.items())},
             "total_model_calls": self.calls,
             "total_rows_evaluated": self.rows_evaluated,
+            "total_rows_perturbed": self.rows_perturbed,
         }
         return data, meta
 
@@ -738,9 +860,11 @@ class _KernelShapRun:
         s = masks.shape[0]
         full = torch.zeros(n, s, m_total, dtype=torch.bool, device=self.device)
         full.scatter_(2, order[:, None, :].expand(n, s, m), masks[None].expand(n, s, m))
-        instance = rows[:, None].expand(n, s).reshape(-1)
-        ey = self.expected_outputs(full.reshape(n * s, m_total), instance, feature_of, bar)
-        ey = ey.view(n, s, -1)
+        ey = self.distinct_expected_outputs(rows, full, feature_of, bar) if self.config.cache_predictions else None
+        if ey is None:
+            instance = rows[:, None].expand(n, s).reshape(-1)
+            ey = self.expected_outputs(full.reshape(n * s, m_total), instance, feature_of, bar)
+            ey = ey.view(n, s, -1)
         k = ey.shape[2]
         adjusted = (self.link(ey) - link_null).permute(0, 2, 1)  # (n, K, S)
         total = link_fx[rows] - link_null  # (n, K)
