@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import warnings
@@ -406,3 +407,16 @@ def test_scoring_distinct_rows_once_gives_the_values_of_scoring_every_row(n_feat
         assert once.meta["total_rows_evaluated"] - 3 - 20 < perturbed / 4
     else:  # 13**40 codes cannot be exact float64 keys: every row is scored
         assert once.meta["total_rows_evaluated"] == every.meta["total_rows_evaluated"]
+
+
+@pytest.mark.parametrize("cache_predictions", [True, False])
+def test_instances_in_blocks_give_the_values_of_one_block(monkeypatch, cache_predictions):
+    module = importlib.import_module("torchexplain.kernel_shap")  # the package's kernel_shap is the function
+
+    predict = _numpy_predictor(_mlp(5, 2, seed=17))
+    background, rows = _data(5, n_bg=6, n=5, seed=17)
+    explainer = KernelShap(predict, cache_predictions=cache_predictions).fit(background)
+    whole = explainer.explain(rows)
+    monkeypatch.setattr(module, "_KEYS_PER_BLOCK", 2 * 30 * 6)  # 2 instances of 30 coalitions per block
+    blocks = explainer.explain(rows)
+    torch.testing.assert_close(blocks.shap_values, whole.shap_values, rtol=1e-12, atol=1e-14)

@@ -59,7 +59,8 @@ _AUTO_L1_FRACTION = 0.2
 _NUM_FEATURES = re.compile(r"^num_features\((\d+)\)$")
 #: keys of distinct rows are sums of integers in float64: exact below this
 _EXACT_KEYS = 2.0**52
-#: at most this many (coalition, background row) keys are deduplicated at once
+#: instances are explained in blocks of at most this many (coalition, background row)
+#: pairs (at 2,072 coalitions x 100 background rows: 40 instances, 64 MiB of row keys)
 _KEYS_PER_BLOCK = 1 << 23
 #: background codes compare every pair of background rows: at most this many element pairs
 _MAX_CODE_PAIRS = 1 << 26
@@ -851,7 +852,18 @@ class _KernelShapRun:
         return data, meta
 
     def _solve_group(self, rows, plan, varying, feature_of, link_fx, link_null, bar) -> torch.Tensor:
-        """``(n, K, M_total)`` values of the instances ``rows``, which share ``plan``."""
+        """``(n, K, M_total)`` values of the instances ``rows``, which share ``plan``.
+
+        Instances go through in blocks of at most :data:`_KEYS_PER_BLOCK` (coalition,
+        background row) pairs, so what is held besides the results does not grow with n.
+        """
+        per_block = max(1, _KEYS_PER_BLOCK // (len(plan.weights) * self.background.shape[0]))
+        return torch.cat([
+            self._solve_block(rows[start : start + per_block], plan, varying, feature_of, link_fx, link_null, bar)
+            for start in range(0, rows.shape[0], per_block)
+        ])
+
+    def _solve_block(self, rows, plan, varying, feature_of, link_fx, link_null, bar) -> torch.Tensor:
         n, m = rows.shape[0], plan.masks.shape[1]
         m_total = varying.shape[1]
         # the varying features of each instance, in column order (shap's np.nonzero)
