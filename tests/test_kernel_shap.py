@@ -420,3 +420,50 @@ def test_instances_in_blocks_give_the_values_of_one_block(monkeypatch, cache_pre
     monkeypatch.setattr(module, "_KEYS_PER_BLOCK", 2 * 30 * 6)  # 2 instances of 30 coalitions per block
     blocks = explainer.explain(rows)
     torch.testing.assert_close(blocks.shap_values, whole.shap_values, rtol=1e-12, atol=1e-14)
+
+
+def test_loan_shap_demo_writes_the_explanations_and_pictures(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    from torchexplain import Explanation
+    from torchexplain.datasets import load_census
+
+    monkeypatch.setenv("TORCHEXPLAIN_CACHE", str(tmp_path / "cache"))  # trains its model here (seconds)
+    path = Path(__file__).parents[1] / "examples" / "loan_shap.py"
+    spec = importlib.util.spec_from_file_location("loan_shap", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    summary = demo.run(tmp_path / "out", n_rows=12, device="cpu")
+    assert summary["rows_explained"] == 12 and summary["kernel_shap_additivity_error"] < 1e-12
+    kernel = Explanation.from_json((tmp_path / "out" / "loan_kernel_shap.json").read_text())
+    tree = Explanation.from_json((tmp_path / "out" / "loan_tree_shap.json").read_text())
+    data = load_census()
+    # the ranking written is the one the values give
+    ranking = kernel.shap_values[:, 1].abs().mean(0)
+    assert summary["top_features_mlp"] == [data.feature_names[c] for c in ranking.argsort(descending=True)[:5]]
+    for exp in (kernel, tree):
+        torch.testing.assert_close(exp.shap_values.sum(-1) + exp.expected_value, exp.predictions.double(),
+                                   rtol=1e-6, atol=1e-6)
+    for name in ("loan_shap_importance.png", "loan_shap_instances.png"):
+        with Image.open(tmp_path / "out" / name) as picture:
+            assert picture.size[0] > 300 and picture.size[1] > 100
+
+
+def test_signed_bars_point_right_for_positive_and_left_for_negative(tmp_path):
+    from PIL import Image
+
+    from torchexplain.visualize import save_signed_bars
+
+    path = save_signed_bars([("t", [("up", 2.0), ("down", -1.0)])], tmp_path / "bars.png", bar_width=100)
+    with Image.open(path) as picture:
+        pixels = np.asarray(picture.convert("RGB")).astype(int)
+    red = (pixels[..., 0] > 180) & (pixels[..., 2] < 80)
+    blue = (pixels[..., 2] > 180) & (pixels[..., 0] < 80)
+    red_columns, blue_columns = np.nonzero(red.any(0))[0], np.nonzero(blue.any(0))[0]
+    assert len(red_columns) == pytest.approx(101, abs=1) and len(blue_columns) == pytest.approx(51, abs=1)
+    assert blue_columns.max() <= red_columns.min()  # negative left of the zero line, positive right
+    with pytest.raises(ValueError, match="finite"):
+        save_signed_bars([("t", [("x", float("nan"))])], tmp_path / "bad.png")

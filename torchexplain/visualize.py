@@ -219,3 +219,62 @@ def save_bar_chart(
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
+
+
+def save_signed_bars(
+    sections: Sequence[tuple[str, Sequence[tuple[str, float]]]],
+    path: str | Path,
+    bar_width: int = 160,
+    unit: str = "",
+) -> Path:
+    """Write a PNG of signed horizontal bars around a zero line, in titled sections.
+
+    For contributions that push a prediction up or down (SHAP values per feature):
+    positive values are drawn to the right in red, negative to the left in blue, all
+    sections on one scale (the largest magnitude fills ``bar_width``), each bar
+    labelled with its value.
+
+    Args:
+        sections: ``(title, rows)``; each row is ``(label, value)``.
+        path: the PNG to write (parent folders are created).
+        bar_width: pixels from the zero line to the end of the longest bar.
+        unit: appended to each printed value (e.g. ``" log-odds"``).
+    """
+    if not sections or not any(rows for _, rows in sections):
+        raise ValueError("save_signed_bars needs at least one row")
+    values = [float(v) for _, rows in sections for _, v in rows]
+    if not all(np.isfinite(values)):
+        raise ValueError(f"save_signed_bars: values must be finite, got {values}")
+    scale = max(max(abs(v) for v in values), 1e-12)
+    font = ImageFont.load_default()
+    char_w, line_h, pad = 6, 16, 6
+    label_w = char_w * max(len(label) for _, rows in sections for label, _ in rows) + 2 * pad
+    text_w = char_w * (10 + len(unit))
+    zero = label_w + text_w + bar_width
+    width = max(zero + bar_width + text_w + pad, char_w * max(len(t) for t, _ in sections) + 2 * pad)
+    height = pad + sum(line_h + len(rows) * line_h + pad for _, rows in sections) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    top = pad
+    for title, rows in sections:
+        draw.text((pad, top), title, fill="black", font=font)
+        top += line_h
+        first = top
+        for label, value in rows:
+            value = float(value)
+            draw.text((pad, top + 2), label, fill="black", font=font)
+            length = round(abs(value) / scale * bar_width)
+            text = f"{value:+.3f}{unit}"
+            if value >= 0:
+                draw.rectangle([zero, top + 3, zero + length, top + line_h - 3], fill=(204, 51, 51))
+                draw.text((zero + length + pad, top + 2), text, fill="black", font=font)
+            else:
+                draw.rectangle([zero - length, top + 3, zero, top + line_h - 3], fill=(51, 102, 204))
+                draw.text((zero - length - pad - char_w * len(text), top + 2), text, fill="black", font=font)
+            top += line_h
+        draw.line([zero, first, zero, top], fill=(120, 120, 120))
+        top += pad
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
