@@ -130,8 +130,8 @@ def bench_trees(data, quick: bool) -> list[dict]:
     import shap
     from sklearn.ensemble import RandomForestClassifier
 
-    forest = RandomForestClassifier(100, max_depth=8, random_state=0, n_jobs=1).fit(data.X_train, data.y_train)
-    rows = data.X_test[: 200 if quick else 1000]
+    forest = RandomForestClassifier(30 if quick else 100, max_depth=8, random_state=0, n_jobs=1).fit(data.X_train, data.y_train)
+    rows = data.X_test[: 100 if quick else 1000]
     background = data.X_train[:N_BACKGROUND]
     out = []
     for mode, bg in (("tree_path_dependent", None), ("interventional", background)):
@@ -143,7 +143,7 @@ def bench_trees(data, quick: bool) -> list[dict]:
             reference = shap.TreeExplainer(forest, masker, feature_perturbation="interventional")
         timed = time_providers(
             {"ours": lambda ours=ours: ours.explain(rows), "shap": lambda r=reference: r.shap_values(rows)},
-            torch.device("cpu"), repeats=3 if quick else 5, warmup=1,
+            torch.device("cpu"), repeats=2 if quick else 5, warmup=1,
         )
         exp = ours.explain(rows)
         want = np.moveaxis(np.asarray(reference.shap_values(rows)), -1, 1)
@@ -175,13 +175,13 @@ def main() -> None:
     data = load_census()
     model = Probabilities(pretrained_census_mlp()[0]).eval()
     background = data.X_train[:N_BACKGROUND]
-    n_shap = args.shap_rows or (3 if args.quick else 8)
+    n_shap = args.shap_rows or (2 if args.quick else 8)
 
     if args.peer_only:  # run by --other-shap in the other environment: print shap's numbers as JSON
         print(json.dumps(shap_kernel(model, background, data.X_test[:n_shap])))
         return
 
-    sizes = (16, 128) if args.quick else ((16, 128, 1024) if device.type == "cpu" else (16, 128, 1024, 4096))
+    sizes = (16, 64) if args.quick else ((16, 128, 1024) if device.type == "cpu" else (16, 128, 1024, 4096))
     model = model.to(device)
     explainer = KernelShap(model, feature_names=data.feature_names, seed=SEED).fit(
         torch.from_numpy(background).to(device))
@@ -190,7 +190,7 @@ def main() -> None:
 
     # torchexplain, batched
     providers = {f"torchexplain (batch {n})": (lambda n=n: explainer.explain(test[:n])) for n in sizes}
-    timed = time_providers(providers, device, repeats=3 if args.quick else 5, warmup=1)
+    timed = time_providers(providers, device, repeats=2 if args.quick else 5, warmup=1)
     for n in sizes:
         exp = explainer.explain(test[:n])
         name = f"torchexplain (batch {n})"
@@ -242,7 +242,7 @@ def main() -> None:
                                                n_samples=2072, perturbations_per_eval=2072)
                               for i in range(n_shap)])
 
-        t = time_providers({"captum": run_captum}, device, repeats=3, warmup=1)["captum"]["median_s"]
+        t = time_providers({"captum": run_captum}, device, repeats=2 if args.quick else 3, warmup=1)["captum"]["median_s"]
         with torch.no_grad():
             attributions = run_captum()
             gap = model(few).gather(1, target[:, None])[:, 0] - model(baseline).expand(n_shap, -1).gather(
@@ -275,7 +275,7 @@ def main() -> None:
     # peak memory at two batch sizes, same rows per call
     memory = {}
     if device.type == "cpu" or torch.cuda.is_available():
-        for n in (128, max(sizes)):
+        for n in (sizes[0], max(sizes)) if args.quick else (128, max(sizes)):
             memory[str(n)] = peak_memory(lambda n=n: explainer.explain(test[:n], internal_batch_size=8192), device)
 
     trees = bench_trees(data, args.quick)

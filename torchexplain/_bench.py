@@ -301,6 +301,28 @@ def adapt_anchor_tabular(benchmark: str, payload: dict[str, Any], device: str) -
     return rows
 
 
+def adapt_shap(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """bench_shap: KernelShap seconds per instance per batch size vs the newest shap measured in
+    the run and the model-only floor (every row shap scores); TreeShap vs shap's TreeExplainer."""
+    entries = payload.get("kernel_shap", [])
+    peers = [e for e in entries if e.get("provider", "").startswith("shap ")]
+    peer = max(peers, key=lambda e: [int(p) for p in e["provider"].split()[1].split(".") if p.isdigit()],
+               default=None)
+    floor = next((e for e in entries if e.get("provider", "").startswith("model only (floor")), None)
+    rows = [
+        _row(benchmark, "kernel_shap", f"census_mlp N={e['n']} (s per instance)", device, e["s_per_instance"],
+             peer["provider"].replace(" ", "_") if peer else None, peer["s_per_instance"] if peer else None,
+             "model_only" if floor else None, floor["s_per_instance"] if floor else None)
+        for e in entries if e.get("provider", "").startswith("torchexplain")
+    ]
+    rows += [
+        _row(benchmark, "tree_shap", f"random_forest {t['mode']} {t['rows']} rows", device, t["torchexplain_s"],
+             "shap", t["shap_s"])
+        for t in payload.get("tree_shap", [])
+    ]
+    return rows
+
+
 def adapt_generic(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
     return adapt_providers(benchmark, payload, device) or adapt_flat(benchmark, payload, device)
 
@@ -313,6 +335,7 @@ ADAPTERS: dict[str, Callable[[str, dict[str, Any], str], list[dict[str, Any]]]] 
     "bench_counterfactual": adapt_counterfactual,
     "bench_anchor": adapt_anchor,
     "bench_anchor_tabular": adapt_anchor_tabular,
+    "bench_shap": adapt_shap,
 }
 
 
