@@ -46,22 +46,12 @@ from _common import metadata, peak_memory, print_table, steady_host_allocator, s
 
 from torchexplain import KernelShap, TreeShap  # noqa: E402
 from torchexplain.datasets import load_census  # noqa: E402
-from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
+from torchexplain.zoo import Probabilities, pretrained_census_mlp  # noqa: E402
 
 N_BACKGROUND = 100
 SEED = 0
 FLOOR_CHUNKS = (4096, 8192, 16384, 32768, 65536)
 
-
-class Probabilities(torch.nn.Module):
-    """The census classifier's class probabilities (what KernelShap explains)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.model(rows).softmax(1)
 
 
 def numpy_predictor(model: torch.nn.Module):

@@ -29,21 +29,11 @@ import torch
 import torchexplain
 from torchexplain.datasets import load_census
 from torchexplain.visualize import save_signed_bars
-from torchexplain.zoo import pretrained_census_mlp
+from torchexplain.zoo import Probabilities, pretrained_census_mlp
 
 N_BACKGROUND = 100
 SHOWN = 3
 
-
-class Probabilities(torch.nn.Module):
-    """The classifier's class probabilities: what KernelShap explains here."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.model(rows).softmax(1)
 
 
 def _value_names(data, row: np.ndarray) -> list[str]:

@@ -239,8 +239,9 @@ def test_a_batch_gives_what_each_instance_gives_alone_with_mixed_feature_counts(
         torch.testing.assert_close(alone.shap_values, batch.shap_values[i : i + 1], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("cache_predictions", [True, False])
 @pytest.mark.parametrize("rows_per_call", [1, 3, 50, None])
-def test_chunked_predictor_calls_give_the_same_values_and_bound_the_call_size(rows_per_call):
+def test_chunked_predictor_calls_give_the_same_values_and_bound_the_call_size(rows_per_call, cache_predictions):
     d = 4
     seen = []
     model = _mlp(d, 2, seed=10)
@@ -252,14 +253,16 @@ def test_chunked_predictor_calls_give_the_same_values_and_bound_the_call_size(ro
     background, rows = _data(d, n_bg=7, n=3, seed=10)
     want = KernelShap(_numpy_predictor(model)).fit(background).explain(rows, internal_batch_size=None)
     seen.clear()
-    got = KernelShap(predict).fit(background).explain(rows, internal_batch_size=rows_per_call)
+    got = KernelShap(predict, cache_predictions=cache_predictions).fit(background).explain(
+        rows, internal_batch_size=rows_per_call)
     torch.testing.assert_close(got.shap_values, want.shap_values, rtol=1e-12, atol=1e-14)
     if rows_per_call is not None:
         assert max(seen[2:]) <= max(rows_per_call, 1)  # after f(x) and f(background)
     assert got.meta["total_rows_evaluated"] == sum(seen)
 
 
-def test_out_of_memory_halves_the_call_and_gives_the_same_values():
+@pytest.mark.parametrize("cache_predictions", [True, False])
+def test_out_of_memory_halves_the_call_and_gives_the_same_values(cache_predictions):
     d = 4
     model = _mlp(d, 2, seed=12)
     calls = []
@@ -272,7 +275,7 @@ def test_out_of_memory_halves_the_call_and_gives_the_same_values():
 
     background, rows = _data(d, n_bg=5, n=2, seed=12)
     want = KernelShap(_numpy_predictor(model)).fit(background).explain(rows)
-    got = KernelShap(predict).fit(background).explain(rows)
+    got = KernelShap(predict, cache_predictions=cache_predictions).fit(background).explain(rows)
     torch.testing.assert_close(got.shap_values, want.shap_values, rtol=1e-12, atol=1e-14)
     assert max(calls) > 20  # the first, too large, call was retried smaller
 

@@ -123,6 +123,22 @@ def check_device(name: str, value: Any) -> str | None:
         raise ValueError(f"{name} {value!r} is not a valid torch device: {err}") from None
 
 
+def as_numeric_tensor(name: str, value: Any, layout: str) -> torch.Tensor:
+    """A tensor (detached) or a numeric numpy array as a tensor, for black-box methods' rows.
+
+    Shapes and dtypes beyond "holds numbers" are the caller's to check.
+    """
+    import numpy as np
+
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, np.ndarray):
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+            raise TypeError(f"{name} must hold numbers (categorical columns as integer codes), got dtype {value.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise TypeError(f"{name} must be a torch.Tensor or a numpy array shaped {layout}, got {type(value).__name__}")
+
+
 def check_tensor_batch(
     name: str,
     value: Any,

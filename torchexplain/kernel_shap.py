@@ -629,6 +629,42 @@ class _KernelShapRun:
         per_row = self.x[0].numel() * self.x.element_size() * _FORWARD_BYTES_FACTOR
         return _memory.rows_per_chunk(per_row, self.device, total_rows)
 
+    def _in_calls(
+        self,
+        total: int,
+        size: int,
+        units: Callable[[int], int],
+        score: Callable[[int, int, int], torch.Tensor],
+        progress: Callable[[int], None],
+    ) -> torch.Tensor:
+        """``(total, K)`` float64 from ``score(start, stop, size)`` over ``units(size)`` items a call.
+
+        ``size`` is rows per predictor call; with ``internal_batch_size="auto"`` a call that
+        runs out of memory is retried with half the rows.
+        """
+        auto = self.config.internal_batch_size == "auto"
+        out: torch.Tensor | None = None
+        start = 0
+        while start < total:
+            stop = min(total, start + units(size))
+            try:
+                part = score(start, stop, size)
+            except Exception as err:
+                if auto and _memory.is_out_of_memory(err) and size > 1:
+                    size = max(1, size // 2)
+                    continue
+                raise
+            if out is None:
+                out = torch.empty(total, part.shape[1], dtype=torch.float64, device=self.device)
+            elif part.shape[1] != out.shape[1]:
+                raise ValueError(f"predictor returned {part.shape[1]} outputs per row, earlier {out.shape[1]}")
+            out[start:stop] = part
+            progress(stop)
+            start = stop
+        if out is None:
+            raise ValueError("nothing to score")
+        return out
+
     def expected_outputs(
         self, coalitions: torch.Tensor, instance: torch.Tensor, feature_of: torch.Tensor, bar: Progress
     ) -> torch.Tensor:
@@ -644,38 +680,26 @@ class _KernelShapRun:
         x = self.x.reshape(self.x.shape[0], -1)
         shape = self.x.shape[1:]
         total = coalitions.shape[0]
-        rows = self._rows_per_call(total * n_bg)
-        auto = self.config.internal_batch_size == "auto"
-        out: torch.Tensor | None = None
-        start = 0
-        while start < total:
-            pairs = max(1, rows // n_bg)
+
+        def score(start: int, stop: int, rows: int) -> torch.Tensor:
+            keep = coalitions[start:stop].gather(1, feature_of[instance[start:stop]])  # (p, E)
+            mean = torch.zeros((), dtype=torch.float64, device=self.device)
             slice_bg = min(n_bg, rows)  # a coalition's background rows split over calls when rows < n_bg
-            stop = min(total, start + pairs)
-            try:
-                keep = coalitions[start:stop].gather(1, feature_of[instance[start:stop]])  # (p, E)
-                mean = torch.zeros(stop - start, out.shape[1] if out is not None else 1, dtype=torch.float64,
-                                   device=self.device)
-                for bg_start in range(0, n_bg, slice_bg):
-                    bg = background[bg_start : bg_start + slice_bg]
-                    block = torch.where(keep[:, None, :], x[instance[start:stop]][:, None, :], bg[None])
-                    scores = self.predict(block.reshape(-1, *shape)).to(torch.float64)
-                    scores = scores.view(stop - start, bg.shape[0], -1)
-                    part = torch.einsum("pnk,n->pk", scores, self.weights[bg_start : bg_start + slice_bg])
-                    mean = part if bg_start == 0 else mean + part
-            except Exception as err:
-                if auto and _memory.is_out_of_memory(err) and rows > 1:
-                    rows = max(1, rows // 2)
-                    continue
-                raise
-            if out is None:
-                out = torch.empty(total, mean.shape[1], dtype=torch.float64, device=self.device)
-            elif mean.shape[1] != out.shape[1]:
-                raise ValueError(f"predictor returned {mean.shape[1]} outputs per row, earlier {out.shape[1]}")
-            out[start:stop] = mean
-            bar.advance(stop - start)
-            start = stop
-        assert out is not None
+            for bg_start in range(0, n_bg, slice_bg):
+                bg = background[bg_start : bg_start + slice_bg]
+                block = torch.where(keep[:, None, :], x[instance[start:stop]][:, None, :], bg[None])
+                scores = self.predict(block.reshape(-1, *shape)).to(torch.float64).view(stop - start, bg.shape[0], -1)
+                mean = mean + torch.einsum("pnk,n->pk", scores, self.weights[bg_start : bg_start + slice_bg])
+            return mean
+
+        advanced = [0]
+
+        def progress(stop: int) -> None:
+            bar.advance(stop - advanced[0])
+            advanced[0] = stop
+
+        out = self._in_calls(total, self._rows_per_call(total * n_bg), lambda rows: max(1, rows // n_bg),
+                             score, progress)
         self.rows_perturbed += total * n_bg
         return out
 
@@ -751,32 +775,22 @@ class _KernelShapRun:
         pair = torch.cat(keys)
         coalition, row_of_background = pair // n_bg, pair % n_bg
         total = pair.shape[0]
-        per_call = self._rows_per_call(total)
-        auto = self.config.internal_batch_size == "auto"
-        scores: torch.Tensor | None = None
-        start = advanced = 0
-        while start < total:
-            stop = min(total, start + per_call)
+
+        def score(start: int, stop: int, rows: int) -> torch.Tensor:
             inst = instance[start:stop]
-            try:
-                keep = full[inst, coalition[start:stop]].gather(1, feature_of[rows[inst]])
-                block = torch.where(keep, x[rows[inst]], background[row_of_background[start:stop]])
-                part = self.predict(block.reshape(-1, *self.x.shape[1:])).to(torch.float64)
-            except Exception as err:
-                if auto and _memory.is_out_of_memory(err) and per_call > 1:
-                    per_call = max(1, per_call // 2)
-                    continue
-                raise
-            if scores is None:
-                scores = torch.empty(total, part.shape[1], dtype=torch.float64, device=self.device)
-            elif part.shape[1] != scores.shape[1]:
-                raise ValueError(f"predictor returned {part.shape[1]} outputs per row, earlier {scores.shape[1]}")
-            scores[start:stop] = part
+            keep = full[inst, coalition[start:stop]].gather(1, feature_of[rows_of[inst]])
+            block = torch.where(keep, x[rows_of[inst]], background[row_of_background[start:stop]])
+            return self.predict(block.reshape(-1, *self.x.shape[1:])).to(torch.float64)
+
+        advanced = [0]
+
+        def progress(stop: int) -> None:
             done = stop * s * n // total  # the bar counts coalitions, as the other path does
-            bar.advance(done - advanced)
-            advanced = done
-            start = stop
-        assert scores is not None
+            bar.advance(done - advanced[0])
+            advanced[0] = done
+
+        rows_of = rows
+        scores = self._in_calls(total, self._rows_per_call(total), lambda size: size, score, progress)
         self.rows_perturbed += n * s * n_bg
         out = torch.empty(n, s, scores.shape[1], dtype=torch.float64, device=self.device)
         for i in range(n):
@@ -986,14 +1000,7 @@ def _solve_selected(z: np.ndarray, w: np.ndarray, adjusted: np.ndarray, total: n
 
 def _as_batch(name: str, value: Any) -> torch.Tensor:
     """A ``(N, ...)`` real tensor (numpy accepted; integer codes become float32), finite, N >= 1."""
-    if isinstance(value, torch.Tensor):
-        batch = value.detach()
-    elif isinstance(value, np.ndarray):
-        if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
-            raise TypeError(f"{name} must hold numbers (categorical columns as integer codes), got dtype {value.dtype}")
-        batch = torch.from_numpy(np.ascontiguousarray(value))
-    else:
-        raise TypeError(f"{name} must be a torch.Tensor or a numpy array shaped (N, ...), got {type(value).__name__}")
+    batch = _checks.as_numeric_tensor(name, value, "(N, ...)")
     if batch.dim() < 2:
         raise ValueError(f"{name} must be shaped (N, ...) with a batch dimension (one row: row[None]), got {tuple(batch.shape)}")
     if batch.shape[0] == 0:

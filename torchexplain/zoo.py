@@ -153,6 +153,17 @@ class CensusMLP(nn.Module):
         return self.layers(self.encode(rows.to(self.mean.dtype)))
 
 
+class Probabilities(nn.Module):
+    """A classifier's softmax probabilities ``(B, K)``: what KernelShap and AnchorTabular explain as scores."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.model(rows).softmax(1)
+
+
 def pretrained_census_mlp(
     cache_dir: str | Path | None = None, epochs: int = 8, seed: int = 0, retrain: bool = False
 ) -> tuple[CensusMLP, bool]:

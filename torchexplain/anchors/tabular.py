@@ -739,16 +739,7 @@ class _TabularRun:
 
 
 def _as_rows(name: str, value: Any, n_columns: int) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        rows = value.detach()
-    elif isinstance(value, np.ndarray):
-        if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
-            raise TypeError(f"{name} must hold numbers (categorical columns as integer codes), got dtype {value.dtype}")
-        rows = torch.from_numpy(np.ascontiguousarray(value))
-    else:
-        raise TypeError(
-            f"{name} must be a torch.Tensor or a numpy array shaped (N, {n_columns}), got {type(value).__name__}"
-        )
+    rows = _checks.as_numeric_tensor(name, value, f"(N, {n_columns})")
     if rows.dim() != 2 or rows.shape[1] != n_columns:
         raise ValueError(
             f"{name} must be shaped (N, {n_columns}) (one column per feature name), got {tuple(rows.shape)}"
