@@ -406,3 +406,24 @@ def test_every_help_page_prints(command, capsys):
         main([*command, "--help"])
     assert raised.value.code == 0
     assert "usage: torchexplain" in capsys.readouterr().out
+
+
+def test_explain_kernel_shap_matches_the_library(small_model, inputs, tmp_path, capsys):
+    from torchexplain import kernel_shap
+    from torchexplain.anchors.image import DEFAULT_SEGMENTATION_KWARGS
+
+    model_path = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(small_model), model_path)
+    status = cli.main(["explain", "--model", str(model_path), "--input", str(inputs["png"]),
+                       "--out", str(tmp_path / "out"), "--method", "kernel_shap", "--n-segments", "4", "--quiet"])
+    assert status == 0
+    got = Explanation.from_json((tmp_path / "out" / "digit.json").read_text())
+    batch = expected_batch(inputs["png"])
+    segmentation = {**DEFAULT_SEGMENTATION_KWARGS["slic"], "n_segments": 4}
+    want = kernel_shap(small_model, batch, torch.zeros_like(batch), segmentation_kwargs=segmentation, seed=0)
+    torch.testing.assert_close(got.shap_values, want.shap_values, rtol=1e-6, atol=1e-7)
+    assert torch.equal(got.feature_mask, want.feature_mask) and torch.equal(got.target, want.target)
+    assert (tmp_path / "out" / "digit.png").is_file()
+    run_cli_expecting_error(["explain", "--model", str(model_path), "--input", str(inputs["png"]), "--out",
+                             str(tmp_path / "bad"), "--method", "kernel_shap", "--target", "99", "--quiet"],
+                            capsys, "--target 99", "outputs")

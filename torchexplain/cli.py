@@ -299,12 +299,45 @@ def _draw_anchor(inputs: torch.Tensor, explanation: Explanation, path: Path) -> 
     return visualize.save_grid(rows, captions, path, titles=["input", "anchor"])
 
 
+def _explain_kernel_shap(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
+    if not _is_image(inputs[0]):
+        raise UsageError(f"--method kernel_shap explains images (C, H, W) with C 1 or 3; got examples shaped "
+                         f"{tuple(inputs.shape[1:])}")
+    from torchexplain.anchors.image import DEFAULT_SEGMENTATION_KWARGS
+
+    segmentation = dict(DEFAULT_SEGMENTATION_KWARGS["slic"])
+    if args.n_segments is not None:
+        segmentation["n_segments"] = args.n_segments
+    explainer = torchexplain.KernelShap(model, segmentation_kwargs=segmentation, seed=args.seed)
+    # a black image stands for "feature absent", as a zero baseline does for IG
+    explanation = explainer.fit(torch.zeros_like(inputs[:1])).explain(inputs)
+    if args.target is not None:  # every class is explained; --target picks the one drawn
+        n_classes = explanation.shap_values.shape[1]
+        if not 0 <= args.target < n_classes:
+            raise UsageError(f"--target {args.target}: the model has {n_classes} outputs (0..{n_classes - 1})")
+        explanation.data["target"] = torch.full_like(explanation.target, args.target)
+    return explanation
+
+
+def _draw_shap(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Path | None:
+    maps = torchexplain.KernelShap(None).explanation_map(explanation, inputs).cpu()
+    rows, captions = [], []
+    for i in range(inputs.shape[0]):
+        image = inputs[i].cpu()
+        rows.append([image, visualize.heatmap(maps[i]), visualize.overlay(image, maps[i])])
+        target = int(explanation.target[i])
+        total = float(explanation.shap_values[i, target].sum())
+        captions.append(f"#{i} pred {target}: base {float(explanation.expected_value[target]):.2f} + {total:+.2f}")
+    return visualize.save_grid(rows, captions, path, titles=["input", "SHAP per superpixel", "overlay"])
+
+
 #: ``--method`` name -> how to run it. A method whose class is missing from the installed
 #: torchexplain answers with a clear error instead of a traceback.
 METHODS: dict[str, CliMethod] = {
     "ig": CliMethod("IntegratedGradients", _explain_ig, _draw_attributions),
     "counterfactual": CliMethod("Counterfactual", _explain_counterfactual, _draw_counterfactual),
     "anchor": CliMethod("AnchorImage", _explain_anchor, _draw_anchor),
+    "kernel_shap": CliMethod("KernelShap", _explain_kernel_shap, _draw_shap),
 }
 
 
@@ -507,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="counterfactual: optimiser steps per round (default: the library's, 1000)")
     explain.add_argument("--threshold", type=float, default=0.95, help="anchor: precision to reach (default 0.95)")
     explain.add_argument("--n-segments", type=int, default=None,
-                         help="anchor: SLIC superpixels per image (default: the library's, 10)")
-    explain.add_argument("--seed", type=int, default=0, help="anchor: seed of the sampling (default 0)")
+                         help="anchor, kernel_shap: SLIC superpixels per image (default: the library's, 10)")
+    explain.add_argument("--seed", type=int, default=0, help="anchor, kernel_shap: seed of the sampling (default 0)")
     explain.add_argument("--channels", type=int, choices=(1, 3), default=None,
                          help="images: 1 (grey) or 3 (RGB); default from the exported model, else the file")
     explain.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
