@@ -130,3 +130,30 @@ def test_bad_input_is_refused_with_the_argument_named(models, data):
         explainer.explain(bad)
     with pytest.raises(ValueError, match="model_output must be one of"):
         TreeShap(models["forest"], model_output="margin")
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_xgboosts_own_tree_shap_equals_shaps_and_leaves_the_model_as_found(data, n_classes):
+    xgboost = pytest.importorskip("xgboost")
+    X, y = data
+    y = y if n_classes == 2 else y + (X[:, 3] > 0.8)
+    model = xgboost.XGBClassifier(n_estimators=15, max_depth=3, random_state=0).fit(X, y)
+    config_before = model.get_booster().save_config()
+    rows = X[:25]
+    exp = TreeShap(model, device="cpu").fit().explain(rows, interactions=True)
+    want = _per_class(shap.TreeExplainer(model, feature_perturbation="tree_path_dependent").shap_values(rows))
+    np.testing.assert_allclose(exp.shap_values.numpy(), want, rtol=1e-5, atol=1e-5)
+    margin = model.predict(rows, output_margin=True).reshape(25, -1)
+    np.testing.assert_allclose(exp.predictions.numpy(), margin, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy(), margin,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(exp.interaction_values.sum(-1), exp.shap_values, rtol=1e-4, atol=1e-5)
+    assert exp.meta["algorithm"] == "xgboost pred_contribs (cpu)"
+    assert model.get_booster().save_config() == config_before
+    with pytest.raises(ValueError, match="path-dependent"):
+        TreeShap(model, device="cpu").fit(X[:20])
+
+
+def test_a_device_needs_an_xgboost_model(models):
+    with pytest.raises(ValueError, match="XGBoost's own Tree SHAP"):
+        TreeShap(models["forest"], device="cpu").fit()

@@ -42,6 +42,11 @@ class TreeShapSettings(Settings):
         "boosted classifiers), 'probability' or 'log_loss' (both need a background: interventional)",
     )
     feature_names: list[str] | None = setting(None, "the name of every column")
+    device: str | None = setting(
+        None,
+        "XGBoost models only: compute the values with XGBoost's own Tree SHAP on this device ('cuda': its GPU "
+        "path; 'cpu'), path-dependent. None: shap's TreeExplainer, for every model",
+    )
     approximate: bool = setting(
         False, "shap's fast Saabas-style approximation instead of exact Tree SHAP", per_call=True
     )
@@ -62,12 +67,16 @@ class TreeShapSettings(Settings):
             not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names)
         ):
             raise TypeError(f"feature_names must be a non-empty list of strings, got {names!r}")
+        device = _checks.check_device("device", self.device)
         _checks.check_bool("approximate", self.approximate)
         _checks.check_bool("check_additivity", self.check_additivity)
         _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
         if self.progress is not None:
             _checks.check_bool("progress", self.progress)
-        return {} if names is None else {"feature_names": list(names)}
+        normalised: dict[str, Any] = {"device": device}
+        if names is not None:
+            normalised["feature_names"] = list(names)
+        return normalised
 
 
 def _shap():
@@ -131,8 +140,11 @@ class TreeShap(Explainer):
         return self
 
     def _set_fitted(self, background: np.ndarray | None) -> None:
-        shap = _shap()
         config = self.settings
+        if config.device is not None:
+            self._fit = {"background": background, "explainer": _XGBoostShap(self.model, config, background)}
+            return
+        shap = _shap()
         if background is None:
             if config.model_output != "raw":
                 raise ValueError(
@@ -221,6 +233,7 @@ class TreeShap(Explainer):
         if expected.shape[0] != shap_values.shape[1]:
             raise ValueError(f"shap returned {expected.shape[0]} expected values for {shap_values.shape[1]} outputs")
         predicted = np.asarray(explainer.model.predict(rows), dtype=np.float64).reshape(rows.shape[0], -1)
+        algorithm = "shap TreeExplainer" if config.device is None else f"xgboost pred_contribs ({config.device})"
         if predicted.shape[1] != shap_values.shape[1]:  # e.g. a binary model whose trees carry one margin
             predicted = shap_values.sum(-1).numpy() + expected
         predictions = torch.from_numpy(predicted)
@@ -244,6 +257,7 @@ class TreeShap(Explainer):
             feature_perturbation="interventional" if background is not None else "tree_path_dependent",
             n_background=0 if background is None else int(background.shape[0]),
             model_type=type(self.model).__name__,
+            algorithm=algorithm,
         )
 
     def explanation_map(self, explanation: Explanation, inputs: Any) -> torch.Tensor:
@@ -251,6 +265,51 @@ class TreeShap(Explainer):
         values = explanation.data["shap_values"]
         target = explanation.data["target"]
         return values[torch.arange(values.shape[0], device=values.device), target].to(torch.float32)
+
+
+class _XGBoostShap:
+    """XGBoost's own Tree SHAP (``pred_contribs``/``pred_interactions``) with the calls TreeShap makes of shap's.
+
+    Runs on a copy of the booster set to the device, so the user's model keeps its settings.
+    """
+
+    def __init__(self, model: Any, config: TreeShapSettings, background: np.ndarray | None) -> None:
+        try:
+            import xgboost
+        except ImportError:
+            raise ImportError("TreeShap(device=...) runs XGBoost's Tree SHAP: pip install xgboost") from None
+        booster = model.get_booster() if hasattr(model, "get_booster") else model
+        if not isinstance(booster, xgboost.Booster):
+            raise ValueError(
+                f"TreeShap: device={config.device!r} selects XGBoost's own Tree SHAP, but the model is a "
+                f"{type(model).__name__}; leave device=None for shap's TreeExplainer"
+            )
+        if background is not None or config.model_output != "raw":
+            raise ValueError(
+                "TreeShap: XGBoost's Tree SHAP (device=...) is path-dependent on the raw margin: fit() without "
+                "background data and model_output='raw'"
+            )
+        self.xgboost = xgboost
+        self.booster = booster.copy()
+        self.booster.set_param({"device": config.device})
+        self.expected_value: np.ndarray | None = None
+        self.model = self  # shap's TreeExplainer has .model.predict: the margin
+
+    def _matrix(self, rows: np.ndarray) -> Any:
+        return self.xgboost.DMatrix(rows)
+
+    def shap_values(self, rows: np.ndarray, approximate: bool = False, check_additivity: bool = True) -> np.ndarray:
+        contributions = self.booster.predict(self._matrix(rows), pred_contribs=True, approx_contribs=approximate)
+        self.expected_value = np.atleast_1d(contributions[0, ..., -1]).astype(np.float64)
+        values = contributions[..., :-1]  # (B, M) or (B, K, M): the last column is the bias
+        return values if values.ndim == 2 else np.moveaxis(values, 1, -1)
+
+    def shap_interaction_values(self, rows: np.ndarray) -> np.ndarray:
+        pairs = self.booster.predict(self._matrix(rows), pred_interactions=True)[..., :-1, :-1]
+        return pairs if pairs.ndim == 3 else np.moveaxis(pairs, 1, -1)
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        return self.booster.predict(self._matrix(rows), output_margin=True)
 
 
 def _per_class(values: Any, interactions: bool = False) -> np.ndarray:
