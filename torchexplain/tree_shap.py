@@ -274,12 +274,8 @@ class _XGBoostShap:
     """
 
     def __init__(self, model: Any, config: TreeShapSettings, background: np.ndarray | None) -> None:
-        try:
-            import xgboost
-        except ImportError:
-            raise ImportError("TreeShap(device=...) runs XGBoost's Tree SHAP: pip install xgboost") from None
         booster = model.get_booster() if hasattr(model, "get_booster") else model
-        if not isinstance(booster, xgboost.Booster):
+        if not type(booster).__module__.startswith("xgboost") or type(booster).__name__ != "Booster":
             raise ValueError(
                 f"TreeShap: device={config.device!r} selects XGBoost's own Tree SHAP, but the model is a "
                 f"{type(model).__name__}; leave device=None for shap's TreeExplainer"
@@ -289,6 +285,8 @@ class _XGBoostShap:
                 "TreeShap: XGBoost's Tree SHAP (device=...) is path-dependent on the raw margin: fit() without "
                 "background data and model_output='raw'"
             )
+        import xgboost  # importable: the model is one of its boosters
+
         self.xgboost = xgboost
         self.booster = booster.copy()
         self.booster.set_param({"device": config.device})
