@@ -470,3 +470,16 @@ def test_signed_bars_point_right_for_positive_and_left_for_negative(tmp_path):
     assert blue_columns.max() <= red_columns.min()  # negative left of the zero line, positive right
     with pytest.raises(ValueError, match="finite"):
         save_signed_bars([("t", [("x", float("nan"))])], tmp_path / "bad.png")
+
+
+def test_a_single_output_predictor_gives_one_row_of_values_per_instance():
+    model = _mlp(5, 1, seed=18)
+    predict = lambda x: _numpy_predictor(model)(x)[:, 0]  # noqa: E731 - (N,) scores
+    background, rows = _data(5, n_bg=6, n=3, seed=18)
+    reference = shap.KernelExplainer(predict, background)
+    want = _shap_values(reference, rows, l1_reg=False)
+    exp = KernelShap(predict).fit(background).explain(rows)
+    assert exp.predictions.shape == (3,) and exp.shap_values.shape == (3, 1, 5)
+    np.testing.assert_allclose(exp.shap_values.numpy(), want, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(exp.expected_value.numpy(), [reference.expected_value], rtol=RTOL, atol=ATOL)
+    assert torch.equal(exp.target, torch.zeros(3, dtype=torch.int64))

@@ -273,17 +273,23 @@ def _draw_counterfactual(inputs: torch.Tensor, explanation: Explanation, path: P
     return visualize.save_grid(rows, captions, path, titles=["input", "counterfactual", "difference"])
 
 
+def _slic_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The library's SLIC settings, with ``--n-segments`` when given."""
+    from torchexplain.segmentation import DEFAULT_SEGMENTATION_KWARGS
+
+    segmentation = dict(DEFAULT_SEGMENTATION_KWARGS["slic"])
+    if args.n_segments is not None:
+        segmentation["n_segments"] = args.n_segments
+    return segmentation
+
+
 def _explain_anchor(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
     if not _is_image(inputs[0]):
         raise UsageError(f"--method anchor explains images (C, H, W) with C 1 or 3; got examples shaped "
                          f"{tuple(inputs.shape[1:])}")
     if args.target is not None:
         raise UsageError("--target: anchors explain the model's own prediction; drop --target for --method anchor")
-    from torchexplain.anchors.image import DEFAULT_SEGMENTATION_KWARGS
-
-    segmentation = dict(DEFAULT_SEGMENTATION_KWARGS["slic"])
-    if args.n_segments is not None:
-        segmentation["n_segments"] = args.n_segments
+    segmentation = _slic_settings(args)
     explainer = torchexplain.AnchorImage(model, segmentation_kwargs=segmentation, seed=args.seed)
     return explainer.explain(inputs, threshold=args.threshold)
 
@@ -303,11 +309,7 @@ def _explain_kernel_shap(model: Callable, inputs: torch.Tensor, args: argparse.N
     if not _is_image(inputs[0]):
         raise UsageError(f"--method kernel_shap explains images (C, H, W) with C 1 or 3; got examples shaped "
                          f"{tuple(inputs.shape[1:])}")
-    from torchexplain.anchors.image import DEFAULT_SEGMENTATION_KWARGS
-
-    segmentation = dict(DEFAULT_SEGMENTATION_KWARGS["slic"])
-    if args.n_segments is not None:
-        segmentation["n_segments"] = args.n_segments
+    segmentation = _slic_settings(args)
     explainer = torchexplain.KernelShap(model, segmentation_kwargs=segmentation, seed=args.seed)
     # a black image stands for "feature absent", as a zero baseline does for IG
     explanation = explainer.fit(torch.zeros_like(inputs[:1])).explain(inputs)

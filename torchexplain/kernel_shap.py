@@ -45,6 +45,7 @@ from torchexplain._model_state import preserved_model_state
 from torchexplain._progress import Progress
 from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
 from torchexplain.explanation import Explanation
+from torchexplain.segmentation import check_segmentation_settings, superpixels
 
 __all__ = ["KernelShap", "KernelShapSettings", "coalition_plan", "kernel_shap"]
 
@@ -64,8 +65,6 @@ _EXACT_KEYS = 2.0**52
 _KEYS_PER_BLOCK = 1 << 23
 #: background codes compare every pair of background rows: at most this many element pairs
 _MAX_CODE_PAIRS = 1 << 26
-#: segmentation used for image inputs without a feature mask (Alibi's AnchorImage defaults)
-_DEFAULT_SEGMENTATION = {"n_segments": 10, "compactness": 10.0, "sigma": 0.5}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +102,7 @@ class KernelShapSettings(Settings):
         "'quickshift' or a callable (torchexplain.segmentation.segment)",
     )
     segmentation_kwargs: dict[str, Any] | None = setting(
-        None, "keyword arguments of the segmentation (None: slic with 10 segments, compactness 10, sigma 0.5)"
+        None, "keyword arguments of the segmentation (None: the method's defaults, slic: 10 segments, compactness 10, sigma 0.5)"
     )
     cache_predictions: bool = setting(
         True,
@@ -166,15 +165,7 @@ class KernelShapSettings(Settings):
             normalised["seed"] = int(self.seed)
         normalised["device"] = _checks.check_device("device", self.device)
         _checks.check_choice("predictor_input", self.predictor_input, ("auto", "numpy", "tensor"))
-        fn = self.segmentation_fn
-        if isinstance(fn, str):
-            from torchexplain.segmentation import SEGMENTATION_METHODS
-
-            _checks.check_choice("segmentation_fn", fn, SEGMENTATION_METHODS)
-        elif not callable(fn):
-            raise TypeError(f"segmentation_fn must be a name or a callable, got {type(fn).__name__}")
-        if self.segmentation_kwargs is not None and not isinstance(self.segmentation_kwargs, dict):
-            raise TypeError(f"segmentation_kwargs must be a dict or None, got {type(self.segmentation_kwargs).__name__}")
+        check_segmentation_settings(self.segmentation_fn, self.segmentation_kwargs)
         _checks.check_bool("cache_predictions", self.cache_predictions)
         normalised["logit_clip"] = _checks.check_number("logit_clip", self.logit_clip, 0.0, 0.5, high_open=True)
         if self.nsamples != "auto":
@@ -561,14 +552,7 @@ class _KernelShapRun:
             mask = torch.arange(d, device=self.device).expand(b, d).contiguous()
             return mask, (list(names) if names is not None else [f"feature_{i}" for i in range(d)])
         if self.x.dim() == 4:
-            from torchexplain.segmentation import segment
-
-            kwargs = self.config.segmentation_kwargs
-            fn = self.config.segmentation_fn
-            if kwargs is None and fn == "slic":
-                kwargs = dict(_DEFAULT_SEGMENTATION)
-            images = self.x.expand(-1, 3, -1, -1) if isinstance(fn, str) and self.x.shape[1] == 1 else self.x
-            mask = segment(images, fn, **(kwargs or {})).to(self.device)
+            mask = superpixels(self.x, self.config.segmentation_fn, self.config.segmentation_kwargs).to(self.device)
             m = int(mask.max()) + 1
             return mask, [f"segment_{i}" for i in range(m)]
         raise ValueError(
@@ -601,7 +585,12 @@ class _KernelShapRun:
     # ----------------------------------------------------------------- the predictor
 
     def predict(self, rows: torch.Tensor) -> torch.Tensor:
-        """The predictor's scores on ``rows`` as ``(N, K)`` on the device, as given (dtype kept)."""
+        """The predictor's scores on ``rows`` as ``(N, K)`` on the device (dtype kept)."""
+        output = self.predict_as_given(rows)
+        return output if output.dim() == 2 else output[:, None]
+
+    def predict_as_given(self, rows: torch.Tensor) -> torch.Tensor:
+        """The predictor's scores on ``rows``, ``(N, K)`` or ``(N,)`` as it answered, on the device."""
         given = rows.cpu().numpy() if self.mode == "numpy" else rows
         output = self.explainer.model(given)
         self.calls += 1
@@ -617,8 +606,7 @@ class _KernelShapRun:
                 f"predictor returned {output.dtype} of shape {tuple(output.shape)} for {n} rows; KernelShap needs "
                 f"float scores ({n}, K) or ({n},), not labels"
             )
-        self.one_dimensional = output.dim() == 1
-        return output if output.dim() == 2 else output[:, None]
+        return output
 
     def _rows_per_call(self, total_rows: int) -> int:
         chunk = self.config.internal_batch_size
@@ -822,8 +810,8 @@ class _KernelShapRun:
         varying = self._varying(feature_of, m_total)
         n_varying = varying.sum(1)
         with preserved_model_state(model), torch.no_grad():
-            fx = self.predict(self.x)
-            predictions = fx[:, 0] if self.one_dimensional else fx
+            predictions = self.predict_as_given(self.x)
+            fx = predictions if predictions.dim() == 2 else predictions[:, None]
             fx = fx.to(torch.float64)
             null_scores = self.predict(self.background.reshape(-1, *self.x.shape[1:])).to(torch.float64)
             fnull = torch.einsum("nk,n->k", null_scores, self.weights)

@@ -36,11 +36,18 @@ __all__ = [
     "relabel_consecutive",
     "segment",
     "slic",
+    "superpixels",
     "undersegmentation_error",
 ]
 
 #: names accepted by :func:`segment`
 SEGMENTATION_METHODS = ("slic", "felzenszwalb", "quickshift")
+#: settings of the built-in methods when an explainer is given none (Alibi's AnchorImage defaults)
+DEFAULT_SEGMENTATION_KWARGS: dict[str, dict[str, Any]] = {
+    "slic": {"n_segments": 10, "compactness": 10.0, "sigma": 0.5},
+    "felzenszwalb": {},
+    "quickshift": {},
+}
 
 # sRGB (D65) -> XYZ, and the D65 white point: the constants scikit-image's rgb2lab uses.
 _XYZ_FROM_RGB = (
@@ -527,6 +534,34 @@ def segment(
             raise TypeError(f"segmentation function must return integer labels, got dtype {labels.dtype}")
         return relabel_consecutive(labels.to(images.device))
     return _map_images(lambda image: np.asarray(method(image, **kwargs)), images, n_workers=1)
+
+
+def check_segmentation_settings(method: Any, kwargs: Any) -> None:
+    """Refuse an explainer's ``segmentation_fn`` / ``segmentation_kwargs`` that :func:`superpixels` cannot use."""
+    if isinstance(method, str):
+        if method not in SEGMENTATION_METHODS:
+            raise ValueError(
+                f"unknown segmentation_fn {method!r}; expected one of {SEGMENTATION_METHODS} or a callable"
+            )
+    elif not callable(method):
+        raise TypeError(f"segmentation_fn must be a name or a callable, got {type(method).__name__}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"segmentation_kwargs must be a dict or None, got {type(kwargs).__name__}")
+
+
+def superpixels(
+    images: torch.Tensor, method: str | Callable[..., Any] = "slic", kwargs: dict[str, Any] | None = None
+) -> torch.Tensor:
+    """Superpixels as the explainers cut images: ``(B, H, W)`` int64 labels.
+
+    A built-in method gets :data:`DEFAULT_SEGMENTATION_KWARGS` when ``kwargs`` is None,
+    and grey images repeated to RGB, as Alibi does.
+    """
+    if kwargs is None and isinstance(method, str):
+        kwargs = DEFAULT_SEGMENTATION_KWARGS.get(method, {})
+    if isinstance(method, str) and images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    return segment(images, method, **dict(kwargs or {}))
 
 
 # --------------------------------------------------------------------------- quality measures

@@ -35,16 +35,14 @@ from torchexplain.anchors._settings import AnchorSearchSettings
 from torchexplain.anchors.engine import EngineResult, pack_rows, run_engine
 from torchexplain.base import Explainer, functional_twin, register_explainer, setting
 from torchexplain.explanation import Explanation
-from torchexplain.segmentation import SEGMENTATION_METHODS, segment
+from torchexplain.segmentation import (
+    DEFAULT_SEGMENTATION_KWARGS,
+    check_segmentation_settings,
+    superpixels,
+)
 
 __all__ = ["AnchorImage", "AnchorImageSettings", "anchor_image", "numpy_predictor"]
 
-#: segmentation settings used when none are given (Alibi's defaults)
-DEFAULT_SEGMENTATION_KWARGS: dict[str, dict[str, Any]] = {
-    "slic": {"n_segments": 10, "compactness": 10.0, "sigma": 0.5},
-    "felzenszwalb": {},
-    "quickshift": {},
-}
 
 #: at most this many input elements (images x C x H x W) go to the model in one call
 _MAX_CALL_ELEMENTS = 1 << 26
@@ -277,16 +275,7 @@ class AnchorImageSettings(AnchorSearchSettings):
 
     def validate(self) -> dict[str, Any]:
         normalised = super().validate()
-        fn = self.segmentation_fn
-        if isinstance(fn, str):
-            if fn not in SEGMENTATION_METHODS:
-                raise ValueError(
-                    f"unknown segmentation_fn {fn!r}; expected one of {SEGMENTATION_METHODS} or a callable"
-                )
-        elif not callable(fn):
-            raise TypeError(f"segmentation_fn must be a name or a callable, got {type(fn).__name__}")
-        if self.segmentation_kwargs is not None and not isinstance(self.segmentation_kwargs, dict):
-            raise TypeError(f"segmentation_kwargs must be a dict or None, got {type(self.segmentation_kwargs).__name__}")
+        check_segmentation_settings(self.segmentation_fn, self.segmentation_kwargs)
         background = self.images_background
         if background is not None:
             _checks.check_tensor_batch("images_background", background, exact_dim=4, layout="(N, C, H, W)")
@@ -398,13 +387,7 @@ class _AnchorRun:
 
     def segment(self) -> torch.Tensor:
         """``(B, H, W)`` superpixel labels on the compute device."""
-        fn, kwargs = self.config.segmentation_fn, dict(self.config.segmentation_kwargs or {})
-        if isinstance(fn, str) and self.images.shape[1] == 1:
-            # Grey images are repeated to RGB before a built-in segmentation, as Alibi does.
-            to_segment = self.images.expand(-1, 3, -1, -1)
-        else:
-            to_segment = self.images
-        return segment(to_segment, fn, **kwargs).to(self.device)
+        return superpixels(self.images, self.config.segmentation_fn, self.config.segmentation_kwargs).to(self.device)
 
     def explain(self) -> tuple[dict[str, Any], dict[str, int]]:
         config, images, device = self.config, self.images, self.device
