@@ -325,3 +325,89 @@ def test_bad_input_is_named(kwargs, error, match):
 def test_bad_model_or_input_is_named(model, x, error, match):
     with pytest.raises(error, match=match):
         counterfactual(model, x, max_lam_steps=1, max_iter=5)
+
+
+# ----------------------------------------------------------------------------- the lambda schedule
+
+
+def reference_search(model, x, target, *, lam_init, max_iter, max_lam_steps, early_stop, lr, decay,
+                     target_proba, tol):
+    """One instance, plain Python control flow: the schedule the batched search must follow.
+
+    A sweep over lam_init / 10**i (i < 10), max_iter // 10 Adam steps each, carrying
+    the iterate over; the bracket from the sweep's counts of valid iterates; then
+    bisection rounds from x of up to max_iter steps, ended early by a run of
+    early_stop valid (or invalid) iterates, a round finding when >= 5 were valid.
+    Every evaluated iterate is a candidate; the closest valid one is returned.
+    """
+    x = x.clone()
+    x_cf = x.clone()
+    best, best_d, total = None, math.inf, 0
+
+    def run_round(x_cf, lam, steps, stop_early):
+        nonlocal best, best_d, total
+        m = torch.zeros_like(x_cf)
+        v = torch.zeros_like(x_cf)
+        n_valid = run_valid = run_invalid = 0
+        for t in range(1, steps + 1):
+            xr = x_cf.clone().requires_grad_(True)
+            probs = model(xr[None]).softmax(1)[0]
+            loss = (probs[target] - target_proba) ** 2 + lam * (xr - x).abs().sum()
+            (grad,) = torch.autograd.grad(loss, xr)
+            p = probs.detach()
+            valid = abs(float(p[target]) - target_proba) <= tol and int(p.argmax()) == target
+            d = float((x_cf - x).abs().sum())
+            if valid and d < best_d:
+                best, best_d = x_cf.clone(), d
+            n_valid += valid
+            run_valid, run_invalid = (run_valid + 1, 0) if valid else (0, run_invalid + 1)
+            m = 0.9 * m + 0.1 * grad
+            v = 0.999 * v + 0.001 * grad * grad
+            rate = lr * max(0.0, 1 - (t - 1) / max_iter) if decay else lr
+            step = rate * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+            x_cf = (x_cf - step).clamp(0.0, 1.0)
+            total += 1
+            if stop_early and (run_valid >= early_stop or run_invalid >= early_stop):
+                break
+        return x_cf, n_valid
+
+    lams = [lam_init / 10**i for i in range(10)]
+    counts = []
+    for lam in lams:
+        x_cf, n_valid = run_round(x_cf, lam, max_iter // 10, stop_early=False)
+        counts.append(n_valid)
+    seen = [i for i, c in enumerate(counts) if c > 0]
+    if not seen:
+        low, high = 0.0, lams[-1]
+    else:
+        lb = seen[1] if len(seen) >= 2 else seen[0]
+        unseen_above = [i for i in range(lb) if counts[i] == 0]
+        low = lams[lb]
+        high = lams[unseen_above[-1]] if unseen_above else (lams[0] if lb > 0 else 10 * lams[0])
+    lam = (low + high) / 2
+    x_cf = x.clone()
+    for _ in range(max_lam_steps):
+        x_cf, n_valid = run_round(x_cf, lam, max_iter, stop_early=True)
+        if n_valid >= 5:
+            low = max(low, lam)
+            lam = (low + high) / 2
+        else:
+            high = min(high, lam)
+            lam = (low + high) / 2 if low > 0 else lam / 10
+    return best, best_d, total
+
+
+@pytest.mark.parametrize("decay", [True, False])
+def test_schedule_matches_a_one_instance_reference_loop(decay):
+    model = small_mlp(seed=21)
+    x = uniform((3, 5), seed=22)
+    targets = torch.tensor([0, 1, 2])
+    settings = dict(lam_init=0.1, max_iter=120, max_lam_steps=3, early_stop=15, target_proba=0.7, tol=0.1)
+    exp = counterfactual(model, x, target_class=targets, decay=decay, learning_rate_init=0.1, **settings)
+    for i in range(x.shape[0]):
+        best, best_d, total = reference_search(model, x[i], int(targets[i]), lr=0.1, decay=decay, **settings)
+        assert int(exp.n_iter[i]) == total
+        assert bool(exp.success[i]) == (best is not None)
+        if best is not None:
+            torch.testing.assert_close(exp.counterfactual[i], best, rtol=1e-9, atol=1e-12)
+            assert exp.l1_distance[i].item() == pytest.approx(best_d, rel=1e-9)

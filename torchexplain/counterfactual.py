@@ -44,6 +44,10 @@ _MODEL_OUTPUTS = ("logits", "probabilities")
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 # Phases of an instance's lambda search.
 _SWEEP, _BISECT, _DONE = 0, 1, 2
+# The first sweep covers this many orders of magnitude of lam, max_iter // 10 steps each.
+_SWEEP_ORDERS = 10
+# A bisection round "finds" when at least this many of its iterates were valid (Alibi's 5).
+_MIN_VALID_PER_ROUND = 5
 # Instances searched together on the CPU when internal_batch_size is "auto". On
 # MnistCNN (2 cores, quiet) a forward + input-gradient backward cost 0.49-0.51 ms per
 # image at 64, 0.55-0.75 at 32, 0.72-0.77 at 256 and ~2 ms at 1; large chunks also
@@ -92,13 +96,16 @@ class CounterfactualSettings(Settings):
     target_proba: float = setting(1.0, "the probability of the target class to reach, in [0, 1]")
     tol: float = setting(0.05, "how far from target_proba a valid counterfactual may be, >= 0")
     lam_init: float = setting(0.1, "the first (largest) lam of the sweep, > 0")
-    max_lam_steps: int = setting(10, "most rounds of the lam sweep, and rounds of bisection")
+    max_lam_steps: int = setting(10, "rounds of bisection of lam, after the sweep over 10 orders of magnitude")
     max_iter: int = setting(1000, "most Adam steps per round")
-    learning_rate_init: float = setting(0.1, "Adam's initial learning rate (decays to 0 over max_iter)")
+    learning_rate_init: float = setting(0.1, "Adam's initial learning rate in every round")
+    decay: bool = setting(True, "decay the learning rate linearly to 0 over max_iter steps in every round")
     feature_range: FeatureRange = setting(
         (0.0, 1.0), "(low, high), each a number or a tensor broadcastable to one instance's shape"
     )
-    early_stop: int = setting(50, "window (in steps) of the early-stopping check")
+    early_stop: int = setting(
+        50, "a bisection round ends after this many consecutive valid, or consecutive invalid, iterates"
+    )
     model_output: str = setting("logits", "'logits' (a softmax is applied) or 'probabilities'")
     internal_batch_size: int | str | None = setting(
         "auto",
@@ -113,46 +120,55 @@ class CounterfactualSettings(Settings):
         _checks.check_number("learning_rate_init", self.learning_rate_init, low=0.0, low_open=True)
         for name in ("max_lam_steps", "max_iter", "early_stop"):
             _checks.check_int(name, getattr(self, name), minimum=1)
+        _checks.check_bool("decay", self.decay)
         _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
         _checks.check_choice("model_output", self.model_output, _MODEL_OUTPUTS)
+        check_target_class(self.target_class, ("other", "same"))
+        feature_range = check_feature_range(self.feature_range)
         target_class = self.target_class
-        if isinstance(target_class, str):
-            if target_class not in ("other", "same"):
-                raise ValueError(
-                    f"target_class must be 'other', 'same', an int or a (B,) tensor, got {target_class!r}"
-                )
-        elif isinstance(target_class, torch.Tensor):
-            if target_class.is_floating_point() or target_class.is_complex() or target_class.dtype == torch.bool:
-                raise TypeError(f"a target_class tensor must hold integers, got {target_class.dtype}")
-            if target_class.dim() != 1:
-                raise ValueError(f"a target_class tensor must be shaped (B,), got {tuple(target_class.shape)}")
-            if bool((target_class < 0).any()):
-                raise ValueError(f"target_class must be >= 0, got {int(target_class.min())}")
-        elif _checks.is_int(target_class):
-            _checks.check_int("target_class", target_class, minimum=0)
-        else:
-            raise TypeError(
-                "target_class must be 'other', 'same', an int or a (B,) integer tensor, "
-                f"got {type(target_class).__name__}"
-            )
-        feature_range = self.feature_range
-        if not isinstance(feature_range, (tuple, list)):
-            raise TypeError(f"feature_range must be a pair (low, high), got {type(feature_range).__name__}")
-        if len(feature_range) != 2:
-            raise ValueError(f"feature_range must be a pair (low, high), got {len(feature_range)} values")
-        for name, bound in zip(("low", "high"), feature_range):
-            if _checks.is_number(bound):
-                _checks.check_number(f"feature_range {name}", bound)
-            elif isinstance(bound, torch.Tensor):
-                if bound.dtype == torch.bool or bound.is_complex():
-                    raise TypeError(f"feature_range {name} must be a real-valued tensor, got {bound.dtype}")
-                _checks.check_finite(f"feature_range {name}", bound)
-            else:
-                raise TypeError(f"feature_range {name} must be a number or a tensor, got {type(bound).__name__}")
-        changed: dict[str, Any] = {"feature_range": tuple(feature_range)}
+        changed: dict[str, Any] = {"feature_range": feature_range}
         if _checks.is_int(target_class):
             changed["target_class"] = int(target_class)
         return changed
+
+
+def check_target_class(target_class: Any, names: tuple[str, ...]) -> None:
+    """``target_class`` is one of ``names``, an int >= 0 or a ``(B,)`` integer tensor."""
+    choices = ", ".join(repr(n) for n in names)
+    if isinstance(target_class, str):
+        if target_class not in names:
+            raise ValueError(f"target_class must be {choices}, an int or a (B,) tensor, got {target_class!r}")
+    elif isinstance(target_class, torch.Tensor):
+        if target_class.is_floating_point() or target_class.is_complex() or target_class.dtype == torch.bool:
+            raise TypeError(f"a target_class tensor must hold integers, got {target_class.dtype}")
+        if target_class.dim() != 1:
+            raise ValueError(f"a target_class tensor must be shaped (B,), got {tuple(target_class.shape)}")
+        if bool((target_class < 0).any()):
+            raise ValueError(f"target_class must be >= 0, got {int(target_class.min())}")
+    elif _checks.is_int(target_class):
+        _checks.check_int("target_class", target_class, minimum=0)
+    else:
+        raise TypeError(
+            f"target_class must be {choices}, an int or a (B,) integer tensor, got {type(target_class).__name__}"
+        )
+
+
+def check_feature_range(feature_range: Any) -> FeatureRange:
+    """A ``(low, high)`` pair of finite numbers or real tensors, as a tuple."""
+    if not isinstance(feature_range, (tuple, list)):
+        raise TypeError(f"feature_range must be a pair (low, high), got {type(feature_range).__name__}")
+    if len(feature_range) != 2:
+        raise ValueError(f"feature_range must be a pair (low, high), got {len(feature_range)} values")
+    for name, bound in zip(("low", "high"), feature_range):
+        if _checks.is_number(bound):
+            _checks.check_number(f"feature_range {name}", bound)
+        elif isinstance(bound, torch.Tensor):
+            if bound.dtype == torch.bool or bound.is_complex():
+                raise TypeError(f"feature_range {name} must be a real-valued tensor, got {bound.dtype}")
+            _checks.check_finite(f"feature_range {name}", bound)
+        else:
+            raise TypeError(f"feature_range {name} must be a number or a tensor, got {type(bound).__name__}")
+    return tuple(feature_range)
 
 
 @register_explainer
@@ -160,16 +176,27 @@ class Counterfactual(Explainer):
     """Batched counterfactual search (Wachter et al. 2017), as Alibi's ``Counterfactual``.
 
     Per instance, ``(f_t(x') - target_proba)^2 + lam * sum(|x' - x| / mad)`` is
-    minimised with Adam (learning rate decaying from ``learning_rate_init`` to 0
-    over ``max_iter`` like a square root), ``x'`` projected into ``feature_range``
-    after every step and started at ``x``. ``lam`` is searched per instance: a sweep
-    ``lam_init, lam_init/10, ...`` (at most ``max_lam_steps`` rounds) down to the
-    first ``lam`` whose round finds a valid counterfactual, then ``max_lam_steps``
-    rounds of bisection between the largest ``lam`` that found one and the smallest
-    that did not. A round ends after ``max_iter`` steps, or at a multiple of
-    ``early_stop`` steps when the last ``early_stop`` iterates were all valid or
-    none was. ``fit(train_data)`` switches the distance to the L1 scaled per feature
-    by the training data's median absolute deviation (``mad`` 1 otherwise).
+    minimised with Adam, ``x'`` projected into ``feature_range`` after every step.
+    The schedule of ``lam`` is Alibi's: a sweep over 10 orders of magnitude,
+    ``lam_init / 10**i``, ``max_iter // 10`` steps each, the iterate carried from
+    one ``lam`` to the next; then ``max_lam_steps`` rounds of bisection, restarted
+    at ``x``, between the second order at which the sweep saw a valid iterate and
+    the last order above it at which it saw none. A bisection round lasts up to
+    ``max_iter`` steps, ends early after ``early_stop`` consecutive valid (or
+    invalid) iterates, and counts as finding when at least 5 iterates were valid.
+    Every round starts with fresh Adam moments and, with ``decay`` (the default),
+    a learning rate falling linearly from ``learning_rate_init`` to 0 over
+    ``max_iter`` steps. ``fit(train_data)`` switches the distance to the L1 scaled
+    per feature by the training data's median absolute deviation (``mad`` 1
+    otherwise).
+
+    Where it differs from Alibi 0.9.6: every evaluated iterate is a candidate,
+    the sweep's included (Alibi keeps only the bisection's); an instance whose
+    sweep saw a valid iterate at one order only, or at none, is still bisected
+    (between that order and the one above, or downwards from the smallest
+    ``lam``) where Alibi gives up; and a valid iterate must also be classified as
+    the target, not only have ``|p_t - target_proba| <= tol``. All instances of a
+    batch advance together, each with its own schedule.
 
     ``x'`` is valid when the model's predicted class is the target (for
     ``"other"``: any class but the original) and ``|f_t(x') - target_proba| <=
@@ -381,27 +408,11 @@ def _top_class(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return top, probs.gather(1, top[:, None]).squeeze(1)
 
 
-class _Search:
-    """The batched lambda search and Adam loop over one chunk of instances."""
+class ModelCalls:
+    """The model's outputs as probabilities, checked; shared by the counterfactual searches."""
 
-    def __init__(
-        self,
-        model: Callable[[torch.Tensor], torch.Tensor],
-        low: torch.Tensor,
-        high: torch.Tensor,
-        weights: torch.Tensor | None,
-        config: CounterfactualSettings,
-    ) -> None:
-        self.model = model
-        self.low, self.high, self.weights = low, high, weights
-        self.target_proba = float(config.target_proba)
-        self.tol = float(config.tol)
-        self.lam_init = float(config.lam_init)
-        self.max_lam_steps = config.max_lam_steps
-        self.max_iter = config.max_iter
-        self.lr_init = float(config.learning_rate_init)
-        self.early_stop = config.early_stop
-        self.output_is_logits = config.model_output == "logits"
+    model: Callable[[torch.Tensor], torch.Tensor]
+    output_is_logits: bool
 
     # -- model evaluation -------------------------------------------------------
 
@@ -444,6 +455,33 @@ class _Search:
                 "use model_output='logits'"
             )
 
+
+
+class _Search(ModelCalls):
+    """The batched lambda search and Adam loop over one chunk of instances."""
+
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        low: torch.Tensor,
+        high: torch.Tensor,
+        weights: torch.Tensor | None,
+        config: CounterfactualSettings,
+    ) -> None:
+        self.model = model
+        self.low, self.high, self.weights = low, high, weights
+        self.target_proba = float(config.target_proba)
+        self.tol = float(config.tol)
+        self.lam_init = float(config.lam_init)
+        self.max_lam_steps = config.max_lam_steps
+        self.max_iter = config.max_iter
+        self.lr_init = float(config.learning_rate_init)
+        self.early_stop = config.early_stop
+        self.decay = bool(config.decay)
+        self.sweep_orders = _SWEEP_ORDERS
+        self.sweep_steps = config.max_iter // _SWEEP_ORDERS
+        self.output_is_logits = config.model_output == "logits"
+
     def target_terms(
         self, probs: torch.Tensor, orig_class: torch.Tensor, targets: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -485,31 +523,37 @@ class _Search:
         def zeros(kind: torch.dtype = dtype) -> torch.Tensor:
             return torch.zeros(n, dtype=kind, device=device)
 
-        x_cf = x.clone()
-        adam_m = torch.zeros_like(x)
-        adam_v = torch.zeros_like(x)
-        step = zeros(torch.long)  # Adam steps in the current round
-        total_steps = zeros(torch.long)
-        window_valid = zeros(torch.long)  # valid iterates in the current early-stop window
-        round_found = zeros(torch.bool)
-        phase = zeros(torch.long)  # _SWEEP, _BISECT or _DONE
-        round_index = zeros(torch.long)
-        lam = torch.full((n,), self.lam_init, dtype=dtype, device=device)
-        lam_low = zeros()  # largest lam known to find a counterfactual (0: none yet)
-        lam_high = torch.full((n,), math.inf, dtype=dtype, device=device)  # smallest that did not
+        state = _State(
+            x_cf=x.clone(),
+            adam_m=torch.zeros_like(x),
+            adam_v=torch.zeros_like(x),
+            step=zeros(torch.long),
+            total_steps=zeros(torch.long),
+            round_valid=zeros(torch.long),
+            run_valid=zeros(torch.long),
+            run_invalid=zeros(torch.long),
+            sweep_valid=torch.zeros(n, self.sweep_orders, dtype=torch.long, device=device),
+            phase=zeros(torch.long),
+            round_index=zeros(torch.long),
+            lam=torch.full((n,), self.lam_init, dtype=dtype, device=device),
+            lam_low=zeros(),
+            lam_high=zeros(),
+        )
+        if self.sweep_steps == 0:  # max_iter < 10: no sweep, bisection from lam_init
+            self.start_bisection(torch.arange(n, device=device), x, state, skip_sweep=True)
 
         best = x.clone()
         best_found = zeros(torch.bool)
         best_distance = torch.full((n,), math.inf, dtype=dtype, device=device)
         best_miss = torch.full((n,), math.inf, dtype=dtype, device=device)  # |p_t - target_proba|
-        best_lam = lam.clone()
+        best_lam = state.lam.clone()
 
         trailing = (1,) * (x.ndim - 1)
         while True:
-            active = (phase != _DONE).nonzero().flatten()
+            active = (state.phase != _DONE).nonzero().flatten()
             if active.numel() == 0:
                 break
-            xa = x_cf.index_select(0, active).requires_grad_(True)
+            xa = state.x_cf.index_select(0, active).requires_grad_(True)
             with torch.enable_grad():
                 probs = self.probabilities(xa)
                 p_target, target = self.target_terms(
@@ -517,7 +561,7 @@ class _Search:
                 )
                 delta = xa - x.index_select(0, active)
                 distance = self.distance(delta)
-                lam_a = lam[active]
+                lam_a = state.lam[active]
                 loss = ((p_target - self.target_proba) ** 2 + lam_a * distance).sum()
                 (grad,) = torch.autograd.grad(loss, xa)
 
@@ -541,36 +585,42 @@ class _Search:
                     best_miss[rows] = miss[keep]
                     best_lam[rows] = lam_a[keep]
                     best_found[rows] = found_a[keep] | valid[keep]
-                round_found[active] |= valid
-                window_valid[active] += valid.long()
+                state.round_valid[active] += valid.long()
+                run_valid = torch.where(valid, state.run_valid[active] + 1, 0)
+                run_invalid = torch.where(valid, 0, state.run_invalid[active] + 1)
+                state.run_valid[active] = run_valid
+                state.run_invalid[active] = run_invalid
 
-                # Adam, each instance with its own step count and a learning
-                # rate decaying to 0 over max_iter like a square root.
-                t = step[active] + 1
-                m = adam_m[active].mul_(_ADAM_BETA1).add_(grad, alpha=1 - _ADAM_BETA1)
-                v = adam_v[active].mul_(_ADAM_BETA2).addcmul_(grad, grad, value=1 - _ADAM_BETA2)
+                # Adam, each instance with its own step count; the learning rate
+                # decays linearly to 0 over max_iter steps (Alibi's decay=True).
+                t = state.step[active] + 1
+                m = state.adam_m[active].mul_(_ADAM_BETA1).add_(grad, alpha=1 - _ADAM_BETA1)
+                v = state.adam_v[active].mul_(_ADAM_BETA2).addcmul_(grad, grad, value=1 - _ADAM_BETA2)
                 tf = t.to(dtype)
-                lr = self.lr_init * (1 - (tf - 1) / self.max_iter).clamp_min(0).sqrt()
+                if self.decay:
+                    lr = self.lr_init * (1 - (tf - 1) / self.max_iter).clamp_min(0)
+                else:
+                    lr = torch.full_like(tf, self.lr_init)
                 m_hat = m / (1 - _ADAM_BETA1**tf).view(-1, *trailing)
                 v_hat = v / (1 - _ADAM_BETA2**tf).view(-1, *trailing)
                 xa = xa - lr.view(-1, *trailing) * m_hat / (v_hat.sqrt() + _ADAM_EPS)
                 xa = torch.maximum(torch.minimum(xa, self.high), self.low)
-                x_cf[active] = xa
-                adam_m[active] = m
-                adam_v[active] = v
-                step[active] = t
-                total_steps[active] += 1
+                state.x_cf[active] = xa
+                state.adam_m[active] = m
+                state.adam_v[active] = v
+                state.step[active] = t
+                state.total_steps[active] += 1
 
-                at_window = t % self.early_stop == 0
-                wv = window_valid[active]
-                settled = at_window & ((wv == self.early_stop) | (wv == 0))
-                window_valid[active] = torch.where(at_window, 0, wv)
-                ended = settled | (t >= self.max_iter)
+                in_sweep = state.phase[active] == _SWEEP
+                settled = ~in_sweep & ((run_valid >= self.early_stop) | (run_invalid >= self.early_stop))
+                ended = settled | (t >= torch.where(in_sweep, self.sweep_steps, self.max_iter))
                 if ended.any():
-                    self.next_round(
-                        active[ended], x, x_cf, adam_m, adam_v, step, window_valid, round_found,
-                        phase, round_index, lam, lam_low, lam_high,
-                    )
+                    rows = active[ended]
+                    sweeping = in_sweep[ended]
+                    if sweeping.any():
+                        self.next_sweep_round(rows[sweeping], x, state)
+                    if (~sweeping).any():
+                        self.next_bisection_round(rows[~sweeping], state)
 
         # Re-evaluate what is returned, so every reported field describes it.
         with torch.no_grad():
@@ -590,54 +640,113 @@ class _Search:
             "distance": self.distance(delta),
             "l1_distance": delta.abs().flatten(1).sum(1),
             "lam": best_lam,
-            "n_iter": total_steps,
+            "n_iter": state.total_steps,
             "predictions": predictions,
         }
 
-    def next_round(
-        self,
-        rows: torch.Tensor,
-        x: torch.Tensor,
-        x_cf: torch.Tensor,
-        adam_m: torch.Tensor,
-        adam_v: torch.Tensor,
-        step: torch.Tensor,
-        window_valid: torch.Tensor,
-        round_found: torch.Tensor,
-        phase: torch.Tensor,
-        round_index: torch.Tensor,
-        lam: torch.Tensor,
-        lam_low: torch.Tensor,
-        lam_high: torch.Tensor,
-    ) -> None:
-        """Move the instances in ``rows`` (whose round just ended) to their next ``lam``."""
-        found = round_found[rows]
-        current = lam[rows]
-        in_sweep = phase[rows] == _SWEEP
-        # Bracket: a lam that found one raises the floor, one that did not lowers the ceiling.
-        low = torch.where(found, torch.maximum(lam_low[rows], current), lam_low[rows])
-        high = torch.where(found, lam_high[rows], torch.minimum(lam_high[rows], current))
-        index = round_index[rows] + 1
-        # The sweep ends at its first success or after max_lam_steps rounds;
-        # bisection then runs max_lam_steps rounds of its own.
-        sweep_over = in_sweep & (found | (index >= self.max_lam_steps))
-        new_phase = torch.where(sweep_over, _BISECT, phase[rows])
-        index = torch.where(sweep_over, 0, index)
-        new_phase = torch.where((new_phase == _BISECT) & (index >= self.max_lam_steps), _DONE, new_phase)
+    # -- the lambda schedule ------------------------------------------------------
 
-        bisected = torch.where(
-            low <= 0, high / 10, torch.where(torch.isinf(high), low * 10, (low + high) / 2)
-        )
-        swept = current / 10
-        lam[rows] = torch.where(new_phase == _SWEEP, swept, bisected)
-        phase[rows] = new_phase
-        round_index[rows] = index
-        lam_low[rows] = low
-        lam_high[rows] = high
+    @staticmethod
+    def new_round(rows: torch.Tensor, state: _State) -> None:
+        """Fresh Adam moments, step count and validity counters; the iterate carries over."""
+        state.adam_m[rows] = 0
+        state.adam_v[rows] = 0
+        state.step[rows] = 0
+        state.round_valid[rows] = 0
+        state.run_valid[rows] = 0
+        state.run_invalid[rows] = 0
 
-        x_cf[rows] = x[rows]
-        adam_m[rows] = 0
-        adam_v[rows] = 0
-        step[rows] = 0
-        window_valid[rows] = 0
-        round_found[rows] = False
+    def next_sweep_round(self, rows: torch.Tensor, x: torch.Tensor, state: _State) -> None:
+        """Sweep: the next order of magnitude, continuing from the current iterate."""
+        index = state.round_index[rows]
+        state.sweep_valid[rows, index] = state.round_valid[rows]
+        index = index + 1
+        more = index < self.sweep_orders
+        state.round_index[rows] = index
+        going_on = rows[more]
+        if going_on.numel():
+            state.lam[going_on] = self.lam_init / 10.0 ** index[more].to(state.lam.dtype)
+            self.new_round(going_on, state)
+        if (~more).any():
+            self.start_bisection(rows[~more], x, state)
+
+    def start_bisection(self, rows: torch.Tensor, x: torch.Tensor, state: _State, skip_sweep: bool = False) -> None:
+        """The bracket from the sweep's counts, then bisection from its middle, from ``x``.
+
+        The lower bound is the second order of magnitude (from the top) at which
+        the sweep saw a valid iterate, one order below the first, so bisection
+        starts from a ``lam`` known to reach the target with room to spare; the
+        upper bound is the smallest ``lam`` above it at which none was seen.
+        """
+        dtype = state.lam.dtype
+        if skip_sweep:
+            low = torch.zeros(rows.numel(), dtype=dtype, device=rows.device)
+            high = torch.full_like(low, self.lam_init)
+            lam = high.clone()
+        else:
+            counts = state.sweep_valid[rows]
+            orders = torch.arange(self.sweep_orders, device=rows.device)
+            lams = self.lam_init / 10.0 ** orders.to(dtype)
+            seen = counts > 0
+            rank = seen.long().cumsum(1)
+            n_seen = rank[:, -1]
+            # Index of the second order with valid iterates, else of the only one
+            # (Alibi gives up there); the k-th seen order has k-1 seen before it.
+            lb_index = torch.where(
+                n_seen >= 2, (rank < 2).long().sum(1), (rank < 1).long().sum(1)
+            ).clamp_max(self.sweep_orders - 1)
+            # The last order above the lower bound with none valid.
+            unseen_above = ~seen & (orders[None, :] < lb_index[:, None])
+            last_unseen = torch.where(unseen_above, orders[None, :], -1).amax(1)
+            high = torch.where(
+                last_unseen >= 0,
+                lams[last_unseen.clamp_min(0)],
+                torch.where(lb_index > 0, lams[0], lams[0] * 10),
+            )
+            low = torch.where(n_seen > 0, lams[lb_index], torch.zeros_like(high))
+            # Nothing valid at any order: keep going down from the smallest lam tried.
+            high = torch.where(n_seen > 0, high, lams[-1])
+            lam = (low + high) / 2
+        state.lam_low[rows] = low
+        state.lam_high[rows] = high
+        state.lam[rows] = lam
+        state.phase[rows] = _BISECT
+        state.round_index[rows] = 0
+        state.x_cf[rows] = x[rows]
+        self.new_round(rows, state)
+
+    def next_bisection_round(self, rows: torch.Tensor, state: _State) -> None:
+        """Bisection: raise ``lam`` after a round that found enough valid iterates, lower it otherwise."""
+        found = state.round_valid[rows] >= _MIN_VALID_PER_ROUND
+        lam, low, high = state.lam[rows], state.lam_low[rows], state.lam_high[rows]
+        low = torch.where(found, torch.maximum(low, lam), low)
+        high = torch.where(found, high, torch.minimum(high, lam))
+        # Below the floor there is no known success yet: a factor of 10 down.
+        lam = torch.where(found | (low > 0), (low + high) / 2, lam / 10)
+        state.lam_low[rows] = low
+        state.lam_high[rows] = high
+        state.lam[rows] = lam
+        index = state.round_index[rows] + 1
+        state.round_index[rows] = index
+        state.phase[rows] = torch.where(index >= self.max_lam_steps, _DONE, _BISECT)
+        self.new_round(rows, state)
+
+
+@dataclasses.dataclass
+class _State:
+    """Per-instance search state of one chunk, each tensor indexed by instance."""
+
+    x_cf: torch.Tensor  # the current iterate
+    adam_m: torch.Tensor
+    adam_v: torch.Tensor
+    step: torch.Tensor  # Adam steps in the current round
+    total_steps: torch.Tensor
+    round_valid: torch.Tensor  # valid iterates in the current round
+    run_valid: torch.Tensor  # consecutive valid iterates (early stopping)
+    run_invalid: torch.Tensor  # consecutive invalid iterates
+    sweep_valid: torch.Tensor  # (n, orders): valid iterates seen at each order of the sweep
+    phase: torch.Tensor  # _SWEEP, _BISECT or _DONE
+    round_index: torch.Tensor
+    lam: torch.Tensor
+    lam_low: torch.Tensor  # largest lam known to find counterfactuals (0: none yet)
+    lam_high: torch.Tensor  # smallest lam known not to
