@@ -4,6 +4,7 @@ from torchexplain._version import __version__
 from torchexplain.anchors import AnchorImage, AnchorTabular, anchor_image, anchor_tabular
 from torchexplain.base import Explainer
 from torchexplain.counterfactual import Counterfactual, counterfactual
+from torchexplain.counterfactual_proto import CounterfactualProto, counterfactual_proto
 from torchexplain.explanation import Explanation
 from torchexplain.integrated_gradients import IntegratedGradients, integrated_gradients
 from torchexplain.kernel_shap import KernelShap, kernel_shap
@@ -15,6 +16,7 @@ __all__ = [
     "AnchorImage",
     "AnchorTabular",
     "Counterfactual",
+    "CounterfactualProto",
     "Explainer",
     "Explanation",
     "ExplanationMonitor",
@@ -25,6 +27,7 @@ __all__ = [
     "anchor_image",
     "anchor_tabular",
     "counterfactual",
+    "counterfactual_proto",
     "integrated_gradients",
     "kernel_shap",
     "load_explainer",

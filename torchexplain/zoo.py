@@ -5,6 +5,9 @@ example). ``pretrained_mnist_cnn`` trains it on the offline MNIST data in well
 under a minute on a laptop CPU, or loads the checkpoint a previous call cached.
 ``CensusMLP`` is the small loan-approval classifier of the tabular examples, and
 ``pretrained_census_mlp`` trains it on the bundled census table in seconds.
+``MnistAutoencoder`` is the small convolutional autoencoder whose encoder gives
+``CounterfactualProto`` its class prototypes (Alibi's MNIST example has one like
+it); ``pretrained_mnist_autoencoder`` trains and caches it like the CNN.
 """
 
 from __future__ import annotations
@@ -196,6 +199,80 @@ def pretrained_census_mlp(
                 batch = order[start : start + 256]
                 optimizer.zero_grad(set_to_none=True)
                 nn.functional.cross_entropy(model(X[batch]), y[batch]).backward()
+                optimizer.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp_path)
+    tmp_path.replace(path)
+    return model, False
+
+
+class MnistAutoencoder(nn.Module):
+    """Encoder Conv(1→16, 3) → ReLU → Conv(16→16, 3) → ReLU → MaxPool(2) → Conv(16→1, 3): a (1, 14, 14) code;
+    decoder Conv(1→16, 3) → ReLU → Upsample(2) → Conv(16→16, 3) → ReLU → Conv(16→1, 3) → Sigmoid.
+
+    Every convolution keeps the size (padding 1). Input and output ``(B, 1, 28, 28)`` in [0, 1].
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 1, 3, padding=1),
+        )
+        self.decoder = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 1, 3, padding=1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def pretrained_mnist_autoencoder(
+    cache_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    epochs: int = 8,
+    seed: int = 0,
+    retrain: bool = False,
+) -> tuple[MnistAutoencoder, bool]:
+    """A trained :class:`MnistAutoencoder` in eval mode (mean squared error, Adam), from the cache when possible.
+
+    Returns:
+        ``(model, from_cache)``.
+    """
+    train = load_mnist("train", root=data_root)
+    key = hashlib.sha1(f"ae|{train.source}|{len(train.labels)}|{epochs}|{seed}".encode()).hexdigest()[:12]
+    path = Path(cache_dir or default_cache_dir()) / f"mnist_ae-{key}.pt"
+    model = MnistAutoencoder()
+    if path.is_file() and not retrain:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval(), True
+    images = train.images
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MnistAutoencoder()
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+        shuffle = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(epochs):
+            order = torch.randperm(images.shape[0], generator=shuffle)
+            for start in range(0, images.shape[0], 64):
+                batch = images[order[start : start + 64]]
+                optimizer.zero_grad(set_to_none=True)
+                nn.functional.mse_loss(model(batch), batch).backward()
                 optimizer.step()
     model.eval()
     for p in model.parameters():
