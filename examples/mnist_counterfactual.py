@@ -1,8 +1,9 @@
 """Counterfactuals for a few MNIST test digits: the smallest change that flips the CNN.
 
-Writes ``counterfactuals.png`` (per digit: the original, its counterfactual and
-the difference, red where ink was added and blue where it was removed; classes
-and probabilities in the caption) and ``counterfactuals.json`` into the output
+Writes ``counterfactuals.png`` (per digit: the original, its Wachter
+counterfactual and the difference, red where ink was added and blue where it was
+removed, then the prototype-guided counterfactual and its difference; classes,
+probabilities and L1 in the caption) and ``counterfactuals.json`` into the output
 folder. The code lives in ``torchexplain._demo_counterfactual`` so the installed
 ``torchexplain demo`` can run it; :func:`run` is re-exported here. Alone:
 
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from torchexplain._demo_counterfactual import SETTINGS, pick_digits, run
+from torchexplain._demo_counterfactual import PROTO_SETTINGS, SETTINGS, pick_digits, run
 
-__all__ = ["SETTINGS", "pick_digits", "run"]
+__all__ = ["PROTO_SETTINGS", "SETTINGS", "pick_digits", "run"]
 
 if __name__ == "__main__":
     from torchexplain.datasets import load_mnist

@@ -106,12 +106,17 @@ def run(args: argparse.Namespace) -> int:
           f"({ig['per_second']:.0f} explanations/s) on {device}; mean |delta| {ig['mean_abs_delta']:.2e}")
     print(f"  wrote {ig['grid']}")
 
-    cf = _demo_counterfactual.run(model, test, args.out, device)
+    cf = _demo_counterfactual.run(model, test, args.out, device, data_root=args.data_root, retrain=args.retrain)
     summary["counterfactual"] = cf
     changes = ", ".join(
         f"{o}->{c}" + ("" if ok else " (not found)") for o, c, ok in zip(cf["target"], cf["cf_class"], cf["success"])
     )
     print(f"counterfactuals: {changes} in {cf['seconds']:.1f} s; L1 {cf['l1_distance']}")
+    proto = cf["proto"]
+    guided = ", ".join(
+        f"{o}->{c}" + ("" if ok else " (not found)") for o, c, ok in zip(cf["target"], proto["cf_class"], proto["success"])
+    )
+    print(f"prototype-guided counterfactuals: {guided} in {proto['seconds']:.1f} s; L1 {proto['l1_distance']}")
     print(f"  wrote {cf['png']}")
     anchors = _demo_anchor.run(model, test, args.out, device)
     summary["anchor"] = anchors
