@@ -13,6 +13,8 @@ from torch import nn
 from torchexplain import CounterfactualProto, Explanation, counterfactual_proto, load_explainer
 from torchexplain.counterfactual_proto import shrink
 
+from .test_counterfactual import small_mlp, uniform
+
 F64 = torch.float64
 
 
@@ -22,20 +24,6 @@ def linear(weight: list[list[float]], bias: list[float]) -> nn.Module:
         model.weight.copy_(torch.tensor(weight, dtype=F64))
         model.bias.copy_(torch.tensor(bias, dtype=F64))
     return model.eval()
-
-
-def small_mlp(seed: int = 0, n_in: int = 5, n_classes: int = 3) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Linear(n_in, 8), nn.Tanh(), nn.Linear(8, n_classes)).to(F64)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator, dtype=F64) * 1.5)
-    return model.eval()
-
-
-def uniform(shape: tuple[int, ...], seed: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return low + (high - low) * torch.rand(shape, generator=generator, dtype=F64)
 
 
 def hinge_by_hand(probs: torch.Tensor, orig: int, kappa: float) -> torch.Tensor:

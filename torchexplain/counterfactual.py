@@ -25,9 +25,10 @@ Opening the Black Box", Harvard Journal of Law & Technology, 2017.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -271,19 +272,9 @@ class Counterfactual(Explainer):
         targets = _resolve_target_class(config.target_class, x.shape[0], x.device)
 
         model = self.model
-        with preserved_model_state(model):
-            if isinstance(model, torch.nn.Module):
-                # Only the input's gradient is needed; skipping the weights' saves
-                # their gradient buffers and backward work (restored on exit).
-                for parameter in model.parameters():
-                    parameter.requires_grad_(False)
+        with input_gradients_only(model):
             search = _Search(model, low, high, weights, config)
-            chunk = config.internal_batch_size
-            if chunk == "auto":
-                chunk = x.shape[0] if x.device.type == "cuda" else _CPU_CHUNK
-            elif chunk is None:
-                chunk = x.shape[0]
-            parts = _run_in_chunks(search, x, targets, chunk, halve=config.internal_batch_size == "auto")
+            parts = _run_in_chunks(search, x, targets, config.internal_batch_size)
 
         data = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
         return self._explanation(config, data, x.device, mad_scaled=self.mad is not None)
@@ -381,7 +372,28 @@ def _resolve_target_class(target_class: TargetClass, batch: int, device: torch.d
 # ----------------------------------------------------------------------------- search
 
 
-def _run_in_chunks(search: _Search, x: torch.Tensor, targets: Any, chunk: int, halve: bool) -> list[dict]:
+@contextlib.contextmanager
+def input_gradients_only(*models: Any) -> Iterator[None]:
+    """Run a block with each model preserved (``preserved_model_state``) and its parameters
+    not requiring gradients: the searches need only the input's gradient, and skipping the
+    weights' saves their gradient buffers and backward work. Everything is restored on exit."""
+    with contextlib.ExitStack() as stack:
+        for model in models:
+            stack.enter_context(preserved_model_state(model))
+            if isinstance(model, torch.nn.Module):
+                for parameter in model.parameters():
+                    parameter.requires_grad_(False)
+        yield
+
+
+def _run_in_chunks(search: Any, x: torch.Tensor, targets: Any, internal_batch_size: int | str | None) -> list[dict]:
+    """``search.run`` over chunks of ``x``: ``"auto"`` is everything on CUDA (halving on
+    out-of-memory) and ``_CPU_CHUNK`` on the CPU, None everything, an int that many."""
+    halve = internal_batch_size == "auto"
+    if internal_batch_size == "auto":
+        chunk = x.shape[0] if x.device.type == "cuda" else _CPU_CHUNK
+    else:
+        chunk = x.shape[0] if internal_batch_size is None else int(internal_batch_size)
     parts: list[dict] = []
     start = 0
     while start < x.shape[0]:

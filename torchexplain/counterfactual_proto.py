@@ -40,7 +40,6 @@ from torchexplain import _checks
 from torchexplain._model_state import preserved_model_state
 from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
 from torchexplain.counterfactual import (
-    _CPU_CHUNK,
     FeatureRange,
     ModelCalls,
     TargetClass,
@@ -50,6 +49,7 @@ from torchexplain.counterfactual import (
     _top_class,
     check_feature_range,
     check_target_class,
+    input_gradients_only,
 )
 from torchexplain.explanation import Explanation
 
@@ -315,21 +315,10 @@ class CounterfactualProto(Explainer):
             )
 
         modules = [m for m in (self.model, config.ae_model, config.enc_model) if m is not None]
-        with contextlib.ExitStack() as stack:
-            for module in modules:
-                stack.enter_context(preserved_model_state(module))
-                if isinstance(module, torch.nn.Module):
-                    # Only the input's gradient is needed (restored on exit).
-                    for parameter in module.parameters():
-                        parameter.requires_grad_(False)
+        with input_gradients_only(*modules):
             search = _ProtoSearch(self.model, low, high, config, self.points if uses_prototypes else None,
                                   self.labels)
-            chunk = config.internal_batch_size
-            if chunk == "auto":
-                chunk = x.shape[0] if x.device.type == "cuda" else _CPU_CHUNK
-            elif chunk is None:
-                chunk = x.shape[0]
-            parts = _run_in_chunks(search, x, targets, chunk, halve=config.internal_batch_size == "auto")
+            parts = _run_in_chunks(search, x, targets, config.internal_batch_size)
 
         data = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
         return self._explanation(config, data, x.device, prototypes=self.space if uses_prototypes else None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -58,6 +59,52 @@ def default_cache_dir() -> Path:
     return base / "torchexplain"
 
 
+def _train(
+    build: Callable[[], nn.Module],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> nn.Module:
+    """Adam on shuffled mini-batches, deterministic for a seed; the model comes back in eval
+    mode without gradients. The caller's global RNG is left as it was (initialisation and
+    dropout draw from a forked stream)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build()
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        shuffle = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(epochs):
+            order = torch.randperm(inputs.shape[0], generator=shuffle)
+            for start in range(0, inputs.shape[0], batch_size):
+                batch = order[start : start + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss_fn(model(inputs[batch]), targets[batch]).backward()
+                optimizer.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    return model
+
+
+def _cached(path: Path, model: nn.Module, retrain: bool, train: Callable[[], nn.Module]) -> tuple[nn.Module, bool]:
+    """``model`` with the checkpoint at ``path`` when there is one (unless ``retrain``), else
+    ``train()``, saved there atomically; returns ``(model, from_cache)``."""
+    if path.is_file() and not retrain:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval(), True
+    model = train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp_path)
+    tmp_path.replace(path)
+    return model, False
+
+
 def train_mnist_cnn(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -71,24 +118,7 @@ def train_mnist_cnn(
     The caller's global RNG is left as it was (initialisation and dropout draw
     from a forked stream).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MnistCNN()
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        shuffle = torch.Generator().manual_seed(seed)
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(images.shape[0], generator=shuffle)
-            for start in range(0, images.shape[0], batch_size):
-                batch = order[start : start + batch_size]
-                optimizer.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
-                loss.backward()
-                optimizer.step()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
-    return model
+    return _train(MnistCNN, images, labels, nn.functional.cross_entropy, epochs, batch_size, lr, seed)
 
 
 def pretrained_mnist_cnn(
@@ -112,16 +142,8 @@ def pretrained_mnist_cnn(
     train = load_mnist("train", root=data_root)
     key = hashlib.sha1(f"{train.source}|{len(train.labels)}|{epochs}|{seed}".encode()).hexdigest()[:12]
     path = Path(cache_dir or default_cache_dir()) / f"mnist_cnn-{key}.pt"
-    model = MnistCNN()
-    if path.is_file() and not retrain:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval(), True
-    model = train_mnist_cnn(train.images, train.labels, epochs=epochs, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp_path)
-    tmp_path.replace(path)
-    return model, False
+    return _cached(path, MnistCNN(), retrain,
+                   lambda: train_mnist_cnn(train.images, train.labels, epochs=epochs, seed=seed))
 
 
 class CensusMLP(nn.Module):
@@ -180,34 +202,17 @@ def pretrained_census_mlp(
     model = CensusMLP(data.X_train.shape[1], categories)
     key = hashlib.sha1(f"census|{len(data.y_train)}|{epochs}|{seed}|v1".encode()).hexdigest()[:12]
     path = Path(cache_dir or default_cache_dir()) / f"census_mlp-{key}.pt"
-    if path.is_file() and not retrain:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval(), True
     X = torch.from_numpy(data.X_train)
     y = torch.from_numpy(data.y_train)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CensusMLP(X.shape[1], categories)
-        model.mean.copy_(X[:, model.numerical].mean(0))
-        model.std.copy_(X[:, model.numerical].std(0).clamp_min(1e-6))
-        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-        shuffle = torch.Generator().manual_seed(seed)
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(X.shape[0], generator=shuffle)
-            for start in range(0, X.shape[0], 256):
-                batch = order[start : start + 256]
-                optimizer.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(model(X[batch]), y[batch]).backward()
-                optimizer.step()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp_path)
-    tmp_path.replace(path)
-    return model, False
+
+    def build() -> CensusMLP:
+        fresh = CensusMLP(X.shape[1], categories)
+        fresh.mean.copy_(X[:, fresh.numerical].mean(0))
+        fresh.std.copy_(X[:, fresh.numerical].std(0).clamp_min(1e-6))
+        return fresh
+
+    return _cached(path, model, retrain,
+                   lambda: _train(build, X, y, nn.functional.cross_entropy, epochs, 256, 2e-3, seed))
 
 
 class MnistAutoencoder(nn.Module):
@@ -256,29 +261,6 @@ def pretrained_mnist_autoencoder(
     train = load_mnist("train", root=data_root)
     key = hashlib.sha1(f"ae|{train.source}|{len(train.labels)}|{epochs}|{seed}".encode()).hexdigest()[:12]
     path = Path(cache_dir or default_cache_dir()) / f"mnist_ae-{key}.pt"
-    model = MnistAutoencoder()
-    if path.is_file() and not retrain:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval(), True
-    images = train.images
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MnistAutoencoder()
-        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-        shuffle = torch.Generator().manual_seed(seed)
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(images.shape[0], generator=shuffle)
-            for start in range(0, images.shape[0], 64):
-                batch = images[order[start : start + 64]]
-                optimizer.zero_grad(set_to_none=True)
-                nn.functional.mse_loss(model(batch), batch).backward()
-                optimizer.step()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp_path)
-    tmp_path.replace(path)
-    return model, False
+    return _cached(path, MnistAutoencoder(), retrain,
+                   lambda: _train(MnistAutoencoder, train.images, train.images, nn.functional.mse_loss,
+                                  epochs, 64, 2e-3, seed))
