@@ -53,7 +53,10 @@ setup(
             # selection and background k-means use scikit-learn.
             "shap>=0.43",
             "scikit-learn>=1.2",
+            # torchexplain.serving's HTTP client (the serve extra), tested against live local servers.
+            "urllib3>=2.0",
         ],
+        "serve": ["urllib3>=2.0"],
         "bench": ["captum>=0.7", "shap>=0.43", "scikit-learn>=1.2"],
         "shap": ["shap>=0.43", "scikit-learn>=1.2"],
         "dev": ["ruff>=0.5"],

@@ -16,7 +16,8 @@ read by safetensors, and any file that differs from what ``explainer.json``
 records (checksum, dtype, shape, names) is refused with a ``ValueError`` naming the
 file. The model is not stored by default: a black-box explainer gets its predictor
 at load time, a white-box one its model, unless a ``torch.export`` program was
-saved with ``save(path, example_inputs=...)``. ``torch.export.load`` can unpickle
+saved with ``save(path, example_inputs=...)``; a :class:`~torchexplain.serving.RemoteModel`
+predictor is stored as its address (plain data) and rebuilt at load. ``torch.export.load`` can unpickle
 parts of an archive, so before calling it the archive is checked to hold only the
 plain parts ``torch.export.save`` writes for an ordinary model (raw weights, JSON,
 example inputs readable with ``torch.load(weights_only=True)``); anything else is
@@ -106,6 +107,9 @@ def save_explainer(explainer: Explainer, path: str | Path, example_inputs: Any =
         }
     elif (folder / MODEL_FILE).exists():
         (folder / MODEL_FILE).unlink()  # a stale program must not be picked up by load
+    if model_entry is None and _is_remote(explainer.model):
+        # A model behind an endpoint is stored as its address (plain data, no code).
+        model_entry = {"format": "remote", **explainer.model.config()}
 
     config = {
         "format": FORMAT_NAME,
@@ -318,11 +322,11 @@ def _read_config(config_path: Path) -> dict[str, Any]:
             raise ValueError(
                 f"{config_path}: {key!r} must be a {kind.__name__}, got {type(config[key]).__name__}"
             )
-    if config["model"] is not None and (
-        not isinstance(config["model"], dict) or config["model"].get("file") != MODEL_FILE
-    ):
+    model = config["model"]
+    remote = isinstance(model, dict) and model.get("format") == "remote"
+    if model is not None and not remote and (not isinstance(model, dict) or model.get("file") != MODEL_FILE):
         raise ValueError(
-            f"{config_path}: 'model' must be null or name {MODEL_FILE!r}, got {config['model']!r}"
+            f"{config_path}: 'model' must be null, name {MODEL_FILE!r} or be a remote address, got {model!r}"
         )
     return config
 
@@ -451,8 +455,30 @@ _ARCHIVE_ENTRY = re.compile(
 )
 
 
+def _is_remote(model: Any) -> bool:
+    try:
+        from torchexplain.serving.remote import RemoteModel
+    except ImportError:  # pragma: no cover - the module has no hard dependencies at import
+        return False
+    return isinstance(model, RemoteModel)
+
+
 def _load_model(folder: Path, config: dict[str, Any], cls: type[Explainer]) -> Any:
     role = _role(cls)
+    entry = config["model"]
+    if isinstance(entry, dict) and entry.get("format") == "remote":
+        from torchexplain.serving.remote import RemoteModel
+
+        arguments = {k: v for k, v in entry.items() if k != "format"}
+        allowed = {"url", "protocol", "model_name", "batch_size", "timeout", "retries", "output_name"}
+        if set(arguments) - allowed:
+            raise ValueError(
+                f"{folder / CONFIG_FILE}: unknown remote model keys {sorted(set(arguments) - allowed)}"
+            )
+        try:
+            return RemoteModel(**arguments)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{folder / CONFIG_FILE}: the stored remote model is not valid: {err}") from err
     if config["model"] is None:
         raise ValueError(
             f"{folder / CONFIG_FILE}: the {role} was not saved with the explainer; pass it: "

@@ -1,0 +1,296 @@
+"""A model behind an HTTP prediction endpoint, callable like a local predictor.
+
+A black-box explainer (anchors, KernelShap) only needs a function from a batch to
+the model's outputs. :class:`RemoteModel` is that function for a model served
+elsewhere: it encodes the batch for the server's protocol, sends it in pieces of
+``batch_size`` rows over one pooled HTTP connection per host, and decodes the
+outputs back into an array (or a tensor, when it was given one).
+
+Protocols:
+
+- ``"v2"``: the Open Inference Protocol (KServe v2, MLServer, Triton, Seldon Core
+  v2): ``POST {url}/v2/models/{name}/infer``; the input's name and datatype are read
+  once from the model's metadata, ``GET {url}/v2/models/{name}``.
+- ``"kserve_v1"``: KServe's and TF Serving's v1: ``POST {url}/v1/models/{name}:predict``
+  with ``{"instances": [...]}``, answered by ``{"predictions": [...]}``.
+- ``"seldon_v1"``: Seldon Core v1: ``POST {url}/api/v1.0/predictions`` with
+  ``{"data": {"ndarray": [...]}}``, answered by ``{"data": {"ndarray": ...}}`` (or
+  ``{"data": {"tensor": {"shape", "values"}}}``).
+
+``url`` is the server's base address (``http://host:port``); a full endpoint
+(``.../infer``, ``...:predict``, ``.../predictions``) is taken as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchexplain import _checks
+
+__all__ = ["PROTOCOLS", "RemoteModel", "RemoteModelError"]
+
+PROTOCOLS = ("v2", "kserve_v1", "seldon_v1")
+# Open Inference Protocol datatypes of the numpy dtypes a batch may have.
+_V2_DATATYPES = {
+    np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64", np.dtype(np.float16): "FP16",
+    np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.int16): "INT16",
+    np.dtype(np.int8): "INT8", np.dtype(np.uint8): "UINT8", np.dtype(np.bool_): "BOOL",
+}
+_V2_NUMPY = {name: dtype for dtype, name in _V2_DATATYPES.items()}
+# How much of a server's error body an exception quotes.
+_MESSAGE_CHARS = 500
+
+
+class RemoteModelError(RuntimeError):
+    """The model endpoint could not be reached, answered with an HTTP error, or answered
+    something that is not the protocol's response; ``url``, ``status`` (None when no
+    answer came) and ``message`` say which."""
+
+    def __init__(self, url: str, status: int | None, message: str) -> None:
+        self.url, self.status, self.message = url, status, message
+        where = f"{url} answered HTTP {status}" if status is not None else f"{url} could not be reached"
+        super().__init__(f"{where}: {message}")
+
+
+class RemoteModel:
+    """A predictor that calls a model served over HTTP.
+
+    Args:
+        url: the server's base address, ``http://host:port``, or the full endpoint.
+        protocol: ``"v2"``, ``"kserve_v1"`` or ``"seldon_v1"`` (see the module docs).
+        model_name: the served model's name (v2 and KServe v1; read from a full
+            endpoint URL when it holds one).
+        batch_size: most rows per request; larger batches go in several requests.
+        timeout: seconds to connect, and seconds to wait for each answer.
+        retries: how often a request is sent again when the connection fails (never
+            after the server has answered, so a prediction is never run twice).
+        headers: extra HTTP headers (an auth token, a Seldon/KServe host header).
+        output_name: v2 only: which output to return (default: the first).
+
+    Calling it with an ``(N, ...)`` numpy array returns a numpy array; with a tensor,
+    a tensor on the same device. Outputs keep the server's dtype (floats as float32
+    or float64).
+
+    Examples:
+        >>> model = RemoteModel("http://127.0.0.1:8080", protocol="v2", model_name="income")
+        >>> model.endpoint
+        'http://127.0.0.1:8080/v2/models/income/infer'
+    """
+
+    def __init__(
+        self,
+        url: str,
+        protocol: str = "v2",
+        model_name: str | None = None,
+        batch_size: int = 256,
+        timeout: float = 30.0,
+        retries: int = 2,
+        headers: dict[str, str] | None = None,
+        output_name: str | None = None,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an http:// or https:// address, got {url!r}")
+        _checks.check_choice("protocol", protocol, PROTOCOLS)
+        _checks.check_int("batch_size", batch_size, minimum=1)
+        _checks.check_number("timeout", timeout, low=0.0, low_open=True)
+        _checks.check_int("retries", retries, minimum=0)
+        if headers is not None and (
+            not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise TypeError(f"headers must be a dict of str to str, got {headers!r}")
+        for name, value in (("model_name", model_name), ("output_name", output_name)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise TypeError(f"{name} must be a non-empty str or None, got {value!r}")
+        self.url, self.protocol = url.rstrip("/"), protocol
+        self.model_name, self.output_name = model_name, output_name
+        self.batch_size, self.timeout, self.retries = batch_size, float(timeout), retries
+        self.headers = dict(headers or {})
+        self.endpoint = self._endpoint()
+        self._metadata: dict[str, Any] | None = None
+        self._pool: Any = None
+
+    # -- addresses ------------------------------------------------------------------
+
+    def _endpoint(self) -> str:
+        url, name = self.url, self.model_name
+        if self.protocol == "v2":
+            if url.endswith("/infer"):
+                if name is None:
+                    self.model_name = url.removesuffix("/infer").rsplit("/", 1)[-1]
+                return url
+            if "/v2/models/" in url:
+                base, self.model_name = url.split("/v2/models/", 1)
+                self.model_name = self.model_name.split("/", 1)[0]
+                self.url = base
+                return f"{base}/v2/models/{self.model_name}/infer"
+            if name is None:
+                raise ValueError("protocol 'v2' needs model_name (or a .../v2/models/NAME url)")
+            return f"{url}/v2/models/{name}/infer"
+        if self.protocol == "kserve_v1":
+            if url.endswith(":predict"):
+                return url
+            if name is None:
+                raise ValueError("protocol 'kserve_v1' needs model_name (or a ...:predict url)")
+            return f"{url}/v1/models/{name}:predict"
+        return url if url.endswith("/predictions") else f"{url}/api/v1.0/predictions"
+
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments as plain data (what a saved explainer stores)."""
+        return {
+            "url": self.url, "protocol": self.protocol, "model_name": self.model_name,
+            "batch_size": self.batch_size, "timeout": self.timeout, "retries": self.retries,
+            "output_name": self.output_name,
+        }
+
+    def __repr__(self) -> str:
+        return f"RemoteModel({self.endpoint!r}, protocol={self.protocol!r}, batch_size={self.batch_size})"
+
+    # -- calling ----------------------------------------------------------------------
+
+    def __call__(self, inputs: Any) -> Any:
+        as_tensor = isinstance(inputs, torch.Tensor)
+        if as_tensor:
+            rows = inputs.detach().cpu().numpy()
+        elif isinstance(inputs, np.ndarray):
+            rows = inputs
+        else:
+            raise TypeError(f"RemoteModel takes a numpy array or a tensor, got {type(inputs).__name__}")
+        if rows.ndim < 1 or rows.shape[0] == 0:
+            raise ValueError(f"RemoteModel needs a batch (N, ...) with N >= 1, got shape {rows.shape}")
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            raise ValueError("RemoteModel inputs hold NaN or infinite values")
+        pieces = [self._predict(rows[start : start + self.batch_size])
+                  for start in range(0, rows.shape[0], self.batch_size)]
+        outputs = np.concatenate(pieces, axis=0)
+        if as_tensor:
+            return torch.from_numpy(outputs).to(inputs.device)
+        return outputs
+
+    def _predict(self, rows: np.ndarray) -> np.ndarray:
+        if self.protocol == "v2":
+            body = self._v2_request(rows)
+        elif self.protocol == "kserve_v1":
+            body = {"instances": rows.tolist()}
+        else:
+            body = {"data": {"ndarray": rows.tolist()}}
+        answer = self._send("POST", self.endpoint, body)
+        outputs = self._decode(answer)
+        if outputs.shape[0] != rows.shape[0]:
+            raise RemoteModelError(self.endpoint, 200, f"returned {outputs.shape[0]} rows for {rows.shape[0]} inputs")
+        return outputs
+
+    def _v2_request(self, rows: np.ndarray) -> dict[str, Any]:
+        meta = self.metadata()
+        inputs = meta.get("inputs") or [{}]
+        if len(inputs) != 1:
+            raise RemoteModelError(self.url, 200, f"model {self.model_name!r} has {len(inputs)} inputs; "
+                                   "RemoteModel sends one")
+        name = inputs[0].get("name", "input-0")
+        datatype = inputs[0].get("datatype") or _V2_DATATYPES.get(rows.dtype)
+        if datatype not in _V2_NUMPY:
+            raise ValueError(f"cannot send a batch of dtype {rows.dtype} as v2 datatype {datatype!r}")
+        data = rows.astype(_V2_NUMPY[datatype], copy=False)
+        return {"inputs": [{"name": name, "shape": list(data.shape), "datatype": datatype,
+                            "data": data.reshape(-1).tolist()}]}
+
+    def metadata(self) -> dict[str, Any]:
+        """v2: the model's metadata (``GET /v2/models/{name}``), read once; ``{}`` otherwise."""
+        if self.protocol != "v2":
+            return {}
+        if self._metadata is None:
+            url = self.endpoint.removesuffix("/infer")
+            meta = self._send("GET", url, None)
+            if not isinstance(meta, dict):
+                raise RemoteModelError(url, 200, f"metadata must be a JSON object, got {_short(meta)}")
+            self._metadata = meta
+        return self._metadata
+
+    def _decode(self, answer: Any) -> np.ndarray:
+        try:
+            if self.protocol == "v2":
+                outputs = answer["outputs"]
+                wanted = self.output_name
+                chosen = next(o for o in outputs if wanted is None or o["name"] == wanted)
+                dtype = _V2_NUMPY.get(chosen.get("datatype", "FP64"), np.float64)
+                return np.asarray(chosen["data"], dtype=dtype).reshape(chosen["shape"])
+            if self.protocol == "kserve_v1":
+                return _as_array(answer["predictions"])
+            data = answer["data"]
+            if "ndarray" in data:
+                return _as_array(data["ndarray"])
+            tensor = data["tensor"]
+            return np.asarray(tensor["values"], dtype=np.float64).reshape(tensor["shape"])
+        except (KeyError, TypeError, ValueError, StopIteration) as err:
+            reason = f"no output named {self.output_name!r}" if isinstance(err, StopIteration) else repr(err)
+            raise RemoteModelError(self.endpoint, 200,
+                                   f"not a {self.protocol} response ({reason}): {_short(answer)}") from None
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _connections(self) -> Any:
+        if self._pool is None:
+            import urllib3
+
+            self._pool = urllib3.PoolManager(
+                maxsize=8,
+                timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
+                # Only failed connections are retried: once a request reached the
+                # server, sending it again could run the prediction twice.
+                retries=urllib3.Retry(total=self.retries, connect=self.retries, read=0, status=0, other=0,
+                                      redirect=0, allowed_methods=None, backoff_factor=0.1),
+            )
+        return self._pool
+
+    def _send(self, method: str, url: str, body: Any) -> Any:
+        import urllib3
+
+        headers = {"Content-Type": "application/json", **self.headers}
+        payload = None if body is None else json.dumps(body).encode()
+        try:
+            response = self._connections().request(method, url, body=payload, headers=headers)
+        except urllib3.exceptions.MaxRetryError as err:
+            raise RemoteModelError(url, None, f"{err.reason} (after {self.retries} retries)") from None
+        except urllib3.exceptions.TimeoutError as err:
+            raise RemoteModelError(url, None, f"no answer within {self.timeout:g} s ({err})") from None
+        except urllib3.exceptions.HTTPError as err:
+            raise RemoteModelError(url, None, str(err)) from None
+        text = response.data.decode("utf-8", errors="replace")
+        if response.status >= 400:
+            raise RemoteModelError(url, response.status, _server_message(text))
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise RemoteModelError(url, response.status, f"the answer is not JSON: {text[:_MESSAGE_CHARS]!r}") from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Connection pools do not travel (copy, worker processes): a copy opens its own.
+        return {**self.__dict__, "_pool": None}
+
+
+def _as_array(values: Any) -> np.ndarray:
+    out = np.asarray(values)
+    if out.dtype == object or out.dtype.kind not in "biuf":
+        raise ValueError(f"outputs must be numbers, got dtype {out.dtype}")
+    return out
+
+
+def _server_message(text: str) -> str:
+    """The server's own error message when it sent JSON with one, else its text."""
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        return text[:_MESSAGE_CHARS] or "(empty answer)"
+    if isinstance(parsed, dict):
+        for key in ("error", "detail", "message"):
+            if key in parsed:
+                return str(parsed[key])[:_MESSAGE_CHARS]
+    return text[:_MESSAGE_CHARS]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 200 else text[:200] + "..."
