@@ -423,8 +423,9 @@ def _top_class(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class ModelCalls:
     """The model's outputs as probabilities, checked; shared by the counterfactual searches."""
 
-    model: Callable[[torch.Tensor], torch.Tensor]
-    output_is_logits: bool
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], model_output: str) -> None:
+        self.model = model
+        self.output_is_logits = model_output == "logits"
 
     # -- model evaluation -------------------------------------------------------
 
@@ -480,7 +481,7 @@ class _Search(ModelCalls):
         weights: torch.Tensor | None,
         config: CounterfactualSettings,
     ) -> None:
-        self.model = model
+        super().__init__(model, config.model_output)
         self.low, self.high, self.weights = low, high, weights
         self.target_proba = float(config.target_proba)
         self.tol = float(config.tol)
@@ -492,7 +493,6 @@ class _Search(ModelCalls):
         self.decay = bool(config.decay)
         self.sweep_orders = _SWEEP_ORDERS
         self.sweep_steps = config.max_iter // _SWEEP_ORDERS
-        self.output_is_logits = config.model_output == "logits"
 
     def target_terms(
         self, probs: torch.Tensor, orig_class: torch.Tensor, targets: Any

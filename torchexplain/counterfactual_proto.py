@@ -239,7 +239,7 @@ class CounterfactualProto(Explainer):
                 "fit needs an encoder (enc_model) or use_kdtree=True to build prototypes; "
                 "without either, theta must be 0 and fit is not needed"
             )
-        calls = _calls(self.model, config)
+        calls = ModelCalls(self.model, config.model_output)
         with contextlib.ExitStack() as stack, torch.no_grad():
             for module in (self.model, config.enc_model):
                 if module is not None:
@@ -360,13 +360,6 @@ def _encode(encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) ->
     return code.flatten(1)
 
 
-def _calls(model: Callable[[torch.Tensor], torch.Tensor], config: CounterfactualProtoSettings) -> ModelCalls:
-    calls = ModelCalls()
-    calls.model = model
-    calls.output_is_logits = config.model_output == "logits"
-    return calls
-
-
 class _ProtoSearch(ModelCalls):
     """The batched FISTA search with per-instance ``c`` over one chunk of instances."""
 
@@ -379,8 +372,7 @@ class _ProtoSearch(ModelCalls):
         points: torch.Tensor | None,
         labels: torch.Tensor | None,
     ) -> None:
-        self.model = model
-        self.output_is_logits = config.model_output == "logits"
+        super().__init__(model, config.model_output)
         self.low, self.high = low, high
         self.config = config
         self.points, self.labels = points, labels
