@@ -53,10 +53,13 @@ setup(
             # selection and background k-means use scikit-learn.
             "shap>=0.43",
             "scikit-learn>=1.2",
-            # torchexplain.serving's HTTP client (the serve extra), tested against live local servers.
+            # the serve extra, tested against live local servers: the HTTP client of
+            # RemoteModel, and MLServer (whose web stack also serves the KServe explainer).
             "urllib3>=2.0",
+            "mlserver>=1.7,<1.8; python_version < '3.13'",
         ],
-        "serve": ["urllib3>=2.0"],
+        # MLServer 1.7 supports Python 3.9-3.12; RemoteModel alone needs only urllib3.
+        "serve": ["urllib3>=2.0", "mlserver>=1.7,<1.8; python_version < '3.13'"],
         "bench": ["captum>=0.7", "shap>=0.43", "scikit-learn>=1.2"],
         "shap": ["shap>=0.43", "scikit-learn>=1.2"],
         "dev": ["ruff>=0.5"],

@@ -4,94 +4,24 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import torch
 
+from tests._servers import toy_model, toy_server
 from torchexplain import KernelShap, load_explainer
 from torchexplain.serving import RemoteModel, RemoteModelError
 
 pytest.importorskip("urllib3")
 
-WEIGHTS = np.array([[1.0, -2.0, 0.5], [0.3, 0.8, -1.0], [-0.7, 0.2, 0.9], [0.4, -0.1, 0.6]])
-BIAS = np.array([0.1, -0.2, 0.05])
-
-
-def toy_model(rows: np.ndarray) -> np.ndarray:
-    """The served model: softmax(x W + b), float64, one row at a time (batch-size independent)."""
-    logits = np.stack([row @ WEIGHTS + BIAS for row in np.asarray(rows, dtype=np.float64)])
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse can be seen
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def reply(self, status: int, body) -> None:
-        data = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up waiting (the timeout test)
-
-    def do_GET(self):
-        self.server.log.append(("GET", self.path, self.client_address[1]))
-        if self.path == "/v2/models/toy":
-            self.reply(200, {"name": "toy", "inputs": [{"name": "rows", "datatype": "FP64", "shape": [-1, 4]}],
-                             "outputs": [{"name": "proba", "datatype": "FP64", "shape": [-1, 3]}]})
-        else:
-            self.reply(404, {"error": f"no model at {self.path}"})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.log.append(("POST", self.path, self.client_address[1]))
-        if self.path == "/v2/models/toy/infer":
-            (inp,) = body["inputs"]
-            assert inp["name"] == "rows" and inp["datatype"] == "FP64"
-            rows = np.asarray(inp["data"], dtype=np.float64).reshape(inp["shape"])
-            out = toy_model(rows)
-            self.reply(200, {"model_name": "toy", "outputs": [
-                {"name": "label", "datatype": "INT64", "shape": [len(rows)], "data": out.argmax(1).tolist()},
-                {"name": "proba", "datatype": "FP64", "shape": list(out.shape), "data": out.reshape(-1).tolist()}]})
-        elif self.path == "/v1/models/toy:predict":
-            self.reply(200, {"predictions": toy_model(body["instances"]).tolist()})
-        elif self.path == "/api/v1.0/predictions":
-            self.reply(200, {"data": {"names": ["a", "b", "c"], "ndarray": toy_model(body["data"]["ndarray"]).tolist()}})
-        elif self.path == "/v1/models/broken:predict":
-            self.reply(500, {"error": "model crashed: CUDA out of memory"})
-        elif self.path == "/v1/models/odd:predict":
-            self.reply(200, {"outputs": [1, 2]})
-        elif self.path == "/v1/models/short:predict":
-            self.reply(200, {"predictions": toy_model(body["instances"])[:1].tolist()})
-        elif self.path == "/v1/models/slow:predict":
-            time.sleep(1.5)
-            self.reply(200, {"predictions": toy_model(body["instances"]).tolist()})
-        else:
-            self.reply(404, {"error": f"no model at {self.path}"})
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.log = []
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    with toy_server() as httpd:
+        yield httpd
 
 
 def base(server) -> str:
@@ -149,8 +79,9 @@ def test_a_slow_model_times_out_once_without_a_second_prediction(server):
     slow = RemoteModel(base(server), protocol="kserve_v1", model_name="slow", timeout=0.3, retries=2)
     before = len(server.log)
     start = time.perf_counter()
-    with pytest.raises(RemoteModelError, match="could not be reached.*(timed out|Read timed out|no answer)"):
+    with pytest.raises(RemoteModelError, match=r"slow:predict did not answer: no answer within 0.3 s") as info:
         slow(ROWS[:2])
+    assert info.value.timed_out and info.value.status is None
     assert time.perf_counter() - start < 1.2
     assert sum(1 for entry in server.log[before:] if entry[0] == "POST") == 1
 

@@ -3,6 +3,8 @@
     torchexplain demo [--out DIR] [--device cpu|cuda]
     torchexplain explain --model FILE --input FILE [FILE ...] [--method ig] --out DIR
     torchexplain bench [--device cuda|cpu] [--quick] [--out results.json] [--compare baseline.json]
+    torchexplain serve PATH [--infer-uri URL | --model PT2] [--http-port 8080] [--name NAME] [--write-only]
+    torchexplain kserve --model_name NAME --predictor_host HOST [--http_port 8080] [--storage_uri DIR]
 
 Exit status: 0 success; 1 ``bench --compare`` found a regression; 2 a usage error
 (a bad flag or file: one line on stderr naming it, no traceback); 3 a benchmark
@@ -566,7 +568,70 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--benchmarks-dir", default=None, help="the checkout's benchmarks/ folder (found by default)")
     bench.add_argument("--timeout", type=float, default=None, help="seconds allowed per benchmark script")
     bench.add_argument("--quiet", action="store_true", help="no progress bar, table or per-script lines")
+    serve = commands.add_parser("serve", help="serve a saved explainer with MLServer (writes its settings for you)")
+    serve.add_argument("path", help="the folder explainer.save() wrote")
+    serve.add_argument("--infer-uri", default=None,
+                       help="the model's prediction endpoint (black-box explainers), e.g. "
+                            "http://127.0.0.1:8080/v2/models/income/infer")
+    serve.add_argument("--infer-protocol", default="v2", choices=("v2", "kserve_v1", "seldon_v1"),
+                       help="protocol that endpoint speaks (default v2)")
+    serve.add_argument("--model", default=None, metavar="PT2",
+                       help="also serve this torch.export archive (probabilities) in the same server; "
+                            "--infer-uri then defaults to it")
+    serve.add_argument("--model-name", default="model", help="name of the --model (default model)")
+    serve.add_argument("--name", default="explainer", help="the explainer's model name (default explainer)")
+    serve.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
+    serve.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument("--rows", default="all", choices=("all", "first"),
+                       help="explain every row of a request (default) or only the first, as Alibi's runtime")
+    serve.add_argument("--max-rows", type=int, default=1024, help="most rows per request (default 1024)")
+    serve.add_argument("--settings-dir", default=None,
+                       help="where to write the MLServer settings (default: a new temporary folder)")
+    serve.add_argument("--write-only", action="store_true", help="write the settings, print where, do not start")
+
+    kserve = commands.add_parser("kserve", help="serve a saved explainer as a KServe explainer (v1 :explain)")
+    from torchexplain.serving import kserve as kserve_module
+
+    kserve_module.add_arguments(kserve)
     return parser
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``torchexplain serve``: write the MLServer repository, then start MLServer on it."""
+    from torchexplain.serving import deploy
+
+    extra = {"rows": args.rows, "max_rows": args.max_rows}
+    if args.infer_protocol != "v2":
+        extra["infer_protocol"] = args.infer_protocol
+    try:
+        repository = deploy.write_repository(
+            args.path, args.settings_dir, name=args.name, http_port=args.http_port, grpc_port=args.grpc_port,
+            host=args.host, infer_uri=args.infer_uri, model_path=args.model, model_name=args.model_name, **extra)
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    print(f"torchexplain serve: MLServer settings in {repository}", flush=True)
+    if args.write_only:
+        return EXIT_OK
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"torchexplain serve: explain at http://{local}:{args.http_port}/v2/models/{args.name}/infer", flush=True)
+    try:
+        deploy.start(repository)
+    except RuntimeError as err:
+        raise UsageError(str(err)) from None
+    return EXIT_OK  # pragma: no cover - start() replaces the process
+
+
+def run_kserve(args: argparse.Namespace) -> int:
+    """``torchexplain kserve``: the KServe explainer container's entry point."""
+    from torchexplain.serving import kserve
+
+    try:
+        return kserve.main(args=args)
+    except ImportError as err:
+        raise UsageError(f'{err}: pip install "torchexplain[serve]"') from None
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -580,6 +645,10 @@ def main(argv: list[str] | None = None) -> int:
             return demo.run(args)
         if args.command == "explain":
             return run_explain(args)
+        if args.command == "serve":
+            return run_serve(args)
+        if args.command == "kserve":
+            return run_kserve(args)
         return run_bench(args)
     except (UsageError, _bench.BenchError) as err:
         print(f"torchexplain {args.command}: error: {err}", file=sys.stderr)

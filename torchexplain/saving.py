@@ -31,6 +31,7 @@ import io
 import json
 import os
 import re
+import threading
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +43,7 @@ from torchexplain._version import __version__
 from torchexplain.base import Explainer, _role, registered_explainers
 from torchexplain.explanation import TENSOR_DTYPES
 
-__all__ = ["FORMAT_VERSION", "ExportedModel", "load_explainer", "save_explainer"]
+__all__ = ["FORMAT_VERSION", "ExportedModel", "load_explainer", "load_exported_model", "save_explainer"]
 
 #: Version of the folder layout; a folder written by a newer format is refused.
 FORMAT_VERSION = 1
@@ -455,6 +456,11 @@ _ARCHIVE_ENTRY = re.compile(
 )
 
 
+# Servers load models in threads at once; two concurrent torch.export.load calls fail with
+# "_CURRENT_DESERIALIZER is already set" (seen with MLServer loading two models).
+_EXPORT_LOAD_LOCK = threading.Lock()
+
+
 def _is_remote(model: Any) -> bool:
     try:
         from torchexplain.serving.remote import RemoteModel
@@ -484,10 +490,23 @@ def _load_model(folder: Path, config: dict[str, Any], cls: type[Explainer]) -> A
             f"{folder / CONFIG_FILE}: the {role} was not saved with the explainer; pass it: "
             f"load_explainer({str(folder)!r}, model=...)"
         )
-    path = _verify_file(folder, MODEL_FILE, config)
+    return load_exported_model(_verify_file(folder, MODEL_FILE, config))
+
+
+def load_exported_model(path: str | Path) -> ExportedModel:
+    """A ``torch.export`` archive (``.pt2``) as a callable, after checking that it holds only the
+    plain parts ``torch.export.save`` writes (nothing ``torch.export.load`` would unpickle).
+
+    Raises:
+        ValueError: the file is missing, is not such an archive, or holds other parts.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (expected a torch.export archive, .pt2)")
     _check_model_archive(path)
     try:
-        program = torch.export.load(str(path))
+        with _EXPORT_LOAD_LOCK:  # torch.export.load is not thread-safe (a module-global deserializer)
+            program = torch.export.load(str(path))
     except Exception as err:
         raise ValueError(f"{path}: torch.export.load could not read it ({err})") from err
     return ExportedModel(program)

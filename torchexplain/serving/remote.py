@@ -50,9 +50,10 @@ class RemoteModelError(RuntimeError):
     something that is not the protocol's response; ``url``, ``status`` (None when no
     answer came) and ``message`` say which."""
 
-    def __init__(self, url: str, status: int | None, message: str) -> None:
-        self.url, self.status, self.message = url, status, message
-        where = f"{url} answered HTTP {status}" if status is not None else f"{url} could not be reached"
+    def __init__(self, url: str, status: int | None, message: str, timed_out: bool = False) -> None:
+        self.url, self.status, self.message, self.timed_out = url, status, message, timed_out
+        where = (f"{url} answered HTTP {status}" if status is not None
+                 else f"{url} did not answer" if timed_out else f"{url} could not be reached")
         super().__init__(f"{where}: {message}")
 
 
@@ -253,9 +254,11 @@ class RemoteModel:
         try:
             response = self._connections().request(method, url, body=payload, headers=headers)
         except urllib3.exceptions.MaxRetryError as err:
+            if isinstance(err.reason, urllib3.exceptions.ReadTimeoutError):  # reached, but no answer in time
+                raise RemoteModelError(url, None, f"no answer within {self.timeout:g} s", timed_out=True) from None
             raise RemoteModelError(url, None, f"{err.reason} (after {self.retries} retries)") from None
-        except urllib3.exceptions.TimeoutError as err:
-            raise RemoteModelError(url, None, f"no answer within {self.timeout:g} s ({err})") from None
+        except urllib3.exceptions.TimeoutError:
+            raise RemoteModelError(url, None, f"no answer within {self.timeout:g} s", timed_out=True) from None
         except urllib3.exceptions.HTTPError as err:
             raise RemoteModelError(url, None, str(err)) from None
         text = response.data.decode("utf-8", errors="replace")

@@ -1,0 +1,176 @@
+"""Servers the serving tests start on 127.0.0.1 and stop again: a toy model server speaking
+every protocol (in a thread), and torchexplain's own servers (in a subprocess)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS = np.array([[1.0, -2.0, 0.5], [0.3, 0.8, -1.0], [-0.7, 0.2, 0.9], [0.4, -0.1, 0.6]])
+BIAS = np.array([0.1, -0.2, 0.05])
+
+
+def toy_model(rows: np.ndarray) -> np.ndarray:
+    """The served model: softmax(x W + b), float64, one row at a time (batch-size independent)."""
+    logits = np.stack([row @ WEIGHTS + BIAS for row in np.asarray(rows, dtype=np.float64)])
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse can be seen
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def reply(self, status: int, body) -> None:
+        data = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (the timeout test)
+
+    def do_GET(self):
+        self.server.log.append(("GET", self.path, self.client_address[1]))
+        if self.path in ("/v2/models/toy", "/v2/models/slow"):
+            self.reply(200, {"name": "toy", "inputs": [{"name": "rows", "datatype": "FP64", "shape": [-1, 4]}],
+                             "outputs": [{"name": "proba", "datatype": "FP64", "shape": [-1, 3]}]})
+        else:
+            self.reply(404, {"error": f"no model at {self.path}"})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.log.append(("POST", self.path, self.client_address[1]))
+        if self.path == "/v2/models/toy/infer":
+            (inp,) = body["inputs"]
+            assert inp["name"] == "rows" and inp["datatype"] == "FP64"
+            rows = np.asarray(inp["data"], dtype=np.float64).reshape(inp["shape"])
+            out = toy_model(rows)
+            self.reply(200, {"model_name": "toy", "outputs": [
+                {"name": "label", "datatype": "INT64", "shape": [len(rows)], "data": out.argmax(1).tolist()},
+                {"name": "proba", "datatype": "FP64", "shape": list(out.shape), "data": out.reshape(-1).tolist()}]})
+        elif self.path == "/v1/models/toy:predict":
+            self.reply(200, {"predictions": toy_model(body["instances"]).tolist()})
+        elif self.path == "/api/v1.0/predictions":
+            self.reply(200, {"data": {"names": ["a", "b", "c"], "ndarray": toy_model(body["data"]["ndarray"]).tolist()}})
+        elif self.path == "/v1/models/broken:predict":
+            self.reply(500, {"error": "model crashed: CUDA out of memory"})
+        elif self.path == "/v1/models/odd:predict":
+            self.reply(200, {"outputs": [1, 2]})
+        elif self.path == "/v1/models/short:predict":
+            self.reply(200, {"predictions": toy_model(body["instances"])[:1].tolist()})
+        elif self.path in ("/v1/models/slow:predict", "/v2/models/slow/infer"):
+            time.sleep(self.server.slow_seconds)
+            self.reply(200, {"predictions": toy_model(body["instances"]).tolist()})
+        else:
+            self.reply(404, {"error": f"no model at {self.path}"})
+
+
+@contextlib.contextmanager
+def toy_server(slow_seconds: float = 1.5) -> Iterator[ThreadingHTTPServer]:
+    """The toy model behind v2 (``toy``, ``slow``), KServe v1 and Seldon v1 routes, in a thread."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.log = []
+    httpd.slow_seconds = slow_seconds
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Process:
+    """A server command in a subprocess: started, waited for until ``ready_url`` answers 200,
+    stopped (SIGTERM, then SIGKILL) by :meth:`stop`. Its output goes to ``log``."""
+
+    def __init__(self, command: list[str], ready_urls: list[str], log: Path, timeout: float = 90.0) -> None:
+        self.command, self.ready_urls, self.log_path = command, ready_urls, log
+        self.timeout = timeout
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + self.timeout
+        pending = list(self.ready_urls)
+        while pending:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.command[:4]} exited with {self.process.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.command[:4]} not ready within {self.timeout:g} s:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(pending[0], timeout=2) as answer:
+                    if answer.status == 200:
+                        pending.pop(0)
+                        continue
+            except OSError:
+                pass
+            time.sleep(0.1)
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+
+def torchexplain_command(*args: str) -> list[str]:
+    """``torchexplain ARGS`` run by this interpreter (no reliance on PATH)."""
+    return [sys.executable, "-m", "torchexplain.cli", *args]
+
+
+def post_json(url: str, body, timeout: float = 60.0) -> tuple[int, dict]:
+    """POST ``body`` (an object, or bytes sent as they are); the status and the decoded JSON answer."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        text = err.read()
+        try:
+            return err.code, json.loads(text)
+        except json.JSONDecodeError:
+            return err.code, {"error": text.decode(errors="replace")}

@@ -1,0 +1,125 @@
+"""The KServe explainer (``torchexplain kserve``), live on 127.0.0.1, its model calls going to a toy predictor.
+
+KServe's v1 explain protocol: ``POST /v1/models/{name}:explain`` with ``{"instances": ...}``,
+the explanation JSON back; the predictor is reached at ``--predictor_host`` with KServe
+v1 ``:predict``. Answers are compared with the same saved explainer run in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("urllib3")
+
+from torchexplain import AnchorTabular, load_explainer  # noqa: E402
+from torchexplain.serving import RemoteModel  # noqa: E402
+
+from tests._servers import Process, free_port, post_json, toy_model, toy_server, torchexplain_command  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+FEATURES = ["a", "b", "c", "d"]
+TRAIN = np.random.default_rng(1).uniform(-1, 1, size=(400, 4))
+ROWS = np.random.default_rng(2).uniform(-1, 1, size=(3, 4))
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    with toy_server() as httpd:
+        yield httpd
+
+
+def _start(tmp_path_factory, predictor_host: str, name: str):
+    root = tmp_path_factory.mktemp(name)
+    explainer = AnchorTabular(RemoteModel("http://127.0.0.1:9", protocol="kserve_v1", model_name="toy"),
+                              FEATURES, seed=3, coverage_samples=1000)
+    explainer.fit(TRAIN)
+    explainer.save(root / "explainer")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = Process(
+        torchexplain_command("kserve", "--model_name", "toy", "--predictor_host", predictor_host,
+                             "--http_port", str(port), "--host", "127.0.0.1", "--storage_uri",
+                             str(root / "explainer"), "--max_request_bytes", "20000", "--max_rows", "50",
+                             "--predictor_timeout", "5"),
+        [f"{base}/v1/models/toy"], root / "kserve.log", timeout=60,
+    ).start()
+    return process, base, root
+
+
+@pytest.fixture(scope="module")
+def kserve(predictor, tmp_path_factory):
+    process, base, root = _start(tmp_path_factory, f"127.0.0.1:{predictor.server_address[1]}", "kserve")
+    yield {"base": base, "root": root, "process": process}
+    process.stop()
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_explain_equals_the_in_process_explainer(kserve):
+    status, answer = post_json(f"{kserve['base']}/v1/models/toy:explain", {"instances": ROWS.tolist()})
+    assert status == 200, answer
+    local = load_explainer(kserve["root"] / "explainer", model=toy_model)
+    assert answer == json.loads(local.explain(ROWS).to_json())
+    # per-request settings, as a JSON string
+    status, answer = post_json(f"{kserve['base']}/v1/models/toy:explain",
+                               {"instances": ROWS.tolist(), "explain_parameters": '{"threshold": 0.8}'})
+    assert status == 200 and answer == json.loads(local.explain(ROWS, threshold=0.8).to_json())
+
+
+def test_health_and_model_routes(kserve):
+    assert get(f"{kserve['base']}/") == (200, {"status": "alive"})
+    assert get(f"{kserve['base']}/v1/models") == (200, {"models": ["toy"]})
+    assert get(f"{kserve['base']}/v1/models/toy") == (200, {"name": "toy", "ready": True})
+    status, answer = get(f"{kserve['base']}/v1/models/other")
+    assert status == 404 and "'other' not found" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("toy:explain", b"{not json", 400, "not JSON"),
+        ("toy:explain", {"rows": [[0, 0, 0, 0]]}, 400, '{"instances"'),
+        ("toy:explain", {"instances": [[0, 0, 0, 0]], "extra": 1}, 400, "unknown request key(s) ['extra']"),
+        ("toy:explain", {"instances": [[0, 0, 0]]}, 400, "shaped (N, 4)"),
+        ("toy:explain", {"instances": [[0, 0], [0, 0, 0, 0]]}, 400, "rectangular"),
+        ("toy:explain", {"instances": [["a", "b", "c", "d"]]}, 400, "must be numbers"),
+        ("toy:explain", {"instances": [[0, 0, 0, 0]], "explain_parameters": {"beam": 2}}, 400,
+         "unknown explain parameter(s) ['beam']"),
+        ("toy:explain", {"instances": [[0.0] * 4] * 51}, 413, "at most 50 per request"),
+        ("toy:explain", {"instances": [[0.123456789] * 4] * 500}, 413,
+         "reads at most 20000"),
+        ("other:explain", {"instances": [[0, 0, 0, 0]]}, 404, "not found"),
+        ("toy:predict", {"instances": [[0, 0, 0, 0]]}, 404, "send ':predict' to the predictor"),
+    ],
+    ids=["malformed-json", "no-instances", "unknown-key", "shape", "ragged", "strings", "unknown-parameter",
+         "too-many-rows", "too-many-bytes", "unknown-model", "predict-verb"],
+)
+def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(kserve, path, body, status, message):
+    got, answer = post_json(f"{kserve['base']}/v1/models/{path}", body)
+    assert got == status, answer
+    assert message in answer["error"], answer
+    again, answer = post_json(f"{kserve['base']}/v1/models/toy:explain", {"instances": ROWS[:1].tolist()})
+    assert again == 200 and answer["data"]["anchor"]
+
+
+def test_a_predictor_that_is_down_is_a_502(tmp_path_factory):
+    process, base, _ = _start(tmp_path_factory, f"127.0.0.1:{free_port()}", "kserve-down")
+    try:
+        status, answer = post_json(f"{base}/v1/models/toy:explain", {"instances": ROWS.tolist()}, timeout=30)
+        assert status == 502 and "could not be reached" in answer["error"], answer
+        assert process.alive()
+    finally:
+        process.stop()

@@ -1,0 +1,123 @@
+"""``torchexplain serve``: MLServer settings for a saved explainer, written for the user, and MLServer started.
+
+A user should not hand-write JSON to serve an explainer. :func:`write_repository`
+writes an MLServer model repository: ``settings.json`` (ports, address,
+``parallel_workers: 0``) and one ``<name>/model-settings.json`` for the explainer
+(:class:`~torchexplain.serving.runtime.ExplainerRuntime`), plus one for the model when
+a ``torch.export`` archive is served beside it
+(:class:`~torchexplain.serving.runtime.TorchModelRuntime`). :func:`start` then runs
+MLServer on that folder in this process's place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["explainer_model_settings", "start", "write_repository"]
+
+RUNTIME = "torchexplain.serving.runtime.ExplainerRuntime"
+MODEL_RUNTIME = "torchexplain.serving.runtime.TorchModelRuntime"
+
+
+def explainer_model_settings(name: str, uri: str | Path, **extra: Any) -> dict[str, Any]:
+    """The ``model-settings.json`` of an explainer served by MLServer (``extra``: the service settings,
+    see :func:`torchexplain.serving.service.service_options`)."""
+    from torchexplain.serving.service import service_options
+
+    service_options(extra)  # refuse a wrong setting now, not when MLServer loads it
+    settings = {"name": name, "implementation": RUNTIME, "parameters": {"uri": str(uri)}}
+    if extra:
+        settings["parameters"]["extra"] = dict(extra)
+    return settings
+
+
+def write_repository(
+    explainer_path: str | Path,
+    folder: str | Path | None = None,
+    name: str = "explainer",
+    http_port: int = 8080,
+    grpc_port: int = 8081,
+    host: str = "0.0.0.0",
+    infer_uri: str | None = None,
+    model_path: str | Path | None = None,
+    model_name: str = "model",
+    model_output: str = "probabilities",
+    **extra: Any,
+) -> Path:
+    """Write an MLServer repository serving the saved explainer at ``explainer_path`` (and a model).
+
+    Args:
+        explainer_path: the folder ``explainer.save(...)`` wrote.
+        folder: where to write (default: a new temporary folder).
+        name: the explainer's model name (``/v2/models/{name}/infer``).
+        http_port, grpc_port, host: where MLServer listens.
+        infer_uri: the model's prediction endpoint (black-box explainers). When
+            ``model_path`` is given and this is None, the model served beside it.
+        model_path: a ``torch.export`` archive (``.pt2``) to serve as ``model_name`` in
+            the same server (its output: ``model_output``, ``"probabilities"`` or ``"raw"``).
+        **extra: further service settings (``rows``, ``max_rows``, ``explainer_type``, ...).
+
+    Returns:
+        The repository folder (pass it to ``mlserver start``).
+    """
+    explainer_path = Path(explainer_path).resolve()
+    if not (explainer_path / "explainer.json").is_file():
+        raise ValueError(f"{explainer_path}: no explainer.json; is it a folder written by explainer.save()?")
+    for port_name, port in (("http_port", http_port), ("grpc_port", grpc_port)):
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"{port_name} must be a port number in 1..65535, got {port!r}")
+    if http_port == grpc_port:
+        raise ValueError(f"http_port and grpc_port must differ, both are {http_port}")
+    if name == model_name and model_path is not None:
+        raise ValueError(f"the explainer and the model need different names, both are {name!r}")
+    repository = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="torchexplain-serve-"))
+    repository.mkdir(parents=True, exist_ok=True)
+    server = {
+        "host": host, "http_port": http_port, "grpc_port": grpc_port,
+        # MLServer 1.7.1's worker processes crash at start with uvloop >= 0.22; our
+        # runtimes run their work in threads, so the server process is enough.
+        "parallel_workers": 0,
+        "metrics_endpoint": None,
+    }
+    _write_json(repository / "settings.json", server)
+    if model_path is not None:
+        model_path = Path(model_path).resolve()
+        if not model_path.is_file():
+            raise ValueError(f"{model_path}: no such file (expected a torch.export archive, .pt2)")
+        _write_json(repository / model_name / "model-settings.json", {
+            "name": model_name, "implementation": MODEL_RUNTIME,
+            "parameters": {"uri": str(model_path), "extra": {"output": model_output}},
+        })
+        if infer_uri is None:
+            local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            infer_uri = f"http://{local}:{http_port}/v2/models/{model_name}/infer"
+    if infer_uri is not None:
+        extra["infer_uri"] = infer_uri
+    _write_json(repository / name / "model-settings.json", explainer_model_settings(name, explainer_path, **extra))
+    return repository
+
+
+def start(repository: str | Path) -> None:
+    """Run MLServer on ``repository`` in this process's place (signals reach MLServer directly)."""
+    try:
+        import mlserver  # noqa: F401
+    except ImportError:
+        raise RuntimeError('MLServer is not installed: pip install "torchexplain[serve]"') from None
+    argv = [sys.executable, "-c", "from mlserver.cli.main import main; main()", "start", str(repository)]
+    sys.stdout.flush(), sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(sys.executable, argv)
+    import subprocess  # pragma: no cover - not POSIX
+
+    raise SystemExit(subprocess.call(argv))  # pragma: no cover
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+

@@ -1,0 +1,179 @@
+"""MLServer runtimes (MLServer 1.7): serve a saved explainer, and serve a ``torch.export`` model.
+
+:class:`ExplainerRuntime` is the runtime Seldon Core v2 and plain MLServer run for a
+torchexplain explainer. Its ``model-settings.json``::
+
+    {
+      "name": "income-explainer",
+      "implementation": "torchexplain.serving.runtime.ExplainerRuntime",
+      "parameters": {
+        "uri": "./income-explainer",
+        "extra": {
+          "explainer_type": "anchor_tabular",
+          "infer_uri": "http://127.0.0.1:8080/v2/models/income/infer",
+          "rows": "all"
+        }
+      }
+    }
+
+``parameters.uri`` is the folder ``explainer.save(...)`` wrote (relative to the
+settings file, as MLServer resolves it). ``parameters.extra`` holds Seldon Core v2's
+keys and ours (:func:`torchexplain.serving.service.service_options` lists them all).
+
+A request is an Open Inference Protocol (v2) request with one input, the rows to
+explain; per-request settings go in the request's ``parameters.explain_parameters``,
+as an object or a JSON string of one::
+
+    {"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": [...]}],
+     "parameters": {"explain_parameters": {"threshold": 0.9}}}
+
+The answer has one BYTES output, ``explanation``, holding ``Explanation.to_json()``
+(what Seldon's clients parse). A bad request is answered with a 4xx and
+``{"error": "..."}``; the model endpoint failing with 502, or 504 when it did not
+answer in time. Explanations run in a thread pool, off MLServer's event loop.
+
+:class:`TorchModelRuntime` serves a ``torch.export`` archive (``.pt2``) as an MLServer
+model: the model a black-box explainer queries, without pickled code (the archive is
+checked as ``load_explainer`` checks a saved model).
+
+Two pitfalls of MLServer 1.7.1, measured here, that ``torchexplain serve`` avoids:
+with uvloop >= 0.22 MLServer's parallel inference workers crash at start ("There is
+no current event loop"), so the settings it writes use ``"parallel_workers": 0``
+(inference in the server process; our runtimes run their work in threads anyway);
+and MLServer's pandas codec breaks on pandas 3 string columns, so these runtimes
+decode requests with the numpy codec only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec, StringCodec
+from mlserver.errors import MLServerError
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
+from mlserver.utils import get_model_uri
+
+from torchexplain.serving.service import ExplainerService, ServiceError
+
+__all__ = ["ExplainerRuntime", "TorchModelRuntime"]
+
+#: the name of the answer's output, as Seldon's Alibi runtime names it
+OUTPUT_NAME = "explanation"
+_NUMERIC_DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                      "FP16", "FP32", "FP64"}
+
+
+class ExplainerRuntime(MLModel):
+    """A saved torchexplain explainer as an MLServer model (see the module docs)."""
+
+    async def load(self) -> bool:
+        folder = await get_model_uri(self.settings)
+        extra = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
+        try:
+            self.service = await asyncio.to_thread(ExplainerService.from_folder, folder, **extra)
+        except (TypeError, ValueError) as err:
+            raise MLServerError(f"{self.name}: cannot load the explainer: {err}", 422) from None
+        self._pool = ThreadPoolExecutor(self.service.max_concurrency, thread_name_prefix=f"explain-{self.name}")
+        return True
+
+    async def unload(self) -> bool:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        try:
+            rows = _decode_one_input(payload)
+        except ServiceError as err:
+            raise MLServerError(str(err), err.status) from None
+        # MLServer's Parameters keep unknown keys as attributes: explain_parameters is one.
+        parameters = getattr(payload.parameters, "explain_parameters", None)
+        try:
+            text = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self.service.explain_json, rows, parameters)
+        except ServiceError as err:
+            raise MLServerError(str(err), err.status) from None
+        return InferenceResponse(
+            model_name=self.name, model_version=self.version, id=payload.id,
+            outputs=[StringCodec.encode_output(OUTPUT_NAME, [text])],
+        )
+
+
+class TorchModelRuntime(MLModel):
+    """A ``torch.export`` archive as an MLServer model: one input ``(N, ...)``, one output ``output``.
+
+    ``parameters.uri`` is the ``.pt2`` file (or a folder holding ``model.pt2``);
+    ``parameters.extra`` may set ``"output": "probabilities"`` (softmax over the last
+    dimension; default ``"raw"``: what the program returns) and ``"dtype"`` (what the
+    rows are cast to before the call; default ``"float32"``).
+    """
+
+    async def load(self) -> bool:
+        from torchexplain.saving import load_exported_model
+
+        uri = await get_model_uri(self.settings, wellknown_filenames=["model.pt2"])
+        extra = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
+        unknown = sorted(set(extra) - {"output", "dtype"})
+        if unknown:
+            raise MLServerError(f"{self.name}: unknown setting(s) {unknown}; the settings are ['dtype', 'output']", 422)
+        self.output = extra.get("output", "raw")
+        if self.output not in ("raw", "probabilities"):
+            raise MLServerError(f"{self.name}: output must be 'raw' or 'probabilities', got {self.output!r}", 422)
+        dtype = getattr(torch, str(extra.get("dtype", "float32")), None)
+        if not isinstance(dtype, torch.dtype):
+            raise MLServerError(f"{self.name}: dtype {extra.get('dtype')!r} is not a torch dtype", 422)
+        self.dtype = dtype
+        try:
+            self.model = await asyncio.to_thread(load_exported_model, Path(uri))
+        except ValueError as err:
+            raise MLServerError(f"{self.name}: {err}", 422) from None
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        try:
+            rows = _decode_one_input(payload)
+        except ServiceError as err:
+            raise MLServerError(str(err), err.status) from None
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            raise MLServerError("the inputs hold NaN or infinite values", 400)
+        try:
+            outputs = await asyncio.to_thread(self._run, rows)
+        except (RuntimeError, ValueError, TypeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise MLServerError(f"{self.name} could not run on inputs of shape {list(rows.shape)}: {first}",
+                                400) from None
+        return InferenceResponse(model_name=self.name, model_version=self.version, id=payload.id,
+                                 outputs=[NumpyCodec.encode_output("output", outputs)])
+
+    def _run(self, rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(rows)).to(self.dtype))
+            if self.output == "probabilities":
+                out = out.softmax(-1)
+        return out.numpy()
+
+
+def _decode_one_input(payload: InferenceRequest) -> np.ndarray:
+    """The request's one input as a numpy array; a clear :class:`ServiceError` when it is not one."""
+    if len(payload.inputs) != 1:
+        names = [i.name for i in payload.inputs]
+        raise ServiceError(f"the request must hold exactly one input (the rows), got {len(names)}: {names}")
+    request_input: RequestInput = payload.inputs[0]
+    if request_input.datatype not in _NUMERIC_DATATYPES:
+        raise ServiceError(f"input {request_input.name!r} has datatype {request_input.datatype}; "
+                           f"expected numbers ({', '.join(sorted(_NUMERIC_DATATYPES))})")
+    shape = list(request_input.shape)
+    if any(not isinstance(d, int) or d < 0 for d in shape):
+        raise ServiceError(f"input {request_input.name!r} has shape {shape}; dimensions must be >= 0")
+    try:
+        rows = NumpyCodec.decode_input(request_input)
+    except (ValueError, TypeError) as err:
+        raise ServiceError(f"input {request_input.name!r} (shape {shape}, {request_input.datatype}) could not "
+                           f"be decoded: {err}") from None
+    return np.asarray(rows)

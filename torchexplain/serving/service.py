@@ -1,0 +1,300 @@
+"""What an explainer server does with one request, whatever the protocol it speaks.
+
+The MLServer runtime (:mod:`torchexplain.serving.runtime`) and the KServe explainer
+(:mod:`torchexplain.serving.kserve`) differ only in how a request arrives and how the
+answer leaves. Everything else is here, once:
+
+- loading a saved explainer folder for serving, with Seldon Core v2's settings
+  (``explainer_type``, ``infer_uri``, ``init_parameters``) and ours (how many rows of a
+  request to explain, the largest request, how many explanations run at once);
+- checking a request's rows (numbers, finite, a batch, not too many) and its
+  per-request settings (``explain_parameters``: a JSON object, or a JSON string of
+  one, since KServe and gRPC clients can only send scalars);
+- running the explanation and turning every failure into a :class:`ServiceError`
+  with an HTTP status: 4xx for a bad request, 502/504 when the model endpoint failed
+  or did not answer in time, 500 for anything else (the message says what).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchexplain import _checks
+from torchexplain.base import Explainer
+from torchexplain.explanation import Explanation
+from torchexplain.serving.remote import PROTOCOLS, RemoteModel, RemoteModelError
+
+__all__ = ["EXPLAINER_TYPES", "ExplainerService", "ServiceError", "service_options"]
+
+#: Seldon Core v2 / Alibi explainer types, and the torchexplain explainer each one names.
+EXPLAINER_TYPES = {
+    "anchor_tabular": "AnchorTabular",
+    "anchor_image": "AnchorImage",
+    "kernel_shap": "KernelShap",
+    "tree_shap": "TreeShap",
+    "integrated_gradients": "IntegratedGradients",
+    "counterfactual": "Counterfactual",
+    "counterfactual_proto": "CounterfactualProto",
+}
+#: ``rows``: explain every row of a request, or only its first (Alibi's runtime does this silently).
+ROW_MODES = ("all", "first")
+#: The service's own settings, with their defaults (read from MLServer's
+#: ``parameters.extra`` or the KServe command's flags).
+_DEFAULTS: dict[str, Any] = {
+    "explainer_type": None,
+    "infer_uri": None,
+    "infer_protocol": "v2",
+    "infer_timeout": 30.0,
+    "infer_batch_size": 256,
+    "init_parameters": None,
+    "rows": "all",
+    "max_rows": 1024,
+    "max_concurrency": 4,
+    "explain_parameters": None,
+}
+
+
+class ServiceError(Exception):
+    """A request the service could not answer: ``status`` is the HTTP status to send,
+    the message what went wrong (sent to the client as ``{"error": message}``)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def service_options(extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The service settings in ``extra`` (MLServer's ``parameters.extra``), checked, with defaults.
+
+    Raises:
+        ValueError: an unknown key, or a value of the wrong kind (naming both).
+    """
+    extra = dict(extra or {})
+    unknown = sorted(set(extra) - set(_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown explainer setting(s) {unknown}; the settings are {sorted(_DEFAULTS)}")
+    options = {**_DEFAULTS, **extra}
+    kind = options["explainer_type"]
+    if kind is not None and kind not in EXPLAINER_TYPES and kind not in EXPLAINER_TYPES.values():
+        raise ValueError(f"explainer_type {kind!r} is not one of {sorted(EXPLAINER_TYPES)}")
+    if options["infer_uri"] is not None and not isinstance(options["infer_uri"], str):
+        raise TypeError(f"infer_uri must be a URL string, got {options['infer_uri']!r}")
+    _checks.check_choice("infer_protocol", options["infer_protocol"], PROTOCOLS)
+    _checks.check_number("infer_timeout", options["infer_timeout"], low=0.0, low_open=True)
+    _checks.check_int("infer_batch_size", options["infer_batch_size"], minimum=1)
+    _checks.check_choice("rows", options["rows"], ROW_MODES)
+    _checks.check_int("max_rows", options["max_rows"], minimum=1)
+    _checks.check_int("max_concurrency", options["max_concurrency"], minimum=1)
+    for key in ("init_parameters", "explain_parameters"):
+        options[key] = _as_object(key, options[key], status=None) or {}
+    return options
+
+
+class ExplainerService:
+    """A loaded explainer, answering explain requests.
+
+    Args:
+        explainer: the explainer (loaded from a folder, or built in the process).
+        rows: ``"all"`` (every row of a request is explained, in one batched call) or
+            ``"first"`` (only the first, as Alibi's MLServer runtime does).
+        max_rows: a request with more rows is refused (HTTP 413).
+        max_concurrency: black-box explainers: how many requests are explained at
+            once (each mostly waits on the model endpoint). White-box explainers
+            explain one request at a time: they switch the model's state while they
+            run, which concurrent calls must not see.
+        explain_parameters: per-request settings applied to every request (a request's
+            own ``explain_parameters`` override them).
+    """
+
+    def __init__(
+        self,
+        explainer: Explainer,
+        rows: str = "all",
+        max_rows: int = 1024,
+        max_concurrency: int = 4,
+        explain_parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(explainer, Explainer):
+            raise TypeError(f"ExplainerService needs a torchexplain Explainer, got {type(explainer).__name__}")
+        _checks.check_choice("rows", rows, ROW_MODES)
+        _checks.check_int("max_rows", max_rows, minimum=1)
+        _checks.check_int("max_concurrency", max_concurrency, minimum=1)
+        self.explainer = explainer
+        self.rows, self.max_rows = rows, max_rows
+        self.max_concurrency = 1 if explainer.kind == "whitebox" else max_concurrency
+        self.defaults = dict(explain_parameters or {})
+        self._check_parameter_names(self.defaults, status=None)
+        self._slots = threading.BoundedSemaphore(self.max_concurrency)
+
+    @classmethod
+    def from_folder(cls, path: str | Path, model: Any = None, **extra: Any) -> ExplainerService:
+        """Load a folder written by ``explainer.save(...)`` with the service settings ``extra``.
+
+        ``extra`` takes MLServer's ``parameters.extra`` keys: Seldon Core v2's
+        ``explainer_type`` (checked against the folder), ``infer_uri`` (the model's
+        prediction endpoint: black-box explainers send their samples there, replacing
+        any address stored in the folder) and ``init_parameters`` (settings to set on
+        load, e.g. ``{"device": "cuda"}``); and ours: ``infer_protocol`` (``"v2"``,
+        ``"kserve_v1"`` or ``"seldon_v1"``), ``infer_timeout``, ``infer_batch_size``,
+        ``rows``, ``max_rows``, ``max_concurrency``, ``explain_parameters``.
+
+        Raises:
+            ValueError: the folder is not a valid saved explainer (see
+                :func:`~torchexplain.load_explainer`), or a setting is wrong.
+        """
+        from torchexplain.base import registered_explainers
+        from torchexplain.saving import CONFIG_FILE, load_explainer
+
+        options = service_options(extra)
+        folder = Path(path)
+        stored_name = _stored_explainer_name(folder / CONFIG_FILE)
+        wanted = options["explainer_type"]
+        if wanted is not None and stored_name is not None:
+            wanted_name = EXPLAINER_TYPES.get(wanted, wanted)
+            if wanted_name != stored_name:
+                raise ValueError(
+                    f"explainer_type is {wanted!r} ({wanted_name}), but {folder} holds a saved {stored_name}"
+                )
+        cls_ = registered_explainers().get(stored_name or "")
+        if options["infer_uri"] is not None and model is None:
+            if cls_ is not None and cls_.kind == "whitebox":
+                raise ValueError(
+                    f"{folder} holds a white-box {stored_name}, which needs the model itself (its gradients), "
+                    "not a prediction endpoint: save it with example_inputs=... so the folder holds the model, "
+                    "and drop infer_uri"
+                )
+            model = RemoteModel(options["infer_uri"], protocol=options["infer_protocol"],
+                                batch_size=options["infer_batch_size"], timeout=options["infer_timeout"])
+        explainer = load_explainer(folder, model=model, **options["init_parameters"])
+        return cls(explainer, rows=options["rows"], max_rows=options["max_rows"],
+                   max_concurrency=options["max_concurrency"], explain_parameters=options["explain_parameters"])
+
+    # -- requests -------------------------------------------------------------------
+
+    def parameters(self, raw: Any) -> dict[str, Any]:
+        """A request's ``explain_parameters`` (an object, a JSON string of one, or None), checked."""
+        parsed = _as_object("explain_parameters", raw, status=400) or {}
+        self._check_parameter_names(parsed, status=400)
+        return {**self.defaults, **parsed}
+
+    def _check_parameter_names(self, values: Mapping[str, Any], status: int | None) -> None:
+        allowed = self.allowed_parameters()
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            message = (f"unknown explain parameter(s) {unknown}; {self.explainer.name} takes "
+                       f"{', '.join(allowed)}")
+            if status is None:
+                raise ValueError(message)
+            raise ServiceError(message, status)
+
+    def allowed_parameters(self) -> list[str]:
+        """The names a request's ``explain_parameters`` may hold."""
+        names = self.explainer.settings_class.names(per_call_only=True)
+        return (["target"] if self.explainer.accepts_target else []) + sorted(names)
+
+    def rows_to_explain(self, inputs: Any) -> np.ndarray:
+        """The request's rows as a numeric ``(N, ...)`` array, checked; one unbatched row becomes ``(1, ...)``
+        only for tabular explainers (``(C,)`` → ``(1, C)``)."""
+        try:
+            rows = np.asarray(inputs)
+        except (TypeError, ValueError) as err:  # ragged nested lists
+            raise ServiceError(f"the inputs are not a rectangular array of numbers ({err})") from None
+        if rows.dtype == object or rows.dtype.kind not in "biuf":
+            raise ServiceError(f"the inputs must be numbers (int or float), got {rows.dtype} values")
+        if rows.ndim == 0:
+            raise ServiceError("the inputs must be a batch of rows (N, ...), got a single number")
+        if rows.ndim == 1:
+            rows = rows[None]
+        if rows.shape[0] == 0 or math.prod(rows.shape[1:]) == 0:
+            raise ServiceError(f"the inputs are empty (shape {list(rows.shape)})")
+        if rows.shape[0] > self.max_rows:
+            raise ServiceError(
+                f"the request holds {rows.shape[0]} rows; this server explains at most {self.max_rows} per "
+                "request (max_rows): send fewer rows per request", status=413)
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            bad = np.argwhere(~np.isfinite(rows))[0].tolist()
+            raise ServiceError(f"the inputs hold NaN or infinite values (first at index {bad})")
+        if self.rows == "first":
+            rows = rows[:1]
+        return rows
+
+    def explain(self, inputs: Any, parameters: Any = None) -> Explanation:
+        """Explain a request's rows with its ``explain_parameters``.
+
+        Raises:
+            ServiceError: with status 400/413 (bad request), 502 (the model endpoint
+                failed), 504 (it did not answer in time) or 500 (anything else).
+        """
+        rows = self.rows_to_explain(inputs)
+        settings = self.parameters(parameters)
+        with self._slots:
+            try:
+                return self.explainer.explain(self._as_model_input(rows), **settings)
+            except RemoteModelError as err:
+                status = 504 if err.timed_out else 502
+                raise ServiceError(f"the model endpoint failed while explaining: {err}", status) from None
+            except (TypeError, ValueError) as err:
+                raise ServiceError(f"{self.explainer.name} refused the request: {err}") from None
+            except torch.cuda.OutOfMemoryError as err:  # pragma: no cover - needs a GPU
+                raise ServiceError(f"out of device memory: send fewer rows per request ({err})", 507) from None
+            except Exception as err:  # anything else is our fault, not the client's; keep serving
+                raise ServiceError(f"{self.explainer.name} failed: {type(err).__name__}: {err}", 500) from None
+
+    def explain_json(self, inputs: Any, parameters: Any = None) -> str:
+        """:meth:`explain`, as the explanation's JSON (``Explanation.to_json()``)."""
+        return self.explain(inputs, parameters).to_json()
+
+    def _as_model_input(self, rows: np.ndarray) -> Any:
+        """Black-box explainers take numpy rows as they are; white-box ones a float tensor."""
+        if self.explainer.kind == "blackbox":
+            return rows
+        return torch.from_numpy(np.ascontiguousarray(rows)).to(_model_dtype(self.explainer.model))
+
+
+def _as_object(name: str, raw: Any, status: int | None) -> dict[str, Any] | None:
+    """``raw`` as a dict: None, a dict, or a JSON string of an object; else an error naming ``name``."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as err:
+            message = f"{name} is a string but not JSON ({err.msg} at character {err.pos})"
+            raise (ServiceError(message, status) if status else ValueError(message)) from None
+    if not isinstance(raw, dict):
+        message = f"{name} must be a JSON object of settings, got {type(raw).__name__} {raw!r:.100}"
+        raise ServiceError(message, status) if status else TypeError(message)
+    return raw
+
+
+def _model_dtype(model: Any) -> torch.dtype:
+    """The float dtype a white-box model takes: an exported program's example input's, else the first
+    floating parameter's, else torch's default (JSON numbers arrive as float64)."""
+    program = getattr(model, "program", None)
+    examples = getattr(program, "example_inputs", None)
+    if examples:
+        first = next((t for t in examples[0] if isinstance(t, torch.Tensor)), None)
+        if first is not None and first.is_floating_point():
+            return first.dtype
+    if isinstance(model, torch.nn.Module):
+        floating = next((p for p in model.parameters() if p.is_floating_point()), None)
+        if floating is not None:
+            return floating.dtype
+    return torch.get_default_dtype()
+
+
+def _stored_explainer_name(config_path: Path) -> str | None:
+    """The explainer a saved folder names (None when the file cannot be read: load says why)."""
+    try:
+        name = json.loads(config_path.read_text(encoding="utf-8")).get("explainer")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
