@@ -17,10 +17,16 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("urllib3")
 
+from tests._servers import (  # noqa: E402
+    Process,
+    free_port,
+    post_json,
+    torchexplain_command,
+    toy_model,
+    toy_server,
+)
 from torchexplain import AnchorTabular, load_explainer  # noqa: E402
 from torchexplain.serving import RemoteModel  # noqa: E402
-
-from tests._servers import Process, free_port, post_json, toy_model, toy_server, torchexplain_command  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -25,13 +25,12 @@ import torch
 pytest.importorskip("mlserver")
 pytest.importorskip("urllib3")
 
+from tests._servers import Process, free_port, post_json, torchexplain_command, toy_server  # noqa: E402
 from torchexplain import AnchorTabular, IntegratedGradients, load_explainer  # noqa: E402
 from torchexplain.datasets import load_census  # noqa: E402
 from torchexplain.serving import ExplainerService, RemoteModel  # noqa: E402
 from torchexplain.serving.deploy import explainer_model_settings  # noqa: E402
 from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
-
-from tests._servers import Process, free_port, post_json, toy_server, torchexplain_command  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
