@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 
@@ -99,78 +93,5 @@ def toy_server(slow_seconds: float = 1.5) -> Iterator[ThreadingHTTPServer]:
         thread.join(timeout=5)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Process:
-    """A server command in a subprocess: started, waited for until ``ready_url`` answers 200,
-    stopped (SIGTERM, then SIGKILL) by :meth:`stop`. Its output goes to ``log``."""
-
-    def __init__(self, command: list[str], ready_urls: list[str], log: Path, timeout: float = 90.0) -> None:
-        self.command, self.ready_urls, self.log_path = command, ready_urls, log
-        self.timeout = timeout
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Process:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + self.timeout
-        pending = list(self.ready_urls)
-        while pending:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command[:4]} exited with {self.process.returncode}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.command[:4]} not ready within {self.timeout:g} s:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(pending[0], timeout=2) as answer:
-                    if answer.status == 200:
-                        pending.pop(0)
-                        continue
-            except OSError:
-                pass
-            time.sleep(0.1)
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
-            self._log = None
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
-
-
-def torchexplain_command(*args: str) -> list[str]:
-    """``torchexplain ARGS`` run by this interpreter (no reliance on PATH)."""
-    return [sys.executable, "-m", "torchexplain.cli", *args]
-
-
-def post_json(url: str, body, timeout: float = 60.0) -> tuple[int, dict]:
-    """POST ``body`` (an object, or bytes sent as they are); the status and the decoded JSON answer."""
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as err:
-        text = err.read()
-        try:
-            return err.code, json.loads(text)
-        except json.JSONDecodeError:
-            return err.code, {"error": text.decode(errors="replace")}
+# the subprocess servers live in the package: the demo and the benchmark start theirs the same way
+from torchexplain.serving.local import Process, free_port, post_json, torchexplain_command  # noqa: E402,F401

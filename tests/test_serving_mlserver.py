@@ -330,3 +330,20 @@ def test_wrong_explainer_type_and_settings_are_refused_at_load(saved_anchor, dep
     assert "unknown explainer setting(s) ['bogus']" in _load_error(_runtime("x", saved_anchor, bogus=1))
     with pytest.raises(ValueError, match="white-box IntegratedGradients"):
         ExplainerService.from_folder(deployment["root"] / "ig", infer_uri="http://127.0.0.1:9")
+
+
+def test_the_loan_demo_serves_and_matches_in_process(tmp_path):
+    """examples/serve_loan.py end to end: its own MLServer, started and stopped by it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "examples" / "serve_loan.py"
+    spec = importlib.util.spec_from_file_location("serve_loan", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    summary = demo.run(tmp_path / "out")
+    assert summary["served_equals_in_process"]
+    assert summary["rows_explained"] == len(summary["examples"]) >= 2
+    for example in summary["examples"]:
+        assert example["anchor"] and example["precision"] >= 0.9  # threshold 0.95, with the search's delta
+    assert (tmp_path / "out" / "serve_loan.png").stat().st_size > 0

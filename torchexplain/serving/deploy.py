@@ -56,7 +56,7 @@ def write_repository(
         folder: where to write (default: a new temporary folder).
         name: the explainer's model name (``/v2/models/{name}/infer``).
         http_port, grpc_port, host: where MLServer listens.
-        infer_uri: the model's prediction endpoint (black-box explainers). When
+        infer_uri: the model's prediction endpoint (black-box explainers only). When
             ``model_path`` is given and this is None, the model served beside it.
         model_path: a ``torch.export`` archive (``.pt2``) to serve as ``model_name`` in
             the same server (its output: ``model_output``, ``"probabilities"`` or ``"raw"``).
@@ -93,10 +93,13 @@ def write_repository(
             "name": model_name, "implementation": MODEL_RUNTIME,
             "parameters": {"uri": str(model_path), "extra": {"output": model_output}},
         })
-        if infer_uri is None:
+        if infer_uri is None and not _white_box(explainer_path):
             local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             infer_uri = f"http://{local}:{http_port}/v2/models/{model_name}/infer"
     if infer_uri is not None:
+        if _white_box(explainer_path):
+            raise ValueError(f"{explainer_path} holds a white-box explainer, which runs the model it was saved "
+                             "with; it takes no infer_uri")
         extra["infer_uri"] = infer_uri
     _write_json(repository / name / "model-settings.json", explainer_model_settings(name, explainer_path, **extra))
     return repository
@@ -115,6 +118,17 @@ def start(repository: str | Path) -> None:
     import subprocess  # pragma: no cover - not POSIX
 
     raise SystemExit(subprocess.call(argv))  # pragma: no cover
+
+
+def _white_box(explainer_path: Path) -> bool:
+    from torchexplain.base import registered_explainers
+
+    try:
+        name = json.loads((explainer_path / "explainer.json").read_text(encoding="utf-8")).get("explainer")
+    except (OSError, ValueError, AttributeError):
+        return False  # the server's load reports what is wrong with the folder
+    cls = registered_explainers().get(name) if isinstance(name, str) else None
+    return cls is not None and cls.kind == "whitebox"
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -27,11 +27,10 @@ import argparse
 import asyncio
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from torchexplain.serving.remote import PROTOCOLS
-from torchexplain.serving.service import ExplainerService, ServiceError
+from torchexplain.serving.service import ExplainerService, ServiceError, torch_thread
 
 __all__ = ["build_app", "build_parser", "main"]
 
@@ -47,8 +46,6 @@ def build_app(service: ExplainerService, model_name: str, max_request_bytes: int
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
-
-    pool = ThreadPoolExecutor(service.max_concurrency, thread_name_prefix=f"explain-{model_name}")
 
     def error(message: str, status: int) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -75,7 +72,8 @@ def build_app(service: ExplainerService, model_name: str, max_request_bytes: int
         try:
             body = await _read_body(request, max_request_bytes)
             rows, parameters = _parse_request(body)
-            text = await asyncio.get_running_loop().run_in_executor(pool, service.explain_json, rows, parameters)
+            text = await asyncio.get_running_loop().run_in_executor(
+                service.executor(), service.explain_json, rows, parameters)
         except ServiceError as err:
             return error(str(err), err.status)
         return Response(text, media_type="application/json")
@@ -92,8 +90,7 @@ def build_app(service: ExplainerService, model_name: str, max_request_bytes: int
         Route("/v1/models/{name}:{verb}", other_verbs, methods=["POST"]),
         Route("/v1/models/{name}", ready, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, on_shutdown=[lambda: pool.shutdown(wait=False, cancel_futures=True)])
-    return app
+    return Starlette(routes=routes, on_shutdown=[service.close])
 
 
 async def _read_body(request: Any, limit: int) -> bytes:
@@ -154,8 +151,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explain every row of a request (default) or only the first")
     parser.add_argument("--max_rows", dest="max_rows", type=int, default=1024,
                         help="most rows per request (default 1024; more: HTTP 413)")
-    parser.add_argument("--max_concurrency", dest="max_concurrency", type=int, default=4,
-                        help="black-box explainers: requests explained at once (default 4)")
+    parser.add_argument("--max_concurrency", dest="max_concurrency", type=int, default=1,
+                        help="black-box explainers: requests explained at once (default 1; raise it when the "
+                             "predictor runs on another machine)")
     parser.add_argument("--max_request_bytes", dest="max_request_bytes", type=int, default=DEFAULT_MAX_BYTES,
                         help=f"largest request body read (default {DEFAULT_MAX_BYTES}; more: HTTP 413)")
     parser.add_argument("--init_parameters", dest="init_parameters", default=None,
@@ -189,7 +187,8 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
         args, ignored = build_parser().parse_known_args(argv)
         if ignored:
             _LOG.warning("ignoring arguments this explainer does not use: %s", ignored)
-    service = load_service(args)
+    # loaded on the thread that runs the model (see torch_thread)
+    service = torch_thread().submit(load_service, args).result()
     app = build_app(service, args.model_name, max_request_bytes=args.max_request_bytes)
     print(f"torchexplain kserve: {service.explainer.name} from {args.storage_uri} as {args.model_name!r} on "
           f"http://{args.host}:{args.http_port}/v1/models/{args.model_name}:explain", flush=True)

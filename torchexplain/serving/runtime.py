@@ -30,7 +30,10 @@ as an object or a JSON string of one::
 The answer has one BYTES output, ``explanation``, holding ``Explanation.to_json()``
 (what Seldon's clients parse). A bad request is answered with a 4xx and
 ``{"error": "..."}``; the model endpoint failing with 502, or 504 when it did not
-answer in time. Explanations run in a thread pool, off MLServer's event loop.
+answer in time. Explanations run off MLServer's event loop: white-box ones and the
+served model on one shared torch thread
+(:func:`~torchexplain.serving.service.torch_thread` says why), black-box ones in a
+pool of their own.
 
 :class:`TorchModelRuntime` serves a ``torch.export`` archive (``.pt2``) as an MLServer
 model: the model a black-box explainer queries, without pickled code (the archive is
@@ -47,7 +50,6 @@ decode requests with the numpy codec only.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +60,7 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 from mlserver.utils import get_model_uri
 
-from torchexplain.serving.service import ExplainerService, ServiceError
+from torchexplain.serving.service import ExplainerService, ServiceError, torch_thread
 
 __all__ = ["ExplainerRuntime", "TorchModelRuntime"]
 
@@ -75,16 +77,16 @@ class ExplainerRuntime(MLModel):
         folder = await get_model_uri(self.settings)
         extra = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
         try:
-            self.service = await asyncio.to_thread(ExplainerService.from_folder, folder, **extra)
+            self.service = await asyncio.get_running_loop().run_in_executor(
+                torch_thread(), lambda: ExplainerService.from_folder(folder, **extra))
         except (TypeError, ValueError) as err:
             raise MLServerError(f"{self.name}: cannot load the explainer: {err}", 422) from None
-        self._pool = ThreadPoolExecutor(self.service.max_concurrency, thread_name_prefix=f"explain-{self.name}")
         return True
 
     async def unload(self) -> bool:
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        service = getattr(self, "service", None)
+        if service is not None:
+            service.close()
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -96,7 +98,7 @@ class ExplainerRuntime(MLModel):
         parameters = getattr(payload.parameters, "explain_parameters", None)
         try:
             text = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self.service.explain_json, rows, parameters)
+                self.service.executor(), self.service.explain_json, rows, parameters)
         except ServiceError as err:
             raise MLServerError(str(err), err.status) from None
         return InferenceResponse(
@@ -130,7 +132,8 @@ class TorchModelRuntime(MLModel):
             raise MLServerError(f"{self.name}: dtype {extra.get('dtype')!r} is not a torch dtype", 422)
         self.dtype = dtype
         try:
-            self.model = await asyncio.to_thread(load_exported_model, Path(uri))
+            self.model = await asyncio.get_running_loop().run_in_executor(
+                torch_thread(), load_exported_model, Path(uri))
         except ValueError as err:
             raise MLServerError(f"{self.name}: {err}", 422) from None
         return True
@@ -143,7 +146,7 @@ class TorchModelRuntime(MLModel):
         if rows.dtype.kind == "f" and not np.isfinite(rows).all():
             raise MLServerError("the inputs hold NaN or infinite values", 400)
         try:
-            outputs = await asyncio.to_thread(self._run, rows)
+            outputs = await asyncio.get_running_loop().run_in_executor(torch_thread(), self._run, rows)
         except (RuntimeError, ValueError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise MLServerError(f"{self.name} could not run on inputs of shape {list(rows.shape)}: {first}",

@@ -1,0 +1,247 @@
+"""Serving overhead: explain requests over HTTP against the same explainer in-process, and the model alone.
+
+The census classifier (``torchexplain.zoo.CensusMLP``) and two saved explainers, a
+request of ``--rows`` rows (32 by default), in one run:
+
+- ``IntegratedGradients`` (white-box: the served explainer holds the model as a
+  ``torch.export`` program, 16 steps): served by MLServer (``ExplainerRuntime``, v2
+  request) and by the KServe explainer (``torchexplain kserve``, v1 ``:explain``),
+  against the same saved explainer loaded in this process.
+- ``AnchorTabular`` (black-box, seed fixed so every request does the same work):
+  served by MLServer with the model served as a second MLServer model (its samples go
+  over HTTP), against the same explainer in this process with (a) the same remote
+  model, (b) the model in-process.
+- ``floor``: the model alone on the request's rows, in this process; and
+  ``model_served``: the same rows sent to the served model (``RemoteModel``, v2), whose
+  time less the floor bounds from above what MLServer spends on one request with
+  nothing to compute (``request_cost_upper_s``); ``http_get``, a GET of the model
+  metadata, bounds it from below (``request_cost_lower_s``). The serving overhead of an
+  explainer cannot be under that cost.
+
+Per provider: median, p50/p99 and requests per second of sequential requests, after
+warm-up, repeats interleaved; for the served ones also requests per second with 4
+concurrent clients. The serving overhead (HTTP, JSON encoding and decoding, the
+server) is ``served / in-process - 1`` with the model in the same place; the target is
+at most 20 % for a 32-row request. Servers run on 127.0.0.1 on this machine, so client
+and server share its cores (what a sidecar explainer shares with its model too).
+
+No peer is timed: Seldon's MLServer Alibi runtime has no release for MLServer 1.7
+(it pins pydantic 2.7.1, Python < 3.12 and numpy < 2), and KServe removed its Alibi
+explainer in 2024.
+
+Usage: ``python benchmarks/bench_serving.py --device cpu|cuda [--rows 32] [--out PATH] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import metadata, print_table, write_results  # noqa: E402
+
+from torchexplain import AnchorTabular, IntegratedGradients, load_explainer  # noqa: E402
+from torchexplain.datasets import load_census  # noqa: E402
+from torchexplain.serving import RemoteModel  # noqa: E402
+from torchexplain.serving.deploy import explainer_model_settings  # noqa: E402
+from torchexplain.serving.local import Process, free_port, post_json, torchexplain_command  # noqa: E402
+from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
+
+TARGET_OVERHEAD = 0.20
+IG_STEPS = 16
+
+
+def v2_body(rows: np.ndarray, parameters: dict) -> dict:
+    return {"inputs": [{"name": "rows", "shape": list(rows.shape), "datatype": "FP32",
+                        "data": rows.astype(np.float32).reshape(-1).tolist()}],
+            "parameters": {"explain_parameters": parameters}}
+
+
+def checked_post(url: str, body: dict) -> dict:
+    status, answer = post_json(url, body, timeout=600)
+    if status != 200:
+        raise RuntimeError(f"{url} answered {status}: {answer}")
+    return answer
+
+
+def get_json(url: str) -> dict:
+    import urllib3
+
+    global _POOL
+    _POOL = _POOL or urllib3.PoolManager()
+    return json.loads(_POOL.request("GET", url).data)
+
+
+_POOL = None
+
+
+def stats(samples: list[float]) -> dict:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive") if len(samples) > 1 else samples * 99
+    median = statistics.median(samples)
+    return {"median_s": median, "p50_s": median, "p99_s": cuts[98], "min_s": min(samples), "max_s": max(samples),
+            "repeats": len(samples), "requests_per_s": 1.0 / median}
+
+
+def time_interleaved(providers: dict, repeats: int, warmup: int = 2) -> dict:
+    for _ in range(warmup):
+        for fn in providers.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in providers}
+    for _ in range(repeats):
+        for name, fn in providers.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: stats(s) for name, s in samples.items()}
+
+
+def concurrent_rate(fn, clients: int, per_client: int) -> float:
+    """Requests per second with ``clients`` threads each sending ``per_client`` requests."""
+    threads = [threading.Thread(target=lambda: [fn() for _ in range(per_client)]) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return clients * per_client / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where the explainers run")
+    parser.add_argument("--rows", type=int, default=32, help="rows per explain request (default 32)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    repeats = args.repeats or (5 if args.quick else 15)
+    rows_n = args.rows
+
+    data = load_census()
+    model, _ = pretrained_census_mlp()
+    model = model.eval()
+    rows = data.X_test[:rows_n].astype(np.float32)
+    targets = [int(t) for t in (np.arange(rows_n) % 2)]
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    example = torch.from_numpy(data.X_train[:8])
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(work / "income.pt2"))
+
+    port, kserve_port = free_port(), free_port()
+    base, kserve_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{kserve_port}"
+    model_url = f"{base}/v2/models/income/infer"
+    IntegratedGradients(model, n_steps=IG_STEPS).save(work / "ig", example_inputs=example)
+    anchor = AnchorTabular(RemoteModel(model_url), data.feature_names, data.categorical_names, seed=0,
+                           device=str(device))
+    anchor.fit(data.X_train)
+    anchor.save(work / "anchor")
+    repository = work / "repository"
+    (repository / "ig").mkdir(parents=True)
+    init = {"init_parameters": {"device": str(device)}} if device.type == "cuda" else {}
+    (repository / "ig" / "model-settings.json").write_text(json.dumps(explainer_model_settings("ig", work / "ig",
+                                                                                              **init)))
+    mlserver = Process(
+        torchexplain_command("serve", str(work / "anchor"), "--name", "anchor", "--model", str(work / "income.pt2"),
+                             "--model-name", "income", "--host", "127.0.0.1", "--http-port", str(port),
+                             "--grpc-port", str(free_port()), "--settings-dir", str(repository)),
+        [f"{base}/v2/models/{name}/ready" for name in ("income", "anchor", "ig")], work / "mlserver.log")
+    kserve_args = ["kserve", "--model_name", "ig", "--http_port", str(kserve_port), "--host", "127.0.0.1",
+                   "--storage_uri", str(work / "ig")]
+    if device.type == "cuda":
+        kserve_args += ["--init_parameters", json.dumps({"device": str(device)})]
+    kserve = Process(torchexplain_command(*kserve_args), [f"{kserve_base}/v1/models/ig"], work / "kserve.log")
+
+    ig_local = load_explainer(work / "ig", **({"device": str(device)} if device.type == "cuda" else {}))
+    anchor_remote = load_explainer(work / "anchor", model=RemoteModel(model_url))
+
+    def local_probabilities(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(batch)).float()).softmax(-1).numpy()
+
+    anchor_local = load_explainer(work / "anchor", model=local_probabilities)
+    x = torch.from_numpy(rows)
+
+    def floor() -> None:
+        with torch.no_grad():
+            model(x).softmax(-1)
+
+    results = []
+    with mlserver, kserve:
+        ig_body, anchor_body = v2_body(rows, {"target": targets}), v2_body(rows, {})
+        ig_served = lambda: checked_post(f"{base}/v2/models/ig/infer", ig_body)  # noqa: E731
+        ig_kserve = lambda: checked_post(f"{kserve_base}/v1/models/ig:explain",  # noqa: E731
+                                         {"instances": rows.tolist(), "explain_parameters": {"target": targets}})
+        ig_in_process = lambda: ig_local.explain(x, target=targets).to_json()  # noqa: E731
+        anchor_served = lambda: checked_post(f"{base}/v2/models/anchor/infer", anchor_body)  # noqa: E731
+        anchor_in_process = lambda: anchor_remote.explain(rows).to_json()  # noqa: E731
+        anchor_model_local = lambda: anchor_local.explain(rows).to_json()  # noqa: E731
+
+        # the served answers are the in-process ones (checked once, before timing). IG is timed
+        # before the server has explained any anchor: a black-box explainer's threads run torch
+        # ops too, and a second thread doing so slows every torch call (see torch_thread)
+        served_ig = json.loads(ig_served()["outputs"][0]["data"][0])
+        if served_ig != json.loads(ig_in_process()):
+            raise RuntimeError("the served IG explanation differs from the in-process one")
+        served_model = RemoteModel(model_url)
+        metadata_url = f"{base}/v2/models/ig"
+        ig = time_interleaved({"torchexplain": ig_served, "kserve": ig_kserve, "in_process": ig_in_process,
+                               "floor": floor, "model_served": lambda: served_model(rows),
+                               "http_get": lambda: get_json(metadata_url)}, repeats)
+        ig["torchexplain"]["concurrent_4_requests_per_s"] = concurrent_rate(ig_served, 4, max(2, repeats // 2))
+        ig["kserve"]["concurrent_4_requests_per_s"] = concurrent_rate(ig_kserve, 4, max(2, repeats // 2))
+        if json.loads(anchor_served()["outputs"][0]["data"][0]) != json.loads(anchor_in_process()):
+            raise RuntimeError("the served AnchorTabular explanation differs from the in-process one")
+        anchor_repeats = max(3, repeats // 2)
+        anchors = time_interleaved({"torchexplain": anchor_served, "in_process": anchor_in_process,
+                                    "in_process_model_local": anchor_model_local, "floor": floor}, anchor_repeats)
+        anchors["torchexplain"]["concurrent_4_requests_per_s"] = concurrent_rate(anchor_served, 4, 2)
+        mlserver_alive, kserve_alive = mlserver.alive(), kserve.alive()
+
+    def overhead(providers: dict, served: str, local: str = "in_process") -> float:
+        return providers[served]["median_s"] / providers[local]["median_s"] - 1.0
+
+    # What a request costs MLServer with (almost) nothing to compute, bracketed: a GET of the
+    # model metadata (no body: a lower bound), and the served model's v2 round trip on the
+    # same rows less its in-process forward (an upper bound: it includes the model runtime).
+    results.append({"method": "IntegratedGradients", "config": f"{rows_n} rows, {IG_STEPS} steps, MLServer v2",
+                    "providers": ig, "overhead_mlserver": overhead(ig, "torchexplain"),
+                    "overhead_kserve": overhead(ig, "kserve"),
+                    "overhead_mlserver_s": ig["torchexplain"]["median_s"] - ig["in_process"]["median_s"],
+                    "overhead_kserve_s": ig["kserve"]["median_s"] - ig["in_process"]["median_s"],
+                    "request_cost_lower_s": ig["http_get"]["median_s"],
+                    "request_cost_upper_s": ig["model_served"]["median_s"] - ig["floor"]["median_s"]})
+    results.append({"method": "AnchorTabular", "config": f"{rows_n} rows, model served by MLServer",
+                    "providers": anchors, "overhead_mlserver": overhead(anchors, "torchexplain"),
+                    "model_remote_cost": overhead(anchors, "in_process", "in_process_model_local")})
+    payload = {
+        "meta": metadata(device, rows_per_request=rows_n, repeats=repeats, ig_steps=IG_STEPS,
+                         target_overhead=TARGET_OVERHEAD, servers_alive_after=mlserver_alive and kserve_alive,
+                         peer=None, peer_note="no Alibi serving runtime installs beside MLServer 1.7"),
+        "results": results,
+    }
+    path = write_results("bench_serving", payload, args.out)
+    table = []
+    for entry in results:
+        for name, p in entry["providers"].items():
+            table.append({"method": entry["method"], "provider": name, "median_ms": 1e3 * p["median_s"],
+                          "p99_ms": 1e3 * p["p99_s"], "req/s": p["requests_per_s"],
+                          "req/s x4": p.get("concurrent_4_requests_per_s", "")})
+    print_table(table, ["method", "provider", "median_ms", "p99_ms", "req/s", "req/s x4"])
+    for entry in results:
+        extra = {k: round(v, 4) for k, v in entry.items() if k.startswith(("overhead", "model_remote", "request"))}
+        print(f"{entry['method']}: {extra} (target: overhead <= {TARGET_OVERHEAD:.0%})")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
