@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests._servers import toy_model
 from torchexplain import AnchorTabular, IntegratedGradients
 from torchexplain.serving import ExplainerService, RemoteModelError, ServiceError
 from torchexplain.serving.deploy import explainer_model_settings, write_repository
 from torchexplain.serving.service import service_options
-
-from tests._servers import toy_model
 
 FEATURES = ["a", "b", "c", "d"]
 TRAIN = np.random.default_rng(1).uniform(-1, 1, size=(300, 4))
