@@ -213,14 +213,14 @@ def main() -> None:
     # What a request costs MLServer with (almost) nothing to compute, bracketed: a GET of the
     # model metadata (no body: a lower bound), and the served model's v2 round trip on the
     # same rows less its in-process forward (an upper bound: it includes the model runtime).
-    results.append({"method": "IntegratedGradients", "config": f"{rows_n} rows, {IG_STEPS} steps, MLServer v2",
+    results.append({"method": "IntegratedGradients", "config": f"{rows_n} rows, {IG_STEPS} steps",
                     "providers": ig, "overhead_mlserver": overhead(ig, "torchexplain"),
                     "overhead_kserve": overhead(ig, "kserve"),
                     "overhead_mlserver_s": ig["torchexplain"]["median_s"] - ig["in_process"]["median_s"],
                     "overhead_kserve_s": ig["kserve"]["median_s"] - ig["in_process"]["median_s"],
                     "request_cost_lower_s": ig["http_get"]["median_s"],
                     "request_cost_upper_s": ig["model_served"]["median_s"] - ig["floor"]["median_s"]})
-    results.append({"method": "AnchorTabular", "config": f"{rows_n} rows, model served by MLServer",
+    results.append({"method": "AnchorTabular", "config": f"{rows_n} rows, model served",
                     "providers": anchors, "overhead_mlserver": overhead(anchors, "torchexplain"),
                     "model_remote_cost": overhead(anchors, "in_process", "in_process_model_local")})
     payload = {

@@ -427,3 +427,14 @@ def test_explain_kernel_shap_matches_the_library(small_model, inputs, tmp_path, 
     run_cli_expecting_error(["explain", "--model", str(model_path), "--input", str(inputs["png"]), "--out",
                              str(tmp_path / "bad"), "--method", "kernel_shap", "--target", "99", "--quiet"],
                             capsys, "--target 99", "outputs")
+
+
+def test_serving_adapter_compares_each_server_with_the_same_explainer_in_process():
+    payload = {"meta": {"device": "cpu"}, "results": [
+        {"method": "IntegratedGradients", "config": "32 rows", "providers": {
+            "torchexplain": {"median_s": 5.0}, "kserve": {"median_s": 4.5}, "in_process": {"median_s": 4.0},
+            "floor": {"median_s": 0.25}}}]}
+    mlserver, kserve = _bench.normalise("bench_serving", payload)
+    assert mlserver["config"] == "32 rows via MLServer" and kserve["config"] == "32 rows via KServe"
+    assert mlserver["ratio_vs_peer"] == pytest.approx(1.25) and kserve["ratio_vs_peer"] == pytest.approx(1.125)
+    assert mlserver["peer"] == "in_process" and mlserver["ratio_vs_floor"] == pytest.approx(20.0)

@@ -48,6 +48,7 @@ RATIO_KEYS = ("ratio_vs_peer", "ratio_vs_floor")
 #: counterfactual's Wachter search alone takes about 10 s for its 8 digits there).
 QUICK_ARGS: dict[str, list[str]] = {
     "bench_counterfactual": ["--methods", "cf"],
+    "bench_serving": ["--rows", "16"],
 }
 
 
@@ -340,6 +341,21 @@ def adapt_shap(benchmark: str, payload: dict[str, Any], device: str) -> list[dic
     return rows
 
 
+def adapt_serving(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """bench_serving: each served explainer (MLServer, KServe) against the same explainer in-process
+    (the "peer" here: ratio - 1 is the serving overhead) and the model alone on the request's rows."""
+    rows = []
+    for entry in payload.get("results", []):
+        providers = entry.get("providers", {})
+        in_process, floor = _median(providers.get("in_process")), _median(providers.get("floor"))
+        for name, label in (("torchexplain", "MLServer"), ("kserve", "KServe")):
+            if name in providers:
+                rows.append(_row(benchmark, entry.get("method", "serving"), f"{entry.get('config', '?')} via {label}",
+                                 device, _median(providers[name]), "in_process", in_process,
+                                 "model_only", floor))
+    return rows
+
+
 def adapt_generic(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
     return adapt_providers(benchmark, payload, device) or adapt_flat(benchmark, payload, device)
 
@@ -353,6 +369,7 @@ ADAPTERS: dict[str, Callable[[str, dict[str, Any], str], list[dict[str, Any]]]] 
     "bench_anchor": adapt_anchor,
     "bench_anchor_tabular": adapt_anchor_tabular,
     "bench_shap": adapt_shap,
+    "bench_serving": adapt_serving,
 }
 
 
