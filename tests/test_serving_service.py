@@ -172,3 +172,12 @@ def test_serve_command_write_only_writes_the_settings(anchor, tmp_path, capsys):
     settings = json.loads((tmp_path / "repo" / "expl" / "model-settings.json").read_text())
     assert settings["parameters"]["extra"]["infer_uri"] == "http://127.0.0.1:9/v2/models/m/infer"
     assert str(tmp_path / "repo") in capsys.readouterr().out
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    import torchexplain.serving.service as module
+
+    failures, tried = doctest.testmod(module)
+    assert tried >= 5 and failures == 0

@@ -588,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-rows", type=int, default=1024, help="most rows per request (default 1024)")
     serve.add_argument("--settings-dir", default=None,
                        help="where to write the MLServer settings (default: a new temporary folder)")
+    serve.add_argument("--debug", action="store_true", help="MLServer's debug mode: a log line per request")
     serve.add_argument("--write-only", action="store_true", help="write the settings, print where, do not start")
 
     kserve = commands.add_parser("kserve", help="serve a saved explainer as a KServe explainer (v1 :explain)")
@@ -607,7 +608,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         repository = deploy.write_repository(
             args.path, args.settings_dir, name=args.name, http_port=args.http_port, grpc_port=args.grpc_port,
-            host=args.host, infer_uri=args.infer_uri, model_path=args.model, model_name=args.model_name, **extra)
+            host=args.host, infer_uri=args.infer_uri, model_path=args.model, model_name=args.model_name,
+            debug=args.debug, **extra)
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from None
     print(f"torchexplain serve: MLServer settings in {repository}", flush=True)

@@ -138,6 +138,19 @@ class ExplainerService:
             the model's state while they run, which concurrent calls must not see.
         explain_parameters: per-request settings applied to every request (a request's
             own ``explain_parameters`` override them).
+
+    Examples:
+        >>> import numpy as np, torchexplain as te
+        >>> predict = lambda rows: np.stack([rows[:, 0] > 0, rows[:, 0] <= 0], 1).astype(float)
+        >>> train = np.random.default_rng(0).uniform(-1, 1, (200, 2))
+        >>> anchor = te.AnchorTabular(predict, ["x", "y"], seed=0).fit(train)
+        >>> service = ExplainerService(anchor)
+        >>> service.explain([[0.5, 0.1]], '{"threshold": 0.9}').anchor
+        [['x > 0.13']]
+        >>> service.explain([[0.5, float("nan")]])  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ...
+        torchexplain.serving.service.ServiceError: the inputs hold NaN or infinite values (first at index [0, 1])
     """
 
     def __init__(
