@@ -154,3 +154,15 @@ def test_a_tampered_remote_address_is_refused_at_load(tmp_path):
     (folder / "explainer.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="remote model is not valid: url must be an http"):
         load_explainer(folder)
+
+
+def test_auto_batch_size_sends_about_a_quarter_million_numbers_per_request(server):
+    model = RemoteModel(base(server), protocol="kserve_v1", model_name="toy")
+    assert model.batch_size == "auto"
+    assert model.rows_per_request(np.zeros((5, 4))) == 2**18 // 4
+    assert model.rows_per_request(np.zeros((5, 1, 28, 28))) == 2**18 // 784
+    assert model.rows_per_request(np.zeros((5, 2**19))) == 1
+    before = len(server.log)
+    np.testing.assert_array_equal(model(ROWS), toy_model(ROWS))
+    assert sum(1 for entry in server.log[before:] if entry[0] == "POST") == 1
+    assert RemoteModel(base(server), protocol="seldon_v1", batch_size=3).rows_per_request(ROWS) == 3

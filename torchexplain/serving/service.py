@@ -54,7 +54,7 @@ _DEFAULTS: dict[str, Any] = {
     "infer_uri": None,
     "infer_protocol": "v2",
     "infer_timeout": 30.0,
-    "infer_batch_size": 256,
+    "infer_batch_size": "auto",
     "init_parameters": None,
     "rows": "all",
     "max_rows": 1024,
@@ -112,7 +112,8 @@ def service_options(extra: Mapping[str, Any] | None) -> dict[str, Any]:
         raise TypeError(f"infer_uri must be a URL string, got {options['infer_uri']!r}")
     _checks.check_choice("infer_protocol", options["infer_protocol"], PROTOCOLS)
     _checks.check_number("infer_timeout", options["infer_timeout"], low=0.0, low_open=True)
-    _checks.check_int("infer_batch_size", options["infer_batch_size"], minimum=1)
+    if options["infer_batch_size"] != "auto":
+        _checks.check_int("infer_batch_size", options["infer_batch_size"], minimum=1)
     _checks.check_choice("rows", options["rows"], ROW_MODES)
     _checks.check_int("max_rows", options["max_rows"], minimum=1)
     _checks.check_int("max_concurrency", options["max_concurrency"], minimum=1)
