@@ -8,9 +8,9 @@ request of ``--rows`` rows (32 by default), in one run:
   request) and by the KServe explainer (``torchexplain kserve``, v1 ``:explain``),
   against the same saved explainer loaded in this process.
 - ``AnchorTabular`` (black-box, seed fixed so every request does the same work):
-  served by MLServer with the model served as a second MLServer model (its samples go
-  over HTTP), against the same explainer in this process with (a) the same remote
-  model, (b) the model in-process.
+  served by its own MLServer, its samples sent over HTTP to the model, which a second
+  MLServer serves (beside the IG explainer); against the same explainer in this
+  process with (a) the same remote model, (b) the model in-process.
 - ``floor``: the model alone on the request's rows, in this process; and
   ``model_served``: the same rows sent to the served model (``RemoteModel``, v2), whose
   time less the floor bounds from above what MLServer spends on one request with
@@ -53,7 +53,6 @@ from _common import metadata, print_table, write_results  # noqa: E402
 from torchexplain import AnchorTabular, IntegratedGradients, load_explainer  # noqa: E402
 from torchexplain.datasets import load_census  # noqa: E402
 from torchexplain.serving import RemoteModel  # noqa: E402
-from torchexplain.serving.deploy import explainer_model_settings  # noqa: E402
 from torchexplain.serving.local import Process, free_port, post_json, torchexplain_command  # noqa: E402
 from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
 
@@ -152,16 +151,21 @@ def main() -> None:
                            device=str(device))
     anchor.fit(data.X_train)
     anchor.save(work / "anchor")
-    repository = work / "repository"
-    (repository / "ig").mkdir(parents=True)
-    init = {"init_parameters": {"device": str(device)}} if device.type == "cuda" else {}
-    (repository / "ig" / "model-settings.json").write_text(json.dumps(explainer_model_settings("ig", work / "ig",
-                                                                                              **init)))
-    mlserver = Process(
-        torchexplain_command("serve", str(work / "anchor"), "--name", "anchor", "--model", str(work / "income.pt2"),
+    # server A: the model and the IG explainer (white-box: it holds its own copy of the model);
+    # server B: the AnchorTabular explainer, a separate service that queries the model on A
+    init = ["--init-parameters", json.dumps({"device": str(device)})] if device.type == "cuda" else []
+    model_server = Process(
+        torchexplain_command("serve", str(work / "ig"), "--name", "ig", "--model", str(work / "income.pt2"),
                              "--model-name", "income", "--host", "127.0.0.1", "--http-port", str(port),
-                             "--grpc-port", str(free_port()), "--settings-dir", str(repository)),
-        [f"{base}/v2/models/{name}/ready" for name in ("income", "anchor", "ig")], work / "mlserver.log")
+                             "--grpc-port", str(free_port()), "--settings-dir", str(work / "repository-a"), *init),
+        [f"{base}/v2/models/{name}/ready" for name in ("income", "ig")], work / "mlserver-a.log")
+    anchor_port = free_port()
+    anchor_base = f"http://127.0.0.1:{anchor_port}"
+    anchor_server = Process(
+        torchexplain_command("serve", str(work / "anchor"), "--name", "anchor", "--infer-uri", model_url,
+                             "--host", "127.0.0.1", "--http-port", str(anchor_port), "--grpc-port", str(free_port()),
+                             "--settings-dir", str(work / "repository-b")),
+        [f"{anchor_base}/v2/models/anchor/ready"], work / "mlserver-b.log")
     kserve_args = ["kserve", "--model_name", "ig", "--http_port", str(kserve_port), "--host", "127.0.0.1",
                    "--storage_uri", str(work / "ig")]
     if device.type == "cuda":
@@ -183,13 +187,13 @@ def main() -> None:
             model(x).softmax(-1)
 
     results = []
-    with mlserver, kserve:
+    with model_server, anchor_server, kserve:
         ig_body, anchor_body = v2_body(rows, {"target": targets}), v2_body(rows, {})
         ig_served = lambda: checked_post(f"{base}/v2/models/ig/infer", ig_body)  # noqa: E731
         ig_kserve = lambda: checked_post(f"{kserve_base}/v1/models/ig:explain",  # noqa: E731
                                          {"instances": rows.tolist(), "explain_parameters": {"target": targets}})
         ig_in_process = lambda: ig_local.explain(x, target=targets).to_json()  # noqa: E731
-        anchor_served = lambda: checked_post(f"{base}/v2/models/anchor/infer", anchor_body)  # noqa: E731
+        anchor_served = lambda: checked_post(f"{anchor_base}/v2/models/anchor/infer", anchor_body)  # noqa: E731
         anchor_in_process = lambda: anchor_remote.explain(rows).to_json()  # noqa: E731
         anchor_model_local = lambda: anchor_local.explain(rows).to_json()  # noqa: E731
 
@@ -213,7 +217,7 @@ def main() -> None:
                                     "in_process_model_local": anchor_model_local, "floor": floor}, anchor_repeats,
                               warmup=1)
         anchors["torchexplain"]["concurrent_4_requests_per_s"] = concurrent_rate(anchor_served, 4, 2)
-        mlserver_alive, kserve_alive = mlserver.alive(), kserve.alive()
+        servers_alive = model_server.alive() and anchor_server.alive() and kserve.alive()
 
     def overhead(providers: dict, served: str, local: str = "in_process") -> float:
         return providers[served]["median_s"] / providers[local]["median_s"] - 1.0
@@ -233,7 +237,7 @@ def main() -> None:
                     "model_remote_cost": overhead(anchors, "in_process", "in_process_model_local")})
     payload = {
         "meta": metadata(device, rows_per_request=rows_n, repeats=repeats, ig_steps=IG_STEPS,
-                         target_overhead=TARGET_OVERHEAD, servers_alive_after=mlserver_alive and kserve_alive,
+                         target_overhead=TARGET_OVERHEAD, servers_alive_after=servers_alive,
                          peer=None, peer_note="no Alibi serving runtime installs beside MLServer 1.7"),
         "results": results,
     }

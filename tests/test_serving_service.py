@@ -181,3 +181,29 @@ def test_the_docstring_examples_run():
 
     failures, tried = doctest.testmod(module)
     assert tried >= 5 and failures == 0
+
+
+def test_load_runs_where_the_explanations_will(anchor, tmp_path, monkeypatch):
+    """Every thread that runs torch ops slows the process's later torch calls, so a server loads an
+    explainer on the thread(s) that explain with it: its own pool (black-box), the torch thread (white-box)."""
+    import threading
+
+    anchor.save(tmp_path / "a")
+    IntegratedGradients(torch.nn.Linear(4, 3), n_steps=4).save(tmp_path / "ig", example_inputs=torch.zeros(2, 4))
+    loaded_on = {}
+    original = ExplainerService.from_folder.__func__
+
+    def recording(cls, path, model=None, **extra):
+        service = original(cls, path, model=toy_model if path.name == "a" else model, **extra)
+        loaded_on[path.name] = threading.current_thread().name
+        return service
+
+    monkeypatch.setattr(ExplainerService, "from_folder", classmethod(recording))
+    black = ExplainerService.load(tmp_path / "a")
+    white = ExplainerService.load(tmp_path / "ig")
+    assert loaded_on["a"].startswith("torchexplain-explain") and loaded_on["ig"].startswith("torchexplain-torch")
+    ran_on = black.executor().submit(lambda: threading.current_thread().name).result()
+    assert ran_on == loaded_on["a"]
+    assert white.executor().submit(lambda: threading.current_thread().name).result() == loaded_on["ig"]
+    assert json.loads(black.explain_json(ROWS)) == json.loads(anchor.explain(ROWS).to_json())
+    black.close()

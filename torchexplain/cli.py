@@ -588,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-rows", type=int, default=1024, help="most rows per request (default 1024)")
     serve.add_argument("--settings-dir", default=None,
                        help="where to write the MLServer settings (default: a new temporary folder)")
+    serve.add_argument("--init-parameters", default=None, metavar="JSON",
+                       help="settings to set on load, as a JSON object, e.g. '{\"device\": \"cuda\"}'")
     serve.add_argument("--debug", action="store_true", help="MLServer's debug mode: a log line per request")
     serve.add_argument("--write-only", action="store_true", help="write the settings, print where, do not start")
 
@@ -605,6 +607,8 @@ def run_serve(args: argparse.Namespace) -> int:
     extra = {"rows": args.rows, "max_rows": args.max_rows}
     if args.infer_protocol != "v2":
         extra["infer_protocol"] = args.infer_protocol
+    if args.init_parameters:
+        extra["init_parameters"] = args.init_parameters
     try:
         repository = deploy.write_repository(
             args.path, args.settings_dir, name=args.name, http_port=args.http_port, grpc_port=args.grpc_port,

@@ -30,7 +30,7 @@ import logging
 from typing import Any
 
 from torchexplain.serving.remote import PROTOCOLS
-from torchexplain.serving.service import ExplainerService, ServiceError, torch_thread
+from torchexplain.serving.service import ExplainerService, ServiceError
 
 __all__ = ["build_app", "build_parser", "main"]
 
@@ -176,7 +176,7 @@ def load_service(args: argparse.Namespace) -> ExplainerService:
                   "v2": f"/v2/models/{args.model_name}/infer"}.get(args.predictor_protocol, "")
         extra["infer_uri"] = infer_uri if infer_uri.endswith((":predict", "/infer", "/predictions")) \
             else infer_uri + suffix
-    return ExplainerService.from_folder(args.storage_uri, **extra)
+    return ExplainerService.load(args.storage_uri, **extra)  # on the thread(s) that will explain
 
 
 def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
         args, ignored = build_parser().parse_known_args(argv)
         if ignored:
             _LOG.warning("ignoring arguments this explainer does not use: %s", ignored)
-    # loaded on the thread that runs the model (see torch_thread)
-    service = torch_thread().submit(load_service, args).result()
+    service = load_service(args)
     app = build_app(service, args.model_name, max_request_bytes=args.max_request_bytes)
     print(f"torchexplain kserve: {service.explainer.name} from {args.storage_uri} as {args.model_name!r} on "
           f"http://{args.host}:{args.http_port}/v1/models/{args.model_name}:explain", flush=True)

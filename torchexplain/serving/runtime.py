@@ -77,8 +77,8 @@ class ExplainerRuntime(MLModel):
         folder = await get_model_uri(self.settings)
         extra = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
         try:
-            self.service = await asyncio.get_running_loop().run_in_executor(
-                torch_thread(), lambda: ExplainerService.from_folder(folder, **extra))
+            # this thread only waits: the load runs where the explanations will (see ExplainerService.load)
+            self.service = await asyncio.to_thread(ExplainerService.load, folder, **extra)
         except (TypeError, ValueError) as err:
             raise MLServerError(f"{self.name}: cannot load the explainer: {err}", 422) from None
         return True

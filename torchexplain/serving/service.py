@@ -223,8 +223,32 @@ class ExplainerService:
         if self.explainer.kind == "whitebox":
             return torch_thread()
         if getattr(self, "_pool", None) is None:
-            self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=f"explain-{self.explainer.name}")
+            self._pool = _blackbox_pool(self.max_concurrency)
         return self._pool
+
+    @classmethod
+    def load(cls, path: str | Path, **extra: Any) -> ExplainerService:
+        """:meth:`from_folder`, run on the thread(s) that will explain (what a server calls).
+
+        Loading runs torch ops, and every thread that runs torch ops costs every later
+        torch call of the process (see :func:`torch_thread`), so a white-box explainer is
+        loaded on the torch thread and a black-box one on its own pool, which it then keeps.
+        """
+        options = service_options(extra)
+        from torchexplain.base import registered_explainers
+        from torchexplain.saving import CONFIG_FILE
+
+        stored = registered_explainers().get(_stored_explainer_name(Path(path) / CONFIG_FILE) or "")
+        if stored is not None and stored.kind == "whitebox":
+            return torch_thread().submit(cls.from_folder, path, **extra).result()
+        pool = _blackbox_pool(options["max_concurrency"])
+        try:
+            service = pool.submit(cls.from_folder, path, **extra).result()
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
+        service._pool = pool
+        return service
 
     def close(self) -> None:
         """Stop this service's own threads (the shared torch thread stays)."""
@@ -313,6 +337,10 @@ class ExplainerService:
         if self.explainer.kind == "blackbox":
             return rows
         return torch.from_numpy(np.ascontiguousarray(rows)).to(_model_dtype(self.explainer.model))
+
+
+def _blackbox_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="torchexplain-explain")
 
 
 def _as_object(name: str, raw: Any, status: int | None) -> dict[str, Any] | None:
