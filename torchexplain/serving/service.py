@@ -73,10 +73,11 @@ def torch_thread() -> ThreadPoolExecutor:
     PyTorch's CPU kernels run on an OpenMP thread team that belongs to the calling
     thread. Once a second thread runs torch ops, every call gets slower (measured on the
     2-core CI machine: IntegratedGradients on 32 census rows, 3.8 ms from one thread,
-    4.9 ms once another thread had also run it, for the rest of the process). So model
-    loads, white-box explanations and the served model's forward all run here, off the
-    event loop but on one thread. Black-box explanations have their own threads: they
-    mostly wait on the model endpoint, which may be this same process.
+    4.9 ms once another thread had also run it, for the rest of the process). So
+    white-box explanations and the served model's forward (and their loads) all run
+    here, off the event loop but on one thread. Black-box explanations have a pool of
+    their own, on which they are loaded too (:meth:`ExplainerService.load`): they wait
+    on the model endpoint, which may be this same process and need this thread.
     """
     global _TORCH_THREAD
     with _TORCH_THREAD_LOCK:
