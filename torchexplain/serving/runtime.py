@@ -90,10 +90,7 @@ class ExplainerRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        try:
-            rows = _decode_one_input(payload)
-        except ServiceError as err:
-            raise MLServerError(str(err), err.status) from None
+        rows = _decode_one_input(payload)
         # MLServer's Parameters keep unknown keys as attributes: explain_parameters is one.
         parameters = getattr(payload.parameters, "explain_parameters", None)
         try:
@@ -139,10 +136,7 @@ class TorchModelRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        try:
-            rows = _decode_one_input(payload)
-        except ServiceError as err:
-            raise MLServerError(str(err), err.status) from None
+        rows = _decode_one_input(payload)
         if rows.dtype.kind == "f" and not np.isfinite(rows).all():
             raise MLServerError("the inputs hold NaN or infinite values", 400)
         try:
@@ -163,20 +157,20 @@ class TorchModelRuntime(MLModel):
 
 
 def _decode_one_input(payload: InferenceRequest) -> np.ndarray:
-    """The request's one input as a numpy array; a clear :class:`ServiceError` when it is not one."""
+    """The request's one input as a numpy array; an MLServerError (HTTP 400) naming what is wrong when it is not."""
     if len(payload.inputs) != 1:
         names = [i.name for i in payload.inputs]
-        raise ServiceError(f"the request must hold exactly one input (the rows), got {len(names)}: {names}")
+        raise MLServerError(f"the request must hold exactly one input (the rows), got {len(names)}: {names}", 400)
     request_input: RequestInput = payload.inputs[0]
     if request_input.datatype not in _NUMERIC_DATATYPES:
-        raise ServiceError(f"input {request_input.name!r} has datatype {request_input.datatype}; "
-                           f"expected numbers ({', '.join(sorted(_NUMERIC_DATATYPES))})")
+        raise MLServerError(f"input {request_input.name!r} has datatype {request_input.datatype}; "
+                            f"expected numbers ({', '.join(sorted(_NUMERIC_DATATYPES))})", 400)
     shape = list(request_input.shape)
     if any(not isinstance(d, int) or d < 0 for d in shape):
-        raise ServiceError(f"input {request_input.name!r} has shape {shape}; dimensions must be >= 0")
+        raise MLServerError(f"input {request_input.name!r} has shape {shape}; dimensions must be >= 0", 400)
     try:
         rows = NumpyCodec.decode_input(request_input)
     except (ValueError, TypeError) as err:
-        raise ServiceError(f"input {request_input.name!r} (shape {shape}, {request_input.datatype}) could not "
-                           f"be decoded: {err}") from None
+        raise MLServerError(f"input {request_input.name!r} (shape {shape}, {request_input.datatype}) could not "
+                            f"be decoded: {err}", 400) from None
     return np.asarray(rows)
