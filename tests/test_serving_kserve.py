@@ -129,3 +129,25 @@ def test_a_predictor_that_is_down_is_a_502(tmp_path_factory):
         assert process.alive()
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "protocol", "endpoint"),
+    [
+        ("income-predictor.default", "kserve_v1", "http://income-predictor.default/v1/models/toy:predict"),
+        ("10.0.0.5:8080", "v2", "http://10.0.0.5:8080/v2/models/toy/infer"),
+        ("https://p.example/v1/models/other:predict", "kserve_v1", "https://p.example/v1/models/other:predict"),
+        ("seldon:9000", "seldon_v1", "http://seldon:9000/api/v1.0/predictions"),
+    ],
+)
+def test_predictor_host_becomes_the_endpoint_kserve_means(tmp_path, host, protocol, endpoint):
+    """KServe passes a bare host[:port]; the model behind it has the explainer's name."""
+    from torchexplain.serving import kserve as kserve_module
+
+    AnchorTabular(toy_model, FEATURES, seed=0, coverage_samples=100).fit(TRAIN).save(tmp_path / "e")
+    args = kserve_module.build_parser().parse_args(
+        ["--model_name", "toy", "--predictor_host", host, "--predictor_protocol", protocol,
+         "--storage_uri", str(tmp_path / "e")])
+    service = kserve_module.load_service(args)
+    assert service.explainer.model.endpoint == endpoint
+    service.close()

@@ -99,7 +99,7 @@ def service_options(extra: Mapping[str, Any] | None) -> dict[str, Any]:
     """The service settings in ``extra`` (MLServer's ``parameters.extra``), checked, with defaults.
 
     Raises:
-        ValueError: an unknown key, or a value of the wrong kind (naming both).
+        ValueError, TypeError: an unknown key, or a wrong value (naming both).
     """
     extra = dict(extra or {})
     unknown = sorted(set(extra) - set(_DEFAULTS))
@@ -282,8 +282,8 @@ class ExplainerService:
         return (["target"] if self.explainer.accepts_target else []) + sorted(names)
 
     def rows_to_explain(self, inputs: Any) -> np.ndarray:
-        """The request's rows as a numeric ``(N, ...)`` array, checked; one unbatched row becomes ``(1, ...)``
-        only for tabular explainers (``(C,)`` → ``(1, C)``)."""
+        """The request's rows as a numeric ``(N, ...)`` array, checked; a 1-D input is one row
+        (``(C,)`` → ``(1, C)``, what a curl user sends for one tabular row)."""
         try:
             rows = np.asarray(inputs)
         except (TypeError, ValueError) as err:  # ragged nested lists
