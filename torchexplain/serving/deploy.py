@@ -126,14 +126,9 @@ def start(repository: str | Path) -> None:
 
 
 def _white_box(explainer_path: Path) -> bool:
-    from torchexplain.base import registered_explainers
+    from torchexplain.serving.service import stored_kind
 
-    try:
-        name = json.loads((explainer_path / "explainer.json").read_text(encoding="utf-8")).get("explainer")
-    except (OSError, ValueError, AttributeError):
-        return False  # the server's load reports what is wrong with the folder
-    cls = registered_explainers().get(name) if isinstance(name, str) else None
-    return cls is not None and cls.kind == "whitebox"
+    return stored_kind(explainer_path) == "whitebox"
 
 
 def _write_json(path: Path, value: Any) -> None:

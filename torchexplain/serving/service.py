@@ -33,7 +33,7 @@ from torchexplain.base import Explainer
 from torchexplain.explanation import Explanation
 from torchexplain.serving.remote import PROTOCOLS, RemoteModel, RemoteModelError
 
-__all__ = ["EXPLAINER_TYPES", "ExplainerService", "ServiceError", "service_options", "torch_thread"]
+__all__ = ["EXPLAINER_TYPES", "ExplainerService", "ServiceError", "service_options", "stored_kind", "torch_thread"]
 
 #: Seldon Core v2 / Alibi explainer types, and the torchexplain explainer each one names.
 EXPLAINER_TYPES = {
@@ -191,7 +191,6 @@ class ExplainerService:
             ValueError: the folder is not a valid saved explainer (see
                 :func:`~torchexplain.load_explainer`), or a setting is wrong.
         """
-        from torchexplain.base import registered_explainers
         from torchexplain.saving import CONFIG_FILE, load_explainer
 
         options = service_options(extra)
@@ -204,9 +203,8 @@ class ExplainerService:
                 raise ValueError(
                     f"explainer_type is {wanted!r} ({wanted_name}), but {folder} holds a saved {stored_name}"
                 )
-        cls_ = registered_explainers().get(stored_name or "")
         if options["infer_uri"] is not None and model is None:
-            if cls_ is not None and cls_.kind == "whitebox":
+            if stored_kind(folder) == "whitebox":
                 raise ValueError(
                     f"{folder} holds a white-box {stored_name}, which needs the model itself (its gradients), "
                     "not a prediction endpoint: save it with example_inputs=... so the folder holds the model, "
@@ -236,11 +234,7 @@ class ExplainerService:
         loaded on the torch thread and a black-box one on its own pool, which it then keeps.
         """
         options = service_options(extra)
-        from torchexplain.base import registered_explainers
-        from torchexplain.saving import CONFIG_FILE
-
-        stored = registered_explainers().get(_stored_explainer_name(Path(path) / CONFIG_FILE) or "")
-        if stored is not None and stored.kind == "whitebox":
+        if stored_kind(path) == "whitebox":
             return torch_thread().submit(cls.from_folder, path, **extra).result()
         pool = _blackbox_pool(options["max_concurrency"])
         try:
@@ -374,6 +368,16 @@ def _model_dtype(model: Any) -> torch.dtype:
         if floating is not None:
             return floating.dtype
     return torch.get_default_dtype()
+
+
+def stored_kind(folder: str | Path) -> str | None:
+    """``"whitebox"`` or ``"blackbox"``: the kind of explainer a saved folder holds (None when it cannot
+    be told; loading the folder then says what is wrong with it)."""
+    from torchexplain.base import registered_explainers
+    from torchexplain.saving import CONFIG_FILE
+
+    cls = registered_explainers().get(_stored_explainer_name(Path(folder) / CONFIG_FILE) or "")
+    return None if cls is None else cls.kind
 
 
 def _stored_explainer_name(config_path: Path) -> str | None:
