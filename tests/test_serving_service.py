@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests._servers import toy_model
+from tests.conftest import TOLERANCES
 from torchexplain import AnchorTabular, IntegratedGradients
 from torchexplain.serving import ExplainerService, RemoteModelError, ServiceError
 from torchexplain.serving.deploy import explainer_model_settings, write_repository
@@ -207,3 +208,29 @@ def test_load_runs_where_the_explanations_will(anchor, tmp_path, monkeypatch):
     assert white.executor().submit(lambda: threading.current_thread().name).result() == loaded_on["ig"]
     assert json.loads(black.explain_json(ROWS)) == json.loads(anchor.explain(ROWS).to_json())
     black.close()
+
+
+def test_a_white_box_folder_saved_without_its_model_takes_model_uri(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    ig = IntegratedGradients(model, n_steps=8)
+    ig.save(tmp_path / "ig")  # settings only
+    program = torch.export.export(model, (torch.zeros(2, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(tmp_path / "ig" / "net.pt2"))
+    rows = torch.from_numpy(ROWS).float()
+    expected = json.loads(ig.explain(rows, target=[0, 1, 2]).to_json())
+    for uri in ("net.pt2", str(tmp_path / "ig" / "net.pt2")):  # relative to the folder, or absolute
+        service = ExplainerService.from_folder(tmp_path / "ig", model_uri=uri)
+        answer = json.loads(service.explain_json(rows.numpy(), {"target": [0, 1, 2]}))
+        torch.testing.assert_close(torch.tensor(answer["data"]["attributions"]["data"]),
+                                   torch.tensor(expected["data"]["attributions"]["data"]),
+                                   rtol=TOLERANCES[torch.float32][0], atol=TOLERANCES[torch.float32][1])
+    with pytest.raises(ValueError, match="was not saved with the explainer"):
+        ExplainerService.from_folder(tmp_path / "ig")
+    with pytest.raises(ValueError, match="not both"):
+        ExplainerService.from_folder(tmp_path / "ig", model_uri="net.pt2", infer_uri="http://127.0.0.1:9")
+
+
+def test_model_uri_is_refused_for_a_black_box_folder(anchor, tmp_path):
+    anchor.save(tmp_path / "a")
+    with pytest.raises(ValueError, match="calls a model endpoint"):
+        ExplainerService.from_folder(tmp_path / "a", model_uri="m.pt2")

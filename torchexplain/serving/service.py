@@ -52,6 +52,7 @@ ROW_MODES = ("all", "first")
 _DEFAULTS: dict[str, Any] = {
     "explainer_type": None,
     "infer_uri": None,
+    "model_uri": None,
     "infer_protocol": "v2",
     "infer_timeout": 30.0,
     "infer_batch_size": "auto",
@@ -109,8 +110,12 @@ def service_options(extra: Mapping[str, Any] | None) -> dict[str, Any]:
     kind = options["explainer_type"]
     if kind is not None and kind not in EXPLAINER_TYPES and kind not in EXPLAINER_TYPES.values():
         raise ValueError(f"explainer_type {kind!r} is not one of {sorted(EXPLAINER_TYPES)}")
-    if options["infer_uri"] is not None and not isinstance(options["infer_uri"], str):
-        raise TypeError(f"infer_uri must be a URL string, got {options['infer_uri']!r}")
+    for key in ("infer_uri", "model_uri"):
+        if options[key] is not None and not isinstance(options[key], str):
+            raise TypeError(f"{key} must be a string, got {options[key]!r}")
+    if options["infer_uri"] is not None and options["model_uri"] is not None:
+        raise ValueError("give infer_uri (a black-box explainer's model endpoint) or model_uri (a white-box "
+                         "explainer's torch.export file), not both")
     _checks.check_choice("infer_protocol", options["infer_protocol"], PROTOCOLS)
     _checks.check_number("infer_timeout", options["infer_timeout"], low=0.0, low_open=True)
     if options["infer_batch_size"] != "auto":
@@ -183,7 +188,9 @@ class ExplainerService:
         ``explainer_type`` (checked against the folder), ``infer_uri`` (the model's
         prediction endpoint: black-box explainers send their samples there, replacing
         any address stored in the folder) and ``init_parameters`` (settings to set on
-        load, e.g. ``{"device": "cuda"}``); and ours: ``infer_protocol`` (``"v2"``,
+        load, e.g. ``{"device": "cuda"}``); and ours: ``model_uri`` (white-box: a
+        ``torch.export`` file to explain, relative to the folder or absolute, for a
+        folder saved without its model), ``infer_protocol`` (``"v2"``,
         ``"kserve_v1"`` or ``"seldon_v1"``), ``infer_timeout``, ``infer_batch_size``,
         ``rows``, ``max_rows``, ``max_concurrency``, ``explain_parameters``.
 
@@ -203,6 +210,14 @@ class ExplainerService:
                 raise ValueError(
                     f"explainer_type is {wanted!r} ({wanted_name}), but {folder} holds a saved {stored_name}"
                 )
+        if options["model_uri"] is not None and model is None:
+            if stored_kind(folder) == "blackbox":
+                raise ValueError(f"{folder} holds a black-box {stored_name}: it calls a model endpoint "
+                                 "(infer_uri), not a model file (model_uri)")
+            from torchexplain.saving import load_exported_model
+
+            model_path = Path(options["model_uri"])
+            model = load_exported_model(model_path if model_path.is_absolute() else folder / model_path)
         if options["infer_uri"] is not None and model is None:
             if stored_kind(folder) == "whitebox":
                 raise ValueError(
