@@ -11,6 +11,7 @@ saved explainer run in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pickle
 import statistics
@@ -70,8 +71,8 @@ def deployment(census, tmp_path_factory):
     ig.save(root / "ig", example_inputs=example)
 
     repository = root / "repository"
-    slow = toy_server(slow_seconds=3.0)
-    slow_server = slow.__enter__()
+    servers = contextlib.ExitStack()
+    slow_server = servers.enter_context(toy_server(slow_seconds=3.0))
     extra_models = {
         "ig": explainer_model_settings("ig", root / "ig", explainer_type="integrated_gradients"),
         "anchor-down": explainer_model_settings(
@@ -94,7 +95,7 @@ def deployment(census, tmp_path_factory):
     ).start()
     yield {"base": base, "root": root, "server": server, "rows": data.X_test, "model": model}
     server.stop()
-    slow.__exit__(None, None, None)
+    servers.close()
 
 
 def v2_request(rows: np.ndarray, explain_parameters=None) -> dict:

@@ -117,7 +117,8 @@ def start(repository: str | Path) -> None:
     except ImportError:
         raise RuntimeError('MLServer is not installed: pip install "torchexplain[serve]"') from None
     argv = [sys.executable, "-c", "from mlserver.cli.main import main; main()", "start", str(repository)]
-    sys.stdout.flush(), sys.stderr.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     if os.name == "posix":
         os.execv(sys.executable, argv)
     import subprocess  # pragma: no cover - not POSIX

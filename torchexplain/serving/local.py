@@ -74,7 +74,6 @@ class Process:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
-
     def __enter__(self) -> Process:
         return self.start()
 

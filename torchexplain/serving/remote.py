@@ -38,9 +38,12 @@ PROTOCOLS = ("v2", "kserve_v1", "seldon_v1")
 _V2_DATATYPES = {
     np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64", np.dtype(np.float16): "FP16",
     np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.int16): "INT16",
-    np.dtype(np.int8): "INT8", np.dtype(np.uint8): "UINT8", np.dtype(np.bool_): "BOOL",
+    np.dtype(np.int8): "INT8", np.dtype(np.uint8): "UINT8", np.dtype(np.uint16): "UINT16",
+    np.dtype(np.uint32): "UINT32", np.dtype(np.uint64): "UINT64", np.dtype(np.bool_): "BOOL",
 }
 _V2_NUMPY = {name: dtype for dtype, name in _V2_DATATYPES.items()}
+#: the Open Inference Protocol's numeric datatypes (everything but BYTES)
+V2_NUMERIC_DATATYPES = frozenset(_V2_NUMPY)
 #: numbers per request with ``batch_size="auto"``: a few MB of JSON
 _AUTO_VALUES = 2**18
 # How much of a server's error body an exception quotes.

@@ -60,14 +60,13 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 from mlserver.utils import get_model_uri
 
+from torchexplain.serving.remote import V2_NUMERIC_DATATYPES
 from torchexplain.serving.service import ExplainerService, ServiceError, torch_thread
 
 __all__ = ["ExplainerRuntime", "TorchModelRuntime"]
 
 #: the name of the answer's output, as Seldon's Alibi runtime names it
 OUTPUT_NAME = "explanation"
-_NUMERIC_DATATYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                      "FP16", "FP32", "FP64"}
 
 
 class ExplainerRuntime(MLModel):
@@ -162,9 +161,9 @@ def _decode_one_input(payload: InferenceRequest) -> np.ndarray:
         names = [i.name for i in payload.inputs]
         raise MLServerError(f"the request must hold exactly one input (the rows), got {len(names)}: {names}", 400)
     request_input: RequestInput = payload.inputs[0]
-    if request_input.datatype not in _NUMERIC_DATATYPES:
+    if request_input.datatype not in V2_NUMERIC_DATATYPES:
         raise MLServerError(f"input {request_input.name!r} has datatype {request_input.datatype}; "
-                            f"expected numbers ({', '.join(sorted(_NUMERIC_DATATYPES))})", 400)
+                            f"expected numbers ({', '.join(sorted(V2_NUMERIC_DATATYPES))})", 400)
     shape = list(request_input.shape)
     if any(not isinstance(d, int) or d < 0 for d in shape):
         raise MLServerError(f"input {request_input.name!r} has shape {shape}; dimensions must be >= 0", 400)
