@@ -53,17 +53,17 @@ from _common import metadata, print_table, write_results  # noqa: E402
 from torchexplain import AnchorTabular, IntegratedGradients, load_explainer  # noqa: E402
 from torchexplain.datasets import load_census  # noqa: E402
 from torchexplain.serving import RemoteModel  # noqa: E402
-from torchexplain.serving.local import Process, free_port, post_json, torchexplain_command  # noqa: E402
+from torchexplain.serving.local import (  # noqa: E402
+    Process,
+    explain_request_body,
+    free_port,
+    post_json,
+    torchexplain_command,
+)
 from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
 
 TARGET_OVERHEAD = 0.20
 IG_STEPS = 16
-
-
-def v2_body(rows: np.ndarray, parameters: dict) -> dict:
-    return {"inputs": [{"name": "rows", "shape": list(rows.shape), "datatype": "FP32",
-                        "data": rows.astype(np.float32).reshape(-1).tolist()}],
-            "parameters": {"explain_parameters": parameters}}
 
 
 def checked_post(url: str, body: dict) -> dict:
@@ -188,7 +188,7 @@ def main() -> None:
 
     results = []
     with model_server, anchor_server, kserve:
-        ig_body, anchor_body = v2_body(rows, {"target": targets}), v2_body(rows, {})
+        ig_body, anchor_body = explain_request_body(rows, {"target": targets}), explain_request_body(rows, {})
         ig_served = lambda: checked_post(f"{base}/v2/models/ig/infer", ig_body)  # noqa: E731
         ig_kserve = lambda: checked_post(f"{kserve_base}/v1/models/ig:explain",  # noqa: E731
                                          {"instances": rows.tolist(), "explain_parameters": {"target": targets}})

@@ -30,7 +30,13 @@ import torch
 import torchexplain
 from torchexplain.datasets import load_census
 from torchexplain.serving import RemoteModel
-from torchexplain.serving.local import Process, free_port, post_json, torchexplain_command
+from torchexplain.serving.local import (
+    Process,
+    explain_request_body,
+    free_port,
+    post_json,
+    torchexplain_command,
+)
 from torchexplain.visualize import save_bar_chart
 from torchexplain.zoo import pretrained_census_mlp
 
@@ -51,9 +57,7 @@ def pick_rows(data, model) -> list[int]:
 
 def explain_request(base: str, rows: np.ndarray, explain_parameters: dict) -> tuple[dict, str]:
     """POST a v2 explain request; the explanation (decoded) and the curl command that sends the same."""
-    body = {"inputs": [{"name": "rows", "shape": list(rows.shape), "datatype": "FP32",
-                        "data": rows.astype(np.float32).reshape(-1).tolist()}],
-            "parameters": {"explain_parameters": explain_parameters}}
+    body = explain_request_body(rows, explain_parameters)
     url = f"{base}/v2/models/{EXPLAINER}/infer"
     text = json.dumps(body)
     curl = f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{text}'"

@@ -31,6 +31,7 @@ from torchexplain import AnchorTabular, IntegratedGradients, load_explainer  # n
 from torchexplain.datasets import load_census  # noqa: E402
 from torchexplain.serving import ExplainerService, RemoteModel  # noqa: E402
 from torchexplain.serving.deploy import explainer_model_settings  # noqa: E402
+from torchexplain.serving.local import explain_request_body  # noqa: E402
 from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -98,14 +99,6 @@ def deployment(census, tmp_path_factory):
     servers.close()
 
 
-def v2_request(rows: np.ndarray, explain_parameters=None) -> dict:
-    body = {"inputs": [{"name": "rows", "shape": list(rows.shape), "datatype": "FP32",
-                        "data": rows.astype(np.float32).reshape(-1).tolist()}]}
-    if explain_parameters is not None:
-        body["parameters"] = {"explain_parameters": explain_parameters}
-    return body
-
-
 def explain(deployment, name: str, body, timeout: float = 60.0) -> tuple[int, dict]:
     return post_json(f"{deployment['base']}/v2/models/{name}/infer", body, timeout=timeout)
 
@@ -118,14 +111,14 @@ def served_explanation(answer: dict) -> dict:
 
 def test_anchor_over_http_equals_the_in_process_explainer(deployment, census):
     rows = deployment["rows"][:3]
-    status, answer = explain(deployment, "anchor", v2_request(rows, {"threshold": 0.9}))
+    status, answer = explain(deployment, "anchor", explain_request_body(rows, {"threshold": 0.9}))
     assert status == 200, answer
     local = load_explainer(deployment["root"] / "anchor", model=probabilities(census[1]))
     expected = json.loads(local.explain(rows.astype(np.float32), threshold=0.9).to_json())
     assert served_explanation(answer) == expected
     assert len(expected["data"]["anchor"]) == 3  # every row explained ("rows": "all")
     # explain_parameters as a JSON string (what KServe/gRPC clients can send) means the same
-    status, answer = explain(deployment, "anchor", v2_request(rows, json.dumps({"threshold": 0.9})))
+    status, answer = explain(deployment, "anchor", explain_request_body(rows, json.dumps({"threshold": 0.9})))
     assert status == 200 and served_explanation(answer) == expected
 
 
@@ -136,7 +129,7 @@ def ig_reference(deployment, rows: np.ndarray, target: list[int]) -> dict:
 
 def test_white_box_ig_loads_its_model_from_the_folder_and_matches(deployment):
     rows = deployment["rows"][:IG_ROWS]
-    status, answer = explain(deployment, "ig", v2_request(rows, {"target": [1, 0, 1, 0]}))
+    status, answer = explain(deployment, "ig", explain_request_body(rows, {"target": [1, 0, 1, 0]}))
     assert status == 200, answer
     served = served_explanation(answer)
     assert served == ig_reference(deployment, rows, [1, 0, 1, 0])
@@ -148,7 +141,7 @@ def test_white_box_ig_loads_its_model_from_the_folder_and_matches(deployment):
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        (v2_request(np.zeros((2, 5))), 400, "shaped (N, 12)"),
+        (explain_request_body(np.zeros((2, 5))), 400, "shaped (N, 12)"),
         ({"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "BYTES", "data": ["x"] * 12}]}, 400,
          "datatype BYTES"),
         ({"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": ["a"] * 12}]}, 400,
@@ -157,11 +150,11 @@ def test_white_box_ig_loads_its_model_from_the_folder_and_matches(deployment):
          "NaN or infinite"),
         (b'{"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": [NaN' + b', 0' * 11 + b']}]}',
          422, "JSON"),
-        (v2_request(np.zeros((1, 12)), {"thresh": 0.9}), 400, "unknown explain parameter(s) ['thresh']"),
-        (v2_request(np.zeros((1, 12)), "{not json"), 400, "explain_parameters is a string but not JSON"),
-        (v2_request(np.zeros((1, 12)), {"threshold": 2.0}), 400, "threshold"),
+        (explain_request_body(np.zeros((1, 12)), {"thresh": 0.9}), 400, "unknown explain parameter(s) ['thresh']"),
+        (explain_request_body(np.zeros((1, 12)), "{not json"), 400, "explain_parameters is a string but not JSON"),
+        (explain_request_body(np.zeros((1, 12)), {"threshold": 2.0}), 400, "threshold"),
         (b'{"inputs": [', 422, "JSON"),
-        (v2_request(np.zeros((65, 12))), 413, "at most 64 per request"),
+        (explain_request_body(np.zeros((65, 12))), 413, "at most 64 per request"),
         ({"inputs": [{"name": "a", "shape": [1, 12], "datatype": "FP32", "data": [0.0] * 12}] * 2}, 400,
          "exactly one input"),
     ],
@@ -174,7 +167,7 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
     text = answer.get("error") or json.dumps(answer.get("detail"))
     assert message in text, text
     rows = deployment["rows"][:1]
-    again, answer = explain(deployment, "anchor", v2_request(rows))
+    again, answer = explain(deployment, "anchor", explain_request_body(rows))
     assert again == 200 and served_explanation(answer)["data"]["anchor"]
 
 
@@ -191,7 +184,7 @@ def test_load_8_clients_25_requests_each_all_answered_and_equal(deployment, caps
     def client(i: int) -> None:
         for _ in range(per_client):
             start = time.perf_counter()
-            status, answer = explain(deployment, "ig", v2_request(batches[i], {"target": targets[i]}))
+            status, answer = explain(deployment, "ig", explain_request_body(batches[i], {"target": targets[i]}))
             elapsed = time.perf_counter() - start
             with lock:
                 latencies.append(elapsed)
@@ -217,7 +210,7 @@ def test_load_8_clients_25_requests_each_all_answered_and_equal(deployment, caps
 
 def test_a_model_endpoint_that_is_down_is_a_502_not_a_hang(deployment):
     start = time.perf_counter()
-    status, answer = explain(deployment, "anchor-down", v2_request(deployment["rows"][:1]), timeout=30)
+    status, answer = explain(deployment, "anchor-down", explain_request_body(deployment["rows"][:1]), timeout=30)
     assert status == 502, answer
     assert "the model endpoint failed" in answer["error"] and "could not be reached" in answer["error"]
     assert time.perf_counter() - start < 10
@@ -225,23 +218,23 @@ def test_a_model_endpoint_that_is_down_is_a_502_not_a_hang(deployment):
 
 def test_a_slow_model_endpoint_is_a_504_after_the_timeout(deployment):
     start = time.perf_counter()
-    status, answer = explain(deployment, "anchor-slow", v2_request(deployment["rows"][:1]), timeout=30)
+    status, answer = explain(deployment, "anchor-slow", explain_request_body(deployment["rows"][:1]), timeout=30)
     assert status == 504, answer
     assert "no answer within 0.5 s" in answer["error"]
     assert time.perf_counter() - start < 3.0  # the endpoint would have taken 3 s
-    status, _ = explain(deployment, "anchor", v2_request(deployment["rows"][:1]))
+    status, _ = explain(deployment, "anchor", explain_request_body(deployment["rows"][:1]))
     assert status == 200
 
 
 def test_restarted_server_loads_the_saved_explainer_again_and_answers_identically(deployment):
     rows = deployment["rows"][5:7]
-    status, before = explain(deployment, "anchor", v2_request(rows))
+    status, before = explain(deployment, "anchor", explain_request_body(rows))
     assert status == 200
     server = deployment["server"]
     server.stop()
     assert not server.alive()
     server.start()
-    status, after = explain(deployment, "anchor", v2_request(rows))
+    status, after = explain(deployment, "anchor", explain_request_body(rows))
     assert status == 200
     assert served_explanation(after) == served_explanation(before)
 

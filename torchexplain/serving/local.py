@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Process", "free_port", "post_json", "torchexplain_command"]
+__all__ = ["Process", "explain_request_body", "free_port", "post_json", "torchexplain_command"]
 
 
 def free_port() -> int:
@@ -84,6 +84,18 @@ class Process:
 def torchexplain_command(*args: str) -> list[str]:
     """``torchexplain ARGS`` run by this interpreter (no reliance on PATH)."""
     return [sys.executable, "-m", "torchexplain.cli", *args]
+
+
+def explain_request_body(rows: Any, explain_parameters: Any = None) -> dict[str, Any]:
+    """A v2 explain request for ``rows`` ``(N, ...)`` as FP32, with optional ``explain_parameters``."""
+    import numpy as np
+
+    rows = np.asarray(rows, dtype=np.float32)
+    body: dict[str, Any] = {"inputs": [{"name": "rows", "shape": list(rows.shape), "datatype": "FP32",
+                                        "data": rows.reshape(-1).tolist()}]}
+    if explain_parameters is not None:
+        body["parameters"] = {"explain_parameters": explain_parameters}
+    return body
 
 
 _POOL: Any = None
