@@ -124,6 +124,16 @@ def test_sampled_coalitions_are_shaps_for_the_same_seed(seed):
     assert exp.meta["coalitions"] == {"12": len(plan.weights)}
 
 
+def test_a_seed_beyond_32_bits_is_reproducible_and_all_its_bits_count():
+    """Seeds below 2**32 are shap's (test above); larger ones, which every torchexplain method
+    accepts, seed the same legacy generator with both 32-bit words."""
+    seed = 3 * 2**40 + 5
+    plan = coalition_plan(12, "auto", seed)
+    np.testing.assert_array_equal(plan.masks, coalition_plan(12, "auto", seed).masks)
+    assert not np.array_equal(plan.masks, coalition_plan(12, "auto", seed & 0xFFFFFFFF).masks)
+    assert not np.array_equal(plan.masks, coalition_plan(12, "auto", seed + 2**32).masks)
+
+
 @pytest.mark.parametrize("l1_reg", ["auto", "aic", "bic", "num_features(4)", 0.01])
 def test_feature_selection_is_shaps(l1_reg):
     d = 14  # nsamples=300 of 16382 coalitions: "auto" selects with AIC
@@ -383,8 +393,9 @@ def test_bad_arguments_are_refused_with_the_argument_named():
         KernelShap(predict).fit(background, weights=[1.0, 2.0])
     with pytest.raises(TypeError, match="feature_mask must hold integer"):
         explainer.explain(rows, feature_mask=np.zeros((1, 3)))
-    with pytest.raises(ValueError, match="seed must be in \\[0, 2\\*\\*32\\)"):
-        KernelShap(predict, seed=2**40)
+    # one seed rule for every method (torchexplain.settings.SeedSettings)
+    with pytest.raises(ValueError, match="seed must be in \\[0, 2\\*\\*63\\)"):
+        KernelShap(predict, seed=2**63)
 
 
 def test_the_function_twin_fits_and_explains():

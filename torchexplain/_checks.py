@@ -7,8 +7,9 @@ say what was expected and show what was given.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -174,3 +175,121 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
             f"{first}; explanations of non-finite inputs are meaningless"
         )
     return value
+
+
+# ----------------------------------------------------------------------------- field checks
+#
+# A setting's check is attached to its field (``setting(..., check=...)``): a callable
+# ``(name, value) -> value`` that raises TypeError/ValueError naming the setting, or
+# returns the value normalised (a numpy integer as an int, a list as a list). The
+# factories below make the checks the settings share.
+
+FieldCheck = Callable[[str, Any], Any]
+
+
+def number(
+    low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> FieldCheck:
+    """A finite number in the given bounds, as a float."""
+    return functools.partial(check_number, low=low, high=high, low_open=low_open, high_open=high_open)
+
+
+def integer(minimum: int | None = None, *, optional: bool = False) -> FieldCheck:
+    """An int ``>= minimum`` (or None when ``optional``)."""
+    return functools.partial(check_int, minimum=minimum, allow_none=optional)
+
+
+def choice(*choices: str) -> FieldCheck:
+    """One of the given strings."""
+    return functools.partial(check_choice, choices=choices)
+
+
+def boolean(*, optional: bool = False) -> FieldCheck:
+    """True or False (or None when ``optional``: "decide for me")."""
+
+    def check(name: str, value: Any) -> bool | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, bool):
+            expected = "True, False or None" if optional else "True or False"
+            raise TypeError(f"{name} must be {expected}, got {_shown(value)}")
+        return value
+
+    return check
+
+
+def chunk_size() -> FieldCheck:
+    """``"auto"``, None or a positive int (how much work goes through a model at once)."""
+    return check_chunk_size
+
+
+def seed() -> FieldCheck:
+    """None or an int in ``[0, 2**63)``."""
+    return check_seed
+
+
+def device() -> FieldCheck:
+    """None or a device name torch understands, normalised."""
+    return check_device
+
+
+def optional_callable() -> FieldCheck:
+    """None or a callable."""
+
+    def check(name: str, value: Any) -> Any:
+        return None if value is None else check_callable(name, value)
+
+    return check
+
+
+def names() -> FieldCheck:
+    """None or a non-empty list of distinct strings, as a list."""
+
+    def check(name: str, value: Any) -> list[str] | None:
+        if value is None:
+            return None
+        if isinstance(value, str) or not isinstance(value, Sequence) or not value or not all(
+            isinstance(n, str) for n in value
+        ):
+            raise TypeError(f"{name} must be a non-empty list of strings, got {_shown(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{name} must be distinct, got {list(value)}")
+        return list(value)
+
+    return check
+
+
+def category_names() -> FieldCheck:
+    """None or a dict column index -> non-empty list of category names, sorted by column."""
+
+    def check(name: str, value: Any) -> dict[int, list[str]] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} must be a dict (column -> names), got {type(value).__name__}")
+        clean = {}
+        for column, values in value.items():
+            if not is_int(column) or int(column) < 0:
+                raise ValueError(f"{name} key {column!r} is not a column index")
+            if isinstance(values, str) or not isinstance(values, Sequence) or not values or not all(
+                isinstance(v, str) for v in values
+            ):
+                raise TypeError(f"{name}[{column}] must be a non-empty list of strings, got {_shown(values)}")
+            clean[int(column)] = list(values)
+        return dict(sorted(clean.items()))
+
+    return check
+
+
+def pair(check_item: FieldCheck, *, increasing: bool = False) -> FieldCheck:
+    """A pair ``(a, b)`` whose items pass ``check_item`` (and ``a < b`` when ``increasing``), as a tuple."""
+
+    def check(name: str, value: Any) -> tuple[Any, Any]:
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise TypeError(f"{name} must be a pair (min, max), got {_shown(value)}")
+        items = (check_item(f"{name} min", value[0]), check_item(f"{name} max", value[1]))
+        if increasing and not items[0] < items[1]:
+            raise ValueError(f"{name} must have min < max, got {items}")
+        return items
+
+    return check

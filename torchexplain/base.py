@@ -1,152 +1,52 @@
-"""The contract every explainer follows, and the registry that save/load reads.
+"""The contract every explainer follows.
 
 An explainer is built from its model (white-box methods) or predictor (black-box
 methods) and its settings; ``fit(...)`` is there where the method learns from data;
 ``explain(inputs, ...)`` returns one :class:`~torchexplain.explanation.Explanation`.
 
-Each method defines its settings once, as a frozen dataclass derived from
-:class:`Settings` whose fields are made with :func:`setting`. That one definition
-gives the constructor's and ``explain``'s signatures, the settings section of the
-docstrings, ``config``, ``repr``, ``meta["params"]`` and what ``save`` writes. A
+Each method defines its settings once (:mod:`torchexplain.settings`). That one
+definition gives the constructor's and ``explain``'s signatures, the settings section
+of the docstrings, ``config``, ``repr``, ``meta["params"]`` and what ``save`` writes. A
 setting marked ``per_call`` may also be passed to ``explain`` for one call (as Alibi
 takes ``threshold`` in ``explain``, and as a server receives it per request); every
 setting can be given to the constructor, where it becomes the explainer's default.
+
+Each method also declares what the rest of torchexplain needs to know about it, so
+that nothing keeps its own list of the methods (:mod:`torchexplain.registry`): its
+``explainer_type`` (the name Seldon Core and the servers use), its peer and paper (the
+docs tables), its ``--method`` name on the command line and how it is drawn
+(:meth:`Explainer.picture`).
 """
 
 from __future__ import annotations
 
 import abc
 import copy
-import dataclasses
 import inspect
-import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch
 
+from torchexplain import saving
 from torchexplain._version import __version__
 from torchexplain.explanation import Explanation
+from torchexplain.registry import register_explainer, registered_explainers
+from torchexplain.settings import Settings, describe_value, setting, settings_docs
 
-__all__ = ["EXPLAINER_TYPES", "Explainer", "Settings", "registered_explainers", "setting"]
+__all__ = [
+    "KINDS",
+    "Explainer",
+    "Settings",
+    "functional_twin",
+    "register_explainer",
+    "registered_explainers",
+    "setting",
+]
 
 #: ``meta["type"]`` of an Explanation: whether the method reads the model's insides.
-EXPLAINER_TYPES = ("whitebox", "blackbox")
-
-#: Tensors with at most this many elements are written into ``meta["params"]`` as
-#: they are; larger ones (background images, per-feature ranges of big inputs) are
-#: described by shape and dtype so that every explanation does not repeat them.
-META_TENSOR_LIMIT = 64
-
-_SettingsT = TypeVar("_SettingsT", bound="Settings")
-
-
-def setting(default: Any, doc: str, *, per_call: bool = False) -> Any:
-    """A field of a method's settings: its default, one line of docs, and whether
-    ``explain`` may take it per call."""
-    return dataclasses.field(default=default, metadata={"doc": doc, "per_call": per_call})
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Base of each method's frozen settings dataclass.
-
-    Subclasses declare fields with :func:`setting` and check them in
-    :meth:`validate`, which returns the normalised values it changed (e.g. a numpy
-    integer turned into an ``int``).
-    """
-
-    def __post_init__(self) -> None:
-        for name, value in self.validate().items():
-            object.__setattr__(self, name, value)
-
-    def validate(self) -> dict[str, Any]:
-        """Check every field; raise ``TypeError``/``ValueError`` naming the bad one."""
-        return {}
-
-    @classmethod
-    def fields(cls) -> tuple[dataclasses.Field, ...]:
-        return dataclasses.fields(cls)
-
-    @classmethod
-    def names(cls, per_call_only: bool = False) -> list[str]:
-        return [f.name for f in cls.fields() if f.metadata.get("per_call") or not per_call_only]
-
-    @classmethod
-    def create(cls: type[_SettingsT], owner: str, values: Mapping[str, Any]) -> _SettingsT:
-        unknown = sorted(set(values) - set(cls.names()))
-        if unknown:
-            raise TypeError(
-                f"{owner} got unknown setting(s) {unknown}; its settings are {cls.names()}"
-            )
-        return cls(**values)
-
-    def replace(self: _SettingsT, owner: str, changes: Mapping[str, Any]) -> _SettingsT:
-        """These settings with ``changes`` applied; only per-call settings may change."""
-        if not changes:
-            return self
-        per_call = set(self.names(per_call_only=True))
-        fixed = sorted(set(changes) & (set(self.names()) - per_call))
-        if fixed:
-            raise TypeError(
-                f"{owner} cannot change {fixed} per call: they are fixed when the explainer is "
-                f"built; per-call settings are {sorted(per_call)}"
-            )
-        unknown = sorted(set(changes) - per_call)
-        if unknown:
-            raise TypeError(
-                f"{owner} got unknown setting(s) {unknown}; per-call settings are {sorted(per_call)}"
-            )
-        return dataclasses.replace(self, **changes)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The values, not copied (``dataclasses.asdict`` would deep-copy tensors)."""
-        return {f.name: getattr(self, f.name) for f in self.fields()}
-
-    def describe(self) -> dict[str, Any]:
-        """The settings as plain data for ``meta["params"]`` (JSON-ready)."""
-        return {name: describe_value(value) for name, value in self.as_dict().items()}
-
-
-def describe_value(value: Any) -> Any:
-    """A setting as it is recorded in ``meta["params"]``."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() <= META_TENSOR_LIMIT:
-            return value.detach().cpu()
-        return {"tensor_shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
-    if isinstance(value, torch.dtype):
-        return str(value).removeprefix("torch.")
-    if isinstance(value, (tuple, list)):
-        return [describe_value(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): describe_value(v) for k, v in value.items()}
-    if callable(value):
-        return f"callable {getattr(value, '__qualname__', type(value).__name__)}"
-    return value
-
-
-# ----------------------------------------------------------------------------- registry
-
-_REGISTRY: dict[str, type[Explainer]] = {}
-
-
-def register_explainer(cls: type[Explainer]) -> type[Explainer]:
-    """Add one of torchexplain's explainers to the allow-list that ``load_explainer`` reads."""
-    if not cls.__module__.startswith("torchexplain."):
-        raise ValueError(
-            f"only torchexplain's own explainers are registered for loading, not {cls.__module__}.{cls.__name__}"
-        )
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"an explainer named {cls.name!r} is already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def registered_explainers() -> dict[str, type[Explainer]]:
-    """The explainers ``load_explainer`` may build, by name."""
-    return dict(_REGISTRY)
-
+KINDS = ("whitebox", "blackbox")
 
 # ----------------------------------------------------------------------------- the base
 
@@ -174,11 +74,21 @@ class Explainer(abc.ABC):
     #: Alibi's ``AnchorTabular(predictor, feature_names, categorical_names)``)
     positional_settings: ClassVar[tuple[str, ...]] = ()
 
+    # What the rest of torchexplain reads from the registry (nothing else lists the methods):
+    #: the name servers take in ``explainer_type`` (Seldon Core v2's, i.e. Alibi's, where it has one)
+    explainer_type: ClassVar[str] = ""
+    #: the peer's equivalent, as its users import it (the docs' tables)
+    peer: ClassVar[str] = ""
+    #: the method's paper, in one line
+    paper: ClassVar[str] = ""
+    #: ``torchexplain explain --method NAME`` (None: the command does not offer the method)
+    cli_name: ClassVar[str | None] = None
+
     def __init__(self, model: Any, *positional: Any, **settings: Any) -> None:
         if len(positional) > len(self.positional_settings):
             raise TypeError(
                 f"{type(self).__name__}() takes {1 + len(self.positional_settings)} positional argument(s) "
-                f"({_role(type(self))}{''.join(', ' + n for n in self.positional_settings)}); the other "
+                f"({self.model_role()}{''.join(', ' + n for n in self.positional_settings)}); the other "
                 f"settings are keywords"
             )
         for name, value in zip(self.positional_settings, positional):
@@ -194,9 +104,9 @@ class Explainer(abc.ABC):
         super().__init_subclass__(**kwargs)
         if cls.settings_class is Settings:
             return
-        if cls.kind not in EXPLAINER_TYPES:
+        if cls.kind not in KINDS:
             raise TypeError(
-                f"{cls.__name__}.kind must be one of {EXPLAINER_TYPES}, got {cls.kind!r}"
+                f"{cls.__name__}.kind must be one of {KINDS}, got {cls.kind!r}"
             )
         cls.__signature__ = _constructor_signature(cls)  # type: ignore[attr-defined]
         cls.__doc__ = (cls.__doc__ or "") + settings_docs(cls.settings_class)
@@ -206,6 +116,11 @@ class Explainer(abc.ABC):
     @abc.abstractmethod
     def explain(self, inputs: Any, **settings: Any) -> Explanation:
         """Explain the model's output on a batch of inputs."""
+
+    @classmethod
+    def model_role(cls) -> str:
+        """What the constructor's first argument is called: ``"model"`` (white-box) or ``"predictor"``."""
+        return "model" if cls.kind == "whitebox" else "predictor"
 
     # -- settings ---------------------------------------------------------------
 
@@ -217,7 +132,7 @@ class Explainer(abc.ABC):
     def _settings_for_call(self, overrides: Mapping[str, Any]) -> Settings:
         """The settings of one ``explain`` call (checks that there is a model to explain)."""
         if self.model is None:
-            role = _role(type(self))
+            role = self.model_role()
             raise ValueError(
                 f"{type(self).__name__} was built without a {role}; build it with one, or bind one "
                 f"with explainer.with_model({role})"
@@ -234,7 +149,7 @@ class Explainer(abc.ABC):
         """Refuse what this method cannot explain (by default: anything not callable)."""
         if not callable(model):
             raise TypeError(
-                f"{type(self).__name__}: {_role(type(self))} must be callable, got {type(model).__name__}"
+                f"{type(self).__name__}: {self.model_role()} must be callable, got {type(model).__name__}"
             )
 
     @property
@@ -276,9 +191,7 @@ class Explainer(abc.ABC):
         Returns:
             The folder written.
         """
-        from torchexplain.saving import save_explainer
-
-        return save_explainer(self, path, example_inputs=example_inputs)
+        return saving.save_explainer(self, path, example_inputs=example_inputs)
 
     # -- results ----------------------------------------------------------------
 
@@ -328,23 +241,6 @@ def _short(value: Any) -> str:
     return repr(described)
 
 
-def settings_docs(settings_class: type[Settings]) -> str:
-    """The "Settings:" docstring section, from the fields' own docs."""
-    lines = [
-        "",
-        "",
-        "    Settings (keyword arguments of the constructor; * = may also be passed to explain):",
-    ]
-    for field in settings_class.fields():
-        star = " *" if field.metadata.get("per_call") else ""
-        head = f"{field.name} (default {field.default!r}){star}: "
-        body = textwrap.wrap(
-            head + field.metadata.get("doc", ""), width=88, subsequent_indent="    "
-        )
-        lines.extend("        " + line for line in body)
-    return "\n".join(lines) + "\n"
-
-
 def _setting_parameters(
     settings_class: type[Settings], per_call_only: bool
 ) -> list[inspect.Parameter]:
@@ -355,13 +251,8 @@ def _setting_parameters(
     ]
 
 
-def _role(cls: type[Explainer]) -> str:
-    """What the constructor's first argument is called: a white-box model or a black-box predictor."""
-    return "model" if cls.kind == "whitebox" else "predictor"
-
-
 def _constructor_signature(cls: type[Explainer]) -> inspect.Signature:
-    first = inspect.Parameter(_role(cls), inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    first = inspect.Parameter(cls.model_role(), inspect.Parameter.POSITIONAL_OR_KEYWORD)
     settings = _setting_parameters(cls.settings_class, per_call_only=False)
     by_name = {p.name: p for p in settings}
     positional = [by_name[n].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in cls.positional_settings]

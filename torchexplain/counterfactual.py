@@ -36,8 +36,9 @@ import torch
 from torchexplain import _checks
 from torchexplain._memory import is_out_of_memory
 from torchexplain._model_state import preserved_model_state
-from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
+from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.settings import ChunkSettings, setting
 
 __all__ = ["Counterfactual", "CounterfactualSettings", "counterfactual", "median_absolute_deviation"]
 
@@ -84,8 +85,61 @@ def median_absolute_deviation(train_data: torch.Tensor, eps: float = 1e-2) -> to
     return mad.clamp_min(eps)
 
 
+def target_class_check(*names: str) -> _checks.FieldCheck:
+    """``target_class``: one of ``names``, an int >= 0 (as an int) or a ``(B,)`` integer tensor."""
+    choices = ", ".join(repr(n) for n in names)
+
+    def check(name: str, target_class: Any) -> Any:
+        if isinstance(target_class, str):
+            if target_class not in names:
+                raise ValueError(f"{name} must be {choices}, an int or a (B,) tensor, got {target_class!r}")
+        elif isinstance(target_class, torch.Tensor):
+            if target_class.is_floating_point() or target_class.is_complex() or target_class.dtype == torch.bool:
+                raise TypeError(f"a {name} tensor must hold integers, got {target_class.dtype}")
+            if target_class.dim() != 1:
+                raise ValueError(f"a {name} tensor must be shaped (B,), got {tuple(target_class.shape)}")
+            if bool((target_class < 0).any()):
+                raise ValueError(f"{name} must be >= 0, got {int(target_class.min())}")
+        elif _checks.is_int(target_class):
+            return _checks.check_int(name, target_class, minimum=0)
+        else:
+            raise TypeError(
+                f"{name} must be {choices}, an int or a (B,) integer tensor, got {type(target_class).__name__}"
+            )
+        return target_class
+
+    return check
+
+
+def check_feature_range(name: str, feature_range: Any) -> FeatureRange:
+    """A ``(low, high)`` pair of finite numbers or real tensors, as a tuple."""
+    if not isinstance(feature_range, (tuple, list)):
+        raise TypeError(f"{name} must be a pair (low, high), got {type(feature_range).__name__}")
+    if len(feature_range) != 2:
+        raise ValueError(f"{name} must be a pair (low, high), got {len(feature_range)} values")
+    for end, bound in zip(("low", "high"), feature_range):
+        if _checks.is_number(bound):
+            _checks.check_number(f"{name} {end}", bound)
+        elif isinstance(bound, torch.Tensor):
+            if bound.dtype == torch.bool or bound.is_complex():
+                raise TypeError(f"{name} {end} must be a real-valued tensor, got {bound.dtype}")
+            _checks.check_finite(f"{name} {end}", bound)
+        else:
+            raise TypeError(f"{name} {end} must be a number or a tensor, got {type(bound).__name__}")
+    return tuple(feature_range)
+
+
 @dataclasses.dataclass(frozen=True)
-class CounterfactualSettings(Settings):
+class SearchSettings(ChunkSettings):
+    """What both counterfactual searches take: how the model's output is read."""
+
+    model_output: str = setting(
+        "logits", "'logits' (a softmax is applied) or 'probabilities'", check=_checks.choice(*_MODEL_OUTPUTS)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CounterfactualSettings(SearchSettings):
     """The settings of :class:`Counterfactual` (one definition for every use)."""
 
     target_class: TargetClass = setting(
@@ -93,83 +147,37 @@ class CounterfactualSettings(Settings):
         "the class to reach: 'other' (any class but the predicted one; the loss follows the most "
         "probable other class), 'same', an int, or a (B,) integer tensor of per-instance classes",
         per_call=True,
+        check=target_class_check("other", "same"),
     )
-    target_proba: float = setting(1.0, "the probability of the target class to reach, in [0, 1]")
-    tol: float = setting(0.05, "how far from target_proba a valid counterfactual may be, >= 0")
-    lam_init: float = setting(0.1, "the first (largest) lam of the sweep, > 0")
-    max_lam_steps: int = setting(10, "rounds of bisection of lam, after the sweep over 10 orders of magnitude")
-    max_iter: int = setting(1000, "most Adam steps per round")
-    learning_rate_init: float = setting(0.1, "Adam's initial learning rate in every round")
-    decay: bool = setting(True, "decay the learning rate linearly to 0 over max_iter steps in every round")
+    target_proba: float = setting(
+        1.0, "the probability of the target class to reach, in [0, 1]", check=_checks.number(0.0, 1.0)
+    )
+    tol: float = setting(
+        0.05, "how far from target_proba a valid counterfactual may be, >= 0", check=_checks.number(low=0.0)
+    )
+    lam_init: float = setting(
+        0.1, "the first (largest) lam of the sweep, > 0", check=_checks.number(low=0.0, low_open=True)
+    )
+    max_lam_steps: int = setting(
+        10, "rounds of bisection of lam, after the sweep over 10 orders of magnitude", check=_checks.integer(1)
+    )
+    max_iter: int = setting(1000, "most Adam steps per round", check=_checks.integer(1))
+    learning_rate_init: float = setting(
+        0.1, "Adam's initial learning rate in every round", check=_checks.number(low=0.0, low_open=True)
+    )
+    decay: bool = setting(
+        True, "decay the learning rate linearly to 0 over max_iter steps in every round", check=_checks.boolean()
+    )
     feature_range: FeatureRange = setting(
-        (0.0, 1.0), "(low, high), each a number or a tensor broadcastable to one instance's shape"
+        (0.0, 1.0),
+        "(low, high), each a number or a tensor broadcastable to one instance's shape",
+        check=check_feature_range,
     )
     early_stop: int = setting(
-        50, "a bisection round ends after this many consecutive valid, or consecutive invalid, iterates"
+        50,
+        "a bisection round ends after this many consecutive valid, or consecutive invalid, iterates",
+        check=_checks.integer(1),
     )
-    model_output: str = setting("logits", "'logits' (a softmax is applied) or 'probabilities'")
-    internal_batch_size: int | str | None = setting(
-        "auto",
-        "most instances searched together: 'auto' takes all of them on CUDA (halving on out-of-memory) "
-        "and 64 at a time on the CPU; an int fixes it; None searches all at once. Results do not depend on it",
-    )
-
-    def validate(self) -> dict[str, Any]:
-        _checks.check_number("target_proba", self.target_proba, 0.0, 1.0)
-        _checks.check_number("tol", self.tol, low=0.0)
-        _checks.check_number("lam_init", self.lam_init, low=0.0, low_open=True)
-        _checks.check_number("learning_rate_init", self.learning_rate_init, low=0.0, low_open=True)
-        for name in ("max_lam_steps", "max_iter", "early_stop"):
-            _checks.check_int(name, getattr(self, name), minimum=1)
-        _checks.check_bool("decay", self.decay)
-        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
-        _checks.check_choice("model_output", self.model_output, _MODEL_OUTPUTS)
-        check_target_class(self.target_class, ("other", "same"))
-        feature_range = check_feature_range(self.feature_range)
-        target_class = self.target_class
-        changed: dict[str, Any] = {"feature_range": feature_range}
-        if _checks.is_int(target_class):
-            changed["target_class"] = int(target_class)
-        return changed
-
-
-def check_target_class(target_class: Any, names: tuple[str, ...]) -> None:
-    """``target_class`` is one of ``names``, an int >= 0 or a ``(B,)`` integer tensor."""
-    choices = ", ".join(repr(n) for n in names)
-    if isinstance(target_class, str):
-        if target_class not in names:
-            raise ValueError(f"target_class must be {choices}, an int or a (B,) tensor, got {target_class!r}")
-    elif isinstance(target_class, torch.Tensor):
-        if target_class.is_floating_point() or target_class.is_complex() or target_class.dtype == torch.bool:
-            raise TypeError(f"a target_class tensor must hold integers, got {target_class.dtype}")
-        if target_class.dim() != 1:
-            raise ValueError(f"a target_class tensor must be shaped (B,), got {tuple(target_class.shape)}")
-        if bool((target_class < 0).any()):
-            raise ValueError(f"target_class must be >= 0, got {int(target_class.min())}")
-    elif _checks.is_int(target_class):
-        _checks.check_int("target_class", target_class, minimum=0)
-    else:
-        raise TypeError(
-            f"target_class must be {choices}, an int or a (B,) integer tensor, got {type(target_class).__name__}"
-        )
-
-
-def check_feature_range(feature_range: Any) -> FeatureRange:
-    """A ``(low, high)`` pair of finite numbers or real tensors, as a tuple."""
-    if not isinstance(feature_range, (tuple, list)):
-        raise TypeError(f"feature_range must be a pair (low, high), got {type(feature_range).__name__}")
-    if len(feature_range) != 2:
-        raise ValueError(f"feature_range must be a pair (low, high), got {len(feature_range)} values")
-    for name, bound in zip(("low", "high"), feature_range):
-        if _checks.is_number(bound):
-            _checks.check_number(f"feature_range {name}", bound)
-        elif isinstance(bound, torch.Tensor):
-            if bound.dtype == torch.bool or bound.is_complex():
-                raise TypeError(f"feature_range {name} must be a real-valued tensor, got {bound.dtype}")
-            _checks.check_finite(f"feature_range {name}", bound)
-        else:
-            raise TypeError(f"feature_range {name} must be a number or a tensor, got {type(bound).__name__}")
-    return tuple(feature_range)
 
 
 @register_explainer
@@ -220,6 +228,10 @@ class Counterfactual(Explainer):
     """
 
     name = "Counterfactual"
+    explainer_type = "counterfactual"
+    peer = "alibi.explainers.Counterfactual"
+    paper = 'Wachter, Mittelstadt & Russell, "Counterfactual Explanations without Opening the Black Box", Harv. J. Law & Tech. 2017'
+    cli_name = "counterfactual"
     kind = "whitebox"
     settings_class = CounterfactualSettings
 

@@ -38,7 +38,7 @@ import torch
 
 from torchexplain import _checks
 from torchexplain._model_state import preserved_model_state
-from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
+from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.counterfactual import (
     FeatureRange,
     ModelCalls,
@@ -47,11 +47,13 @@ from torchexplain.counterfactual import (
     _resolve_target_class,
     _run_in_chunks,
     _top_class,
+    SearchSettings,
     check_feature_range,
-    check_target_class,
     input_gradients_only,
+    target_class_check,
 )
 from torchexplain.explanation import Explanation
+from torchexplain.settings import setting
 
 __all__ = ["CounterfactualProto", "CounterfactualProtoSettings", "counterfactual_proto", "shrink"]
 
@@ -83,8 +85,11 @@ def shrink(
     return torch.where(d > beta, up, torch.where(d < -beta, down, x))
 
 
+_NON_NEGATIVE = _checks.number(low=0.0)
+
+
 @dataclasses.dataclass(frozen=True)
-class CounterfactualProtoSettings(Settings):
+class CounterfactualProtoSettings(SearchSettings):
     """The settings of :class:`CounterfactualProto` (Alibi's names and defaults where they mean the same)."""
 
     target_class: TargetClass = setting(
@@ -92,92 +97,83 @@ class CounterfactualProtoSettings(Settings):
         "the class to reach: 'other' (any class but the predicted one; the prototype is the nearest "
         "of the other classes), an int, or a (B,) integer tensor of per-instance classes",
         per_call=True,
+        check=target_class_check("other"),
     )
-    kappa: float = setting(0.0, "confidence margin of the prediction hinge, >= 0")
-    beta: float = setting(0.1, "weight of the L1 term of the elastic-net distance, >= 0")
-    gamma: float = setting(0.0, "weight of the autoencoder reconstruction term (needs ae_model), >= 0")
-    theta: float = setting(0.0, "weight of the prototype term (needs enc_model or use_kdtree, and fit), >= 0")
+    kappa: float = setting(0.0, "confidence margin of the prediction hinge, >= 0", check=_NON_NEGATIVE)
+    beta: float = setting(0.1, "weight of the L1 term of the elastic-net distance, >= 0", check=_NON_NEGATIVE)
+    gamma: float = setting(
+        0.0, "weight of the autoencoder reconstruction term (needs ae_model), >= 0", check=_NON_NEGATIVE
+    )
+    theta: float = setting(
+        0.0, "weight of the prototype term (needs enc_model or use_kdtree, and fit), >= 0", check=_NON_NEGATIVE
+    )
     ae_model: Callable[[torch.Tensor], torch.Tensor] | None = setting(
-        None, "autoencoder, (B, ...) -> (B, ...) reconstructions, for the gamma term"
+        None,
+        "autoencoder, (B, ...) -> (B, ...) reconstructions, for the gamma term",
+        check=_checks.optional_callable(),
     )
     enc_model: Callable[[torch.Tensor], torch.Tensor] | None = setting(
-        None, "encoder, (B, ...) -> (B, ...) latent codes; prototypes are class means of the encoded training data"
+        None,
+        "encoder, (B, ...) -> (B, ...) latent codes; prototypes are class means of the encoded training data",
+        check=_checks.optional_callable(),
     )
     use_kdtree: bool = setting(
         False,
         "without an encoder, prototypes are the training instances nearest to x of each class "
         "(Alibi's k-d trees; here an exact batched nearest-neighbour search)",
+        check=_checks.boolean(),
     )
-    c_init: float = setting(10.0, "first weight c of the prediction hinge, >= 0")
-    c_steps: int = setting(10, "rounds of the search over c (bisection once bracketed, x10 before)")
-    max_iterations: int = setting(1000, "optimisation steps per round of c")
-    learning_rate_init: float = setting(1e-2, "initial step size, decaying to 0 over max_iterations like a square root")
+    c_init: float = setting(10.0, "first weight c of the prediction hinge, >= 0", check=_NON_NEGATIVE)
+    c_steps: int = setting(
+        10, "rounds of the search over c (bisection once bracketed, x10 before)", check=_checks.integer(1)
+    )
+    max_iterations: int = setting(1000, "optimisation steps per round of c", check=_checks.integer(1))
+    learning_rate_init: float = setting(
+        1e-2,
+        "initial step size, decaying to 0 over max_iterations like a square root",
+        check=_checks.number(low=0.0, low_open=True),
+    )
     feature_range: FeatureRange = setting(
-        (-1e10, 1e10), "(low, high), each a number or a tensor broadcastable to one instance's shape"
+        (-1e10, 1e10),
+        "(low, high), each a number or a tensor broadcastable to one instance's shape",
+        check=check_feature_range,
     )
-    clip: tuple[float, float] = setting((-1000.0, 1000.0), "(min, max) of each gradient coordinate")
+    clip: tuple[float, float] = setting(
+        (-1000.0, 1000.0),
+        "(min, max) of each gradient coordinate",
+        check=_checks.pair(_checks.number(), increasing=True),
+    )
     k: int | None = setting(
         None,
         "nearest training instances per class that define the prototype: with an encoder, None "
         "uses the whole class (its mean encoding); with k-d trees, None means 1",
         per_call=True,
+        check=_checks.integer(1, optional=True),
     )
     k_type: str = setting(
         "mean",
         "encoder prototypes from k instances: 'mean' (distance = mean of the k distances) or "
         "'point' (distance = the k-th)",
         per_call=True,
+        check=_checks.choice(*_K_TYPES),
     )
     optimizer: str = setting(
-        "fista", "'fista' (shrinkage-thresholding for the L1 term, with momentum) or 'gradient' "
-        "(plain projected (sub)gradient steps on the whole loss)"
+        "fista",
+        "'fista' (shrinkage-thresholding for the L1 term, with momentum) or 'gradient' "
+        "(plain projected (sub)gradient steps on the whole loss)",
+        check=_checks.choice(*_OPTIMIZERS),
     )
     early_stop: int | None = setting(
         None,
         "end a round of c after this many steps without a closer valid counterfactual in it; "
         "None runs every round for max_iterations steps (Alibi)",
-    )
-    model_output: str = setting("logits", "'logits' (a softmax is applied) or 'probabilities'")
-    internal_batch_size: int | str | None = setting(
-        "auto",
-        "most instances searched together: 'auto' takes all of them on CUDA (halving on out-of-memory) "
-        "and 64 at a time on the CPU; an int fixes it; None searches all at once. Results do not depend on it",
+        check=_checks.integer(1, optional=True),
     )
 
     def validate(self) -> dict[str, Any]:
-        for name in ("kappa", "beta", "gamma", "theta", "c_init"):
-            _checks.check_number(name, getattr(self, name), low=0.0)
-        _checks.check_number("learning_rate_init", self.learning_rate_init, low=0.0, low_open=True)
-        for name in ("c_steps", "max_iterations"):
-            _checks.check_int(name, getattr(self, name), minimum=1)
-        for name in ("k", "early_stop"):
-            if getattr(self, name) is not None:
-                _checks.check_int(name, getattr(self, name), minimum=1)
-        _checks.check_bool("use_kdtree", self.use_kdtree)
-        _checks.check_choice("k_type", self.k_type, _K_TYPES)
-        _checks.check_choice("optimizer", self.optimizer, _OPTIMIZERS)
-        _checks.check_choice("model_output", self.model_output, ("logits", "probabilities"))
-        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
-        for name in ("ae_model", "enc_model"):
-            if getattr(self, name) is not None:
-                _checks.check_callable(name, getattr(self, name))
         if self.gamma > 0 and self.ae_model is None:
             raise ValueError(f"gamma={self.gamma} weighs an autoencoder term, but ae_model is None")
-        clip = self.clip
-        if not isinstance(clip, (tuple, list)) or len(clip) != 2:
-            raise TypeError(f"clip must be a pair (min, max), got {clip!r}")
-        for name, bound in zip(("min", "max"), clip):
-            _checks.check_number(f"clip {name}", bound)
-        if clip[0] >= clip[1]:
-            raise ValueError(f"clip must have min < max, got {tuple(clip)}")
-        check_target_class(self.target_class, ("other",))
-        changed: dict[str, Any] = {
-            "feature_range": check_feature_range(self.feature_range),
-            "clip": (float(clip[0]), float(clip[1])),
-        }
-        if _checks.is_int(self.target_class):
-            changed["target_class"] = int(self.target_class)
-        return changed
+        return {}
 
 
 @register_explainer
@@ -216,6 +212,9 @@ class CounterfactualProto(Explainer):
     """
 
     name = "CounterfactualProto"
+    explainer_type = "counterfactual_proto"
+    peer = "alibi.explainers.CounterfactualProto"
+    paper = 'Van Looveren & Klaise, "Interpretable Counterfactual Explanations Guided by Prototypes", ECML PKDD 2021'
     kind = "whitebox"
     settings_class = CounterfactualProtoSettings
 

@@ -27,8 +27,9 @@ from torchexplain import _checks, _memory
 from torchexplain._model_state import preserved_model_state
 from torchexplain._quadrature import METHODS, quadrature
 from torchexplain._targets import ResolvedTarget, TargetType, resolve_target
-from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
+from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.settings import ChunkSettings, setting
 from torchexplain.kernels import ig as ig_ops
 
 TensorOrTuple = torch.Tensor | tuple[torch.Tensor, ...]
@@ -38,8 +39,16 @@ BaselineType = None | int | float | torch.Tensor | tuple[int | float | torch.Ten
 ENDPOINT_ROWS = 1024
 
 
+def _check_mixed_precision(name: str, value: Any) -> torch.dtype | None:
+    if value is not None and not isinstance(value, torch.dtype):
+        raise TypeError(f"{name} must be None or a torch.dtype, got {value!r}")
+    if value not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"{name} must be None, torch.bfloat16 or torch.float16, got {value!r}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
-class IntegratedGradientsSettings(Settings):
+class IntegratedGradientsSettings(ChunkSettings):
     """The settings of :class:`IntegratedGradients` (one definition for every use)."""
 
     n_steps: int = setting(50, "points on the path from baseline to input", per_call=True)
@@ -48,38 +57,26 @@ class IntegratedGradientsSettings(Settings):
         "quadrature rule: riemann_left, riemann_right, riemann_middle, riemann_trapezoid or gausslegendre",
         per_call=True,
     )
-    internal_batch_size: int | str | None = setting(
-        "auto",
-        "rows (example-step pairs) per forward/backward: 'auto' measures the model's memory per row on a "
-        "first small chunk and sizes the rest to the device (halving on out-of-memory), an int fixes it, "
-        "None runs every row at once",
-        per_call=True,
-    )
     multiply_by_inputs: bool = setting(
-        True, "multiply the path-averaged gradients by (x - baseline), IG proper; False gives the averaged gradients"
+        True,
+        "multiply the path-averaged gradients by (x - baseline), IG proper; False gives the averaged gradients",
+        check=_checks.boolean(),
     )
     eval_mode: bool = setting(
         True,
         "run the model in eval mode and restore the caller's modes afterwards; False keeps the caller's "
         "modes (buffers such as BatchNorm statistics are restored either way)",
+        check=_checks.boolean(),
     )
     mixed_precision: torch.dtype | None = setting(
         None,
         "torch.bfloat16 or torch.float16 runs the model's forward and backward under torch.autocast in that "
         "dtype while the path and the reduction stay in the input dtype (float32 accumulation)",
+        check=_check_mixed_precision,
     )
 
     def validate(self) -> dict[str, Any]:
-        quadrature(self.method, self.n_steps)  # checks both, with their own messages
-        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
-        _checks.check_bool("multiply_by_inputs", self.multiply_by_inputs)
-        _checks.check_bool("eval_mode", self.eval_mode)
-        if self.mixed_precision is not None and not isinstance(self.mixed_precision, torch.dtype):
-            raise TypeError(f"mixed_precision must be None or a torch.dtype, got {self.mixed_precision!r}")
-        if self.mixed_precision not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(
-                f"mixed_precision must be None, torch.bfloat16 or torch.float16, got {self.mixed_precision!r}"
-            )
+        quadrature(self.method, self.n_steps)  # checks both (n_steps' range depends on the method)
         return {"n_steps": int(self.n_steps)}
 
 
@@ -102,6 +99,10 @@ class IntegratedGradients(Explainer):
     """
 
     name = "IntegratedGradients"
+    explainer_type = "integrated_gradients"
+    peer = "captum.attr.IntegratedGradients; alibi.explainers.IntegratedGradients"
+    paper = 'Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks", ICML 2017'
+    cli_name = "ig"
     kind = "whitebox"
     settings_class = IntegratedGradientsSettings
     accepts_target = True

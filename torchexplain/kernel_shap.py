@@ -43,8 +43,9 @@ from torch import nn
 from torchexplain import _checks, _memory
 from torchexplain._model_state import preserved_model_state
 from torchexplain._progress import Progress
-from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
+from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.settings import PredictorSettings, ProgressSettings, SeedSettings, TabularSettings, setting
 from torchexplain.segmentation import check_segmentation_settings, superpixels
 
 __all__ = ["KernelShap", "KernelShapSettings", "coalition_plan", "kernel_shap"]
@@ -67,34 +68,22 @@ _KEYS_PER_BLOCK = 1 << 23
 _MAX_CODE_PAIRS = 1 << 26
 
 
+def _check_nsamples(name: str, value: Any) -> int | str:
+    if value == "auto":
+        return value
+    if isinstance(value, str) or not _checks.is_int(value):
+        raise TypeError(f"{name} must be 'auto' or an int >= 1, got {value!r}")
+    return _checks.check_int(name, value, minimum=1)
+
+
 @dataclasses.dataclass(frozen=True)
-class KernelShapSettings(Settings):
+class KernelShapSettings(TabularSettings, SeedSettings, PredictorSettings, ProgressSettings):
     """The settings of :class:`KernelShap` (Alibi's names where they mean the same)."""
 
     link: str = setting(
         "identity",
         "'identity' or 'logit' (the values then explain log-odds; the predictor must return probabilities)",
-    )
-    feature_names: list[str] | None = setting(
-        None, "the name of every column (or of every group, when fit is given groups without group_names)"
-    )
-    categorical_names: dict[int, list[str]] | None = setting(
-        None,
-        "column -> category names, as Alibi takes them; with categorical columns a summarised background "
-        "is sampled rather than clustered (a k-means centre is no category)",
-    )
-    seed: int | None = setting(
-        None,
-        "seed of the coalition draws (a legacy numpy RandomState, so seed s draws what shap draws after "
-        "np.random.seed(s)); None: fresh per call, recorded in meta. Unused when every coalition is enumerated",
-    )
-    device: str | None = setting(
-        None, "where perturbed rows are built and the solve runs (None: the inputs' device; numpy inputs: cpu)"
-    )
-    predictor_input: str = setting(
-        "auto",
-        "what the predictor is handed: 'numpy' arrays, 'tensor's on the device, or 'auto' (tensors for an "
-        "nn.Module, numpy arrays for any other callable)",
+        check=_checks.choice("identity", "logit"),
     )
     segmentation_fn: str | Callable[..., Any] = setting(
         "slic",
@@ -109,14 +98,19 @@ class KernelShapSettings(Settings):
         "score each distinct perturbed row once and reuse its output wherever the same row recurs (most rows "
         "recur when background rows share values: 7% of the census rows are distinct); the predictor must be "
         "deterministic and score rows independently. The values are the same either way",
+        check=_checks.boolean(),
     )
     logit_clip: float = setting(
         1e-7,
         "link='logit': probabilities are clipped to [logit_clip, 1 - logit_clip] before the log-odds, so a "
         "probability of exactly 0 or 1 gives large finite values instead of inf/NaN",
+        check=_checks.number(0.0, 0.5, high_open=True),
     )
     nsamples: int | str = setting(
-        "auto", "coalitions per instance: 'auto' (2M + 2048) or an int; capped at 2**M - 2", per_call=True
+        "auto",
+        "coalitions per instance: 'auto' (2M + 2048) or an int; capped at 2**M - 2",
+        per_call=True,
+        check=_check_nsamples,
     )
     l1_reg: str | float | bool = setting(
         "auto",
@@ -124,59 +118,12 @@ class KernelShapSettings(Settings):
         "of the coalitions are evaluated, none otherwise), 'aic', 'bic', 'num_features(k)', a Lasso alpha, "
         "or False. shap >= 0.47 defaults to 'num_features(10)' instead",
         per_call=True,
-    )
-    internal_batch_size: int | str | None = setting(
-        "auto",
-        "most rows per predictor call: 'auto' (sized to the device's memory), an int, or None (all rows of a "
-        "call at once)",
-        per_call=True,
-    )
-    progress: bool | None = setting(
-        None, "draw a progress bar on stderr (None: only when stderr is a terminal)", per_call=True
+        check=lambda name, value: _check_l1_reg(value),
     )
 
     def validate(self) -> dict[str, Any]:
-        normalised: dict[str, Any] = {}
-        _checks.check_choice("link", self.link, ("identity", "logit"))
-        names = self.feature_names
-        if names is not None:
-            if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-                raise TypeError(f"feature_names must be a non-empty list of strings, got {names!r}")
-            if len(set(names)) != len(names):
-                raise ValueError(f"feature_names must be distinct, got {list(names)}")
-            normalised["feature_names"] = list(names)
-        categorical = self.categorical_names
-        if categorical is not None:
-            if not isinstance(categorical, dict):
-                raise TypeError(f"categorical_names must be a dict (column -> names), got {type(categorical).__name__}")
-            clean = {}
-            for column, values in categorical.items():
-                if not _checks.is_int(column) or int(column) < 0:
-                    raise ValueError(f"categorical_names key {column!r} is not a column index")
-                if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-                    raise TypeError(f"categorical_names[{column}] must be a list of strings, got {values!r}")
-                clean[int(column)] = list(values)
-            normalised["categorical_names"] = dict(sorted(clean.items()))
-        if self.seed is not None:
-            if not _checks.is_int(self.seed):
-                raise TypeError(f"seed must be an int or None, got {self.seed!r}")
-            if not 0 <= self.seed < 2**32:
-                raise ValueError(f"seed must be in [0, 2**32) (a numpy RandomState seed), got {self.seed!r}")
-            normalised["seed"] = int(self.seed)
-        normalised["device"] = _checks.check_device("device", self.device)
-        _checks.check_choice("predictor_input", self.predictor_input, ("auto", "numpy", "tensor"))
         check_segmentation_settings(self.segmentation_fn, self.segmentation_kwargs)
-        _checks.check_bool("cache_predictions", self.cache_predictions)
-        normalised["logit_clip"] = _checks.check_number("logit_clip", self.logit_clip, 0.0, 0.5, high_open=True)
-        if self.nsamples != "auto":
-            if isinstance(self.nsamples, str) or not _checks.is_int(self.nsamples):
-                raise TypeError(f"nsamples must be 'auto' or an int >= 1, got {self.nsamples!r}")
-            normalised["nsamples"] = _checks.check_int("nsamples", self.nsamples, minimum=1)
-        normalised["l1_reg"] = _check_l1_reg(self.l1_reg)
-        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
-        if self.progress is not None:
-            _checks.check_bool("progress", self.progress)
-        return normalised
+        return {}
 
 
 def _check_l1_reg(value: Any) -> str | float | bool:
@@ -277,7 +224,7 @@ def coalition_plan(n_features: int, nsamples: int | str = "auto", seed: int | No
     n_fixed = len(masks)
     samples_left = budget - n_fixed
     if n_full != n_sizes and samples_left > 0:
-        rng = np.random.RandomState(0 if seed is None else seed)  # noqa: NPY002 - shap's legacy stream, on purpose
+        rng = _legacy_stream(0 if seed is None else seed)
         size_weights = weight_vector.copy()
         size_weights[:n_paired] /= 2  # each draw below adds two coalitions
         size_weights = size_weights[n_full:]
@@ -309,6 +256,13 @@ def coalition_plan(n_features: int, nsamples: int | str = "auto", seed: int | No
     return CoalitionPlan(np.stack(masks), np.asarray(weights, dtype=np.float64), budget, max_samples)
 
 
+def _legacy_stream(seed: int) -> np.random.RandomState:
+    """shap's stream after ``np.random.seed(seed)`` for seeds below 2**32 (all shap accepts); a
+    larger seed (torchexplain's seeds go to 2**63) seeds the same generator with its two 32-bit words."""
+    words = seed if seed < 2**32 else [seed & 0xFFFFFFFF, seed >> 32]
+    return np.random.RandomState(words)  # noqa: NPY002 - shap's legacy stream, on purpose
+
+
 # ----------------------------------------------------------------------------- the explainer
 
 
@@ -333,6 +287,10 @@ class KernelShap(Explainer):
     """
 
     name = "KernelShap"
+    explainer_type = "kernel_shap"
+    peer = "shap.KernelExplainer; alibi.explainers.KernelShap"
+    paper = 'Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017'
+    cli_name = "kernel_shap"
     kind = "blackbox"
     settings_class = KernelShapSettings
     positional_settings = ("link", "feature_names", "categorical_names")

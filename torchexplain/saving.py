@@ -35,13 +35,16 @@ import threading
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from torchexplain._version import __version__
-from torchexplain.base import Explainer, _role, registered_explainers
 from torchexplain.explanation import TENSOR_DTYPES
+from torchexplain.registry import registered_explainers
+
+if TYPE_CHECKING:
+    from torchexplain.base import Explainer
 
 __all__ = ["FORMAT_VERSION", "ExportedModel", "load_explainer", "load_exported_model", "save_explainer"]
 
@@ -73,9 +76,9 @@ def save_explainer(explainer: Explainer, path: str | Path, example_inputs: Any =
     """Write ``explainer`` to the folder ``path`` (see :meth:`Explainer.save`)."""
     from safetensors.torch import save_file
 
-    if not isinstance(explainer, Explainer):
-        raise TypeError(f"expected a torchexplain Explainer, got {type(explainer).__name__}")
-    if registered_explainers().get(explainer.name) is not type(explainer):
+    if registered_explainers().get(getattr(type(explainer), "name", None)) is not type(explainer):
+        if not hasattr(explainer, "explain"):
+            raise TypeError(f"expected a torchexplain Explainer, got {type(explainer).__name__}")
         raise ValueError(
             f"{type(explainer).__name__} is not a registered torchexplain explainer; it cannot be saved"
         )
@@ -470,7 +473,7 @@ def _is_remote(model: Any) -> bool:
 
 
 def _load_model(folder: Path, config: dict[str, Any], cls: type[Explainer]) -> Any:
-    role = _role(cls)
+    role = cls.model_role()
     entry = config["model"]
     if isinstance(entry, dict) and entry.get("format") == "remote":
         from torchexplain.serving.remote import RemoteModel

@@ -21,8 +21,9 @@ import torch
 
 from torchexplain import _checks
 from torchexplain._progress import Progress
-from torchexplain.base import Explainer, Settings, functional_twin, register_explainer, setting
+from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.settings import ChunkSettings, ColumnSettings, ProgressSettings, setting
 
 __all__ = ["TreeShap", "TreeShapSettings", "tree_shap"]
 
@@ -33,50 +34,30 @@ _AUTO_ROWS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
-class TreeShapSettings(Settings):
+class TreeShapSettings(ColumnSettings, ChunkSettings, ProgressSettings):
     """The settings of :class:`TreeShap` (shap's and Alibi's names)."""
 
     model_output: str = setting(
         "raw",
         "what is explained: 'raw' (the trees' margin: probabilities for scikit-learn forests, log-odds for "
         "boosted classifiers), 'probability' or 'log_loss' (both need a background: interventional)",
+        check=_checks.choice(*_MODEL_OUTPUTS),
     )
-    feature_names: list[str] | None = setting(None, "the name of every column")
+    # Not DeviceSettings' device: here it chooses XGBoost's own algorithm, not where torchexplain works.
     device: str | None = setting(
         None,
         "XGBoost models only: compute the values with XGBoost's own Tree SHAP on this device ('cuda': its GPU "
         "path; 'cpu'), path-dependent. None: shap's TreeExplainer, for every model",
+        check=_checks.device(),
     )
     approximate: bool = setting(
-        False, "shap's fast Saabas-style approximation instead of exact Tree SHAP", per_call=True
+        False, "shap's fast Saabas-style approximation instead of exact Tree SHAP", per_call=True,
+        check=_checks.boolean(),
     )
     check_additivity: bool = setting(
-        True, "let shap check that the values sum to the model output (its own tolerance)", per_call=True
+        True, "let shap check that the values sum to the model output (its own tolerance)", per_call=True,
+        check=_checks.boolean(),
     )
-    internal_batch_size: int | str | None = setting(
-        "auto", f"rows per call of shap: 'auto' ({_AUTO_ROWS}), an int, or None (all at once)", per_call=True
-    )
-    progress: bool | None = setting(
-        None, "draw a progress bar on stderr (None: only when stderr is a terminal)", per_call=True
-    )
-
-    def validate(self) -> dict[str, Any]:
-        _checks.check_choice("model_output", self.model_output, _MODEL_OUTPUTS)
-        names = self.feature_names
-        if names is not None and (
-            not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names)
-        ):
-            raise TypeError(f"feature_names must be a non-empty list of strings, got {names!r}")
-        device = _checks.check_device("device", self.device)
-        _checks.check_bool("approximate", self.approximate)
-        _checks.check_bool("check_additivity", self.check_additivity)
-        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
-        if self.progress is not None:
-            _checks.check_bool("progress", self.progress)
-        normalised: dict[str, Any] = {"device": device}
-        if names is not None:
-            normalised["feature_names"] = list(names)
-        return normalised
 
 
 def _shap():
@@ -104,6 +85,9 @@ class TreeShap(Explainer):
     """
 
     name = "TreeShap"
+    explainer_type = "tree_shap"
+    peer = "shap.TreeExplainer; alibi.explainers.TreeShap"
+    paper = 'Lundberg et al., "From local explanations to global understanding with explainable AI for trees", Nat. Mach. Intell. 2020'
     kind = "blackbox"
     settings_class = TreeShapSettings
     _fit: dict[str, Any] | None = None

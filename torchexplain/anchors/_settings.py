@@ -6,49 +6,47 @@ import dataclasses
 from typing import Any
 
 from torchexplain import _checks
-from torchexplain.base import Settings, setting
+from torchexplain.settings import Settings, setting
 
 __all__ = ["AnchorSearchSettings"]
+
+_PROBABILITY = _checks.number(0.0, 1.0, low_open=True, high_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class AnchorSearchSettings(Settings):
     """Per-call settings of the KL-LUCB beam search (see :mod:`torchexplain.anchors.engine`)."""
 
-    threshold: float = setting(0.95, "precision an anchor must reach, in (0, 1)", per_call=True)
-    delta: float = setting(0.1, "confidence budget of the precision bounds, in (0, 1)", per_call=True)
+    threshold: float = setting(
+        0.95, "precision an anchor must reach, in (0, 1)", per_call=True, check=_PROBABILITY
+    )
+    delta: float = setting(
+        0.1, "confidence budget of the precision bounds, in (0, 1)", per_call=True, check=_PROBABILITY
+    )
     tau: float = setting(
         0.15,
         "KL-LUCB tolerance epsilon: arm selection stops when the bounds of the best arms overlap by less "
         "than this, > 0 (Alibi's name; the paper's tau is threshold)",
         per_call=True,
+        check=_checks.number(low=0.0, low_open=True),
     )
-    batch_size: int = setting(100, "samples drawn per arm pull", per_call=True)
-    coverage_samples: int = setting(10000, "rows used to estimate coverage", per_call=True)
-    beam_size: int = setting(1, "anchors kept per anchor size", per_call=True)
-    stop_on_first: bool = setting(False, "stop at the first valid anchor", per_call=True)
-    max_anchor_size: int | None = setting(None, "largest anchor tried (None: every feature)", per_call=True)
-    min_samples_start: int = setting(100, "samples for the empty-anchor check", per_call=True)
-    n_covered_ex: int = setting(10, "examples kept of each kind (prediction kept / changed)", per_call=True)
-
-    def validate(self) -> dict[str, Any]:
-        for name in ("threshold", "delta"):
-            _checks.check_number(name, getattr(self, name), 0.0, 1.0, low_open=True, high_open=True)
-        _checks.check_number("tau", self.tau, low=0.0, low_open=True)
-        for name in ("batch_size", "coverage_samples", "beam_size", "min_samples_start"):
-            _checks.check_int(name, getattr(self, name), minimum=1)
-        _checks.check_int("max_anchor_size", self.max_anchor_size, minimum=1, allow_none=True)
-        _checks.check_int("n_covered_ex", self.n_covered_ex, minimum=0)
-        _checks.check_bool("stop_on_first", self.stop_on_first)
-        normalised: dict[str, Any] = {}
-        for name in ("batch_size", "coverage_samples", "beam_size", "min_samples_start", "n_covered_ex",
-                     "max_anchor_size"):
-            value = getattr(self, name)
-            normalised[name] = None if value is None else int(value)
-        normalised["threshold"] = float(self.threshold)
-        normalised["delta"] = float(self.delta)
-        normalised["tau"] = float(self.tau)
-        return normalised
+    batch_size: int = setting(100, "samples drawn per arm pull", per_call=True, check=_checks.integer(1))
+    coverage_samples: int = setting(
+        10000, "rows used to estimate coverage", per_call=True, check=_checks.integer(1)
+    )
+    beam_size: int = setting(1, "anchors kept per anchor size", per_call=True, check=_checks.integer(1))
+    stop_on_first: bool = setting(
+        False, "stop at the first valid anchor", per_call=True, check=_checks.boolean()
+    )
+    max_anchor_size: int | None = setting(
+        None, "largest anchor tried (None: every feature)", per_call=True, check=_checks.integer(1, optional=True)
+    )
+    min_samples_start: int = setting(
+        100, "samples for the empty-anchor check", per_call=True, check=_checks.integer(1)
+    )
+    n_covered_ex: int = setting(
+        10, "examples kept of each kind (prediction kept / changed)", per_call=True, check=_checks.integer(0)
+    )
 
     def engine_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`~torchexplain.anchors.engine.run_engine`."""

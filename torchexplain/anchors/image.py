@@ -33,8 +33,9 @@ from torchexplain.anchors._batches import merge_parts, parts
 from torchexplain.anchors._predictor import scores_and_labels
 from torchexplain.anchors._settings import AnchorSearchSettings
 from torchexplain.anchors.engine import EngineResult, pack_rows, run_engine
-from torchexplain.base import Explainer, functional_twin, register_explainer, setting
+from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.settings import ChunkSettings, DeviceSettings, SeedSettings, setting
 from torchexplain.segmentation import (
     DEFAULT_SEGMENTATION_KWARGS,
     check_segmentation_settings,
@@ -233,8 +234,14 @@ def perturb(
     return torch.where(keep, images[image_index], replacements[replacement_index])
 
 
+def _check_background(name: str, value: Any) -> torch.Tensor | None:
+    if value is None:
+        return None
+    return _checks.check_tensor_batch(name, value, exact_dim=4, layout="(N, C, H, W)")
+
+
 @dataclasses.dataclass(frozen=True)
-class AnchorImageSettings(AnchorSearchSettings):
+class AnchorImageSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, ChunkSettings):
     """The settings of :class:`AnchorImage` (Alibi's names; one definition for every use)."""
 
     segmentation_fn: str | Callable[..., Any] = setting(
@@ -249,44 +256,25 @@ class AnchorImageSettings(AnchorSearchSettings):
         None,
         "(N_bg, C, H, W) images whose regions replace perturbed superpixels; None replaces them with "
         "the superpixel's mean colour",
-    )
-    device: str | None = setting(
-        None, "where images are perturbed and the predictor runs (None: the inputs' device); results "
-        "come back on the inputs' device"
-    )
-    seed: int | None = setting(
-        None, "seed of the per-image random streams (None: fresh entropy per call, recorded in meta)"
+        check=_check_background,
     )
     cache_predictions: bool = setting(
         True,
         "query the predictor once per distinct perturbed image and reuse its answer when the search draws "
         "the same image again (the predictor must be deterministic); False queries it for every sample, "
         "as Alibi does. The explanation is the same either way",
+        check=_checks.boolean(),
     )
     p_sample: float = setting(
-        0.5, "probability that a superpixel outside the anchor is perturbed, in (0, 1)", per_call=True
-    )
-    internal_batch_size: int | str | None = setting(
-        "auto",
-        "most images per predictor call: 'auto' as many as fit in 2**26 input elements, and at most 64 "
-        "on the CPU; an int fixes it; None sends every sample of a round in one call",
+        0.5,
+        "probability that a superpixel outside the anchor is perturbed, in (0, 1)",
         per_call=True,
+        check=_checks.number(0.0, 1.0, low_open=True, high_open=True),
     )
 
     def validate(self) -> dict[str, Any]:
-        normalised = super().validate()
         check_segmentation_settings(self.segmentation_fn, self.segmentation_kwargs)
-        background = self.images_background
-        if background is not None:
-            _checks.check_tensor_batch("images_background", background, exact_dim=4, layout="(N, C, H, W)")
-        device = _checks.check_device("device", self.device)
-        _checks.check_seed("seed", self.seed)
-        _checks.check_bool("cache_predictions", self.cache_predictions)
-        _checks.check_number("p_sample", self.p_sample, 0.0, 1.0, low_open=True, high_open=True)
-        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
-        normalised["device"] = device
-        normalised["seed"] = None if self.seed is None else int(self.seed)
-        return normalised
+        return {}
 
 
 @register_explainer
@@ -307,6 +295,10 @@ class AnchorImage(Explainer):
     """
 
     name = "AnchorImage"
+    explainer_type = "anchor_image"
+    peer = "alibi.explainers.AnchorImage"
+    paper = 'Ribeiro, Singh & Guestrin, "Anchors: High-Precision Model-Agnostic Explanations", AAAI 2018'
+    cli_name = "anchor"
     kind = "blackbox"
     settings_class = AnchorImageSettings
 

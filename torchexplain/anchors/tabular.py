@@ -37,8 +37,9 @@ from torchexplain.anchors._batches import merge_parts, parts
 from torchexplain.anchors._predictor import scores_and_labels
 from torchexplain.anchors._settings import AnchorSearchSettings
 from torchexplain.anchors.engine import EngineResult, pack_rows, popcount, run_engine
-from torchexplain.base import Explainer, functional_twin, register_explainer, setting
+from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.settings import PredictorSettings, SeedSettings, TabularSettings
 
 __all__ = ["AnchorTabular", "AnchorTabularSettings", "anchor_tabular"]
 
@@ -50,63 +51,15 @@ _AUTO_ROWS = 16384
 
 
 @dataclasses.dataclass(frozen=True)
-class AnchorTabularSettings(AnchorSearchSettings):
+class AnchorTabularSettings(AnchorSearchSettings, TabularSettings, SeedSettings, PredictorSettings):
     """The settings of :class:`AnchorTabular` (Alibi's names; one definition for every use)."""
 
-    feature_names: list[str] | None = setting(None, "the name of every column, in order (required by fit)")
-    categorical_names: dict[int, list[str]] | None = setting(
-        None,
-        "column index -> names of its categories; those columns hold integer codes 0..K-1 (Alibi's "
-        "category_map). Every other column is numerical and is discretised at the training percentiles",
-    )
-    seed: int | None = setting(
-        None, "seed of the random streams (None: fresh entropy per call, recorded in meta)"
-    )
-    device: str | None = setting(
-        None, "where samples are built and the search runs (None: the inputs' device; numpy inputs: cpu)"
-    )
-    predictor_input: str = setting(
-        "auto",
-        "what the predictor is handed: 'numpy' arrays, 'tensor's on the device, or 'auto' (tensors for an "
-        "nn.Module, numpy arrays for any other callable, as scikit-learn and Alibi users have)",
-    )
-    internal_batch_size: int | str | None = setting(
-        "auto", f"most rows per predictor call: 'auto' ({_AUTO_ROWS}), an int, or None (a whole round)",
-        per_call=True,
-    )
-
     def validate(self) -> dict[str, Any]:
-        normalised = super().validate()
-        names = self.feature_names
-        if names is not None:  # required by fit(); None lets settings be built without data
-            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names) or not names:
-                raise TypeError(f"feature_names must be a non-empty list of strings, got {names!r}")
-            if len(set(names)) != len(names):
-                raise ValueError(f"feature_names must be distinct, got {list(names)}")
-            names = list(names)
-        categorical = self.categorical_names
-        if categorical is not None:
-            if not isinstance(categorical, dict):
-                raise TypeError(f"categorical_names must be a dict (column -> names), got {type(categorical).__name__}")
-            clean = {}
-            n_columns = len(names) if names is not None else None
-            for column, values in categorical.items():
-                if not _checks.is_int(column) or not 0 <= int(column) < (n_columns or int(column) + 1):
-                    raise ValueError(
-                        f"categorical_names key {column!r} is not a column index in [0, {n_columns})"
-                    )
-                if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
-                    raise TypeError(f"categorical_names[{column}] must be a non-empty list of strings, got {values!r}")
-                clean[int(column)] = list(values)
-            normalised["categorical_names"] = dict(sorted(clean.items()))
-        normalised["feature_names"] = names
-        _checks.check_seed("seed", self.seed)
-        normalised["seed"] = None if self.seed is None else int(self.seed)
-        device = _checks.check_device("device", self.device)
-        normalised["device"] = device
-        _checks.check_choice("predictor_input", self.predictor_input, ("auto", "numpy", "tensor"))
-        _checks.check_chunk_size("internal_batch_size", self.internal_batch_size)
-        return normalised
+        n_columns = None if self.feature_names is None else len(self.feature_names)
+        for column in self.categorical_names or {}:
+            if n_columns is not None and column >= n_columns:
+                raise ValueError(f"categorical_names key {column!r} is not a column index in [0, {n_columns})")
+        return {}
 
 
 class _Discretiser:
@@ -234,6 +187,9 @@ class AnchorTabular(Explainer):
     """
 
     name = "AnchorTabular"
+    explainer_type = "anchor_tabular"
+    peer = "alibi.explainers.AnchorTabular"
+    paper = 'Ribeiro, Singh & Guestrin, "Anchors: High-Precision Model-Agnostic Explanations", AAAI 2018'
     kind = "blackbox"
     settings_class = AnchorTabularSettings
 

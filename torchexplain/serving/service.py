@@ -31,20 +31,11 @@ import torch
 from torchexplain import _checks
 from torchexplain.base import Explainer
 from torchexplain.explanation import Explanation
+from torchexplain.registry import by_explainer_type, registered_explainers
 from torchexplain.serving.remote import PROTOCOLS, RemoteModel, RemoteModelError
 
-__all__ = ["EXPLAINER_TYPES", "ExplainerService", "ServiceError", "service_options", "stored_kind", "torch_thread"]
+__all__ = ["ExplainerService", "ServiceError", "service_options", "stored_kind", "torch_thread"]
 
-#: Seldon Core v2 / Alibi explainer types, and the torchexplain explainer each one names.
-EXPLAINER_TYPES = {
-    "anchor_tabular": "AnchorTabular",
-    "anchor_image": "AnchorImage",
-    "kernel_shap": "KernelShap",
-    "tree_shap": "TreeShap",
-    "integrated_gradients": "IntegratedGradients",
-    "counterfactual": "Counterfactual",
-    "counterfactual_proto": "CounterfactualProto",
-}
 #: ``rows``: explain every row of a request, or only its first (Alibi's runtime does this silently).
 ROW_MODES = ("all", "first")
 #: The service's own settings, with their defaults (read from MLServer's
@@ -108,8 +99,9 @@ def service_options(extra: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"unknown explainer setting(s) {unknown}; the settings are {sorted(_DEFAULTS)}")
     options = {**_DEFAULTS, **extra}
     kind = options["explainer_type"]
-    if kind is not None and kind not in EXPLAINER_TYPES and kind not in EXPLAINER_TYPES.values():
-        raise ValueError(f"explainer_type {kind!r} is not one of {sorted(EXPLAINER_TYPES)}")
+    if kind is not None and by_explainer_type(kind) is None:
+        known = sorted(cls.explainer_type for cls in registered_explainers().values())
+        raise ValueError(f"explainer_type {kind!r} is not one of {known}")
     for key in ("infer_uri", "model_uri"):
         if options[key] is not None and not isinstance(options[key], str):
             raise TypeError(f"{key} must be a string, got {options[key]!r}")
@@ -205,7 +197,7 @@ class ExplainerService:
         stored_name = _stored_explainer_name(folder / CONFIG_FILE)
         wanted = options["explainer_type"]
         if wanted is not None and stored_name is not None:
-            wanted_name = EXPLAINER_TYPES.get(wanted, wanted)
+            wanted_name = by_explainer_type(wanted).name
             if wanted_name != stored_name:
                 raise ValueError(
                     f"explainer_type is {wanted!r} ({wanted_name}), but {folder} holds a saved {stored_name}"
@@ -388,7 +380,6 @@ def _model_dtype(model: Any) -> torch.dtype:
 def stored_kind(folder: str | Path) -> str | None:
     """``"whitebox"`` or ``"blackbox"``: the kind of explainer a saved folder holds (None when it cannot
     be told; loading the folder then says what is wrong with it)."""
-    from torchexplain.base import registered_explainers
     from torchexplain.saving import CONFIG_FILE
 
     cls = registered_explainers().get(_stored_explainer_name(Path(folder) / CONFIG_FILE) or "")
