@@ -42,12 +42,12 @@ from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.counterfactual import (
     FeatureRange,
     ModelCalls,
+    SearchSettings,
     TargetClass,
     _resolve_feature_range,
     _resolve_target_class,
     _run_in_chunks,
     _top_class,
-    SearchSettings,
     check_feature_range,
     input_gradients_only,
     target_class_check,

@@ -29,8 +29,8 @@ from torchexplain._quadrature import METHODS, quadrature
 from torchexplain._targets import ResolvedTarget, TargetType, resolve_target
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
-from torchexplain.settings import ChunkSettings, setting
 from torchexplain.kernels import ig as ig_ops
+from torchexplain.settings import ChunkSettings, setting
 
 TensorOrTuple = torch.Tensor | tuple[torch.Tensor, ...]
 BaselineType = None | int | float | torch.Tensor | tuple[int | float | torch.Tensor | None, ...]

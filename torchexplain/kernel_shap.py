@@ -45,8 +45,14 @@ from torchexplain._model_state import preserved_model_state
 from torchexplain._progress import Progress
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
-from torchexplain.settings import PredictorSettings, ProgressSettings, SeedSettings, TabularSettings, setting
 from torchexplain.segmentation import check_segmentation_settings, superpixels
+from torchexplain.settings import (
+    PredictorSettings,
+    ProgressSettings,
+    SeedSettings,
+    TabularSettings,
+    setting,
+)
 
 __all__ = ["KernelShap", "KernelShapSettings", "coalition_plan", "kernel_shap"]
 

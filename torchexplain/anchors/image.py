@@ -35,12 +35,12 @@ from torchexplain.anchors._settings import AnchorSearchSettings
 from torchexplain.anchors.engine import EngineResult, pack_rows, run_engine
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
-from torchexplain.settings import ChunkSettings, DeviceSettings, SeedSettings, setting
 from torchexplain.segmentation import (
     DEFAULT_SEGMENTATION_KWARGS,
     check_segmentation_settings,
     superpixels,
 )
+from torchexplain.settings import ChunkSettings, DeviceSettings, SeedSettings, setting
 
 __all__ = ["AnchorImage", "AnchorImageSettings", "anchor_image", "numpy_predictor"]
 
