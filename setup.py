@@ -16,7 +16,6 @@ VERSION = re.search(
 ).group(1)
 
 
-
 def find_packages_under(root: str, prefix: str) -> list[str]:
     """Dotted names of every package (a folder with __init__.py) under ``root``."""
     names = []
@@ -42,7 +41,13 @@ setup(
     package_data={"torchexplain": ["py.typed"], "torchexplain.datasets": ["*.csv.gz", "NOTICE.md"]},
     include_package_data=False,
     # safetensors: how saved explainers store tensors (no pickle).
-    install_requires=["torch>=2.1", "numpy>=1.23", "pillow>=9.0", "scikit-image>=0.19", "safetensors>=0.4"],
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.23",
+        "pillow>=9.0",
+        "scikit-image>=0.19",
+        "safetensors>=0.4",
+    ],
     extras_require={
         "test": [
             "pytest>=7.0",

@@ -38,8 +38,12 @@ def keras_cnn(weights: dict, tf):
     outputs = layers.Softmax()(h)
     model = tf.keras.Model(inputs, outputs)
     # PyTorch (out, in, kh, kw) -> Keras (kh, kw, in, out).
-    model.get_layer("conv1").set_weights([weights["conv1.w"].transpose(2, 3, 1, 0), weights["conv1.b"]])
-    model.get_layer("conv2").set_weights([weights["conv2.w"].transpose(2, 3, 1, 0), weights["conv2.b"]])
+    model.get_layer("conv1").set_weights(
+        [weights["conv1.w"].transpose(2, 3, 1, 0), weights["conv1.b"]]
+    )
+    model.get_layer("conv2").set_weights(
+        [weights["conv2.w"].transpose(2, 3, 1, 0), weights["conv2.b"]]
+    )
     # PyTorch flattens (C, H, W), Keras (H, W, C): reorder fc1's input axis to match.
     fc1 = weights["fc1.w"].reshape(128, 64, 12, 12).transpose(2, 3, 1, 0).reshape(9216, 128)
     model.get_layer("fc1").set_weights([fc1, weights["fc1.b"]])
@@ -104,7 +108,11 @@ def main() -> None:
     probabilities = model.predict(digits, verbose=0)
 
     ae_outputs = None
-    train = None if "train" not in data.files else data["train"].astype(np.float32).transpose(0, 2, 3, 1)
+    train = (
+        None
+        if "train" not in data.files
+        else data["train"].astype(np.float32).transpose(0, 2, 3, 1)
+    )
     shape = (1, 28, 28, 1)
     if method == "cf":
         explainer = Counterfactual(model, shape=shape, **settings)
@@ -117,7 +125,9 @@ def main() -> None:
         # Alibi 0.9.6's k-d tree mode works on flat rows only (it flattens the training
         # data for the trees, then feeds a flat prototype into an image-shaped variable),
         # so the same network gets a Reshape in front and sees flattened digits.
-        flat = tf.keras.Sequential([tf.keras.layers.Input((784,)), tf.keras.layers.Reshape((28, 28, 1)), model])
+        flat = tf.keras.Sequential(
+            [tf.keras.layers.Input((784,)), tf.keras.layers.Reshape((28, 28, 1)), model]
+        )
         shape = (1, 784)
         explainer = CounterfactualProto(flat, shape=shape, **settings)
         explainer.fit(train.reshape(len(train), 784))
@@ -128,22 +138,30 @@ def main() -> None:
         x = digits[i : i + 1].reshape(shape)
         steps[0] = 0
         start = time.perf_counter()
-        explanation = explainer.explain(x) if method == "cf" else explainer.explain(x, k=settings_k(data))
+        explanation = (
+            explainer.explain(x) if method == "cf" else explainer.explain(x, k=settings_k(data))
+        )
         seconds = time.perf_counter() - start
         cf = explanation.cf
         row = {"index": i, "seconds": seconds, "steps": steps[0], "found": cf is not None}
         if cf is not None:
             x_cf = np.asarray(cf["X"], dtype=np.float64).reshape(1, 28, 28, 1)
             proba = model.predict(x_cf.astype(np.float32), verbose=0)[0]
-            row.update({
-                "l1": float(np.abs(x_cf - x.reshape(1, 28, 28, 1)).sum()),
-                "cf_class": int(proba.argmax()),
-                "cf_proba": float(proba.max()),
-                "counterfactual": x_cf.transpose(0, 3, 1, 2)[0].tolist(),
-            })
+            row.update(
+                {
+                    "l1": float(np.abs(x_cf - x.reshape(1, 28, 28, 1)).sum()),
+                    "cf_class": int(proba.argmax()),
+                    "cf_proba": float(proba.max()),
+                    "counterfactual": x_cf.transpose(0, 3, 1, 2)[0].tolist(),
+                }
+            )
         rows.append(row)
-        print(f"alibi {method} digit {i}: found={row['found']} l1={row.get('l1')} "
-              f"{seconds:.2f}s steps={steps[0]}", file=sys.stderr, flush=True)
+        print(
+            f"alibi {method} digit {i}: found={row['found']} l1={row.get('l1')} "
+            f"{seconds:.2f}s steps={steps[0]}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     payload = {
         "alibi": alibi.__version__,

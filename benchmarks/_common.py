@@ -96,7 +96,9 @@ def steady_host_allocator(device: torch.device) -> str:
     ok &= libc.mallopt(-3, 1 << 25)  # M_MMAP_THRESHOLD: blocks under 32 MiB come from the heap
     if not ok:
         return "glibc defaults (mallopt refused)"
-    return "glibc: freed heap kept (M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB), every provider"
+    return (
+        "glibc: freed heap kept (M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB), every provider"
+    )
 
 
 def peak_memory(fn: Callable[[], Any], device: torch.device) -> int | None:
@@ -138,7 +140,12 @@ def time_providers(
             sync(device)
             samples[name].append(time.perf_counter() - start)
     return {
-        name: {"median_s": statistics.median(s), "min_s": min(s), "max_s": max(s), "repeats": len(s)}
+        name: {
+            "median_s": statistics.median(s),
+            "min_s": min(s),
+            "max_s": max(s),
+            "repeats": len(s),
+        }
         for name, s in samples.items()
     }
 
@@ -146,12 +153,17 @@ def time_providers(
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).parent,
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-            text=True, cwd=Path(__file__).parent,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -175,7 +187,9 @@ def metadata(device: torch.device, **extra: Any) -> dict[str, Any]:
     cpu_model = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu_model)
+            cpu_model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu_model
+            )
     except OSError:
         pass
     return {
@@ -203,6 +217,7 @@ def write_results(name: str, payload: dict[str, Any], out: str | Path | None) ->
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     """A plain fixed-width table of ``rows`` restricted to ``columns``."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.4g}"

@@ -32,7 +32,9 @@ class _BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -53,7 +55,9 @@ class _ResNet18(nn.Module):
         layers, cin = [], 64
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            layers.append(nn.Sequential(_BasicBlock(cin, width, stride), _BasicBlock(width, width, 1)))
+            layers.append(
+                nn.Sequential(_BasicBlock(cin, width, stride), _BasicBlock(width, width, 1))
+            )
             cin = width
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -74,5 +78,7 @@ def resnet(depth: int, n_classes: int = 1000) -> tuple[nn.Module, str]:
         return model.eval(), "torchvision"
     except Exception:
         if depth != 18:
-            raise RuntimeError(f"resnet{depth} needs torchvision, which could not be imported") from None
+            raise RuntimeError(
+                f"resnet{depth} needs torchvision, which could not be imported"
+            ) from None
         return _ResNet18(n_classes).eval(), "benchmarks._models (torchvision layout)"

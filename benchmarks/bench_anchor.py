@@ -77,13 +77,19 @@ def bench_alibi(model, digits: torch.Tensor, background: torch.Tensor, ours, n_d
         counts["calls"] += 1
         counts["images"] += batch.shape[0]
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32))
+            x = torch.from_numpy(
+                np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+            )
             return torch.softmax(cpu_model(x), dim=1).numpy()
 
     to_hwc = lambda t: t.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)  # noqa: E731
     explainer = AlibiAnchorImage(
-        predict, image_shape=(28, 28, 1), segmentation_fn="slic",
-        segmentation_kwargs=SEGMENTATION_KWARGS, images_background=to_hwc(background), seed=0,
+        predict,
+        image_shape=(28, 28, 1),
+        segmentation_fn="slic",
+        segmentation_kwargs=SEGMENTATION_KWARGS,
+        images_background=to_hwc(background),
+        seed=0,
     )
     images = to_hwc(digits)
     explainer.explain(images[0], threshold=0.95, p_sample=0.5, tau=0.15)  # warm-up
@@ -98,9 +104,11 @@ def bench_alibi(model, digits: torch.Tensor, background: torch.Tensor, ours, n_d
         precision.append(float(np.asarray(exp.precision).reshape(-1)[0]))
         coverage.append(float(exp.coverage))
     return {
-        "installed": True, "version": alibi.__version__,
+        "installed": True,
+        "version": alibi.__version__,
         **per_digit_summary(per_digit, calls, evaluated),
-        "precision_mean": float(np.mean(precision)), "coverage_mean": float(np.mean(coverage)),
+        "precision_mean": float(np.mean(precision)),
+        "coverage_mean": float(np.mean(coverage)),
         "ours_precision_mean_same_digits": float(ours.precision[:n_digits].mean()),
         "ours_coverage_mean_same_digits": float(ours.coverage[:n_digits].mean()),
     }
@@ -114,8 +122,11 @@ def per_digit_summary(seconds: list[float], calls: list[int], evaluated: list[in
     between runs while totals over the same digits do not.
     """
     return {
-        "s_per_image": sum(seconds) / len(seconds), "median_s": statistics.median(seconds),
-        "min_s": min(seconds), "max_s": max(seconds), "repeats": len(seconds),
+        "s_per_image": sum(seconds) / len(seconds),
+        "median_s": statistics.median(seconds),
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "repeats": len(seconds),
         "model_calls_per_image_median": statistics.median(calls),
         "images_evaluated_per_image_mean": sum(evaluated) / len(evaluated),
         "images_evaluated_per_image_median": statistics.median(evaluated),
@@ -124,7 +135,12 @@ def per_digit_summary(seconds: list[float], calls: list[int], evaluated: list[in
 
 
 def bench_anchor(
-    device: torch.device, n_digits: int, repeats: int, warmup: int, one_by_one: int, n_alibi: int = 16
+    device: torch.device,
+    n_digits: int,
+    repeats: int,
+    warmup: int,
+    one_by_one: int,
+    n_alibi: int = 16,
 ) -> dict:
     model, _ = pretrained_mnist_cnn()
     model = model.to(device).eval()
@@ -132,7 +148,11 @@ def bench_anchor(
     digits = test.images[:n_digits].to(device)
     background = train.images[:50].to(device)
     explainer = AnchorImage(
-        model, segmentation_kwargs=SEGMENTATION_KWARGS, images_background=background, device=device, seed=0
+        model,
+        segmentation_kwargs=SEGMENTATION_KWARGS,
+        images_background=background,
+        device=device,
+        seed=0,
     )
     results: dict[str, dict] = {}
 
@@ -194,7 +214,8 @@ def bench_anchor(
         same &= single.anchor[0] == batch.anchor[i]
     if one_by_one:
         results["torchexplain (one by one)"] = {
-            **per_digit_summary(per_digit, calls, evaluated), "anchors_equal_batch": bool(same),
+            **per_digit_summary(per_digit, calls, evaluated),
+            "anchors_equal_batch": bool(same),
         }
 
     try:
@@ -206,12 +227,16 @@ def bench_anchor(
         # The bound on any implementation of the same search: Alibi's images, each at the
         # model's cost in the floor's calls. Alibi's time over it is the most we can gain.
         floor_ms = 1000 * times["model only (floor)"]["median_s"] / n_images
-        peer["model_floor_s_per_image_for_its_images"] = peer["images_evaluated_per_image_mean"] * floor_ms / 1000
+        peer["model_floor_s_per_image_for_its_images"] = (
+            peer["images_evaluated_per_image_mean"] * floor_ms / 1000
+        )
         peer["most_possible_speedup_at_its_images"] = (
             peer["s_per_image"] / peer["model_floor_s_per_image_for_its_images"]
         )
         results["alibi"] = peer
-    results["model only (floor)"]["ms_per_image_evaluated"] = 1000 * times["model only (floor)"]["median_s"] / n_images
+    results["model only (floor)"]["ms_per_image_evaluated"] = (
+        1000 * times["model only (floor)"]["median_s"] / n_images
+    )
     return results
 
 
@@ -242,7 +267,9 @@ def bench_search_bookkeeping(n_searches: int, n_features: int = 15, seed: int = 
     coverage = _random.uniform(_random.stream_key(seed, 1), torch.arange(10000), n_features) >= 0.5
     bits = engine.pack_rows(coverage)[None]
     out = {"searches": n_searches, "features": n_features}
-    engine.run_engine(sampler, torch.full((min(16, n_searches),), n_features), bits, 10000)  # warm-up
+    engine.run_engine(
+        sampler, torch.full((min(16, n_searches),), n_features), bits, 10000
+    )  # warm-up
     times, syncs = [], 0
     for _ in range(3):
         sampler_seconds[0] = 0.0
@@ -252,8 +279,10 @@ def bench_search_bookkeeping(n_searches: int, n_features: int = 15, seed: int = 
         syncs = result.n_syncs / max(result.n_rounds, 1)
     seconds = statistics.median(times)
     out["engine"] = {
-        "ms_per_search": 1000 * seconds / n_searches, "images_per_s_cap": n_searches / seconds,
-        "rounds": result.n_rounds, "host_syncs_per_round": syncs,
+        "ms_per_search": 1000 * seconds / n_searches,
+        "images_per_s_cap": n_searches / seconds,
+        "rounds": result.n_rounds,
+        "host_syncs_per_round": syncs,
         "exact_anchor_rate": float(np.mean([sorted(a) == needed.tolist() for a in result.anchors])),
     }
     drawn = [0] * n_searches
@@ -272,11 +301,14 @@ def bench_search_bookkeeping(n_searches: int, n_features: int = 15, seed: int = 
     n_reference = min(n_searches, 64)
     sampler_seconds[0] = 0.0
     start = time.perf_counter()
-    searches = [reference.BeamSearch(n_features, coverage.numpy()).run() for _ in range(n_reference)]
+    searches = [
+        reference.BeamSearch(n_features, coverage.numpy()).run() for _ in range(n_reference)
+    ]
     ref = reference.run_searches(searches, sample_fn)
     seconds = time.perf_counter() - start - sampler_seconds[0]
     out["reference"] = {
-        "searches": n_reference, "ms_per_search": 1000 * seconds / n_reference,
+        "searches": n_reference,
+        "ms_per_search": 1000 * seconds / n_reference,
         "images_per_s_cap": n_reference / seconds,
         "same_anchors_as_engine": all(list(r.anchor) == a for r, a in zip(ref, result.anchors)),
     }
@@ -290,11 +322,15 @@ def smooth_images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tens
     """Natural-ish test images: coarse random colour fields upsampled, plus fine noise."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, channels, 8, 8, generator=g)
-    fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    fine = torch.nn.functional.interpolate(
+        coarse, size=(size, size), mode="bicubic", align_corners=False
+    )
     return (fine + 0.03 * torch.randn(n, channels, size, size, generator=g)).clamp(0, 1)
 
 
-def bench_slic(device: torch.device, cases: list[tuple[int, int, int, int]], repeats: int) -> list[dict]:
+def bench_slic(
+    device: torch.device, cases: list[tuple[int, int, int, int]], repeats: int
+) -> list[dict]:
     rows = []
     for n, channels, size, n_segments in cases:
         images = smooth_images(n, channels, size)
@@ -303,18 +339,30 @@ def bench_slic(device: torch.device, cases: list[tuple[int, int, int, int]], rep
         on_device = images.to(device)
         kwargs = dict(n_segments=n_segments, compactness=10.0, sigma=0.5)
         providers = {
-            "torchexplain slic (torch)": lambda x=on_device, kw=kwargs: slic(x, backend="torch", **kw),
-            "scikit-image slic (1 thread)": lambda x=images, kw=kwargs: slic(x, backend="skimage", n_workers=1, **kw),
+            "torchexplain slic (torch)": lambda x=on_device, kw=kwargs: slic(
+                x, backend="torch", **kw
+            ),
+            "scikit-image slic (1 thread)": lambda x=images, kw=kwargs: slic(
+                x, backend="skimage", n_workers=1, **kw
+            ),
         }
         times = time_providers(providers, device, repeats=repeats, warmup=1)
         ours = slic(on_device, backend="torch", **kwargs).cpu()
         ref = slic(images, backend="skimage", **kwargs)
         for name, t in times.items():
-            rows.append({
-                "provider": name, "images": n, "shape": f"{size}x{size}x3", "n_segments": n_segments,
-                "ms_per_image": 1000 * t["median_s"] / n, **t,
-                "segments_mean": float(np.mean([int(s.max()) + 1 for s in (ours if "torch" in name else ref)])),
-            })
+            rows.append(
+                {
+                    "provider": name,
+                    "images": n,
+                    "shape": f"{size}x{size}x3",
+                    "n_segments": n_segments,
+                    "ms_per_image": 1000 * t["median_s"] / n,
+                    **t,
+                    "segments_mean": float(
+                        np.mean([int(s.max()) + 1 for s in (ours if "torch" in name else ref)])
+                    ),
+                }
+            )
         rows[-2]["speedup_vs_skimage"] = rows[-1]["median_s"] / rows[-2]["median_s"]
     return rows
 
@@ -342,28 +390,54 @@ def main() -> None:
     if "s_per_image" in anchor["alibi"]:
         for name in ("torchexplain (batch)", "torchexplain (one by one)"):
             if name in anchor:
-                anchor[name]["speedup_vs_alibi"] = anchor["alibi"]["s_per_image"] / anchor[name]["s_per_image"]
+                anchor[name]["speedup_vs_alibi"] = (
+                    anchor["alibi"]["s_per_image"] / anchor[name]["s_per_image"]
+                )
     slic_rows = bench_slic(device, slic_cases, repeats=3 if args.quick else 5)
     bookkeeping = bench_search_bookkeeping(50 if args.quick else 256)
     payload = {
         "meta": metadata(
-            device, benchmark="anchor_image", digits=n_digits, background=50, threshold=0.95,
-            segmentation=SEGMENTATION_KWARGS, quick=args.quick, host_allocator=host_allocator,
+            device,
+            benchmark="anchor_image",
+            digits=n_digits,
+            background=50,
+            threshold=0.95,
+            segmentation=SEGMENTATION_KWARGS,
+            quick=args.quick,
+            host_allocator=host_allocator,
         ),
         "anchor": anchor,
         "slic": slic_rows,
         "search_bookkeeping": bookkeeping,
     }
     rows = [{"provider": k, **v} for k, v in anchor.items() if "s_per_image" in v]
-    print_table(rows, ["provider", "s_per_image", "median_s", "speedup_vs_alibi", "model_calls_per_image_median",
-                       "images_evaluated_per_image_mean", "ms_per_image_evaluated", "precision_mean",
-                       "coverage_mean"])
+    print_table(
+        rows,
+        [
+            "provider",
+            "s_per_image",
+            "median_s",
+            "speedup_vs_alibi",
+            "model_calls_per_image_median",
+            "images_evaluated_per_image_mean",
+            "ms_per_image_evaluated",
+            "precision_mean",
+            "coverage_mean",
+        ],
+    )
     if "most_possible_speedup_at_its_images" in anchor["alibi"]:
-        print(f"most any implementation of this search can gain on Alibi here (its images at the floor's "
-              f"cost per image): {anchor['alibi']['most_possible_speedup_at_its_images']:.2f}x")
-    print_table(slic_rows, ["provider", "shape", "images", "ms_per_image", "segments_mean", "speedup_vs_skimage"])
-    print(f"search bookkeeping: {bookkeeping['ms_per_search']:.2f} ms per instance (CPU), so at most "
-          f"{bookkeeping['images_per_s_cap']:.0f} images/s on any device")
+        print(
+            f"most any implementation of this search can gain on Alibi here (its images at the floor's "
+            f"cost per image): {anchor['alibi']['most_possible_speedup_at_its_images']:.2f}x"
+        )
+    print_table(
+        slic_rows,
+        ["provider", "shape", "images", "ms_per_image", "segments_mean", "speedup_vs_skimage"],
+    )
+    print(
+        f"search bookkeeping: {bookkeeping['ms_per_search']:.2f} ms per instance (CPU), so at most "
+        f"{bookkeeping['images_per_s_cap']:.0f} images/s on any device"
+    )
     print("wrote", write_results("bench_anchor", payload, args.out))
 
 

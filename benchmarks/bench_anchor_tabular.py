@@ -77,7 +77,9 @@ class Rules:
             chosen += lookup[name]
         return chosen
 
-    def fresh_precision(self, i: int, predicates: list[int], n: int = FRESH_SAMPLES, batch: int = 100) -> float:
+    def fresh_precision(
+        self, i: int, predicates: list[int], n: int = FRESH_SAMPLES, batch: int = 100
+    ) -> float:
         """Precision on ``n`` fresh samples, drawn as the search draws them: requests of ``batch``.
 
         (Alibi's sampler changes with the request size: a request larger than the
@@ -94,7 +96,9 @@ class Rules:
         return float((labels == run.target[i]).float().mean())
 
 
-def quality(rules: Rules, anchors: list[list[str]], success: list[bool], coverage: list[float]) -> dict:
+def quality(
+    rules: Rules, anchors: list[list[str]], success: list[bool], coverage: list[float]
+) -> dict:
     fresh, unmapped = [], 0
     for i, (names, ok) in enumerate(zip(anchors, success)):
         if not ok:
@@ -125,9 +129,13 @@ def bench_alibi(model, data, rows: np.ndarray, ours: dict) -> dict:
         counts["calls"] += 1
         counts["rows"] += x.shape[0]
         with torch.no_grad():
-            return torch.softmax(model(torch.from_numpy(np.asarray(x, dtype=np.float32))), 1).numpy()
+            return torch.softmax(
+                model(torch.from_numpy(np.asarray(x, dtype=np.float32))), 1
+            ).numpy()
 
-    explainer = AlibiAnchorTabular(predict, data.feature_names, categorical_names=data.categorical_names, seed=0)
+    explainer = AlibiAnchorTabular(
+        predict, data.feature_names, categorical_names=data.categorical_names, seed=0
+    )
     explainer.fit(data.X_train, disc_perc=(25, 50, 75))
     explainer.explain(rows[0], threshold=THRESHOLD)  # warm-up
     per_row, asked, anchors, success, coverage = [], [], [], [], []
@@ -138,17 +146,26 @@ def bench_alibi(model, data, rows: np.ndarray, ours: dict) -> dict:
         per_row.append(time.perf_counter() - start)
         asked.append(counts["rows"])
         anchors.append(list(exp.anchor))
-        success.append(bool(exp.raw["success"]) if "success" in exp.raw else bool(exp.precision >= THRESHOLD))
+        success.append(
+            bool(exp.raw["success"]) if "success" in exp.raw else bool(exp.precision >= THRESHOLD)
+        )
         coverage.append(float(exp.coverage))
     return {
-        "installed": True, "version": alibi.__version__, "rows": len(rows),
-        "s_per_row": float(np.mean(per_row)), "median_s_per_row": float(np.median(per_row)),
-        "rows_asked_per_row": float(np.mean(asked)), "anchors": anchors,
-        "_success": success, "_coverage": coverage,
+        "installed": True,
+        "version": alibi.__version__,
+        "rows": len(rows),
+        "s_per_row": float(np.mean(per_row)),
+        "median_s_per_row": float(np.median(per_row)),
+        "rows_asked_per_row": float(np.mean(asked)),
+        "anchors": anchors,
+        "_success": success,
+        "_coverage": coverage,
     }
 
 
-def seed_spread(model, data, explainer: AnchorTabular, rows: np.ndarray, seeds: int, with_alibi: bool) -> dict:
+def seed_spread(
+    model, data, explainer: AnchorTabular, rows: np.ndarray, seeds: int, with_alibi: bool
+) -> dict:
     """Mean coverage and success over several seeds, ours and Alibi's, on the same rows.
 
     One search's coverage swings with its random draws (a borderline anchor is kept or
@@ -159,27 +176,44 @@ def seed_spread(model, data, explainer: AnchorTabular, rows: np.ndarray, seeds: 
 
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return torch.softmax(cpu_model(torch.from_numpy(np.asarray(x, dtype=np.float32))), 1).numpy()
+            return torch.softmax(
+                cpu_model(torch.from_numpy(np.asarray(x, dtype=np.float32))), 1
+            ).numpy()
 
     for seed in range(seeds):
         ours = AnchorTabular(explainer.model, data.feature_names, data.categorical_names, seed=seed)
         ours._fit = explainer._fit
         exp = ours.explain(torch.from_numpy(rows).to(next(explainer.model.parameters()).device))
-        out["torchexplain"].append({"coverage_mean": float(exp.coverage.mean()), "success_rate": float(exp.success.float().mean())})
+        out["torchexplain"].append(
+            {
+                "coverage_mean": float(exp.coverage.mean()),
+                "success_rate": float(exp.success.float().mean()),
+            }
+        )
         if with_alibi:
             from alibi.explainers import AnchorTabular as AlibiAnchorTabular
 
-            peer = AlibiAnchorTabular(predict, data.feature_names, categorical_names=data.categorical_names, seed=seed)
+            peer = AlibiAnchorTabular(
+                predict, data.feature_names, categorical_names=data.categorical_names, seed=seed
+            )
             peer.fit(data.X_train, disc_perc=(25, 50, 75))
             found = [peer.explain(row, threshold=THRESHOLD) for row in rows]
-            out["alibi"].append({
-                "coverage_mean": float(np.mean([float(e.coverage) for e in found])),
-                "success_rate": float(np.mean([bool(e.raw.get("success", True)) for e in found])),
-            })
+            out["alibi"].append(
+                {
+                    "coverage_mean": float(np.mean([float(e.coverage) for e in found])),
+                    "success_rate": float(
+                        np.mean([bool(e.raw.get("success", True)) for e in found])
+                    ),
+                }
+            )
     for name in ("torchexplain", "alibi"):
         if out[name]:
-            out[f"{name}_coverage_mean_over_seeds"] = float(np.mean([r["coverage_mean"] for r in out[name]]))
-            out[f"{name}_success_rate_over_seeds"] = float(np.mean([r["success_rate"] for r in out[name]]))
+            out[f"{name}_coverage_mean_over_seeds"] = float(
+                np.mean([r["coverage_mean"] for r in out[name]])
+            )
+            out[f"{name}_success_rate_over_seeds"] = float(
+                np.mean([r["success_rate"] for r in out[name]])
+            )
     return out
 
 
@@ -188,18 +222,34 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds for the coverage comparison (default 4, 1 quick)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds for the coverage comparison (default 4, 1 quick)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     data = load_census()
     model, _ = pretrained_census_mlp()
     model = model.to(device).eval()
-    explainer = AnchorTabular(model, data.feature_names, data.categorical_names, seed=0).fit(data.X_train)
+    explainer = AnchorTabular(model, data.feature_names, data.categorical_names, seed=0).fit(
+        data.X_train
+    )
     if device.type == "cuda":
-        sizes, repeats, one_by_one, n_alibi = ([100, 1000] if args.quick else [16, 256, 1024, 4096]), 3, 20, 0
+        sizes, repeats, one_by_one, n_alibi = (
+            ([100, 1000] if args.quick else [16, 256, 1024, 4096]),
+            3,
+            20,
+            0,
+        )
     else:
-        sizes, repeats, one_by_one, n_alibi = ([16, 64] if args.quick else [16, 256, 1024]), (1 if args.quick else 2), (
-            8 if args.quick else 50), (8 if args.quick else 50)
+        sizes, repeats, one_by_one, n_alibi = (
+            ([16, 64] if args.quick else [16, 256, 1024]),
+            (1 if args.quick else 2),
+            (8 if args.quick else 50),
+            (8 if args.quick else 50),
+        )
     test = torch.from_numpy(data.X_test).to(device)
     results: dict[str, dict] = {}
     explanations = {}
@@ -215,8 +265,12 @@ def main() -> None:
         explanations[n] = exp
         seconds = statistics.median(times)
         results[f"torchexplain (batch {n})"] = {
-            "rows": n, "s_per_row": seconds / n, "rows_per_s": n / seconds, "seconds_median": seconds,
-            "rows_asked_per_row": exp.meta["total_rows_evaluated"] / n, "model_calls": exp.meta["total_model_calls"],
+            "rows": n,
+            "s_per_row": seconds / n,
+            "rows_per_s": n / seconds,
+            "seconds_median": seconds,
+            "rows_asked_per_row": exp.meta["total_rows_evaluated"] / n,
+            "model_calls": exp.meta["total_model_calls"],
             "search_rounds": exp.meta["search_rounds"],
         }
     per_row, asked = [], []
@@ -228,14 +282,18 @@ def main() -> None:
         per_row.append(time.perf_counter() - start)
         asked.append(exp.meta["total_rows_evaluated"])
     results["torchexplain (one by one)"] = {
-        "rows": one_by_one, "s_per_row": float(np.mean(per_row)), "median_s_per_row": float(np.median(per_row)),
+        "rows": one_by_one,
+        "s_per_row": float(np.mean(per_row)),
+        "median_s_per_row": float(np.median(per_row)),
         "rows_asked_per_row": float(np.mean(asked)),
     }
     # The floor: the model alone on as many rows as the reference batch asked for, same chunks.
     reference_n = 256 if 256 in sizes else sizes[-1]
     n_rows = int(explanations[reference_n].meta["total_rows_evaluated"])
     pool = torch.from_numpy(data.X_train).to(device)
-    floor_rows = pool[torch.randint(0, pool.shape[0], (n_rows,), generator=torch.Generator().manual_seed(0))]
+    floor_rows = pool[
+        torch.randint(0, pool.shape[0], (n_rows,), generator=torch.Generator().manual_seed(0))
+    ]
     floor_times = []
     for _ in range(repeats + 1):
         sync(device)
@@ -247,7 +305,9 @@ def main() -> None:
         floor_times.append(time.perf_counter() - start)
     floor = statistics.median(floor_times[1:])
     results["model only (floor)"] = {
-        "rows": reference_n, "s_per_row": floor / reference_n, "rows_scored": n_rows,
+        "rows": reference_n,
+        "s_per_row": floor / reference_n,
+        "rows_scored": n_rows,
         "note": f"the model on the rows the batch-{reference_n} search asked for, chunks of {_AUTO_ROWS}",
     }
     # Quality of the anchors, ours (largest batch) and Alibi's, on the same rows.
@@ -259,25 +319,40 @@ def main() -> None:
     try:
         import alibi  # noqa: F401
     except ImportError:
-        results["alibi"] = {"installed": False, "reference": {
-            "s_per_row": 0.27, "median_s_per_row": 0.12, "rows_asked_per_row": 4900,
-            "source": "issue 11: Alibi 0.9.6 AnchorTabular on this table and model, 50 test rows, another run",
-        }}
+        results["alibi"] = {
+            "installed": False,
+            "reference": {
+                "s_per_row": 0.27,
+                "median_s_per_row": 0.12,
+                "rows_asked_per_row": 4900,
+                "source": "issue 11: Alibi 0.9.6 AnchorTabular on this table and model, 50 test rows, another run",
+            },
+        }
     else:
         if n_alibi:
             cpu_model = model.to("cpu")
             peer = bench_alibi(cpu_model, data, data.X_test[:n_alibi], results)
             model.to(device)
             alibi_rules = Rules(explainer, data.X_test[:n_alibi])
-            peer.update(quality(alibi_rules, peer["anchors"], peer.pop("_success"), peer.pop("_coverage")))
+            peer.update(
+                quality(alibi_rules, peer["anchors"], peer.pop("_success"), peer.pop("_coverage"))
+            )
             ours = explanations[sizes[-1]]
             same_rows = min(n_alibi, sizes[-1])
             peer["ours_same_rows"] = quality(
-                alibi_rules, ours.anchor[:same_rows], ours.success[:same_rows].tolist(), ours.coverage[:same_rows].tolist()
+                alibi_rules,
+                ours.anchor[:same_rows],
+                ours.success[:same_rows].tolist(),
+                ours.coverage[:same_rows].tolist(),
             )
-            peer["same_anchor_as_ours"] = float(np.mean([
-                sorted(a) == sorted(b) for a, b in zip(peer["anchors"], ours.anchor[:same_rows])
-            ]))
+            peer["same_anchor_as_ours"] = float(
+                np.mean(
+                    [
+                        sorted(a) == sorted(b)
+                        for a, b in zip(peer["anchors"], ours.anchor[:same_rows])
+                    ]
+                )
+            )
             results["alibi"] = peer
             for name, row in results.items():
                 if name.startswith("torchexplain"):
@@ -285,21 +360,49 @@ def main() -> None:
     if n_alibi:
         try:
             import alibi  # noqa: F401
+
             with_alibi = True
         except ImportError:
             with_alibi = False
         seeds = args.seeds if args.seeds is not None else (1 if args.quick else 4)
-        results["coverage_over_seeds"] = seed_spread(model, data, explainer, data.X_test[:n_alibi], seeds, with_alibi)
+        results["coverage_over_seeds"] = seed_spread(
+            model, data, explainer, data.X_test[:n_alibi], seeds, with_alibi
+        )
     payload = {
-        "meta": metadata(device, benchmark="bench_anchor_tabular", threshold=THRESHOLD, model="CensusMLP 65-64-64-2",
-                         train_rows=int(len(data.X_train)), sizes=sizes, repeats=repeats),
+        "meta": metadata(
+            device,
+            benchmark="bench_anchor_tabular",
+            threshold=THRESHOLD,
+            model="CensusMLP 65-64-64-2",
+            train_rows=int(len(data.X_train)),
+            sizes=sizes,
+            repeats=repeats,
+        ),
         "results": results,
     }
-    path = write_results("bench_anchor_tabular" + ("-quick" if args.quick else ""), payload, args.out)
-    rows = [{"provider": k, **{c: v for c, v in r.items() if not isinstance(v, (list, dict))}}
-            for k, r in results.items() if k != "coverage_over_seeds"]
-    print_table(rows, ["provider", "rows", "s_per_row", "median_s_per_row", "rows_asked_per_row", "speedup_vs_alibi",
-                       "success_rate", "coverage_mean", "fresh_precision_mean", "fresh_precision_min"])
+    path = write_results(
+        "bench_anchor_tabular" + ("-quick" if args.quick else ""), payload, args.out
+    )
+    rows = [
+        {"provider": k, **{c: v for c, v in r.items() if not isinstance(v, (list, dict))}}
+        for k, r in results.items()
+        if k != "coverage_over_seeds"
+    ]
+    print_table(
+        rows,
+        [
+            "provider",
+            "rows",
+            "s_per_row",
+            "median_s_per_row",
+            "rows_asked_per_row",
+            "speedup_vs_alibi",
+            "success_rate",
+            "coverage_mean",
+            "fresh_precision_mean",
+            "fresh_precision_min",
+        ],
+    )
     print(f"wrote {path}")
 
 

@@ -29,15 +29,60 @@ def configurations(device: torch.device, quick: bool) -> list[dict]:
     configs = [
         # Cheap configurations get more repeats: one run of each is within ~5% noise
         # on a shared CPU, and the targets are a few percent.
-        {"name": "mnist_cnn", "model": "mnist", "shape": (1, 28, 28), "n": 32, "steps": 50, "kind": "compute", "repeats": 11},
-        {"name": "mnist_cnn", "model": "mnist", "shape": (1, 28, 28), "n": 256, "steps": 50, "kind": "compute"},
-        {"name": "resnet18_64px", "model": "resnet18", "shape": (3, 64, 64), "n": 8, "steps": 32, "kind": "compute", "repeats": 11},
-        {"name": "gap_linear_224px", "model": "gap", "shape": (3, 224, 224), "n": 16, "steps": 50, "kind": "overhead", "repeats": 11},
+        {
+            "name": "mnist_cnn",
+            "model": "mnist",
+            "shape": (1, 28, 28),
+            "n": 32,
+            "steps": 50,
+            "kind": "compute",
+            "repeats": 11,
+        },
+        {
+            "name": "mnist_cnn",
+            "model": "mnist",
+            "shape": (1, 28, 28),
+            "n": 256,
+            "steps": 50,
+            "kind": "compute",
+        },
+        {
+            "name": "resnet18_64px",
+            "model": "resnet18",
+            "shape": (3, 64, 64),
+            "n": 8,
+            "steps": 32,
+            "kind": "compute",
+            "repeats": 11,
+        },
+        {
+            "name": "gap_linear_224px",
+            "model": "gap",
+            "shape": (3, 224, 224),
+            "n": 16,
+            "steps": 50,
+            "kind": "overhead",
+            "repeats": 11,
+        },
     ]
     if device.type == "cuda":
         configs += [
-            {"name": "mnist_cnn", "model": "mnist", "shape": (1, 28, 28), "n": 1024, "steps": 50, "kind": "compute"},
-            {"name": "resnet50_224px", "model": "resnet50", "shape": (3, 224, 224), "n": 16, "steps": 50, "kind": "compute"},
+            {
+                "name": "mnist_cnn",
+                "model": "mnist",
+                "shape": (1, 28, 28),
+                "n": 1024,
+                "steps": 50,
+                "kind": "compute",
+            },
+            {
+                "name": "resnet50_224px",
+                "model": "resnet50",
+                "shape": (3, 224, 224),
+                "n": 16,
+                "steps": 50,
+                "kind": "compute",
+            },
         ]
     if quick:
         # A smoke run that fits `torchexplain bench --quick` (all scripts) in 2 minutes
@@ -100,7 +145,12 @@ def run_config(cfg: dict, device: torch.device, repeats: int, with_captum: bool)
         "repeats": repeats,
         "kind": cfg["kind"],
         "model_source": source,
-        "sizes": {"n": n, "steps": steps, "input_shape": list(cfg["shape"]), "path_bytes": path_bytes},
+        "sizes": {
+            "n": n,
+            "steps": steps,
+            "input_shape": list(cfg["shape"]),
+            "path_bytes": path_bytes,
+        },
         "providers": {name: dict(timings[name]) for name in providers},
     }
     t = {name: timings[name]["median_s"] for name in providers}
@@ -117,7 +167,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small configurations, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--out", default=None, help="JSON file or folder (default benchmarks/results/)")
+    parser.add_argument(
+        "--out", default=None, help="JSON file or folder (default benchmarks/results/)"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     try:
@@ -131,7 +183,9 @@ def main(argv=None) -> int:
     rows = []
     for cfg in configurations(device, args.quick):
         try:
-            cfg_repeats = args.repeats or (repeats if args.quick else max(repeats, cfg.get("repeats", 0)))
+            cfg_repeats = args.repeats or (
+                repeats if args.quick else max(repeats, cfg.get("repeats", 0))
+            )
             rows.append(run_config(cfg, device, cfg_repeats, with_captum))
         except RuntimeError as err:  # e.g. resnet50 without torchvision
             print(f"skipped {cfg['name']}: {err}")
@@ -139,8 +193,11 @@ def main(argv=None) -> int:
         rows[-1]["_cfg"] = cfg
         r = rows[-1]
         p = r["providers"]
-        print(f"{r['config']}: torchexplain {p['torchexplain']['median_s']:.4f}s  floor {p['floor']['median_s']:.4f}s"
-              + (f"  captum {p['captum']['median_s']:.4f}s" if with_captum else ""), flush=True)
+        print(
+            f"{r['config']}: torchexplain {p['torchexplain']['median_s']:.4f}s  floor {p['floor']['median_s']:.4f}s"
+            + (f"  captum {p['captum']['median_s']:.4f}s" if with_captum else ""),
+            flush=True,
+        )
     # Memory last, after every timing: measuring it retunes the host allocator (see
     # benchmarks/_common.peak_memory), which would slow any timing taken after it.
     for r in rows:
@@ -162,13 +219,28 @@ def main(argv=None) -> int:
             "mem_paths": p["torchexplain"]["peak_extra_paths"],
         }
         if with_captum:
-            entry.update(captum_s=p["captum"]["median_s"], x_captum=r["ratio_vs_captum"],
-                         captum_mem_paths=p["captum"]["peak_extra_paths"])
+            entry.update(
+                captum_s=p["captum"]["median_s"],
+                x_captum=r["ratio_vs_captum"],
+                captum_mem_paths=p["captum"]["peak_extra_paths"],
+            )
         table.append(entry)
-    columns = ["config", "torchexplain_s", "captum_s", "floor_s", "x_captum", "x_floor", "expl_per_s",
-               "mem_paths", "captum_mem_paths"]
+    columns = [
+        "config",
+        "torchexplain_s",
+        "captum_s",
+        "floor_s",
+        "x_captum",
+        "x_floor",
+        "expl_per_s",
+        "mem_paths",
+        "captum_mem_paths",
+    ]
     print_table(table, [c for c in columns if not table or c in table[0]])
-    payload = {"meta": metadata(device, benchmark="bench_ig", repeats=repeats, quick=args.quick), "results": rows}
+    payload = {
+        "meta": metadata(device, benchmark="bench_ig", repeats=repeats, quick=args.quick),
+        "results": rows,
+    }
     path = write_results("bench_ig", payload, args.out)
     print(f"wrote {path}")
     return 0

@@ -162,7 +162,9 @@ def bench_size(
                     "speedup_vs_captum": captum_s / seconds,
                     # CUDA only: on the CPU the reading retunes the host allocator,
                     # which would slow every timing taken after it.
-                    "peak_mem_MB": _mb(peak_memory(providers[provider], device)) if device.type == "cuda" else None,
+                    "peak_mem_MB": _mb(peak_memory(providers[provider], device))
+                    if device.type == "cuda"
+                    else None,
                     **{k: v for k, v in timing.items() if k != "median_s"},
                 }
             )

@@ -85,7 +85,10 @@ class Run:
             loss = nn.functional.cross_entropy(self.model(self.images[batch]), self.labels[batch])
             loss.backward()
             self.optimizer.step()
-            recorded = self.monitor is not None and self.monitor.step(self.model, self.global_step) is not None
+            recorded = (
+                self.monitor is not None
+                and self.monitor.step(self.model, self.global_step) is not None
+            )
             sync(self.device)
             (self.record_s if recorded else self.step_s).append(time.perf_counter() - start)
             self.rng_states = self._get_states()
@@ -94,10 +97,18 @@ class Run:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="10-step epochs (640 digits), 2 per run")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default 4, quick 1)")
-    parser.add_argument("--out", default=None, help="JSON file or folder (default benchmarks/results/)")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="10-step epochs (640 digits), 2 per run"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per run (default 4, quick 1)"
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON file or folder (default benchmarks/results/)"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -111,12 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     steps_per_epoch = -(-images.shape[0] // BATCH_SIZE)
     with tempfile.TemporaryDirectory() as log_dir:
         monitor = ExplanationMonitor(
-            IntegratedGradients(None, n_steps=IG_STEPS), probe, every_n_steps=EVERY_N_STEPS, out_dir=log_dir
+            IntegratedGradients(None, n_steps=IG_STEPS),
+            probe,
+            every_n_steps=EVERY_N_STEPS,
+            out_dir=log_dir,
         )
         plain = Run(images, labels, device, None)
         monitored = Run(images, labels, device, monitor)
         # Warm-up on throwaway runs (thread pools, allocator, the first IG call).
-        warm = Run(images, labels, device, ExplanationMonitor(IntegratedGradients(None, n_steps=IG_STEPS), probe, every_n_steps=2))
+        warm = Run(
+            images,
+            labels,
+            device,
+            ExplanationMonitor(IntegratedGradients(None, n_steps=IG_STEPS), probe, every_n_steps=2),
+        )
         for _ in range(3):
             warm.step()
         start = time.perf_counter()
@@ -126,15 +145,21 @@ def main(argv: list[str] | None = None) -> int:
         wall_s = time.perf_counter() - start
         for a, b in zip(plain.model.parameters(), monitored.model.parameters(), strict=True):
             if not torch.equal(a, b):
-                raise RuntimeError("the monitor changed the training: weights differ from the plain run")
+                raise RuntimeError(
+                    "the monitor changed the training: weights differ from the plain run"
+                )
     record_s = monitored.record_s
     records_per_epoch = steps_per_epoch / EVERY_N_STEPS
     plain_epoch = steps_per_epoch * statistics.median(plain.step_s)
-    monitored_epoch = (steps_per_epoch * statistics.median(monitored.step_s)
-                       + records_per_epoch * statistics.median(record_s))
+    monitored_epoch = steps_per_epoch * statistics.median(
+        monitored.step_s
+    ) + records_per_epoch * statistics.median(record_s)
     total_plain, total_monitored = sum(plain.step_s), sum(monitored.step_s) + sum(record_s)
-    print(f"{epochs} epochs of {steps_per_epoch} steps each, interleaved, in {wall_s:.1f} s; "
-          f"{len(record_s)} records", flush=True)
+    print(
+        f"{epochs} epochs of {steps_per_epoch} steps each, interleaved, in {wall_s:.1f} s; "
+        f"{len(record_s)} records",
+        flush=True,
+    )
     config = (
         f"mnist_cnn train={images.shape[0]} bs={BATCH_SIZE} every_n_steps={EVERY_N_STEPS} "
         f"probe={PROBE_SIZE} ig_steps={IG_STEPS}"
@@ -142,14 +167,26 @@ def main(argv: list[str] | None = None) -> int:
     row = {
         "method": "monitor",
         "config": config,
-        "sizes": {"train": int(images.shape[0]), "batch_size": BATCH_SIZE, "steps_per_epoch": steps_per_epoch,
-                  "epochs": epochs, "probe": PROBE_SIZE, "ig_steps": IG_STEPS},
+        "sizes": {
+            "train": int(images.shape[0]),
+            "batch_size": BATCH_SIZE,
+            "steps_per_epoch": steps_per_epoch,
+            "epochs": epochs,
+            "probe": PROBE_SIZE,
+            "ig_steps": IG_STEPS,
+        },
         "providers": {
             # median_s: seconds per epoch, built from medians (see the module docs).
-            "torchexplain": {"median_s": monitored_epoch, "step_s_median": statistics.median(monitored.step_s),
-                             "step_s": monitored.step_s},
-            "floor": {"median_s": plain_epoch, "step_s_median": statistics.median(plain.step_s),
-                      "step_s": plain.step_s},
+            "torchexplain": {
+                "median_s": monitored_epoch,
+                "step_s_median": statistics.median(monitored.step_s),
+                "step_s": monitored.step_s,
+            },
+            "floor": {
+                "median_s": plain_epoch,
+                "step_s_median": statistics.median(plain.step_s),
+                "step_s": plain.step_s,
+            },
         },
         "records": len(record_s),
         "record_s": record_s,
@@ -161,16 +198,29 @@ def main(argv: list[str] | None = None) -> int:
         "weights_identical": True,
     }
     print_table(
-        [{"config": config, "plain_s/epoch": plain_epoch, "monitor_s/epoch": monitored_epoch,
-          "x_floor": row["ratio_vs_floor"], "records": len(record_s), "s/record": row["record_s_median"]}],
+        [
+            {
+                "config": config,
+                "plain_s/epoch": plain_epoch,
+                "monitor_s/epoch": monitored_epoch,
+                "x_floor": row["ratio_vs_floor"],
+                "records": len(record_s),
+                "s/record": row["record_s_median"],
+            }
+        ],
         ["config", "plain_s/epoch", "monitor_s/epoch", "x_floor", "records", "s/record"],
     )
     meta = metadata(
-        device, benchmark="bench_monitor", quick=args.quick, epochs=epochs,
+        device,
+        benchmark="bench_monitor",
+        quick=args.quick,
+        epochs=epochs,
         timing="seconds per epoch = steps_per_epoch x median step (+ steps_per_epoch / every_n_steps "
-               "x median record step for the monitored run); the two runs' steps interleaved",
+        "x median record step for the monitored run); the two runs' steps interleaved",
     )
-    path = write_results(f"bench_monitor{'-quick' if args.quick else ''}", {"meta": meta, "results": [row]}, args.out)
+    path = write_results(
+        f"bench_monitor{'-quick' if args.quick else ''}", {"meta": meta, "results": [row]}, args.out
+    )
     print(f"wrote {path}")
     return 0
 

@@ -85,10 +85,21 @@ _POOL = None
 
 
 def stats(samples: list[float]) -> dict:
-    cuts = statistics.quantiles(samples, n=100, method="inclusive") if len(samples) > 1 else samples * 99
+    cuts = (
+        statistics.quantiles(samples, n=100, method="inclusive")
+        if len(samples) > 1
+        else samples * 99
+    )
     median = statistics.median(samples)
-    return {"median_s": median, "p50_s": median, "p99_s": cuts[98], "min_s": min(samples), "max_s": max(samples),
-            "repeats": len(samples), "requests_per_s": 1.0 / median}
+    return {
+        "median_s": median,
+        "p50_s": median,
+        "p99_s": cuts[98],
+        "min_s": min(samples),
+        "max_s": max(samples),
+        "repeats": len(samples),
+        "requests_per_s": 1.0 / median,
+    }
 
 
 def time_blocks(providers: dict, repeats: int, rounds: int = 3, warmup: int = 2) -> dict:
@@ -112,7 +123,9 @@ def time_blocks(providers: dict, repeats: int, rounds: int = 3, warmup: int = 2)
 
 def concurrent_rate(fn, clients: int, per_client: int) -> float:
     """Requests per second with ``clients`` threads each sending ``per_client`` requests."""
-    threads = [threading.Thread(target=lambda: [fn() for _ in range(per_client)]) for _ in range(clients)]
+    threads = [
+        threading.Thread(target=lambda: [fn() for _ in range(per_client)]) for _ in range(clients)
+    ]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -124,7 +137,9 @@ def concurrent_rate(fn, clients: int, per_client: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where the explainers run")
-    parser.add_argument("--rows", type=int, default=32, help="rows per explain request (default 32)")
+    parser.add_argument(
+        "--rows", type=int, default=32, help="rows per explain request (default 32)"
+    )
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -140,39 +155,94 @@ def main() -> None:
     targets = [int(t) for t in (np.arange(rows_n) % 2)]
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     example = torch.from_numpy(data.X_train[:8])
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(work / "income.pt2"))
 
     port, kserve_port = free_port(), free_port()
     base, kserve_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{kserve_port}"
     model_url = f"{base}/v2/models/income/infer"
     IntegratedGradients(model, n_steps=IG_STEPS).save(work / "ig", example_inputs=example)
-    anchor = AnchorTabular(RemoteModel(model_url), data.feature_names, data.categorical_names, seed=0,
-                           device=str(device))
+    anchor = AnchorTabular(
+        RemoteModel(model_url),
+        data.feature_names,
+        data.categorical_names,
+        seed=0,
+        device=str(device),
+    )
     anchor.fit(data.X_train)
     anchor.save(work / "anchor")
     # server A: the model and the IG explainer (white-box: it holds its own copy of the model);
     # server B: the AnchorTabular explainer, a separate service that queries the model on A
-    init = ["--init-parameters", json.dumps({"device": str(device)})] if device.type == "cuda" else []
+    init = (
+        ["--init-parameters", json.dumps({"device": str(device)})] if device.type == "cuda" else []
+    )
     model_server = Process(
-        torchexplain_command("serve", str(work / "ig"), "--name", "ig", "--model", str(work / "income.pt2"),
-                             "--model-name", "income", "--host", "127.0.0.1", "--http-port", str(port),
-                             "--grpc-port", str(free_port()), "--settings-dir", str(work / "repository-a"), *init),
-        [f"{base}/v2/models/{name}/ready" for name in ("income", "ig")], work / "mlserver-a.log")
+        torchexplain_command(
+            "serve",
+            str(work / "ig"),
+            "--name",
+            "ig",
+            "--model",
+            str(work / "income.pt2"),
+            "--model-name",
+            "income",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            "--settings-dir",
+            str(work / "repository-a"),
+            *init,
+        ),
+        [f"{base}/v2/models/{name}/ready" for name in ("income", "ig")],
+        work / "mlserver-a.log",
+    )
     anchor_port = free_port()
     anchor_base = f"http://127.0.0.1:{anchor_port}"
     anchor_server = Process(
-        torchexplain_command("serve", str(work / "anchor"), "--name", "anchor", "--infer-uri", model_url,
-                             "--host", "127.0.0.1", "--http-port", str(anchor_port), "--grpc-port", str(free_port()),
-                             "--settings-dir", str(work / "repository-b")),
-        [f"{anchor_base}/v2/models/anchor/ready"], work / "mlserver-b.log")
-    kserve_args = ["kserve", "--model_name", "ig", "--http_port", str(kserve_port), "--host", "127.0.0.1",
-                   "--storage_uri", str(work / "ig")]
+        torchexplain_command(
+            "serve",
+            str(work / "anchor"),
+            "--name",
+            "anchor",
+            "--infer-uri",
+            model_url,
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(anchor_port),
+            "--grpc-port",
+            str(free_port()),
+            "--settings-dir",
+            str(work / "repository-b"),
+        ),
+        [f"{anchor_base}/v2/models/anchor/ready"],
+        work / "mlserver-b.log",
+    )
+    kserve_args = [
+        "kserve",
+        "--model_name",
+        "ig",
+        "--http_port",
+        str(kserve_port),
+        "--host",
+        "127.0.0.1",
+        "--storage_uri",
+        str(work / "ig"),
+    ]
     if device.type == "cuda":
         kserve_args += ["--init_parameters", json.dumps({"device": str(device)})]
-    kserve = Process(torchexplain_command(*kserve_args), [f"{kserve_base}/v1/models/ig"], work / "kserve.log")
+    kserve = Process(
+        torchexplain_command(*kserve_args), [f"{kserve_base}/v1/models/ig"], work / "kserve.log"
+    )
 
-    ig_local = load_explainer(work / "ig", **({"device": str(device)} if device.type == "cuda" else {}))
+    ig_local = load_explainer(
+        work / "ig", **({"device": str(device)} if device.type == "cuda" else {})
+    )
     anchor_remote = load_explainer(work / "anchor", model=RemoteModel(model_url))
 
     def local_probabilities(batch: np.ndarray) -> np.ndarray:
@@ -188,10 +258,15 @@ def main() -> None:
 
     results = []
     with model_server, anchor_server, kserve:
-        ig_body, anchor_body = explain_request_body(rows, {"target": targets}), explain_request_body(rows, {})
+        ig_body, anchor_body = (
+            explain_request_body(rows, {"target": targets}),
+            explain_request_body(rows, {}),
+        )
         ig_served = lambda: checked_post(f"{base}/v2/models/ig/infer", ig_body)  # noqa: E731
-        ig_kserve = lambda: checked_post(f"{kserve_base}/v1/models/ig:explain",  # noqa: E731
-                                         {"instances": rows.tolist(), "explain_parameters": {"target": targets}})
+        ig_kserve = lambda: checked_post(  # noqa: E731
+            f"{kserve_base}/v1/models/ig:explain",
+            {"instances": rows.tolist(), "explain_parameters": {"target": targets}},
+        )
         ig_in_process = lambda: ig_local.explain(x, target=targets).to_json()  # noqa: E731
         anchor_served = lambda: checked_post(f"{anchor_base}/v2/models/anchor/infer", anchor_body)  # noqa: E731
         anchor_in_process = lambda: anchor_remote.explain(rows).to_json()  # noqa: E731
@@ -205,18 +280,37 @@ def main() -> None:
             raise RuntimeError("the served IG explanation differs from the in-process one")
         served_model = RemoteModel(model_url)
         metadata_url = f"{base}/v2/models/ig"
-        ig = time_blocks({"torchexplain": ig_served, "kserve": ig_kserve, "in_process": ig_in_process,
-                               "floor": floor, "model_served": lambda: served_model(rows),
-                               "http_get": lambda: get_json(metadata_url)}, repeats)
+        ig = time_blocks(
+            {
+                "torchexplain": ig_served,
+                "kserve": ig_kserve,
+                "in_process": ig_in_process,
+                "floor": floor,
+                "model_served": lambda: served_model(rows),
+                "http_get": lambda: get_json(metadata_url),
+            },
+            repeats,
+        )
         ig["torchexplain"]["concurrent_4_requests_per_s"] = concurrent_rate(ig_served, 4, 10)
         ig["kserve"]["concurrent_4_requests_per_s"] = concurrent_rate(ig_kserve, 4, 10)
         if json.loads(anchor_served()["outputs"][0]["data"][0]) != json.loads(anchor_in_process()):
-            raise RuntimeError("the served AnchorTabular explanation differs from the in-process one")
+            raise RuntimeError(
+                "the served AnchorTabular explanation differs from the in-process one"
+            )
         anchor_repeats = 3 if args.quick else 6
-        anchors = time_blocks({"torchexplain": anchor_served, "in_process": anchor_in_process,
-                                    "in_process_model_local": anchor_model_local, "floor": floor}, anchor_repeats,
-                              warmup=1)
-        anchors["torchexplain"]["concurrent_4_requests_per_s"] = concurrent_rate(anchor_served, 4, 2)
+        anchors = time_blocks(
+            {
+                "torchexplain": anchor_served,
+                "in_process": anchor_in_process,
+                "in_process_model_local": anchor_model_local,
+                "floor": floor,
+            },
+            anchor_repeats,
+            warmup=1,
+        )
+        anchors["torchexplain"]["concurrent_4_requests_per_s"] = concurrent_rate(
+            anchor_served, 4, 2
+        )
         servers_alive = model_server.alive() and anchor_server.alive() and kserve.alive()
 
     def overhead(providers: dict, served: str, local: str = "in_process") -> float:
@@ -225,32 +319,62 @@ def main() -> None:
     # What a request costs MLServer with (almost) nothing to compute, bracketed: a GET of the
     # model metadata (no body: a lower bound), and the served model's v2 round trip on the
     # same rows less its in-process forward (an upper bound: it includes the model runtime).
-    results.append({"method": "IntegratedGradients", "config": f"{rows_n} rows, {IG_STEPS} steps",
-                    "providers": ig, "overhead_mlserver": overhead(ig, "torchexplain"),
-                    "overhead_kserve": overhead(ig, "kserve"),
-                    "overhead_mlserver_s": ig["torchexplain"]["median_s"] - ig["in_process"]["median_s"],
-                    "overhead_kserve_s": ig["kserve"]["median_s"] - ig["in_process"]["median_s"],
-                    "request_cost_lower_s": ig["http_get"]["median_s"],
-                    "request_cost_upper_s": ig["model_served"]["median_s"] - ig["floor"]["median_s"]})
-    results.append({"method": "AnchorTabular", "config": f"{rows_n} rows, model served",
-                    "providers": anchors, "overhead_mlserver": overhead(anchors, "torchexplain"),
-                    "model_remote_cost": overhead(anchors, "in_process", "in_process_model_local")})
+    results.append(
+        {
+            "method": "IntegratedGradients",
+            "config": f"{rows_n} rows, {IG_STEPS} steps",
+            "providers": ig,
+            "overhead_mlserver": overhead(ig, "torchexplain"),
+            "overhead_kserve": overhead(ig, "kserve"),
+            "overhead_mlserver_s": ig["torchexplain"]["median_s"] - ig["in_process"]["median_s"],
+            "overhead_kserve_s": ig["kserve"]["median_s"] - ig["in_process"]["median_s"],
+            "request_cost_lower_s": ig["http_get"]["median_s"],
+            "request_cost_upper_s": ig["model_served"]["median_s"] - ig["floor"]["median_s"],
+        }
+    )
+    results.append(
+        {
+            "method": "AnchorTabular",
+            "config": f"{rows_n} rows, model served",
+            "providers": anchors,
+            "overhead_mlserver": overhead(anchors, "torchexplain"),
+            "model_remote_cost": overhead(anchors, "in_process", "in_process_model_local"),
+        }
+    )
     payload = {
-        "meta": metadata(device, rows_per_request=rows_n, repeats=repeats, ig_steps=IG_STEPS,
-                         target_overhead=TARGET_OVERHEAD, servers_alive_after=servers_alive,
-                         peer=None, peer_note="no Alibi serving runtime installs beside MLServer 1.7"),
+        "meta": metadata(
+            device,
+            rows_per_request=rows_n,
+            repeats=repeats,
+            ig_steps=IG_STEPS,
+            target_overhead=TARGET_OVERHEAD,
+            servers_alive_after=servers_alive,
+            peer=None,
+            peer_note="no Alibi serving runtime installs beside MLServer 1.7",
+        ),
         "results": results,
     }
     path = write_results("bench_serving", payload, args.out)
     table = []
     for entry in results:
         for name, p in entry["providers"].items():
-            table.append({"method": entry["method"], "provider": name, "median_ms": 1e3 * p["median_s"],
-                          "p99_ms": 1e3 * p["p99_s"], "req/s": p["requests_per_s"],
-                          "req/s x4": p.get("concurrent_4_requests_per_s", "")})
+            table.append(
+                {
+                    "method": entry["method"],
+                    "provider": name,
+                    "median_ms": 1e3 * p["median_s"],
+                    "p99_ms": 1e3 * p["p99_s"],
+                    "req/s": p["requests_per_s"],
+                    "req/s x4": p.get("concurrent_4_requests_per_s", ""),
+                }
+            )
     print_table(table, ["method", "provider", "median_ms", "p99_ms", "req/s", "req/s x4"])
     for entry in results:
-        extra = {k: round(v, 4) for k, v in entry.items() if k.startswith(("overhead", "model_remote", "request"))}
+        extra = {
+            k: round(v, 4)
+            for k, v in entry.items()
+            if k.startswith(("overhead", "model_remote", "request"))
+        }
         print(f"{entry['method']}: {extra} (target: overhead <= {TARGET_OVERHEAD:.0%})")
     print(f"wrote {path}")
 

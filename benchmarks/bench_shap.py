@@ -42,7 +42,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import metadata, peak_memory, print_table, steady_host_allocator, sync, time_providers, write_results  # noqa: E402,I001
+from _common import (
+    metadata,
+    peak_memory,
+    print_table,
+    steady_host_allocator,
+    sync,
+    time_providers,
+    write_results,
+)  # noqa: E402,I001
 
 from torchexplain import KernelShap, TreeShap  # noqa: E402
 from torchexplain.datasets import load_census  # noqa: E402
@@ -51,7 +59,6 @@ from torchexplain.zoo import Probabilities, pretrained_census_mlp  # noqa: E402
 N_BACKGROUND = 100
 SEED = 0
 FLOOR_CHUNKS = (4096, 8192, 16384, 32768, 65536)
-
 
 
 def numpy_predictor(model: torch.nn.Module):
@@ -103,7 +110,11 @@ def floor(model, rows_per_instance: torch.Tensor) -> dict:
                 times.append(time.perf_counter() - start)
             results[chunk] = statistics.median(times)
     best = min(results, key=results.get)
-    return {"s_per_instance": results[best], "best_chunk": best, "by_chunk": {str(k): v for k, v in results.items()}}
+    return {
+        "s_per_instance": results[best],
+        "best_chunk": best,
+        "by_chunk": {str(k): v for k, v in results.items()},
+    }
 
 
 def perturbed_rows(explainer: KernelShap, row: torch.Tensor) -> torch.Tensor:
@@ -113,14 +124,18 @@ def perturbed_rows(explainer: KernelShap, row: torch.Tensor) -> torch.Tensor:
     background = explainer._fit["background"]
     plan = coalition_plan(row.shape[0], "auto", SEED)
     masks = torch.from_numpy(plan.masks)
-    return torch.where(masks[:, None, :], row[None, None], background[None]).reshape(-1, row.shape[0])
+    return torch.where(masks[:, None, :], row[None, None], background[None]).reshape(
+        -1, row.shape[0]
+    )
 
 
 def bench_trees(data, quick: bool) -> list[dict]:
     import shap
     from sklearn.ensemble import RandomForestClassifier
 
-    forest = RandomForestClassifier(30 if quick else 100, max_depth=8, random_state=0, n_jobs=1).fit(data.X_train, data.y_train)
+    forest = RandomForestClassifier(
+        30 if quick else 100, max_depth=8, random_state=0, n_jobs=1
+    ).fit(data.X_train, data.y_train)
     rows = data.X_test[: 100 if quick else 1000]
     background = data.X_train[:N_BACKGROUND]
     out = []
@@ -132,22 +147,32 @@ def bench_trees(data, quick: bool) -> list[dict]:
             masker = shap.maskers.Independent(bg, max_samples=bg.shape[0])
             reference = shap.TreeExplainer(forest, masker, feature_perturbation="interventional")
         timed = time_providers(
-            {"ours": lambda ours=ours: ours.explain(rows), "shap": lambda r=reference: r.shap_values(rows)},
-            torch.device("cpu"), repeats=2 if quick else 5, warmup=1,
+            {
+                "ours": lambda ours=ours: ours.explain(rows),
+                "shap": lambda r=reference: r.shap_values(rows),
+            },
+            torch.device("cpu"),
+            repeats=2 if quick else 5,
+            warmup=1,
         )
         exp = ours.explain(rows)
         want = np.moveaxis(np.asarray(reference.shap_values(rows)), -1, 1)
-        additivity = np.abs(exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy()
-                            - forest.predict_proba(rows)).max()
-        out.append({
-            "mode": mode,
-            "rows": rows.shape[0],
-            "torchexplain_s": timed["ours"]["median_s"],
-            "shap_s": timed["shap"]["median_s"],
-            "ratio_to_shap": timed["ours"]["median_s"] / timed["shap"]["median_s"],
-            "max_abs_diff": float(np.abs(exp.shap_values.numpy() - want).max()),
-            "additivity_error": float(additivity),
-        })
+        additivity = np.abs(
+            exp.shap_values.sum(-1).numpy()
+            + exp.expected_value.numpy()
+            - forest.predict_proba(rows)
+        ).max()
+        out.append(
+            {
+                "mode": mode,
+                "rows": rows.shape[0],
+                "torchexplain_s": timed["ours"]["median_s"],
+                "shap_s": timed["shap"]["median_s"],
+                "ratio_to_shap": timed["ours"]["median_s"] / timed["shap"]["median_s"],
+                "max_abs_diff": float(np.abs(exp.shap_values.numpy() - want).max()),
+                "additivity_error": float(additivity),
+            }
+        )
     return out
 
 
@@ -156,8 +181,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--shap-rows", type=int, default=None, help="rows shap explains (default 8, 3 quick)")
-    parser.add_argument("--other-shap", default=None, help="python of an environment with another shap (0.43)")
+    parser.add_argument(
+        "--shap-rows", type=int, default=None, help="rows shap explains (default 8, 3 quick)"
+    )
+    parser.add_argument(
+        "--other-shap", default=None, help="python of an environment with another shap (0.43)"
+    )
     parser.add_argument("--peer-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -171,15 +200,22 @@ def main() -> None:
         print(json.dumps(shap_kernel(model, background, data.X_test[:n_shap])))
         return
 
-    sizes = (16, 64) if args.quick else ((16, 128, 1024) if device.type == "cpu" else (16, 128, 1024, 4096))
+    sizes = (
+        (16, 64)
+        if args.quick
+        else ((16, 128, 1024) if device.type == "cpu" else (16, 128, 1024, 4096))
+    )
     model = model.to(device)
     explainer = KernelShap(model, feature_names=data.feature_names, seed=SEED).fit(
-        torch.from_numpy(background).to(device))
+        torch.from_numpy(background).to(device)
+    )
     test = torch.from_numpy(data.X_test[: max(sizes)]).to(device)
     rows, results = [], {}
 
     # torchexplain, batched
-    providers = {f"torchexplain (batch {n})": (lambda n=n: explainer.explain(test[:n])) for n in sizes}
+    providers = {
+        f"torchexplain (batch {n})": (lambda n=n: explainer.explain(test[:n])) for n in sizes
+    }
     timed = time_providers(providers, device, repeats=2 if args.quick else 5, warmup=1)
     for n in sizes:
         exp = explainer.explain(test[:n])
@@ -187,12 +223,17 @@ def main() -> None:
         p = exp.predictions.double()
         additivity = (exp.shap_values.sum(-1) + exp.expected_value - p).abs().max().item()
         per = timed[name]["median_s"] / n
-        rows.append({
-            "provider": name, "n": n, "s_per_instance": per, "instances_per_s": 1 / per,
-            "rows_per_instance": exp.meta["total_rows_perturbed"] / n,
-            "model_rows_per_instance": exp.meta["total_rows_evaluated"] / n,
-            "additivity_error": additivity,
-        })
+        rows.append(
+            {
+                "provider": name,
+                "n": n,
+                "s_per_instance": per,
+                "instances_per_s": 1 / per,
+                "rows_per_instance": exp.meta["total_rows_perturbed"] / n,
+                "model_rows_per_instance": exp.meta["total_rows_evaluated"] / n,
+                "additivity_error": additivity,
+            }
+        )
         results[n] = exp
 
     # shap, one row at a time, and the other shap in its own environment
@@ -209,14 +250,24 @@ def main() -> None:
     ours_first = results[sizes[0]].shap_values[:n_shap].cpu().numpy()
     for peer in peers:
         values = np.asarray(peer["values"])
-        rows.append({
-            "provider": f"shap {peer['version']}", "n": n_shap, "s_per_instance": peer["s_per_instance"],
-            "instances_per_s": 1 / peer["s_per_instance"], "rows_per_instance": peer["rows_per_instance"],
-            "model_rows_per_instance": peer["rows_per_instance"],
-            "max_abs_diff_vs_torchexplain": float(np.abs(values - ours_first).max()),
-            "additivity_error": float(np.abs(values.sum(-1) + np.asarray(peer["expected_value"])
-                                             - results[sizes[0]].predictions[:n_shap].double().cpu().numpy()).max()),
-        })
+        rows.append(
+            {
+                "provider": f"shap {peer['version']}",
+                "n": n_shap,
+                "s_per_instance": peer["s_per_instance"],
+                "instances_per_s": 1 / peer["s_per_instance"],
+                "rows_per_instance": peer["rows_per_instance"],
+                "model_rows_per_instance": peer["rows_per_instance"],
+                "max_abs_diff_vs_torchexplain": float(np.abs(values - ours_first).max()),
+                "additivity_error": float(
+                    np.abs(
+                        values.sum(-1)
+                        + np.asarray(peer["expected_value"])
+                        - results[sizes[0]].predictions[:n_shap].double().cpu().numpy()
+                    ).max()
+                ),
+            }
+        )
 
     # Captum's KernelShap: one baseline (the background mean), the predicted class only
     try:
@@ -228,22 +279,47 @@ def main() -> None:
         target = results[sizes[0]].target[:n_shap].to(device)
 
         def run_captum():
-            return torch.cat([captum.attribute(few[i : i + 1], baselines=baseline, target=int(target[i]),
-                                               n_samples=2072, perturbations_per_eval=2072)
-                              for i in range(n_shap)])
+            return torch.cat(
+                [
+                    captum.attribute(
+                        few[i : i + 1],
+                        baselines=baseline,
+                        target=int(target[i]),
+                        n_samples=2072,
+                        perturbations_per_eval=2072,
+                    )
+                    for i in range(n_shap)
+                ]
+            )
 
-        t = time_providers({"captum": run_captum}, device, repeats=2 if args.quick else 3, warmup=1)["captum"]["median_s"]
+        t = time_providers(
+            {"captum": run_captum}, device, repeats=2 if args.quick else 3, warmup=1
+        )["captum"]["median_s"]
         with torch.no_grad():
             attributions = run_captum()
-            gap = model(few).gather(1, target[:, None])[:, 0] - model(baseline).expand(n_shap, -1).gather(
-                1, target[:, None])[:, 0]
-        rows.append({
-            "provider": "captum KernelShap (one class)", "n": n_shap, "s_per_instance": t / n_shap,
-            "instances_per_s": n_shap / t, "rows_per_instance": 2072, "model_rows_per_instance": 2072,
-            "additivity_error": float((attributions.sum(1) - gap).abs().max()),
-            "max_abs_diff_vs_torchexplain": float((attributions.double().cpu() - torch.from_numpy(ours_first)[
-                torch.arange(n_shap), target.cpu()]).abs().max()),
-        })
+            gap = (
+                model(few).gather(1, target[:, None])[:, 0]
+                - model(baseline).expand(n_shap, -1).gather(1, target[:, None])[:, 0]
+            )
+        rows.append(
+            {
+                "provider": "captum KernelShap (one class)",
+                "n": n_shap,
+                "s_per_instance": t / n_shap,
+                "instances_per_s": n_shap / t,
+                "rows_per_instance": 2072,
+                "model_rows_per_instance": 2072,
+                "additivity_error": float((attributions.sum(1) - gap).abs().max()),
+                "max_abs_diff_vs_torchexplain": float(
+                    (
+                        attributions.double().cpu()
+                        - torch.from_numpy(ours_first)[torch.arange(n_shap), target.cpu()]
+                    )
+                    .abs()
+                    .max()
+                ),
+            }
+        )
     except ImportError:
         print("captum not importable: skipped", file=sys.stderr)
 
@@ -252,33 +328,77 @@ def main() -> None:
     floor_all = floor(model, one)
     distinct = torch.unique(one, dim=0)
     floor_distinct = floor(model, distinct)
-    rows.append({"provider": "model only (floor: every perturbed row)", "n": 1,
-                 "s_per_instance": floor_all["s_per_instance"], "instances_per_s": 1 / floor_all["s_per_instance"],
-                 "rows_per_instance": one.shape[0], "model_rows_per_instance": one.shape[0],
-                 "best_chunk": floor_all["best_chunk"]})
-    rows.append({"provider": "model only (on the distinct rows)", "n": 1,
-                 "s_per_instance": floor_distinct["s_per_instance"],
-                 "instances_per_s": 1 / floor_distinct["s_per_instance"],
-                 "rows_per_instance": distinct.shape[0], "model_rows_per_instance": distinct.shape[0],
-                 "best_chunk": floor_distinct["best_chunk"]})
+    rows.append(
+        {
+            "provider": "model only (floor: every perturbed row)",
+            "n": 1,
+            "s_per_instance": floor_all["s_per_instance"],
+            "instances_per_s": 1 / floor_all["s_per_instance"],
+            "rows_per_instance": one.shape[0],
+            "model_rows_per_instance": one.shape[0],
+            "best_chunk": floor_all["best_chunk"],
+        }
+    )
+    rows.append(
+        {
+            "provider": "model only (on the distinct rows)",
+            "n": 1,
+            "s_per_instance": floor_distinct["s_per_instance"],
+            "instances_per_s": 1 / floor_distinct["s_per_instance"],
+            "rows_per_instance": distinct.shape[0],
+            "model_rows_per_instance": distinct.shape[0],
+            "best_chunk": floor_distinct["best_chunk"],
+        }
+    )
 
     # peak memory at two batch sizes, same rows per call
     memory = {}
     if device.type == "cpu" or torch.cuda.is_available():
         for n in (sizes[0], max(sizes)) if args.quick else (128, max(sizes)):
-            memory[str(n)] = peak_memory(lambda n=n: explainer.explain(test[:n], internal_batch_size=8192), device)
+            memory[str(n)] = peak_memory(
+                lambda n=n: explainer.explain(test[:n], internal_batch_size=8192), device
+            )
 
     trees = bench_trees(data, args.quick)
     sync(device)
-    print_table(rows, ["provider", "n", "s_per_instance", "instances_per_s", "rows_per_instance",
-                       "model_rows_per_instance", "additivity_error", "max_abs_diff_vs_torchexplain"])
-    print_table(trees, ["mode", "rows", "torchexplain_s", "shap_s", "ratio_to_shap", "max_abs_diff",
-                        "additivity_error"])
+    print_table(
+        rows,
+        [
+            "provider",
+            "n",
+            "s_per_instance",
+            "instances_per_s",
+            "rows_per_instance",
+            "model_rows_per_instance",
+            "additivity_error",
+            "max_abs_diff_vs_torchexplain",
+        ],
+    )
+    print_table(
+        trees,
+        [
+            "mode",
+            "rows",
+            "torchexplain_s",
+            "shap_s",
+            "ratio_to_shap",
+            "max_abs_diff",
+            "additivity_error",
+        ],
+    )
     print("peak memory (bytes) by N:", memory)
     payload = {
-        "meta": metadata(device, benchmark="bench_shap", model="CensusMLP 65-64-64-2 (softmax)",
-                         n_background=N_BACKGROUND, nsamples="auto (2072)", seed=SEED, allocator=allocator,
-                         shap_versions=[p["version"] for p in peers], floor_chunks=list(FLOOR_CHUNKS)),
+        "meta": metadata(
+            device,
+            benchmark="bench_shap",
+            model="CensusMLP 65-64-64-2 (softmax)",
+            n_background=N_BACKGROUND,
+            nsamples="auto (2072)",
+            seed=SEED,
+            allocator=allocator,
+            shap_versions=[p["version"] for p in peers],
+            floor_chunks=list(FLOOR_CHUNKS),
+        ),
         "kernel_shap": rows,
         "tree_shap": trees,
         "peak_memory_bytes": memory,

@@ -26,7 +26,9 @@ from torchexplain.visualize import save_bar_chart
 from torchexplain.zoo import pretrained_census_mlp
 
 
-def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None = None, seed: int = 0) -> dict:
+def run(
+    out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None = None, seed: int = 0
+) -> dict:
     """Explain ``n_rows`` test rows; write the JSON and the picture; return a summary."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(out_dir)
@@ -35,8 +37,12 @@ def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None
     model = model.to(device)
     rows = torch.from_numpy(data.X_test[:n_rows]).to(device)
     with torch.no_grad():
-        accuracy = (model(torch.from_numpy(data.X_test).to(device)).argmax(1).cpu().numpy() == data.y_test).mean()
-    explainer = torchexplain.AnchorTabular(model, data.feature_names, data.categorical_names, seed=seed)
+        accuracy = (
+            model(torch.from_numpy(data.X_test).to(device)).argmax(1).cpu().numpy() == data.y_test
+        ).mean()
+    explainer = torchexplain.AnchorTabular(
+        model, data.feature_names, data.categorical_names, seed=seed
+    )
     explainer.fit(data.X_train)
     start = time.perf_counter()
     explanation = explainer.explain(rows)
@@ -47,21 +53,28 @@ def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None
     classes = data.class_names
     # a few of each decision: the first three rows predicted each way
     targets = explanation.target.tolist()
-    shown = sorted([i for i, t in enumerate(targets) if t == 1][:3] + [i for i, t in enumerate(targets) if t == 0][:3])
+    shown = sorted(
+        [i for i, t in enumerate(targets) if t == 1][:3]
+        + [i for i, t in enumerate(targets) if t == 0][:3]
+    )
     anchors = [
-        (f"{classes[int(explanation.target[i])]:>5} IF {' AND '.join(explanation.anchor[i]) or '(anything)'}",
-         (float(explanation.precision[i]), float(explanation.coverage[i])))
+        (
+            f"{classes[int(explanation.target[i])]:>5} IF {' AND '.join(explanation.anchor[i]) or '(anything)'}",
+            (float(explanation.precision[i]), float(explanation.coverage[i])),
+        )
         for i in shown
     ]
     counts = collections.Counter(name for anchor in explanation.anchor for name in set(anchor))
     frequent = [(name, (count / n_rows,)) for name, count in counts.most_common(12)]
     save_bar_chart(
-        [(f"Anchors of {len(shown)} loan decisions (prediction IF rule)", anchors)], out / "loan_anchors.png",
+        [(f"Anchors of {len(shown)} loan decisions (prediction IF rule)", anchors)],
+        out / "loan_anchors.png",
         bar_labels=("precision", "coverage"),
     )
     save_bar_chart(
         [(f"Predicates in the anchors of {n_rows} rows: share of anchors using each", frequent)],
-        out / "loan_predicates.png", bar_labels=("share of anchors",),
+        out / "loan_predicates.png",
+        bar_labels=("share of anchors",),
     )
     success = explanation.success.float()
     return {
@@ -77,11 +90,18 @@ def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None
         "mean_anchor_length": round(sum(map(len, explanation.anchor)) / n_rows, 3),
         "rows_asked_per_explained_row": round(explanation.meta["total_rows_evaluated"] / n_rows, 1),
         "examples": [
-            {"prediction": label.split(" IF ")[0].strip(), "anchor": explanation.anchor[i],
-             "precision": round(p, 3), "coverage": round(c, 3)}
+            {
+                "prediction": label.split(" IF ")[0].strip(),
+                "anchor": explanation.anchor[i],
+                "precision": round(p, 3),
+                "coverage": round(c, 3),
+            }
             for i, (label, (p, c)) in zip(shown, anchors)
         ],
-        "files": [str(out / name) for name in ("loan_anchors.json", "loan_anchors.png", "loan_predicates.png")],
+        "files": [
+            str(out / name)
+            for name in ("loan_anchors.json", "loan_anchors.png", "loan_predicates.png")
+        ],
     }
 
 
@@ -93,8 +113,10 @@ def main() -> None:
     args = parser.parse_args()
     summary = run(args.out_dir, args.rows, args.device)
     for example in summary["examples"]:
-        print(f"{example['prediction']:>5} IF {' AND '.join(example['anchor']) or '(anything)'}"
-              f"  (precision {example['precision']:.2f}, coverage {example['coverage']:.2f})")
+        print(
+            f"{example['prediction']:>5} IF {' AND '.join(example['anchor']) or '(anything)'}"
+            f"  (precision {example['precision']:.2f}, coverage {example['coverage']:.2f})"
+        )
     print(json.dumps({k: v for k, v in summary.items() if k != "examples"}, indent=2))
 
 

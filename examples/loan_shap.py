@@ -35,7 +35,6 @@ N_BACKGROUND = 100
 SHOWN = 3
 
 
-
 def _value_names(data, row: np.ndarray) -> list[str]:
     names = []
     for column, name in enumerate(data.feature_names):
@@ -45,14 +44,18 @@ def _value_names(data, row: np.ndarray) -> list[str]:
     return names
 
 
-def _instance_rows(data, explanation, row: np.ndarray, i: int, top: int = 6) -> list[tuple[str, float]]:
+def _instance_rows(
+    data, explanation, row: np.ndarray, i: int, top: int = 6
+) -> list[tuple[str, float]]:
     values = explanation.shap_values[i, -1].cpu().numpy()  # the "> 50K" output
     order = np.argsort(-np.abs(values))[:top]
     labels = _value_names(data, row)
     return [(labels[c], float(values[c])) for c in order]
 
 
-def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None = None, seed: int = 0) -> dict:
+def run(
+    out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None = None, seed: int = 0
+) -> dict:
     """Explain ``n_rows`` test rows with both explainers; write the pictures and JSON; return a summary."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(out_dir)
@@ -61,8 +64,12 @@ def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None
     model, cached = pretrained_census_mlp()
     probabilities = Probabilities(model).to(device).eval()
     rows = data.X_test[:n_rows]
-    explainer = torchexplain.KernelShap(probabilities, feature_names=data.feature_names,
-                                        categorical_names=data.categorical_names, seed=seed)
+    explainer = torchexplain.KernelShap(
+        probabilities,
+        feature_names=data.feature_names,
+        categorical_names=data.categorical_names,
+        seed=seed,
+    )
     explainer.fit(torch.from_numpy(data.X_train[:N_BACKGROUND]).to(device))
     start = time.perf_counter()
     kernel = explainer.explain(torch.from_numpy(rows).to(device))
@@ -71,7 +78,9 @@ def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None
 
     from sklearn.ensemble import RandomForestClassifier
 
-    forest = RandomForestClassifier(50, max_depth=8, random_state=seed, n_jobs=1).fit(data.X_train, data.y_train)
+    forest = RandomForestClassifier(50, max_depth=8, random_state=seed, n_jobs=1).fit(
+        data.X_train, data.y_train
+    )
     trees = torchexplain.TreeShap(forest, feature_names=data.feature_names).fit()
     start = time.perf_counter()
     tree = trees.explain(rows)
@@ -84,7 +93,10 @@ def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None
         ranking = exp.importances[-1].cpu().numpy()
         order = np.argsort(-ranking)
         importance_sections.append(
-            (f"{title}: mean |SHAP| of P(> 50K) over {n_rows} applicants", [(names[c], float(ranking[c])) for c in order])
+            (
+                f"{title}: mean |SHAP| of P(> 50K) over {n_rows} applicants",
+                [(names[c], float(ranking[c])) for c in order],
+            )
         )
     save_signed_bars(importance_sections, out / "loan_shap_importance.png")
 
@@ -93,13 +105,19 @@ def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None
         for title, exp in (("MLP", kernel), ("forest", tree)):
             base = float(exp.expected_value[-1])
             prediction = float(exp.predictions[i, -1])
-            instance_sections.append((
-                f"applicant {i}, {title}: P(> 50K) = {prediction:.3f} = base {base:.3f} + all values (largest 6 shown)",
-                _instance_rows(data, exp, rows[i], i),
-            ))
+            instance_sections.append(
+                (
+                    f"applicant {i}, {title}: P(> 50K) = {prediction:.3f} = base {base:.3f} + all values (largest 6 shown)",
+                    _instance_rows(data, exp, rows[i], i),
+                )
+            )
     save_signed_bars(instance_sections, out / "loan_shap_instances.png")
 
-    additivity = float((kernel.shap_values.sum(-1) + kernel.expected_value - kernel.predictions.double()).abs().max())
+    additivity = float(
+        (kernel.shap_values.sum(-1) + kernel.expected_value - kernel.predictions.double())
+        .abs()
+        .max()
+    )
     return {
         "device": device,
         "model_from_cache": cached,
@@ -107,13 +125,24 @@ def run(out_dir: str | Path = "demo_out", n_rows: int = 1000, device: str | None
         "kernel_shap_seconds": round(kernel_seconds, 3),
         "kernel_shap_ms_per_row": round(1000 * kernel_seconds / n_rows, 3),
         "kernel_shap_model_rows_per_row": round(kernel.meta["total_rows_evaluated"] / n_rows, 1),
-        "kernel_shap_perturbed_rows_per_row": round(kernel.meta["total_rows_perturbed"] / n_rows, 1),
+        "kernel_shap_perturbed_rows_per_row": round(
+            kernel.meta["total_rows_perturbed"] / n_rows, 1
+        ),
         "kernel_shap_additivity_error": additivity,
         "tree_shap_seconds": round(tree_seconds, 3),
-        "top_features_mlp": [names[c] for c in np.argsort(-kernel.importances[-1].cpu().numpy())[:5]],
+        "top_features_mlp": [
+            names[c] for c in np.argsort(-kernel.importances[-1].cpu().numpy())[:5]
+        ],
         "top_features_forest": [names[c] for c in np.argsort(-tree.importances[-1].numpy())[:5]],
-        "files": [str(out / name) for name in ("loan_shap_importance.png", "loan_shap_instances.png",
-                                               "loan_kernel_shap.json", "loan_tree_shap.json")],
+        "files": [
+            str(out / name)
+            for name in (
+                "loan_shap_importance.png",
+                "loan_shap_instances.png",
+                "loan_kernel_shap.json",
+                "loan_tree_shap.json",
+            )
+        ],
     }
 
 

@@ -50,7 +50,13 @@ def pick_rows(data, model) -> list[int]:
     marital, sex = data.feature_names.index("Marital Status"), data.feature_names.index("Sex")
     separated = data.categorical_names[marital].index("Separated")
     female = data.categorical_names[sex].index("Female")
-    chosen = [int(np.flatnonzero((data.X_test[:, marital] == separated) & (data.X_test[:, sex] == female))[0])]
+    chosen = [
+        int(
+            np.flatnonzero(
+                (data.X_test[:, marital] == separated) & (data.X_test[:, sex] == female)
+            )[0]
+        )
+    ]
     chosen += [int(np.flatnonzero(predicted == label)[0]) for label in (0, 1)]
     return sorted(set(chosen))
 
@@ -68,7 +74,9 @@ def explain_request(base: str, rows: np.ndarray, explain_parameters: dict) -> tu
     return json.loads(output["data"][0]), curl
 
 
-def run(out_dir: str | Path = "demo_out/serve_loan", port: int | None = None, seed: int = 0) -> dict:
+def run(
+    out_dir: str | Path = "demo_out/serve_loan", port: int | None = None, seed: int = 0
+) -> dict:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     data = load_census()
@@ -79,26 +87,48 @@ def run(out_dir: str | Path = "demo_out/serve_loan", port: int | None = None, se
 
     # 1. the model, as a torch.export program
     example = torch.from_numpy(data.X_train[:8])
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(out / "income.pt2"))
 
     # 2. the explainer, whose predictor is the served model
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     endpoint = RemoteModel(base, protocol="v2", model_name=MODEL)
-    explainer = torchexplain.AnchorTabular(endpoint, data.feature_names, data.categorical_names, seed=seed)
+    explainer = torchexplain.AnchorTabular(
+        endpoint, data.feature_names, data.categorical_names, seed=seed
+    )
     explainer.fit(data.X_train)
     explainer.save(out / EXPLAINER)
 
     # 3. one MLServer for both, started by `torchexplain serve`
     command = torchexplain_command(
-        "serve", str(out / EXPLAINER), "--name", EXPLAINER, "--model", str(out / "income.pt2"),
-        "--model-name", MODEL, "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(free_port()),
-        "--settings-dir", str(out / "repository"))
+        "serve",
+        str(out / EXPLAINER),
+        "--name",
+        EXPLAINER,
+        "--model",
+        str(out / "income.pt2"),
+        "--model-name",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(free_port()),
+        "--settings-dir",
+        str(out / "repository"),
+    )
     print("starting: torchexplain", " ".join(command[3:]), flush=True)
     started = time.perf_counter()
-    server = Process(command, [f"{base}/v2/models/{name}/ready" for name in (MODEL, EXPLAINER)],
-                     out / "mlserver.log", timeout=120)
+    server = Process(
+        command,
+        [f"{base}/v2/models/{name}/ready" for name in (MODEL, EXPLAINER)],
+        out / "mlserver.log",
+        timeout=120,
+    )
     with server:
         ready_seconds = time.perf_counter() - started
         # 4. explain over HTTP, and the same explainer in this process
@@ -112,15 +142,31 @@ def run(out_dir: str | Path = "demo_out/serve_loan", port: int | None = None, se
     explanation = torchexplain.Explanation.from_json(json.dumps(served))
     classes = data.class_names
     examples = [
-        {"row": i, "prediction": classes[int(explanation.target[k])], "anchor": explanation.anchor[k],
-         "precision": round(float(explanation.precision[k]), 3), "coverage": round(float(explanation.coverage[k]), 3)}
+        {
+            "row": i,
+            "prediction": classes[int(explanation.target[k])],
+            "anchor": explanation.anchor[k],
+            "precision": round(float(explanation.precision[k]), 3),
+            "coverage": round(float(explanation.coverage[k]), 3),
+        }
         for k, i in enumerate(rows_index)
     ]
     save_bar_chart(
-        [("Anchors served over HTTP (prediction IF rule)",
-          [(f"{e['prediction']:>5} IF {' AND '.join(e['anchor']) or '(anything)'}", (e["precision"], e["coverage"]))
-           for e in examples])],
-        out / "serve_loan.png", bar_labels=("precision", "coverage"))
+        [
+            (
+                "Anchors served over HTTP (prediction IF rule)",
+                [
+                    (
+                        f"{e['prediction']:>5} IF {' AND '.join(e['anchor']) or '(anything)'}",
+                        (e["precision"], e["coverage"]),
+                    )
+                    for e in examples
+                ],
+            )
+        ],
+        out / "serve_loan.png",
+        bar_labels=("precision", "coverage"),
+    )
     summary = {
         "model_from_cache": cached,
         "server_ready_seconds": round(ready_seconds, 2),
@@ -129,9 +175,14 @@ def run(out_dir: str | Path = "demo_out/serve_loan", port: int | None = None, se
         "served_equals_in_process": served == in_process,
         "examples": examples,
         "curl": curl,
-        "files": [str(out / n) for n in ("serve_loan.json", "serve_loan.png", "repository", "mlserver.log")],
+        "files": [
+            str(out / n)
+            for n in ("serve_loan.json", "serve_loan.png", "repository", "mlserver.log")
+        ],
     }
-    (out / "serve_loan.json").write_text(json.dumps({"summary": summary, "explanation": served}, indent=2))
+    (out / "serve_loan.json").write_text(
+        json.dumps({"summary": summary, "explanation": served}, indent=2)
+    )
     return summary
 
 
@@ -139,6 +190,7 @@ def _probabilities(model):
     def predict(rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(np.ascontiguousarray(rows)).float()).softmax(-1).numpy()
+
     return predict
 
 
@@ -148,10 +200,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default: a free one)")
     args = parser.parse_args()
     summary = run(args.out_dir, args.port)
-    print("the same request with curl:\n  " + summary["curl"][:220] + (" ..." if len(summary["curl"]) > 220 else ""))
+    print(
+        "the same request with curl:\n  "
+        + summary["curl"][:220]
+        + (" ..." if len(summary["curl"]) > 220 else "")
+    )
     for example in summary["examples"]:
-        print(f"row {example['row']}: {example['prediction']:>5} IF {' AND '.join(example['anchor']) or '(anything)'}"
-              f"  (precision {example['precision']:.2f}, coverage {example['coverage']:.2f})")
+        print(
+            f"row {example['row']}: {example['prediction']:>5} IF {' AND '.join(example['anchor']) or '(anything)'}"
+            f"  (precision {example['precision']:.2f}, coverage {example['coverage']:.2f})"
+        )
     print(json.dumps({k: v for k, v in summary.items() if k not in ("examples", "curl")}, indent=2))
     if not summary["served_equals_in_process"]:
         raise SystemExit("the served explanation differs from the in-process one")

@@ -43,13 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     # Explain the true class: how the evidence for the right answer takes shape.
     monitor = ExplanationMonitor(
-        IntegratedGradients(model, n_steps=32), probe_inputs, probe_targets,
-        every_n_steps=args.every, out_dir=args.out,
+        IntegratedGradients(model, n_steps=32),
+        probe_inputs,
+        probe_targets,
+        every_n_steps=args.every,
+        out_dir=args.out,
     )
 
     step = 0
     order_generator = torch.Generator().manual_seed(0)
-    print(f"{'step':>5} {'loss':>7} {'probe acc':>9} {'mean|attr|':>11} {'|delta|':>8} {'spearman@top':>12} {'top10%':>7}")
+    print(
+        f"{'step':>5} {'loss':>7} {'probe acc':>9} {'mean|attr|':>11} {'|delta|':>8} {'spearman@top':>12} {'top10%':>7}"
+    )
     for _ in range(args.epochs):
         model.train()
         order = torch.randperm(images.shape[0], generator=order_generator).to(device)
@@ -64,13 +69,19 @@ def main(argv: list[str] | None = None) -> int:
                 with torch.no_grad():
                     was_training = model.training
                     model.eval()
-                    accuracy = (model(probe_inputs.to(device)).argmax(1).cpu() == probe_targets).float().mean()
+                    accuracy = (
+                        (model(probe_inputs.to(device)).argmax(1).cpu() == probe_targets)
+                        .float()
+                        .mean()
+                    )
                     model.train(was_training)
                 spearman = record.get("spearman_top_vs_previous")
                 overlap = record.get("top_overlap_vs_previous")
-                print(f"{step:>5} {loss.item():>7.3f} {float(accuracy):>9.2f} {record['mean_abs_attribution']:>11.2e} "
-                      f"{record['convergence_delta_mean']:>8.1e} "
-                      f"{'-' if spearman is None else f'{spearman:.3f}':>12} {'-' if overlap is None else f'{overlap:.2f}':>7}")
+                print(
+                    f"{step:>5} {loss.item():>7.3f} {float(accuracy):>9.2f} {record['mean_abs_attribution']:>11.2e} "
+                    f"{record['convergence_delta_mean']:>8.1e} "
+                    f"{'-' if spearman is None else f'{spearman:.3f}':>12} {'-' if overlap is None else f'{overlap:.2f}':>7}"
+                )
             step += 1
     print(f"wrote {monitor.grid_path} and {monitor.log_path}")
     return 0

@@ -43,8 +43,14 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.log.append(("GET", self.path, self.client_address[1]))
         if self.path in ("/v2/models/toy", "/v2/models/slow"):
-            self.reply(200, {"name": "toy", "inputs": [{"name": "rows", "datatype": "FP64", "shape": [-1, 4]}],
-                             "outputs": [{"name": "proba", "datatype": "FP64", "shape": [-1, 3]}]})
+            self.reply(
+                200,
+                {
+                    "name": "toy",
+                    "inputs": [{"name": "rows", "datatype": "FP64", "shape": [-1, 4]}],
+                    "outputs": [{"name": "proba", "datatype": "FP64", "shape": [-1, 3]}],
+                },
+            )
         else:
             self.reply(404, {"error": f"no model at {self.path}"})
 
@@ -56,13 +62,38 @@ class Handler(BaseHTTPRequestHandler):
             assert inp["name"] == "rows" and inp["datatype"] == "FP64"
             rows = np.asarray(inp["data"], dtype=np.float64).reshape(inp["shape"])
             out = toy_model(rows)
-            self.reply(200, {"model_name": "toy", "outputs": [
-                {"name": "label", "datatype": "INT64", "shape": [len(rows)], "data": out.argmax(1).tolist()},
-                {"name": "proba", "datatype": "FP64", "shape": list(out.shape), "data": out.reshape(-1).tolist()}]})
+            self.reply(
+                200,
+                {
+                    "model_name": "toy",
+                    "outputs": [
+                        {
+                            "name": "label",
+                            "datatype": "INT64",
+                            "shape": [len(rows)],
+                            "data": out.argmax(1).tolist(),
+                        },
+                        {
+                            "name": "proba",
+                            "datatype": "FP64",
+                            "shape": list(out.shape),
+                            "data": out.reshape(-1).tolist(),
+                        },
+                    ],
+                },
+            )
         elif self.path == "/v1/models/toy:predict":
             self.reply(200, {"predictions": toy_model(body["instances"]).tolist()})
         elif self.path == "/api/v1.0/predictions":
-            self.reply(200, {"data": {"names": ["a", "b", "c"], "ndarray": toy_model(body["data"]["ndarray"]).tolist()}})
+            self.reply(
+                200,
+                {
+                    "data": {
+                        "names": ["a", "b", "c"],
+                        "ndarray": toy_model(body["data"]["ndarray"]).tolist(),
+                    }
+                },
+            )
         elif self.path == "/v1/models/broken:predict":
             self.reply(500, {"error": "model crashed: CUDA out of memory"})
         elif self.path == "/v1/models/odd:predict":
@@ -83,7 +114,9 @@ def toy_server(slow_seconds: float = 1.5) -> Iterator[ThreadingHTTPServer]:
     httpd.daemon_threads = True
     httpd.log = []
     httpd.slow_seconds = slow_seconds
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield httpd

@@ -68,10 +68,15 @@ SETTINGS = [
 def test_engine_gives_the_reference_search_exactly(settings, noise):
     m, n_instances = 8, 6
     rng = np.random.default_rng(0)
-    needed = [sorted(rng.choice(m, size=int(rng.integers(1, 4)), replace=False).tolist()) for _ in range(n_instances)]
+    needed = [
+        sorted(rng.choice(m, size=int(rng.integers(1, 4)), replace=False).tolist())
+        for _ in range(n_instances)
+    ]
     coverage = _random.uniform(_random.stream_key(0, 1), torch.arange(1000), m) >= 0.5
     sampler = _bandit_sampler(needed, noise)
-    got = engine.run_engine(sampler, torch.full((n_instances,), m), engine.pack_rows(coverage)[None], 1000, **settings)
+    got = engine.run_engine(
+        sampler, torch.full((n_instances,), m), engine.pack_rows(coverage)[None], 1000, **settings
+    )
     want, drawn = _reference_results(sampler, n_instances, m, coverage.numpy(), **settings)
     owner = got.store.view("owner")
     for i, ref in enumerate(want):
@@ -84,7 +89,9 @@ def test_engine_gives_the_reference_search_exactly(settings, noise):
         assert int((owner == i).sum()) == drawn[i]
         mine = torch.nonzero(got.members & (owner == i)).flatten()
         assert mine.numel() == ref.n_samples
-        assert torch.equal(got.store.payload[mine], got.store.stream[mine])  # the sampler's payload, kept
+        assert torch.equal(
+            got.store.payload[mine], got.store.stream[mine]
+        )  # the sampler's payload, kept
         assert torch.equal(got.store.present[mine], torch.from_numpy(ref.samples.present))
         assert torch.equal(got.store.agree[mine], torch.from_numpy(ref.samples.agree))
     if not settings:
@@ -99,9 +106,13 @@ def test_instances_with_different_feature_counts_and_none():
     coverage = _random.uniform(_random.stream_key(1, 1), torch.arange(500), 6) >= 0.5
     got = engine.run_engine(sampler, n_features, engine.pack_rows(coverage)[None], 500)
     for i, m in enumerate([6, 3]):
-        own_sampler = _bandit_sampler([needed[i]], 0.02)  # the same numbers: they depend on the stream only
+        own_sampler = _bandit_sampler(
+            [needed[i]], 0.02
+        )  # the same numbers: they depend on the stream only
         [want], _ = _reference_results(own_sampler, 1, m, coverage[:, :m].numpy())
-        alone = engine.run_engine(own_sampler, n_features[i : i + 1], engine.pack_rows(coverage)[None], 500)
+        alone = engine.run_engine(
+            own_sampler, n_features[i : i + 1], engine.pack_rows(coverage)[None], 500
+        )
         assert got.anchors[i] == alone.anchors[0] == list(want.anchor)
         assert got.precision[i] == alone.precision[0] == want.precision
         assert set(needed[i]) <= set(got.anchors[i]) and got.success[i]
@@ -113,7 +124,9 @@ def test_kl_bounds_against_brute_force():
     p = torch.tensor([0.0, 0.01, 0.3, 0.5, 0.93, 1.0], dtype=torch.float64)
     level = torch.tensor([0.5, 0.02, 0.1, 0.001, 0.05, 0.3], dtype=torch.float64)
     lower, upper = engine.kl_bounds(p, level)
-    assert torch.equal(lower, engine.kl_lower_bound(p, level)) and torch.equal(upper, engine.kl_upper_bound(p, level))
+    assert torch.equal(lower, engine.kl_lower_bound(p, level)) and torch.equal(
+        upper, engine.kl_upper_bound(p, level)
+    )
     grid = torch.linspace(0, 1, 2_000_001, dtype=torch.float64)
     for i in range(len(p)):
         kl = engine.kl_bernoulli(torch.full_like(grid, p[i].item()), grid)
@@ -129,8 +142,12 @@ def test_kl_bounds_equal_the_reference_bisection():
     p = rng.random(500)
     level = rng.random(500) * 0.3
     lower, upper = engine.kl_bounds(torch.from_numpy(p), torch.from_numpy(level))
-    np.testing.assert_allclose(lower.numpy(), reference.kl_lower_bound(p, level), rtol=0, atol=1e-15)
-    np.testing.assert_allclose(upper.numpy(), reference.kl_upper_bound(p, level), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        lower.numpy(), reference.kl_lower_bound(p, level), rtol=0, atol=1e-15
+    )
+    np.testing.assert_allclose(
+        upper.numpy(), reference.kl_upper_bound(p, level), rtol=0, atol=1e-15
+    )
 
 
 def test_beta_is_the_reference_exploration_rate():
@@ -164,7 +181,9 @@ def test_counter_based_random_numbers_are_uniform_and_independent():
     across_counters = torch.corrcoef(torch.stack([u[:-1, 0], u[1:, 0]]))[0, 1]
     assert across_slots.abs() < 0.03 and across_counters.abs() < 0.03
     # other seeds and streams give other numbers; the same coordinates the same ones
-    assert not torch.equal(u, _random.uniform(_random.stream_key(124, 2), torch.arange(20000), 8, torch.float64))
+    assert not torch.equal(
+        u, _random.uniform(_random.stream_key(124, 2), torch.arange(20000), 8, torch.float64)
+    )
     assert torch.equal(u[5:9], _random.uniform(key, torch.arange(5, 9), 8, torch.float64))
     k = _random.integers(key, torch.arange(60000), 1, 7)
     counts = torch.bincount(k.flatten(), minlength=7)

@@ -59,8 +59,13 @@ FAST = dict(coverage_samples=2000, batch_size=100)
 def test_finds_exactly_the_known_anchor(needed, device):
     # Every block is bright, but only `needed` matter: the anchor is those and nothing needless.
     exp = anchor_image(
-        BlocksModel(needed), bright_image()[None], segmentation_fn=grid_segments,
-        images_background=DARK_BACKGROUND, device=device, seed=0, **FAST,
+        BlocksModel(needed),
+        bright_image()[None],
+        segmentation_fn=grid_segments,
+        images_background=DARK_BACKGROUND,
+        device=device,
+        seed=0,
+        **FAST,
     )
     assert sorted(exp.anchor[0]) == needed
     assert exp.success.tolist() == [True]
@@ -72,12 +77,16 @@ def test_finds_exactly_the_known_anchor(needed, device):
 
 def test_empty_anchor_when_prediction_never_changes():
     constant = lambda x: torch.zeros(x.shape[0], dtype=torch.int64)  # noqa: E731
-    exp = anchor_image(constant, bright_image()[None], segmentation_fn=grid_segments, seed=0, **FAST)
+    exp = anchor_image(
+        constant, bright_image()[None], segmentation_fn=grid_segments, seed=0, **FAST
+    )
     assert exp.anchor == [[]] and exp.success.item() and exp.coverage.item() == 1.0
     assert not exp.mask.any()
 
 
-def fresh_precision(predict, image, segments, anchor, label, background, p_sample, n, seed) -> float:
+def fresh_precision(
+    predict, image, segments, anchor, label, background, p_sample, n, seed
+) -> float:
     """Precision re-estimated with an independent, loop-based sampler (as Alibi builds samples)."""
     rng = np.random.default_rng(seed)
     n_seg = int(segments.max()) + 1
@@ -94,25 +103,42 @@ def fresh_precision(predict, image, segments, anchor, label, background, p_sampl
 
 def test_reported_precision_holds_on_fresh_samples():
     # A soft model: a weighted vote of blocks, so anchors need several blocks and are not exact.
-    weights = torch.linspace(-1, 2, N_BLOCKS)[torch.randperm(N_BLOCKS, generator=torch.Generator().manual_seed(3))]
+    weights = torch.linspace(-1, 2, N_BLOCKS)[
+        torch.randperm(N_BLOCKS, generator=torch.Generator().manual_seed(3))
+    ]
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         score = block_means(x) @ weights - 2.0
         return torch.stack([-score, score], 1)
 
-    images = torch.stack([bright_image(), bright_image(list(range(0, 16, 2))), bright_image(list(range(10)))])
+    images = torch.stack(
+        [bright_image(), bright_image(list(range(0, 16, 2))), bright_image(list(range(10)))]
+    )
     background = torch.rand(6, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 0.3
     threshold = 0.9
     exp = anchor_image(
-        predict, images, segmentation_fn=grid_segments, images_background=background,
-        threshold=threshold, seed=0, **FAST,
+        predict,
+        images,
+        segmentation_fn=grid_segments,
+        images_background=background,
+        threshold=threshold,
+        seed=0,
+        **FAST,
     )
     assert exp.success.any()
     for i in range(len(images)):
         if not exp.success[i]:
             continue
         fresh = fresh_precision(
-            predict, images[i], GRID, exp.anchor[i], int(exp.target[i]), background, 0.5, 400, seed=100 + i
+            predict,
+            images[i],
+            GRID,
+            exp.anchor[i],
+            int(exp.target[i]),
+            background,
+            0.5,
+            400,
+            seed=100 + i,
         )
         assert fresh >= threshold - 0.05, (i, exp.anchor[i], fresh)
 
@@ -154,25 +180,39 @@ def test_batch_gives_the_same_anchors_as_each_image_alone():
 
 def test_class_and_function_agree_and_are_deterministic():
     model = BlocksModel([3, 12])
-    explainer = AnchorImage(model, segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=11)
+    explainer = AnchorImage(
+        model, segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=11
+    )
     a = explainer.explain(bright_image()[None], **FAST)
     b = anchor_image(
-        model, bright_image()[None], segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=11, **FAST
+        model,
+        bright_image()[None],
+        segmentation_fn=grid_segments,
+        images_background=DARK_BACKGROUND,
+        seed=11,
+        **FAST,
     )
     c = explainer.explain(bright_image()[None], **FAST)
     for exp in (b, c):
         assert exp.anchor == a.anchor
         assert torch.equal(exp.precision, a.precision) and torch.equal(exp.coverage, a.coverage)
         assert torch.equal(exp.n_images_evaluated, a.n_images_evaluated)
-        for x, y in zip(exp.covered_true + exp.covered_false, a.covered_true + a.covered_false, strict=True):
+        for x, y in zip(
+            exp.covered_true + exp.covered_false, a.covered_true + a.covered_false, strict=True
+        ):
             assert torch.equal(x, y)
 
 
 def test_covered_examples_counts_and_json_round_trip():
     model = BlocksModel([5])
     exp = anchor_image(
-        model, bright_image()[None], segmentation_fn=grid_segments, images_background=DARK_BACKGROUND,
-        seed=0, n_covered_ex=4, **FAST,
+        model,
+        bright_image()[None],
+        segmentation_fn=grid_segments,
+        images_background=DARK_BACKGROUND,
+        seed=0,
+        n_covered_ex=4,
+        **FAST,
     )
     image = bright_image()
     for sample in exp.covered_true[0]:
@@ -192,7 +232,14 @@ def test_model_is_left_as_found():
     model = BlocksModel([5]).train()
     model.norm.weight.grad = torch.ones(2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    anchor_image(model, bright_image()[None], segmentation_fn=grid_segments, images_background=DARK_BACKGROUND, seed=0, **FAST)
+    anchor_image(
+        model,
+        bright_image()[None],
+        segmentation_fn=grid_segments,
+        images_background=DARK_BACKGROUND,
+        seed=0,
+        **FAST,
+    )
     assert model.training and model.dropout.training
     assert torch.equal(model.norm.weight.grad, torch.ones(2))
     for k, v in model.state_dict().items():
@@ -217,11 +264,17 @@ def test_cpu_fallback_segments_with_scikit_image():
 
     image = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
     exp = anchor_image(
-        lambda x: block_means(x[:, :, :12, :12])[:, :2], image[None], segmentation_kwargs={"n_segments": 6},
-        seed=0, coverage_samples=500, batch_size=50,
+        lambda x: block_means(x[:, :, :12, :12])[:, :2],
+        image[None],
+        segmentation_kwargs={"n_segments": 6},
+        seed=0,
+        coverage_samples=500,
+        batch_size=50,
     )
     # Grayscale is segmented as RGB (repeated channels), as Alibi does.
-    ref = sk_slic(image.expand(3, -1, -1).permute(1, 2, 0).double().numpy(), n_segments=6, start_label=0)
+    ref = sk_slic(
+        image.expand(3, -1, -1).permute(1, 2, 0).double().numpy(), n_segments=6, start_label=0
+    )
     assert torch.equal(exp.segments[0], torch.from_numpy(ref).long())
 
 
@@ -237,7 +290,11 @@ BAD_CALLS = [
     (dict(batch_size=0), ValueError, "batch_size"),
     (dict(segmentation_fn="watershed"), ValueError, "watershed"),
     (dict(images_background=torch.zeros(2, 1, 5, 5)), ValueError, "images_background"),
-    (dict(predictor=lambda x: torch.zeros(x.shape[0] + 1, 2)), ValueError, "predictor returned shape"),
+    (
+        dict(predictor=lambda x: torch.zeros(x.shape[0] + 1, 2)),
+        ValueError,
+        "predictor returned shape",
+    ),
     (dict(predictor=lambda x: torch.zeros(x.shape[0])), ValueError, "1-D float"),
     (dict(predictor="model"), TypeError, "callable"),
 ]
@@ -245,7 +302,12 @@ BAD_CALLS = [
 
 @pytest.mark.parametrize(("override", "error", "message"), BAD_CALLS)
 def test_bad_inputs_raise_clear_errors(override, error, message):
-    kwargs = dict(predictor=BlocksModel([5]), inputs=bright_image()[None], segmentation_fn=grid_segments, **FAST)
+    kwargs = dict(
+        predictor=BlocksModel([5]),
+        inputs=bright_image()[None],
+        segmentation_fn=grid_segments,
+        **FAST,
+    )
     kwargs.update(override)
     with pytest.raises(error, match=message):
         anchor_image(kwargs.pop("predictor"), kwargs.pop("inputs"), **kwargs)
@@ -300,7 +362,9 @@ def test_prediction_cache_queries_each_distinct_image_once_and_changes_nothing(w
     # One image per call: two images' samples coincide when everything is replaced by
     # the same background, and the cache is per image (so a batch changes no count).
     g = torch.Generator().manual_seed(0)
-    images = bright_image([0, 5, 15]).unsqueeze(0) + 0.04 * torch.rand(1, 1, SIZE, SIZE, generator=g)
+    images = bright_image([0, 5, 15]).unsqueeze(0) + 0.04 * torch.rand(
+        1, 1, SIZE, SIZE, generator=g
+    )
     background = 0.04 * torch.rand(4, 1, SIZE, SIZE, generator=g) if with_background else None
     kwargs = dict(segmentation_fn=quadrant_segments, images_background=background, seed=3, **FAST)
     plain_model, cached_model = _RecordingModel([0, 5]), _RecordingModel([0, 5])
@@ -310,20 +374,37 @@ def test_prediction_cache_queries_each_distinct_image_once_and_changes_nothing(w
     assert cached.anchor == plain.anchor == [[0]]
     for name in ("precision", "coverage", "success", "target", "predictions", "mask"):
         assert torch.equal(getattr(cached, name), getattr(plain, name)), name
-    for x, y in zip(cached.covered_true + cached.covered_false, plain.covered_true + plain.covered_false, strict=True):
+    for x, y in zip(
+        cached.covered_true + cached.covered_false,
+        plain.covered_true + plain.covered_false,
+        strict=True,
+    ):
         assert torch.equal(x, y)
     # No image is shown twice (the explained images count as shown), and exactly the
     # distinct images the uncached run showed are shown.
     assert len(cached_model.seen) == len(set(cached_model.seen))
     assert set(cached_model.seen) == set(plain_model.seen)
-    assert len(plain_model.seen) == int(plain.meta["total_images_evaluated"]) == int(plain.n_images_evaluated.sum())
-    assert len(cached_model.seen) == int(cached.meta["total_images_evaluated"]) == int(cached.n_images_evaluated.sum())
+    assert (
+        len(plain_model.seen)
+        == int(plain.meta["total_images_evaluated"])
+        == int(plain.n_images_evaluated.sum())
+    )
+    assert (
+        len(cached_model.seen)
+        == int(cached.meta["total_images_evaluated"])
+        == int(cached.n_images_evaluated.sum())
+    )
     assert len(cached_model.seen) <= 1 + 16 * 4 < len(plain_model.seen)
 
 
 def test_cache_predictions_must_be_a_bool():
     with pytest.raises(TypeError, match="cache_predictions"):
-        anchor_image(BlocksModel([5]), bright_image()[None], segmentation_fn=grid_segments, cache_predictions="yes")
+        anchor_image(
+            BlocksModel([5]),
+            bright_image()[None],
+            segmentation_fn=grid_segments,
+            cache_predictions="yes",
+        )
 
 
 def test_grey_images_reach_the_predictor_channels_last_with_the_same_values():

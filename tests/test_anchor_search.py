@@ -93,6 +93,8 @@ def test_beam_search_with_wider_beam_and_failure_mode():
     coverage = np.random.default_rng(2).random((2000, n_features)) >= 0.5
     # Agreement is a coin flip whatever is kept: no anchor can reach 0.95.
     sampler = bandit_sampler(n_features, (), noise=0.5, seeds=[3])
-    [result] = run_searches([BeamSearch(n_features, coverage, beam_size=2, max_anchor_size=2).run()], sampler)
+    [result] = run_searches(
+        [BeamSearch(n_features, coverage, beam_size=2, max_anchor_size=2).run()], sampler
+    )
     assert not result.success and 1 <= len(result.anchor) <= 2
     assert 0.3 < result.precision < 0.7

@@ -22,7 +22,8 @@ CATEGORIES = {0: ["a", "b", "c"], 1: ["red", "blue"]}
 def toy_train(n: int = 400, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.stack(
-        [rng.integers(0, 3, n), rng.integers(0, 2, n), rng.normal(size=n), rng.uniform(0, 10, n)], axis=1
+        [rng.integers(0, 3, n), rng.integers(0, 2, n), rng.normal(size=n), rng.uniform(0, 10, n)],
+        axis=1,
     ).astype(np.float32)
 
 
@@ -45,16 +46,24 @@ def _run(explainer: AnchorTabular, rows: np.ndarray, seed: int | None = None) ->
 
 def test_discretiser_and_interval_names_are_alibis():
     train = toy_train()
-    explainer = AnchorTabular(toy_predict, NAMES, CATEGORIES, seed=0).fit(train, disc_perc=(10, 50, 90))
+    explainer = AnchorTabular(toy_predict, NAMES, CATEGORIES, seed=0).fit(
+        train, disc_perc=(10, 50, 90)
+    )
     discretiser = explainer._fit["discretiser"]
     assert discretiser.numerical == [2, 3]
     for column, edges in zip(discretiser.numerical, discretiser.edges):
-        np.testing.assert_array_equal(edges, np.unique(np.percentile(train[:, column].astype(np.float64), (10, 50, 90))))
+        np.testing.assert_array_equal(
+            edges, np.unique(np.percentile(train[:, column].astype(np.float64), (10, 50, 90)))
+        )
         codes = discretiser.codes(torch.from_numpy(train), [0, 1])[:, column].numpy()
-        np.testing.assert_array_equal(codes, np.searchsorted(edges, train[:, column]))  # equal to an edge: lower bin
+        np.testing.assert_array_equal(
+            codes, np.searchsorted(edges, train[:, column])
+        )  # equal to an edge: lower bin
     e = discretiser.edges[1]
     assert discretiser.intervals(3, "Weight") == [
-        f"Weight <= {e[0]:.2f}", f"{e[0]:.2f} < Weight <= {e[1]:.2f}", f"{e[1]:.2f} < Weight <= {e[2]:.2f}",
+        f"Weight <= {e[0]:.2f}",
+        f"{e[0]:.2f} < Weight <= {e[1]:.2f}",
+        f"{e[1]:.2f} < Weight <= {e[2]:.2f}",
         f"Weight > {e[2]:.2f}",
     ]
     # duplicate edges are removed: a column that is mostly zeros has one edge
@@ -89,23 +98,34 @@ def test_each_row_gets_alibis_predicates_in_alibis_order():
 
 def test_anchor_names_merge_a_numerical_column_into_one_range():
     train = toy_train()
-    explainer = AnchorTabular(toy_predict, NAMES, {0: ["a", "b", "<c>"], 1: ["red", "blue"]}, seed=0).fit(train)
+    explainer = AnchorTabular(
+        toy_predict, NAMES, {0: ["a", "b", "<c>"], 1: ["red", "blue"]}, seed=0
+    ).fit(train)
     edges = explainer._fit["discretiser"].edges[1]
     row = train[:1].copy()
     row[0, 0], row[0, 1], row[0, 3] = 2, 1, (edges[1] + edges[2]) / 2  # Weight in bin 2
     run = _run(explainer, row)
     # predicates: Kind, Colour, Size (3), Weight: "> e0", "> e1", "<= e2"
     weight = [p for p in range(run.m) if run.pred_column[p] == 3]
-    assert run._names(0, [weight[1], 1, weight[2]])[0] == [f"{edges[1]:.2f} < Weight <= {edges[2]:.2f}", "Colour = blue"]
-    assert run._names(0, [weight[0], weight[1]])[0] == [f"Weight > {edges[1]:.2f}"]  # the tightest bound
+    assert run._names(0, [weight[1], 1, weight[2]])[0] == [
+        f"{edges[1]:.2f} < Weight <= {edges[2]:.2f}",
+        "Colour = blue",
+    ]
+    assert run._names(0, [weight[0], weight[1]])[0] == [
+        f"Weight > {edges[1]:.2f}"
+    ]  # the tightest bound
     assert run._names(0, [weight[2]])[0] == [f"Weight <= {edges[2]:.2f}"]
-    assert run._names(0, [0])[0] == ["<c>"]  # a category that reads as a range is written alone (as Alibi)
+    assert run._names(0, [0])[0] == [
+        "<c>"
+    ]  # a category that reads as a range is written alone (as Alibi)
     assert run._names(0, [weight[2], 0])[1] == [3, 0]  # the columns, in order of first use
 
 
 def test_bit_selector_against_brute_force():
     generator = torch.Generator().manual_seed(0)
-    rows = torch.rand(5, 300, generator=generator) < torch.tensor([0.5, 0.01, 0.99, 0.2, 0.0])[:, None]
+    rows = (
+        torch.rand(5, 300, generator=generator) < torch.tensor([0.5, 0.01, 0.99, 0.2, 0.0])[:, None]
+    )
     rows[4, 299] = True  # one row only, the last
     bits = engine.pack_rows(rows.T)
     selector = _BitSelector(bits)
@@ -182,7 +202,9 @@ def test_too_few_matching_rows_fill_level_by_level_as_alibi():
 def test_columns_no_training_row_satisfies_fall_back_with_a_warning():
     train = toy_train(400)
     train[:, 0] = np.where(train[:, 0] == 2, 1, train[:, 0])  # no training row of kind "c"
-    train[:, 3] = np.where(np.arange(400) % 2 == 0, 0.0, 10.0)  # Weight edges 0, 5, 10: bin (0, 5] is empty
+    train[:, 3] = np.where(
+        np.arange(400) % 2 == 0, 0.0, 10.0
+    )  # Weight edges 0, 5, 10: bin (0, 5] is empty
     explainer = AnchorTabular(toy_predict, NAMES, CATEGORIES, seed=2).fit(train)
     row = train[:1].copy()
     row[0, 0], row[0, 3] = 2, 3.0
@@ -191,9 +213,14 @@ def test_columns_no_training_row_satisfies_fall_back_with_a_warning():
     owner, _, order, stream, group = _requests(run, [[0, weight[0], weight[1]]], 500)
     with pytest.warns(RuntimeWarning, match="no training row satisfies") as caught:
         values = run.conditioned_rows(owner, order, stream, group)
-    assert {re.search(r"column '(\w+)'", str(w.message)).group(1) for w in caught} == {"Kind", "Weight"}
+    assert {re.search(r"column '(\w+)'", str(w.message)).group(1) for w in caught} == {
+        "Kind",
+        "Weight",
+    }
     assert (values[:, 0] == 2).all()  # the row's own category
-    assert values[:, 3].min() >= 0 and values[:, 3].max() <= 10 and values[:, 3].std() > 2  # uniform on [0, 10]
+    assert (
+        values[:, 3].min() >= 0 and values[:, 3].max() <= 10 and values[:, 3].std() > 2
+    )  # uniform on [0, 10]
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +238,9 @@ def census():
 
 def test_engine_equals_the_reference_search_on_census_rows(census):
     data, model = census
-    explainer = AnchorTabular(model, data.feature_names, data.categorical_names, seed=4, coverage_samples=2000)
+    explainer = AnchorTabular(
+        model, data.feature_names, data.categorical_names, seed=4, coverage_samples=2000
+    )
     explainer.fit(data.X_train[:5000])
     rows = data.X_test[5:8]  # one of them needs a long anchor
     got = explainer.explain(rows)
@@ -227,12 +256,16 @@ def test_engine_equals_the_reference_search_on_census_rows(census):
             order = torch.tensor([list(anchor) or [-1]] * n)
             stream = torch.arange(drawn[i], drawn[i] + n)
             drawn[i] += n
-            present, agree, _ = run.sample(torch.full((n,), i), None, order, stream, torch.zeros(n, dtype=torch.int64))
+            present, agree, _ = run.sample(
+                torch.full((n,), i), None, order, stream, torch.zeros(n, dtype=torch.int64)
+            )
             out.append(reference.SampleBatch(present.numpy(), agree.numpy()))
         return out
 
     searches = [
-        reference.BeamSearch(run.m, satisfied[:, run.pred_index[i]].numpy(), **explainer.settings.engine_options()).run()
+        reference.BeamSearch(
+            run.m, satisfied[:, run.pred_index[i]].numpy(), **explainer.settings.engine_options()
+        ).run()
         for i in range(3)
     ]
     for i, want in enumerate(reference.run_searches(searches, sample_fn)):
@@ -244,12 +277,19 @@ def test_engine_equals_the_reference_search_on_census_rows(census):
 
 def test_precision_holds_on_fresh_samples_and_numpy_predictors_agree(census):
     data, model = census
-    explainer = AnchorTabular(model, data.feature_names, data.categorical_names, seed=5).fit(data.X_train)
+    explainer = AnchorTabular(model, data.feature_names, data.categorical_names, seed=5).fit(
+        data.X_train
+    )
     rows = data.X_test[:12]
     exp = explainer.explain(rows)
     numpy_predictor = lambda x: model(torch.from_numpy(x)).detach().numpy()  # noqa: E731
-    assert AnchorTabular(numpy_predictor, data.feature_names, data.categorical_names, seed=5).fit(
-        data.X_train).explain(rows).anchor == exp.anchor
+    assert (
+        AnchorTabular(numpy_predictor, data.feature_names, data.categorical_names, seed=5)
+        .fit(data.X_train)
+        .explain(rows)
+        .anchor
+        == exp.anchor
+    )
     # re-estimate each successful anchor's precision on 2,000 fresh samples (another seed)
     searched = _TabularRun(explainer, explainer._settings_for_call({}), rows)
     searched.explain()
@@ -279,7 +319,9 @@ def test_bad_inputs_name_the_value():
         AnchorTabular(toy_predict).fit(train)
     bad = train.copy()
     bad[7, 0] = 3
-    with pytest.raises(ValueError, match=r"train_data\[7, 0\] = 3.0: column 0 is categorical with 3 categories"):
+    with pytest.raises(
+        ValueError, match=r"train_data\[7, 0\] = 3.0: column 0 is categorical with 3 categories"
+    ):
         explainer.fit(bad)
     explainer.fit(train)
     with pytest.raises(ValueError, match=r"must be shaped \(N, 4\)"):
@@ -304,7 +346,9 @@ def test_loan_demo_writes_the_explanations_and_pictures(tmp_path, monkeypatch):
 
     from torchexplain import Explanation
 
-    monkeypatch.setenv("TORCHEXPLAIN_CACHE", str(tmp_path / "cache"))  # trains its model here (seconds)
+    monkeypatch.setenv(
+        "TORCHEXPLAIN_CACHE", str(tmp_path / "cache")
+    )  # trains its model here (seconds)
     path = Path(__file__).parents[1] / "examples" / "loan_anchors.py"
     spec = importlib.util.spec_from_file_location("loan_anchors", path)
     demo = importlib.util.module_from_spec(spec)
@@ -318,11 +362,16 @@ def test_loan_demo_writes_the_explanations_and_pictures(tmp_path, monkeypatch):
     model, cached = pretrained_census_mlp()
     assert cached
     data = load_census()
-    again = AnchorTabular(model, data.feature_names, data.categorical_names, seed=0).fit(data.X_train).explain(
-        torch.from_numpy(data.X_test[:24]))
+    again = (
+        AnchorTabular(model, data.feature_names, data.categorical_names, seed=0)
+        .fit(data.X_train)
+        .explain(torch.from_numpy(data.X_test[:24]))
+    )
     assert saved.anchor == again.anchor and torch.equal(saved.precision, again.precision)
-    shown = sorted([i for i, t in enumerate(again.target.tolist()) if t == 1][:3]
-                   + [i for i, t in enumerate(again.target.tolist()) if t == 0][:3])
+    shown = sorted(
+        [i for i, t in enumerate(again.target.tolist()) if t == 1][:3]
+        + [i for i, t in enumerate(again.target.tolist()) if t == 0][:3]
+    )
     assert [e["anchor"] for e in summary["examples"]] == [again.anchor[i] for i in shown]
     for name in ("loan_anchors.png", "loan_predicates.png"):
         with Image.open(tmp_path / "out" / name) as picture:
@@ -344,9 +393,13 @@ def test_a_batch_too_large_for_memory_is_searched_in_parts_with_the_same_result(
     monkeypatch.setattr(batches, "instances_per_search", small)
     split = explainer.explain(train[:5])
     assert split.meta["search_parts"] == 3 and whole.meta["search_parts"] == 1
-    assert sizes[0] == batches.SAMPLES_PER_INSTANCE * (4 * 4 + explainer._fit["predicates"].column.numel() + 41)
+    assert sizes[0] == batches.SAMPLES_PER_INSTANCE * (
+        4 * 4 + explainer._fit["predicates"].column.numel() + 41
+    )
     assert split.anchor == whole.anchor and split.feature == whole.feature
     for name in ("precision", "coverage", "success", "target", "n_samples"):
         assert torch.equal(getattr(split, name), getattr(whole, name)), name
-    for got, want in zip(split.covered_true + split.covered_false, whole.covered_true + whole.covered_false):
+    for got, want in zip(
+        split.covered_true + split.covered_false, whole.covered_true + whole.covered_false
+    ):
         assert torch.equal(got, want)

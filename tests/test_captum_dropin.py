@@ -25,13 +25,20 @@ def rel_err(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize("method", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle"])
+@pytest.mark.parametrize(
+    "method", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle"]
+)
 @pytest.mark.parametrize("internal_batch_size", [None, 12])
 def test_same_results_and_return_conventions(method, internal_batch_size):
     model = make_model()
     x = torch.rand(5, 6)
-    kwargs = dict(target=torch.tensor([0, 1, 2, 1, 0]), n_steps=24, method=method,
-                  internal_batch_size=internal_batch_size, return_convergence_delta=True)
+    kwargs = dict(
+        target=torch.tensor([0, 1, 2, 1, 0]),
+        n_steps=24,
+        method=method,
+        internal_batch_size=internal_batch_size,
+        return_convergence_delta=True,
+    )
     ours, our_delta = IntegratedGradients(model).attribute(x, **kwargs)
     theirs, their_delta = captum_attr.IntegratedGradients(model).attribute(x, **kwargs)
     assert isinstance(ours, torch.Tensor) and ours.shape == x.shape
@@ -46,7 +53,9 @@ def test_tuple_inputs_return_a_tuple_and_local_mode():
     model = lambda a, b: torch.tanh(a) @ torch.ones(3, 2) + b**2  # noqa: E731
     x = (torch.rand(4, 3), torch.rand(4, 2))
     ours = IntegratedGradients(model, multiply_by_inputs=False).attribute(x, target=1, n_steps=10)
-    theirs = captum_attr.IntegratedGradients(model, multiply_by_inputs=False).attribute(x, target=1, n_steps=10)
+    theirs = captum_attr.IntegratedGradients(model, multiply_by_inputs=False).attribute(
+        x, target=1, n_steps=10
+    )
     assert isinstance(ours, tuple) and len(ours) == 2
     for a, b in zip(ours, theirs):
         assert rel_err(a, b) <= RTOL
@@ -78,10 +87,17 @@ def test_inside_noise_tunnel(nt_type):
     results = []
     for ig in (IntegratedGradients(model), captum_attr.IntegratedGradients(model)):
         torch.manual_seed(7)
-        results.append(captum_attr.NoiseTunnel(ig).attribute(
-            x, nt_type=nt_type, nt_samples=5, stdevs=0.05, target=1, n_steps=16,
-            return_convergence_delta=True,
-        ))
+        results.append(
+            captum_attr.NoiseTunnel(ig).attribute(
+                x,
+                nt_type=nt_type,
+                nt_samples=5,
+                stdevs=0.05,
+                target=1,
+                n_steps=16,
+                return_convergence_delta=True,
+            )
+        )
     (ours, our_delta), (theirs, their_delta) = results
     assert rel_err(ours, theirs) <= 10 * RTOL  # squares and variances amplify rounding
     assert our_delta.shape == their_delta.shape
@@ -91,7 +107,9 @@ def test_trapezoid_is_corrected():
     model = make_model()
     x = torch.rand(4, 6)
     ours = IntegratedGradients(model).attribute(x, target=0, method="riemann_trapezoid", n_steps=10)
-    theirs = captum_attr.IntegratedGradients(model).attribute(x, target=0, method="riemann_trapezoid", n_steps=10)
+    theirs = captum_attr.IntegratedGradients(model).attribute(
+        x, target=0, method="riemann_trapezoid", n_steps=10
+    )
     assert rel_err(ours, theirs * 10 / 9) <= RTOL
 
 
@@ -117,15 +135,24 @@ def multidim_model():
 
 @pytest.mark.parametrize(
     "target",
-    [(1, 0, 0), [(1, 0, 0), (0, 1, 1), (1, 1, 1), (0, 0, 0)], [(0, 1, 1), (0, 1, 1), (1, 1, 1), (0, 1, 1)]],
+    [
+        (1, 0, 0),
+        [(1, 0, 0), (0, 1, 1), (1, 1, 1), (0, 0, 0)],
+        [(0, 1, 1), (0, 1, 1), (1, 1, 1), (0, 1, 1)],
+    ],
     ids=["one-tuple", "per-example-tuples", "sensitivity-test-tuples"],
 )
 @pytest.mark.parametrize("internal_batch_size", [None, 7])
 def test_tuple_targets_index_outputs_of_more_dimensions_as_captum(target, internal_batch_size):
     model = multidim_model()
     x = torch.arange(1.0, 13.0).view(4, 3) / 4
-    kwargs = dict(target=target, additional_forward_args=(None, True), n_steps=20,
-                  internal_batch_size=internal_batch_size, return_convergence_delta=True)
+    kwargs = dict(
+        target=target,
+        additional_forward_args=(None, True),
+        n_steps=20,
+        internal_batch_size=internal_batch_size,
+        return_convergence_delta=True,
+    )
     ours, our_delta = IntegratedGradients(model).attribute(x, **kwargs)
     theirs, their_delta = captum_attr.IntegratedGradients(model).attribute(x, **kwargs)
     torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=1e-5)
@@ -133,8 +160,12 @@ def test_tuple_targets_index_outputs_of_more_dimensions_as_captum(target, intern
     # and the library records the index tuples it explained, (B, 3)
     from torchexplain import integrated_gradients
 
-    exp = integrated_gradients(model, x, target=target, additional_forward_args=(None, True), n_steps=20)
-    expected = torch.tensor([list(target)] * 4 if isinstance(target, tuple) else [list(t) for t in target])
+    exp = integrated_gradients(
+        model, x, target=target, additional_forward_args=(None, True), n_steps=20
+    )
+    expected = torch.tensor(
+        [list(target)] * 4 if isinstance(target, tuple) else [list(t) for t in target]
+    )
     assert torch.equal(exp.target, expected)
     torch.testing.assert_close(exp.attributions, ours)
 
@@ -158,8 +189,10 @@ def test_features_equal_to_the_baseline_and_constant_gradients_are_exact_as_capt
     model = multidim_model()
     x = torch.arange(1.0, 13.0).view(4, 3)
     kwargs = dict(
-        baselines=torch.ones(4, 3), target=[(0, 1, 1), (0, 1, 1), (1, 1, 1), (0, 1, 1)],
-        additional_forward_args=(torch.arange(1, 13).view(4, 3).float(), True), return_convergence_delta=True,
+        baselines=torch.ones(4, 3),
+        target=[(0, 1, 1), (0, 1, 1), (1, 1, 1), (0, 1, 1)],
+        additional_forward_args=(torch.arange(1, 13).view(4, 3).float(), True),
+        return_convergence_delta=True,
     )
     ours, our_delta = IntegratedGradients(model).attribute(x, **kwargs)
     theirs, their_delta = captum_attr.IntegratedGradients(model).attribute(x, **kwargs)

@@ -106,9 +106,15 @@ class TabularToy(nn.Module):
         self.dropout = nn.Dropout(0.2)
         self.linear = nn.Linear(7, 3)
         with torch.no_grad():
-            self.linear.weight.copy_(torch.tensor([
-                [2.0, 0, 0, 0, 0, -3, 0], [0, 2, 0, 1, 0, 3, 0], [0, 0, 2, 0, 1, 0, 0.8],
-            ]))
+            self.linear.weight.copy_(
+                torch.tensor(
+                    [
+                        [2.0, 0, 0, 0, 0, -3, 0],
+                        [0, 2, 0, 1, 0, 3, 0],
+                        [0, 0, 2, 0, 1, 0, 0.8],
+                    ]
+                )
+            )
             self.linear.bias.zero_()
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
@@ -119,12 +125,15 @@ class TabularToy(nn.Module):
 
 def tabular_rows(n: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.stack([
-        torch.randint(0, 3, (n,), generator=generator).float(),
-        torch.randint(0, 2, (n,), generator=generator).float(),
-        torch.randn(n, generator=generator),
-        torch.rand(n, generator=generator) * 10,
-    ], dim=1)
+    return torch.stack(
+        [
+            torch.randint(0, 3, (n,), generator=generator).float(),
+            torch.randint(0, 2, (n,), generator=generator).float(),
+            torch.randn(n, generator=generator),
+            torch.rand(n, generator=generator) * 10,
+        ],
+        dim=1,
+    )
 
 
 TABULAR_TRAIN = tabular_rows(300, seed=8)
@@ -158,7 +167,9 @@ class Case:
     #: fields shared by every instance of a call (not one row per instance): equal whole
     shared: tuple[str, ...] = ()
     #: the per-example map the method draws (explanation_map), written out independently
-    expected_map: Callable[[Explanation, torch.Tensor], torch.Tensor] = lambda exp, inputs: exp.attributions
+    expected_map: Callable[[Explanation, torch.Tensor], torch.Tensor] = lambda exp, inputs: (
+        exp.attributions
+    )
 
     def explainer(
         self, device: torch.device | str = "cpu", model: nn.Module | None = None
@@ -201,8 +212,14 @@ CASES = [
         counterfactual_proto,
         counterfactual_model,
         lambda: _uniform((4, 5), seed=4),
-        {"use_kdtree": True, "theta": 1.0, "c_init": 1.0, "c_steps": 2, "max_iterations": 40,
-         "feature_range": (0.0, 1.0)},
+        {
+            "use_kdtree": True,
+            "theta": 1.0,
+            "c_init": 1.0,
+            "c_steps": 2,
+            "max_iterations": 40,
+            "feature_range": (0.0, 1.0),
+        },
         fit=lambda explainer: explainer.fit(_uniform((20, 5), seed=5)),
         twin_extra={"train_data": _uniform((20, 5), seed=5)},
         rtol=1e-9,
@@ -247,9 +264,12 @@ CASES = [
         twin_extra={"train_data": TABULAR_TRAIN},
         seeded=True,
         integer_inputs=True,  # categorical columns are integer codes: int rows are welcome
-        expected_map=lambda exp, inputs: torch.stack([
-            torch.isin(torch.arange(inputs.shape[1]), torch.tensor(f, dtype=torch.long)).float() for f in exp.feature
-        ]),
+        expected_map=lambda exp, inputs: torch.stack(
+            [
+                torch.isin(torch.arange(inputs.shape[1]), torch.tensor(f, dtype=torch.long)).float()
+                for f in exp.feature
+            ]
+        ),
     ),
     Case(
         "KernelShap",
@@ -267,7 +287,9 @@ CASES = [
         atol=TOLERANCES[torch.float32][1],
         shared=("expected_value",),
         batch_dependent=("importances", "aggregated_importances"),  # means over the batch
-        expected_map=lambda exp, inputs: exp.shap_values[torch.arange(inputs.shape[0]), exp.target].float(),
+        expected_map=lambda exp, inputs: exp.shap_values[
+            torch.arange(inputs.shape[0]), exp.target
+        ].float(),
     ),
 ]
 #: registered explainers whose model is not a torch model (a tree ensemble): their own
@@ -497,7 +519,9 @@ def test_one_definition_of_the_settings_feeds_signature_docs_config_and_repr(cas
     constructor = inspect.signature(case.cls)
     # settings a method takes by position (Alibi's order) come first, then the rest in order
     positional = list(case.cls.positional_settings)
-    assert list(constructor.parameters)[1:] == positional + [n for n in names if n not in positional]
+    assert list(constructor.parameters)[1:] == positional + [
+        n for n in names if n not in positional
+    ]
     for name in positional:
         assert constructor.parameters[name].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert list(constructor.parameters)[0] == (
@@ -527,8 +551,11 @@ def test_bad_inputs_are_refused_with_the_argument_named(case):
     with pytest.raises(TypeError, match="inputs must be a torch.Tensor"):
         explainer.explain(inputs.tolist(), **case.call)
     if case.integer_inputs:
-        assert_same(explainer.explain(inputs.long(), **case.call).data, explainer.explain(
-            inputs.long().to(inputs.dtype), **case.call).data, case)
+        assert_same(
+            explainer.explain(inputs.long(), **case.call).data,
+            explainer.explain(inputs.long().to(inputs.dtype), **case.call).data,
+            case,
+        )
     else:
         with pytest.raises(TypeError, match="floating-point"):
             explainer.explain(inputs.long(), **case.call)

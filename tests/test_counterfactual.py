@@ -28,7 +28,9 @@ class Logistic(nn.Module):
         return torch.stack([torch.zeros_like(z), z], dim=1)
 
 
-def minimal_l1_change(x: torch.Tensor, weights: torch.Tensor, bias: float, z_needed: float) -> float:
+def minimal_l1_change(
+    x: torch.Tensor, weights: torch.Tensor, bias: float, z_needed: float
+) -> float:
     """Smallest L1 move inside [0, 1]^d raising w.x + b to z_needed (a fractional knapsack:
     spend on the features with the largest |w| first, each up to its box edge)."""
     need = z_needed - float(x @ weights + bias)
@@ -98,7 +100,9 @@ def test_unequal_weights_land_near_the_linear_programme_optimum():
     x = uniform((24, 6), seed=1, high=0.5)
     x = x[(x @ weights - 1.0) < 0][:6]
     exp = counterfactual(model, x, target_class=1)
-    optimum = torch.tensor([minimal_l1_change(row, weights, -1.0, LOGIT_95) for row in x], dtype=F64)
+    optimum = torch.tensor(
+        [minimal_l1_change(row, weights, -1.0, LOGIT_95) for row in x], dtype=F64
+    )
     assert exp.success.all()
     assert (exp.distance >= optimum - 1e-12).all()
     assert (exp.distance <= 1.2 * optimum).all(), (exp.distance / optimum).tolist()
@@ -109,7 +113,9 @@ def test_valid_results_are_what_the_model_says():
     x = uniform((8, 5), seed=2)
     # Class 2 is out of reach of this model on [0, 1]^5 (p < 1e-3): it must fail honestly.
     for target_class in ("other", 2, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])):
-        exp = counterfactual(model, x, target_class=target_class, target_proba=0.7, tol=0.1, **LIGHT)
+        exp = counterfactual(
+            model, x, target_class=target_class, target_proba=0.7, tol=0.1, **LIGHT
+        )
         probs = torch.softmax(model(exp.counterfactual), dim=1)
         classes = probs.argmax(1)
         torch.testing.assert_close(exp.cf_class, classes)
@@ -119,7 +125,9 @@ def test_valid_results_are_what_the_model_says():
         unreachable = isinstance(target_class, int) and target_class == 2
         assert not ok.any() if unreachable else ok.any()
         assert (classes[ok] == exp.target_class[ok]).all()
-        assert ((probs[ok].gather(1, exp.target_class[ok, None]).squeeze(1) - 0.7).abs() <= 0.1).all()
+        assert (
+            (probs[ok].gather(1, exp.target_class[ok, None]).squeeze(1) - 0.7).abs() <= 0.1
+        ).all()
         # target is the class explained: the model's prediction at the input
         torch.testing.assert_close(exp.target, model(x).argmax(1))
         torch.testing.assert_close(exp.predictions, model(x).detach())
@@ -146,8 +154,14 @@ def test_unreachable_target_is_reported_as_failure():
 def test_a_feature_range_too_tight_is_a_failure_not_a_fake():
     model = small_mlp()
     x = uniform((4, 5), seed=4, low=0.4, high=0.6)
-    exp = counterfactual(model, x, feature_range=(x.min().item(), x.max().item()),
-                         target_proba=1.0, tol=0.01, **LIGHT)
+    exp = counterfactual(
+        model,
+        x,
+        feature_range=(x.min().item(), x.max().item()),
+        target_proba=1.0,
+        tol=0.01,
+        **LIGHT,
+    )
     probs = torch.softmax(model(exp.counterfactual), dim=1)
     valid = (probs.argmax(1) != exp.target) & (probs.max(1).values >= 0.99)
     assert torch.equal(exp.success, valid)
@@ -166,15 +180,19 @@ def test_probabilities_output_matches_logits_output():
     model = small_mlp()
     x = uniform((4, 5), seed=5)
     from_logits = counterfactual(model, x, target_proba=0.8, tol=0.1, **LIGHT)
+
     def as_probabilities(inputs: torch.Tensor) -> torch.Tensor:
         logits = model(inputs)
         exp_logits = (logits - logits.amax(1, keepdim=True)).exp()
         return exp_logits / exp_logits.sum(1, keepdim=True)
 
-    from_probs = counterfactual(as_probabilities, x, target_proba=0.8, tol=0.1,
-                                model_output="probabilities", **LIGHT)
+    from_probs = counterfactual(
+        as_probabilities, x, target_proba=0.8, tol=0.1, model_output="probabilities", **LIGHT
+    )
     assert torch.equal(from_logits.success, from_probs.success)
-    torch.testing.assert_close(from_logits.counterfactual, from_probs.counterfactual, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(
+        from_logits.counterfactual, from_probs.counterfactual, rtol=1e-6, atol=1e-8
+    )
 
 
 def test_mad_scaling_weights_the_distance():
@@ -210,11 +228,15 @@ def test_batch_equals_each_instance_alone():
     settings = dict(target_class=targets, target_proba=0.8, tol=0.05, **LIGHT)
     batched = counterfactual(model, x, **settings)
     for i in range(x.shape[0]):
-        alone = counterfactual(model, x[i : i + 1], **{**settings, "target_class": targets[i : i + 1]})
+        alone = counterfactual(
+            model, x[i : i + 1], **{**settings, "target_class": targets[i : i + 1]}
+        )
         for key in ("success", "cf_class", "n_iter", "target", "target_class"):
             assert torch.equal(batched.data[key][i : i + 1], alone.data[key]), key
         for key in ("counterfactual", "distance", "lam", "cf_proba"):
-            torch.testing.assert_close(batched.data[key][i : i + 1], alone.data[key], rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(
+                batched.data[key][i : i + 1], alone.data[key], rtol=1e-9, atol=1e-12
+            )
 
 
 def test_chunking_changes_nothing():
@@ -241,7 +263,9 @@ def test_deterministic_and_class_agrees_with_function():
 
 
 def test_model_left_as_found():
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 3)).to(F64)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 3)).to(
+        F64
+    )
     model.train()
     model[0].weight.grad = torch.ones_like(model[0].weight)
     model[3].bias.requires_grad_(False)
@@ -265,7 +289,9 @@ def test_on_device_matches_cpu(device):
     on_cpu = counterfactual(model, x, target_proba=0.8, tol=0.1, **LIGHT)
     on_device = counterfactual(model.to(device), x.to(device), target_proba=0.8, tol=0.1, **LIGHT)
     assert torch.equal(on_device.success.cpu(), on_cpu.success)
-    torch.testing.assert_close(on_device.counterfactual.cpu(), on_cpu.counterfactual, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(
+        on_device.counterfactual.cpu(), on_cpu.counterfactual, rtol=1e-6, atol=1e-8
+    )
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -298,8 +324,16 @@ def test_on_device_matches_cpu(device):
         ({"feature_range": (torch.zeros(4), 1.0)}, ValueError, "broadcast"),
         ({"model_output": "probabilities"}, ValueError, "not probabilities"),
         ({"train_data": torch.ones(4)}, ValueError, r"train_data must be shaped \(N, \.\.\.\)"),
-        ({"train_data": torch.ones(6, 4, dtype=F64)}, ValueError, "mad must have the feature shape"),
-        ({"train_data": torch.ones(6, 5, dtype=torch.long)}, TypeError, "train_data must be a floating-point"),
+        (
+            {"train_data": torch.ones(6, 4, dtype=F64)},
+            ValueError,
+            "mad must have the feature shape",
+        ),
+        (
+            {"train_data": torch.ones(6, 5, dtype=torch.long)},
+            TypeError,
+            "train_data must be a floating-point",
+        ),
     ],
 )
 def test_bad_input_is_named(kwargs, error, match):
@@ -330,8 +364,9 @@ def test_bad_model_or_input_is_named(model, x, error, match):
 # ----------------------------------------------------------------------------- the lambda schedule
 
 
-def reference_search(model, x, target, *, lam_init, max_iter, max_lam_steps, early_stop, lr, decay,
-                     target_proba, tol):
+def reference_search(
+    model, x, target, *, lam_init, max_iter, max_lam_steps, early_stop, lr, decay, target_proba, tol
+):
     """One instance, plain Python control flow: the schedule the batched search must follow.
 
     A sweep over lam_init / 10**i (i < 10), max_iter // 10 Adam steps each, carrying
@@ -402,10 +437,16 @@ def test_schedule_matches_a_one_instance_reference_loop(decay):
     model = small_mlp(seed=21)
     x = uniform((3, 5), seed=22)
     targets = torch.tensor([0, 1, 2])
-    settings = dict(lam_init=0.1, max_iter=120, max_lam_steps=3, early_stop=15, target_proba=0.7, tol=0.1)
-    exp = counterfactual(model, x, target_class=targets, decay=decay, learning_rate_init=0.1, **settings)
+    settings = dict(
+        lam_init=0.1, max_iter=120, max_lam_steps=3, early_stop=15, target_proba=0.7, tol=0.1
+    )
+    exp = counterfactual(
+        model, x, target_class=targets, decay=decay, learning_rate_init=0.1, **settings
+    )
     for i in range(x.shape[0]):
-        best, best_d, total = reference_search(model, x[i], int(targets[i]), lr=0.1, decay=decay, **settings)
+        best, best_d, total = reference_search(
+            model, x[i], int(targets[i]), lr=0.1, decay=decay, **settings
+        )
         assert int(exp.n_iter[i]) == total
         assert bool(exp.success[i]) == (best is not None)
         if best is not None:

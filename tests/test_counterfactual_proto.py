@@ -70,8 +70,14 @@ def test_fista_iterates_by_hand(iterations):
     x = torch.tensor([0.6, 0.4, 0.3], dtype=F64)
     orig = int(model(x[None]).argmax())
     beta, lr, c = 0.01, 0.5, 30.0
-    settings = dict(c_init=c, c_steps=1, max_iterations=iterations, learning_rate_init=lr, beta=beta,
-                    feature_range=(0.0, 1.0))
+    settings = dict(
+        c_init=c,
+        c_steps=1,
+        max_iterations=iterations,
+        learning_rate_init=lr,
+        beta=beta,
+        feature_range=(0.0, 1.0),
+    )
     exp = counterfactual_proto(model, x[None], **settings)
 
     low, high = torch.tensor(0.0, dtype=F64), torch.tensor(1.0, dtype=F64)
@@ -100,14 +106,26 @@ def test_plain_gradient_steps_descend_the_elastic_net_loss(iterations):
     x = uniform((5,), seed=4, low=0.2, high=0.8)
     orig = int(model(x[None]).argmax())
     beta, lr, c = 0.05, 0.2, 5.0
-    exp = counterfactual_proto(model, x[None], optimizer="gradient", c_init=c, c_steps=1,
-                               max_iterations=iterations, learning_rate_init=lr, beta=beta,
-                               feature_range=(0.0, 1.0))
+    exp = counterfactual_proto(
+        model,
+        x[None],
+        optimizer="gradient",
+        c_init=c,
+        c_steps=1,
+        max_iterations=iterations,
+        learning_rate_init=lr,
+        beta=beta,
+        feature_range=(0.0, 1.0),
+    )
     x_k, candidates = x.clone(), []
     for k in range(iterations):
         y = x_k.clone().requires_grad_(True)
         d = y - x
-        loss = c * hinge_by_hand(model(y[None]).softmax(1)[0], orig, 0.0) + d.square().sum() + beta * d.abs().sum()
+        loss = (
+            c * hinge_by_hand(model(y[None]).softmax(1)[0], orig, 0.0)
+            + d.square().sum()
+            + beta * d.abs().sum()
+        )
         (grad,) = torch.autograd.grad(loss, y)
         x_k = (x_k - lr * math.sqrt(1 - k / iterations) * grad).clamp(0, 1)
         candidates.append(x_k)
@@ -136,8 +154,19 @@ def test_prototype_term_pulls_to_the_closed_form_minimum():
     labels = model(train).argmax(1)
     orig = model(x).argmax(1)
     theta = 3.0
-    exp = counterfactual_proto(model, x, train_data=train, use_kdtree=True, theta=theta, beta=0.0, c_init=0.0,
-                               c_steps=1, max_iterations=400, learning_rate_init=0.1, feature_range=(0.0, 1.0))
+    exp = counterfactual_proto(
+        model,
+        x,
+        train_data=train,
+        use_kdtree=True,
+        theta=theta,
+        beta=0.0,
+        c_init=0.0,
+        c_steps=1,
+        max_iterations=400,
+        learning_rate_init=0.1,
+        feature_range=(0.0, 1.0),
+    )
     for i in range(x.shape[0]):
         others = (labels != orig[i]).nonzero().flatten()
         nearest = others[(train[others] - x[i]).norm(dim=1).argmin()]
@@ -145,13 +174,24 @@ def test_prototype_term_pulls_to_the_closed_form_minimum():
         assert int(exp.n_iter[i]) == 400
     # The search returns its best attempt at flipping the class; the loss's minimiser
     # is where the iterates end, read from the search itself.
-    explainer = CounterfactualProto(model, use_kdtree=True, theta=theta, beta=0.0, c_init=0.0, c_steps=1,
-                                    max_iterations=400, learning_rate_init=0.1, feature_range=(0.0, 1.0)).fit(train)
+    explainer = CounterfactualProto(
+        model,
+        use_kdtree=True,
+        theta=theta,
+        beta=0.0,
+        c_init=0.0,
+        c_steps=1,
+        max_iterations=400,
+        learning_rate_init=0.1,
+        feature_range=(0.0, 1.0),
+    ).fit(train)
     last = _last_iterate(explainer, x)
     for i in range(x.shape[0]):
         others = (labels != orig[i]).nonzero().flatten()
         nearest = others[(train[others] - x[i]).norm(dim=1).argmin()]
-        torch.testing.assert_close(last[i], (x[i] + theta * train[nearest]) / (1 + theta), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            last[i], (x[i] + theta * train[nearest]) / (1 + theta), rtol=0, atol=1e-6
+        )
 
 
 def _last_iterate(explainer: CounterfactualProto, x: torch.Tensor) -> torch.Tensor:
@@ -179,15 +219,26 @@ def test_k_nearest_prototypes_against_a_brute_force_choice():
     model = small_mlp(seed=5, n_in=4, n_classes=3)
     encoder = nn.Sequential(nn.Linear(4, 2)).to(F64)
     with torch.no_grad():
-        encoder[0].weight.copy_(torch.tensor([[1.0, -0.5, 0.3, 0.0], [0.2, 0.7, -1.0, 0.4]], dtype=F64))
+        encoder[0].weight.copy_(
+            torch.tensor([[1.0, -0.5, 0.3, 0.0], [0.2, 0.7, -1.0, 0.4]], dtype=F64)
+        )
         encoder[0].bias.zero_()
     train = uniform((60, 4), seed=6)
     x = uniform((5, 4), seed=7)
     labels = model(train).argmax(1)
     codes = encoder(train).detach()
     for k_type in ("mean", "point"):
-        exp = counterfactual_proto(model, x, train_data=train, enc_model=encoder, theta=1.0, k=3, k_type=k_type,
-                                   c_steps=1, max_iterations=2)
+        exp = counterfactual_proto(
+            model,
+            x,
+            train_data=train,
+            enc_model=encoder,
+            theta=1.0,
+            k=3,
+            k_type=k_type,
+            c_steps=1,
+            max_iterations=2,
+        )
         query = encoder(x).detach()
         orig = model(x).argmax(1)
         for i in range(x.shape[0]):
@@ -219,10 +270,22 @@ def test_batch_equals_each_instance_alone(mode):
     enc, ae = encoder_and_autoencoder()
     x = uniform((4, 5), seed=8)
     train = uniform((40, 5), seed=9)
-    extra = {"use_kdtree": True} if mode == "kdtree" else {"enc_model": enc, "ae_model": ae, "gamma": 0.5}
-    explainer = CounterfactualProto(model, theta=2.0, c_init=1.0, c_steps=3, max_iterations=60,
-                                    learning_rate_init=0.05, feature_range=(0.0, 1.0), early_stop=20,
-                                    **extra).fit(train)
+    extra = (
+        {"use_kdtree": True}
+        if mode == "kdtree"
+        else {"enc_model": enc, "ae_model": ae, "gamma": 0.5}
+    )
+    explainer = CounterfactualProto(
+        model,
+        theta=2.0,
+        c_init=1.0,
+        c_steps=3,
+        max_iterations=60,
+        learning_rate_init=0.05,
+        feature_range=(0.0, 1.0),
+        early_stop=20,
+        **extra,
+    ).fit(train)
     targets = torch.tensor([0, 1, 2, 1])
     for target_class in ("other", targets):
         batched = explainer.explain(x, target_class=target_class)
@@ -233,10 +296,25 @@ def test_batch_equals_each_instance_alone(mode):
             for key in ("success", "cf_class", "n_iter", "target", "target_class", "proto_class"):
                 assert torch.equal(batched.data[key][i : i + 1], alone.data[key]), key
             for key in ("counterfactual", "distance", "c", "cf_proba"):
-                torch.testing.assert_close(batched.data[key][i : i + 1], alone.data[key], rtol=1e-9, atol=1e-12)
-    chunked = CounterfactualProto(model, theta=2.0, c_init=1.0, c_steps=3, max_iterations=60,
-                                  learning_rate_init=0.05, feature_range=(0.0, 1.0), early_stop=20,
-                                  internal_batch_size=3, **extra).fit(train).explain(x)
+                torch.testing.assert_close(
+                    batched.data[key][i : i + 1], alone.data[key], rtol=1e-9, atol=1e-12
+                )
+    chunked = (
+        CounterfactualProto(
+            model,
+            theta=2.0,
+            c_init=1.0,
+            c_steps=3,
+            max_iterations=60,
+            learning_rate_init=0.05,
+            feature_range=(0.0, 1.0),
+            early_stop=20,
+            internal_batch_size=3,
+            **extra,
+        )
+        .fit(train)
+        .explain(x)
+    )
     for key, value in explainer.explain(x).data.items():
         torch.testing.assert_close(chunked.data[key], value, rtol=1e-9, atol=1e-12)
 
@@ -244,9 +322,18 @@ def test_batch_equals_each_instance_alone(mode):
 def test_results_are_what_the_model_says():
     model = small_mlp(seed=4)  # a model that uses all three classes on [0, 1]^5
     x = uniform((8, 5), seed=13)
-    exp = counterfactual_proto(model, x, train_data=uniform((40, 5), seed=14), use_kdtree=True, theta=1.0,
-                               c_init=1.0, c_steps=4, max_iterations=150, learning_rate_init=0.05,
-                               feature_range=(0.0, 1.0))
+    exp = counterfactual_proto(
+        model,
+        x,
+        train_data=uniform((40, 5), seed=14),
+        use_kdtree=True,
+        theta=1.0,
+        c_init=1.0,
+        c_steps=4,
+        max_iterations=150,
+        learning_rate_init=0.05,
+        feature_range=(0.0, 1.0),
+    )
     assert exp.success.float().mean() >= 0.5
     assert (exp.proto_class >= 0).all() and (exp.proto_class != exp.target).all()
     probs = model(exp.counterfactual).softmax(1).detach()
@@ -256,7 +343,7 @@ def test_results_are_what_the_model_says():
     assert torch.equal(exp.target, orig)
     assert (exp.cf_class[exp.success] != orig[exp.success]).all()
     assert (exp.target_class[exp.success] == exp.cf_class[exp.success]).all()
-    d = (exp.counterfactual - x)
+    d = exp.counterfactual - x
     torch.testing.assert_close(exp.l1_distance, d.abs().sum(1))
     torch.testing.assert_close(exp.distance, d.square().sum(1) + 0.1 * d.abs().sum(1))
     assert ((exp.counterfactual >= 0) & (exp.counterfactual <= 1)).all()
@@ -266,27 +353,48 @@ def test_unreachable_target_is_a_failure_not_a_fake():
     # Class 2 needs x0 + x1 < 0.5 - impossible when the box forbids moving the point down.
     model, _ = three_class_plane()
     x = torch.tensor([[0.9, 0.5]], dtype=F64)
-    exp = counterfactual_proto(model, x, target_class=2, c_init=1.0, c_steps=3, max_iterations=100,
-                               learning_rate_init=0.1, feature_range=(torch.tensor([0.85, 0.45], dtype=F64), 1.0))
+    exp = counterfactual_proto(
+        model,
+        x,
+        target_class=2,
+        c_init=1.0,
+        c_steps=3,
+        max_iterations=100,
+        learning_rate_init=0.1,
+        feature_range=(torch.tensor([0.85, 0.45], dtype=F64), 1.0),
+    )
     assert not bool(exp.success[0])
     assert int(exp.cf_class[0]) != 2
     assert int(exp.target_class[0]) == 2
 
 
 def test_deterministic_model_left_as_found_and_saved_round_trip(tmp_path):
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 3)).to(F64)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 3)).to(
+        F64
+    )
     model.train()
     model[0].weight.grad = torch.ones_like(model[0].weight)
     enc, ae = encoder_and_autoencoder(n_in=4)
     ae.train()
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     x = uniform((3, 4), seed=15)
-    settings = dict(enc_model=enc, ae_model=ae, theta=1.0, gamma=0.2, c_init=1.0, c_steps=2, max_iterations=30,
-                    feature_range=(0.0, 1.0))
+    settings = dict(
+        enc_model=enc,
+        ae_model=ae,
+        theta=1.0,
+        gamma=0.2,
+        c_init=1.0,
+        c_steps=2,
+        max_iterations=30,
+        feature_range=(0.0, 1.0),
+    )
     explainer = CounterfactualProto(model, **settings).fit(uniform((20, 4), seed=16))
     first = explainer.explain(x)
     assert model.training and ae.training and all(m.training for m in model.modules())
-    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight)) and model[0].bias.grad is None
+    assert (
+        torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
+        and model[0].bias.grad is None
+    )
     assert all(p.requires_grad for p in [*model.parameters(), *ae.parameters()])
     for name, b in model.named_buffers():
         assert torch.equal(b, buffers[name]), name
@@ -339,5 +447,11 @@ def test_bad_settings_are_named(settings, fit, error, match):
 def test_wrong_autoencoder_output_is_named():
     model = small_mlp()
     with pytest.raises(ValueError, match="ae_model must return reconstructions shaped"):
-        counterfactual_proto(model, uniform((2, 5), seed=19), ae_model=lambda x: x[:, :3], gamma=1.0,
-                             max_iterations=2, c_steps=1)
+        counterfactual_proto(
+            model,
+            uniform((2, 5), seed=19),
+            ae_model=lambda x: x[:, :3],
+            gamma=1.0,
+            max_iterations=2,
+            c_steps=1,
+        )

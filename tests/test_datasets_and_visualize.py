@@ -20,14 +20,22 @@ def test_bundled_split_is_disjoint_balanced_and_deterministic():
     assert 0.0 <= float(train.images.min()) and float(train.images.max()) <= 1.0
     counts = torch.bincount(test.labels, minlength=10)
     assert int(counts.min()) > 60  # shuffled, not sorted by label
-    train_rows = {row.tobytes() for row in (train.images.numpy() * 255).round().astype(np.uint8).reshape(4000, -1)}
-    test_rows = [row.tobytes() for row in (test.images.numpy() * 255).round().astype(np.uint8).reshape(1000, -1)]
+    train_rows = {
+        row.tobytes()
+        for row in (train.images.numpy() * 255).round().astype(np.uint8).reshape(4000, -1)
+    }
+    test_rows = [
+        row.tobytes()
+        for row in (test.images.numpy() * 255).round().astype(np.uint8).reshape(1000, -1)
+    ]
     assert sum(r in train_rows for r in test_rows) < 5  # MNIST itself has a few duplicates
     assert torch.equal(load_mnist("test").labels, test.labels)
 
 
 def _write_idx(path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -64,8 +72,12 @@ def test_heatmap_colours():
 
 def test_grid_png(tmp_path):
     img = torch.rand(1, 28, 28)
-    path = visualize.save_grid([[img, visualize.heatmap(img), visualize.overlay(img, img)]] * 2,
-                               ["one", "two"], tmp_path / "g.png", scale=2)
+    path = visualize.save_grid(
+        [[img, visualize.heatmap(img), visualize.overlay(img, img)]] * 2,
+        ["one", "two"],
+        tmp_path / "g.png",
+        scale=2,
+    )
     with Image.open(path) as im:
         assert im.size[0] >= 3 * 56 and im.size[1] >= 2 * 56
     with pytest.raises(ValueError, match="captions"):

@@ -41,9 +41,13 @@ def test_non_floating_inputs():
 
 def test_model_output_not_batch_by_classes():
     model = lambda x: x.unsqueeze(1)  # noqa: E731 - (B, 1, 4) output
-    with pytest.raises(ValueError, match=r"leaves 4 values of the output \(2, 1, 4\); use a tuple of 2 indices"):
+    with pytest.raises(
+        ValueError, match=r"leaves 4 values of the output \(2, 1, 4\); use a tuple of 2 indices"
+    ):
         integrated_gradients(model, X, target=0)
-    with pytest.raises(ValueError, match=r"target=None needs \(B, classes\) scores or one value per example"):
+    with pytest.raises(
+        ValueError, match=r"target=None needs \(B, classes\) scores or one value per example"
+    ):
         integrated_gradients(model, X)
 
 

@@ -22,13 +22,21 @@ def test_attribute_access_data_then_meta():
         exp.scores = None
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool])
+@pytest.mark.parametrize(
+    "dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool]
+)
 def test_tensor_round_trip_is_exact(dtype):
     values = torch.randn(3, 2, 4, dtype=torch.float64) * 1e3
     tensor = values.to(dtype)
-    exp = Explanation({"name": "t"}, {"x": tensor, "pair": (tensor[0], None), "nested": {"y": [tensor[1, 0]]}})
+    exp = Explanation(
+        {"name": "t"}, {"x": tensor, "pair": (tensor[0], None), "nested": {"y": [tensor[1, 0]]}}
+    )
     back = Explanation.from_json(exp.to_json())
-    for got, want in [(back.x, tensor), (back.pair[0], tensor[0]), (back.nested["y"][0], tensor[1, 0])]:
+    for got, want in [
+        (back.x, tensor),
+        (back.pair[0], tensor[0]),
+        (back.nested["y"][0], tensor[1, 0]),
+    ]:
         assert got.dtype == want.dtype and got.shape == want.shape
         assert torch.equal(got, want)
     assert back.pair[1] is None and isinstance(back.pair, tuple)
@@ -74,9 +82,15 @@ def _tensor(**fields) -> dict:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"x": _tensor(dtype="load")}, r"data.x: tensor dtype 'load' is not one of"),  # no getattr(torch, name)
+        (
+            {"x": _tensor(dtype="load")},
+            r"data.x: tensor dtype 'load' is not one of",
+        ),  # no getattr(torch, name)
         ({"x": _tensor(dtype="complex64")}, r"tensor dtype 'complex64' is not one of"),
-        ({"x": _tensor(shape=[3])}, r"data.x: data of shape \(2,\) does not match the recorded shape \(3,\)"),
+        (
+            {"x": _tensor(shape=[3])},
+            r"data.x: data of shape \(2,\) does not match the recorded shape \(3,\)",
+        ),
         ({"x": _tensor(shape=[0, 2])}, r"recorded shape \(0, 2\) is empty but data holds 2 values"),
         ({"x": _tensor(shape=[-2])}, r"shape must be a list of non-negative ints"),
         ({"x": _tensor(data=[[1.0], [2.0, 3.0]])}, r"data.x: data is not a rectangular array"),
@@ -84,7 +98,10 @@ def _tensor(**fields) -> dict:
         ({"x": _tensor(data=["a", "b"])}, r"kind 'U' cannot be read"),
         ({"x": _tensor(extra=1)}, r"needs exactly the keys"),
         ({"x": [_tensor(dtype="object")]}, r"data.x\[0\]: tensor dtype 'object'"),
-        ({"x": {"__ndarray__": True, "dtype": "|O", "shape": [1], "data": [1]}}, r"ndarray dtype '\|O' is not a boolean or numeric"),
+        (
+            {"x": {"__ndarray__": True, "dtype": "|O", "shape": [1], "data": [1]}},
+            r"ndarray dtype '\|O' is not a boolean or numeric",
+        ),
         ({"x": {"__ndarray__": True, "dtype": 3, "shape": [1], "data": [1]}}, r"ndarray dtype 3"),
         ({"x": {"__tuple__": 5}}, r"a tuple must be written as"),
     ],

@@ -112,7 +112,9 @@ def test_matches_captum_every_method(method):
     x = torch.rand(5, 2, 5, 5, generator=torch.Generator().manual_seed(1))
     baseline = torch.full((1, 2, 5, 5), 0.1)
     target = torch.tensor([0, 1, 2, 3, 1])
-    ours = integrated_gradients(model, x, target=target, baselines=baseline, method=method, n_steps=20)
+    ours = integrated_gradients(
+        model, x, target=target, baselines=baseline, method=method, n_steps=20
+    )
     theirs = captum_attr.IntegratedGradients(model).attribute(
         x, baselines=baseline, target=target, method=method, n_steps=20
     )
@@ -132,11 +134,20 @@ def test_matches_captum_tuple_inputs_and_additional_args():
     baselines = (torch.zeros(1, 6), 0.25)
     extra = (scale, True)
     ours = integrated_gradients(
-        model, (x1, x2), target=[0, 2, 1, 2], baselines=baselines,
-        additional_forward_args=extra, n_steps=16, internal_batch_size=13,
+        model,
+        (x1, x2),
+        target=[0, 2, 1, 2],
+        baselines=baselines,
+        additional_forward_args=extra,
+        n_steps=16,
+        internal_batch_size=13,
     )
     theirs = captum_attr.IntegratedGradients(model).attribute(
-        (x1, x2), baselines=baselines, target=[0, 2, 1, 2], additional_forward_args=extra, n_steps=16
+        (x1, x2),
+        baselines=baselines,
+        target=[0, 2, 1, 2],
+        additional_forward_args=extra,
+        n_steps=16,
     )
     assert isinstance(ours.attributions, tuple) and len(ours.attributions) == 2
     for a, b in zip(ours.attributions, theirs):
@@ -148,7 +159,9 @@ def test_chunking_does_not_change_the_result(internal_batch_size):
     model = make_model(dtype=torch.float64)
     x = torch.rand(3, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     whole = integrated_gradients(model, x, target=1, n_steps=10, internal_batch_size=None)
-    chunked = integrated_gradients(model, x, target=1, n_steps=10, internal_batch_size=internal_batch_size)
+    chunked = integrated_gradients(
+        model, x, target=1, n_steps=10, internal_batch_size=internal_batch_size
+    )
     torch.testing.assert_close(chunked.attributions, whole.attributions, rtol=1e-12, atol=1e-14)
 
 
@@ -162,7 +175,15 @@ def test_float64_matches_brute_force(method):
     x = torch.rand(3, 2, 5, 5, dtype=torch.float64, generator=g)
     baseline = torch.rand(3, 2, 5, 5, dtype=torch.float64, generator=g) * 0.2
     target = torch.tensor([3, 0, 2])
-    ours = integrated_gradients(model, x, target=target, baselines=baseline, method=method, n_steps=12, internal_batch_size=8)
+    ours = integrated_gradients(
+        model,
+        x,
+        target=target,
+        baselines=baseline,
+        method=method,
+        n_steps=12,
+        internal_batch_size=8,
+    )
     expected = brute_force_ig(model, x, baseline, target, method, 12)
     assert ours.attributions.dtype == torch.float64
     assert rel_err(ours.attributions, expected) <= TOLERANCES[torch.float64][0]
@@ -189,7 +210,11 @@ def test_completeness_improves_with_steps(method):
     x = torch.rand(4, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 2
     steps = [2, 4, 8] if method == "gausslegendre" else [4, 16, 64]
     deltas = [
-        float(integrated_gradients(model, x, target=2, n_steps=n, method=method).convergence_delta.abs().max())
+        float(
+            integrated_gradients(model, x, target=2, n_steps=n, method=method)
+            .convergence_delta.abs()
+            .max()
+        )
         for n in steps
     ]
     assert deltas[0] > deltas[1] > deltas[2]
@@ -208,7 +233,9 @@ def test_linear_model_is_exact_in_closed_form():
     b = torch.rand(1, 7, dtype=torch.float64)
     for method in METHODS:
         exp = integrated_gradients(model, x, target=1, baselines=b, method=method, n_steps=3)
-        torch.testing.assert_close(exp.attributions, (x - b) * model.weight[1], rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(
+            exp.attributions, (x - b) * model.weight[1], rtol=1e-13, atol=1e-15
+        )
         assert float(exp.convergence_delta.abs().max()) < 1e-13
 
 
@@ -263,7 +290,9 @@ def test_scalar_output_model_needs_no_target():
 def test_baseline_forms_agree(baseline):
     model = make_model()
     x = torch.rand(3, 2, 5, 5)
-    expected = integrated_gradients(model, x, target=0, baselines=torch.full_like(x, 0.3), n_steps=5)
+    expected = integrated_gradients(
+        model, x, target=0, baselines=torch.full_like(x, 0.3), n_steps=5
+    )
     got = integrated_gradients(model, x, target=0, baselines=baseline, n_steps=5)
     torch.testing.assert_close(got.attributions, expected.attributions)
 
@@ -272,7 +301,9 @@ def test_multiply_by_inputs_false_gives_averaged_gradients():
     model = nn.Linear(5, 2).double()
     x = torch.rand(3, 5, dtype=torch.float64)
     exp = integrated_gradients(model, x, target=1, n_steps=4, multiply_by_inputs=False)
-    torch.testing.assert_close(exp.attributions, model.weight[1].expand(3, 5), rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(
+        exp.attributions, model.weight[1].expand(3, 5), rtol=1e-13, atol=1e-15
+    )
 
 
 # -- half precision ---------------------------------------------------------------
@@ -313,7 +344,9 @@ def test_batch_independence():
     batch = integrated_gradients(model, x, n_steps=8, internal_batch_size=5)
     for i in range(4):
         single = integrated_gradients(model, x[i : i + 1], n_steps=8)
-        torch.testing.assert_close(single.attributions[0], batch.attributions[i], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            single.attributions[0], batch.attributions[i], rtol=1e-12, atol=1e-14
+        )
         assert single.target[0] == batch.target[i]
 
 
@@ -345,8 +378,12 @@ def test_mixed_precision_error_on_the_mnist_cnn(mnist_cnn):
     model, test = mnist_cnn
     x = test.images[:16]
     full = integrated_gradients(model, x, n_steps=32)
-    mixed = integrated_gradients(model, x, target=full.target, n_steps=32, mixed_precision=torch.bfloat16)
-    error = (mixed.attributions - full.attributions).flatten(1).norm(dim=1) / full.attributions.flatten(1).norm(dim=1)
+    mixed = integrated_gradients(
+        model, x, target=full.target, n_steps=32, mixed_precision=torch.bfloat16
+    )
+    error = (mixed.attributions - full.attributions).flatten(1).norm(
+        dim=1
+    ) / full.attributions.flatten(1).norm(dim=1)
     assert float(error.median()) < 0.02
     assert float(error.max()) < 0.1
 
@@ -365,8 +402,12 @@ def test_every_device_matches_the_float64_reference(device, dtype):
     model = make_model()
     x = torch.rand(5, 2, 5, 5, generator=torch.Generator().manual_seed(8))
     target = torch.tensor([0, 1, 2, 3, 0])
-    expected = brute_force_ig(model, x.to(dtype).double(), torch.zeros(1, 2, 5, 5), target, "gausslegendre", 16)
-    got = integrated_gradients(model.to(device, dtype), x.to(device, dtype), target=target.to(device), n_steps=16)
+    expected = brute_force_ig(
+        model, x.to(dtype).double(), torch.zeros(1, 2, 5, 5), target, "gausslegendre", 16
+    )
+    got = integrated_gradients(
+        model.to(device, dtype), x.to(device, dtype), target=target.to(device), n_steps=16
+    )
     assert got.attributions.device.type == device.type and got.attributions.dtype == dtype
     rtol = 1e-5 if dtype == torch.float32 else 4 * TOLERANCES[torch.bfloat16][0]
     assert rel_err(got.attributions.double().cpu(), expected) <= rtol
@@ -399,4 +440,6 @@ def test_auto_chunks_shrink_instead_of_running_out_of_memory():
     assert max(model.batch_sizes) > 40 and any(b <= 40 for b in model.batch_sizes)
     # an explicit chunk size is the user's choice: it is not silently shrunk
     with pytest.raises(torch.OutOfMemoryError):
-        integrated_gradients(_SmallMemoryModel(inner, limit=40), x, target=1, n_steps=30, internal_batch_size=60)
+        integrated_gradients(
+            _SmallMemoryModel(inner, limit=40), x, target=1, n_steps=30, internal_batch_size=60
+        )

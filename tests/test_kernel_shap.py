@@ -58,7 +58,9 @@ def _shap_values(explainer, rows: np.ndarray, seed: int | None = None, **kwargs)
     return np.stack(out)
 
 
-def _brute_force(f, x: np.ndarray, background: np.ndarray, weights: np.ndarray, groups, link=lambda p: p):
+def _brute_force(
+    f, x: np.ndarray, background: np.ndarray, weights: np.ndarray, groups, link=lambda p: p
+):
     """Exact Shapley values over every coalition of ``groups`` (lists of columns)."""
     m = len(groups)
 
@@ -91,7 +93,9 @@ def test_equal_to_shap_where_shap_enumerates_every_coalition(link, d):
     want = _shap_values(reference, rows, l1_reg="auto")
     exp = KernelShap(predict, link=link).fit(background).explain(rows)
     np.testing.assert_allclose(exp.shap_values.numpy(), want, rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(exp.expected_value.numpy(), reference.expected_value, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        exp.expected_value.numpy(), reference.expected_value, rtol=RTOL, atol=ATOL
+    )
     # shap >= 0.47's default selection, num_features(10), is deterministic here too
     want = _shap_values(reference, rows)
     got = KernelShap(predict, link=link, l1_reg="num_features(10)").fit(background).explain(rows)
@@ -101,7 +105,9 @@ def test_equal_to_shap_where_shap_enumerates_every_coalition(link, d):
 def test_an_nn_module_gets_tensors_and_gives_the_same_values():
     model = _mlp(6, 2, seed=3)
     background, rows = _data(6, n_bg=10, n=4, seed=3)
-    want = _shap_values(shap.KernelExplainer(_numpy_predictor(model), background), rows, l1_reg=False)
+    want = _shap_values(
+        shap.KernelExplainer(_numpy_predictor(model), background), rows, l1_reg=False
+    )
     exp = KernelShap(model).fit(torch.from_numpy(background)).explain(torch.from_numpy(rows))
     np.testing.assert_allclose(exp.shap_values.numpy(), want, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(exp.predictions, model(torch.from_numpy(rows)).detach())
@@ -139,7 +145,9 @@ def test_feature_selection_is_shaps(l1_reg):
     d = 14  # nsamples=300 of 16382 coalitions: "auto" selects with AIC
     predict = _numpy_predictor(_mlp(d, 1, seed=5))
     background, rows = _data(d, n_bg=5, n=2, seed=5)
-    want = _shap_values(shap.KernelExplainer(predict, background), rows, seed=11, nsamples=300, l1_reg=l1_reg)
+    want = _shap_values(
+        shap.KernelExplainer(predict, background), rows, seed=11, nsamples=300, l1_reg=l1_reg
+    )
     exp = KernelShap(predict, seed=11).fit(background).explain(rows, nsamples=300, l1_reg=l1_reg)
     np.testing.assert_allclose(exp.shap_values.numpy(), want, rtol=RTOL, atol=ATOL)
     if l1_reg == "num_features(4)":
@@ -152,10 +160,14 @@ def test_a_summarised_background_is_shaps_kmeans_with_its_weights():
     background, rows = _data(d, n_bg=60, n=3, seed=8)
     summary = shap.kmeans(background, 6)
     want = _shap_values(shap.KernelExplainer(predict, summary), rows, l1_reg=False)
-    explainer = KernelShap(predict).fit(background, summarise_background=True, n_background_samples=6)
+    explainer = KernelShap(predict).fit(
+        background, summarise_background=True, n_background_samples=6
+    )
     np.testing.assert_allclose(explainer._fit["background"].numpy(), summary.data)
     np.testing.assert_allclose(explainer._fit["weights"].numpy(), summary.weights)
-    np.testing.assert_allclose(explainer.explain(rows).shap_values.numpy(), want, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        explainer.explain(rows).shap_values.numpy(), want, rtol=RTOL, atol=ATOL
+    )
 
 
 def test_a_sampled_background_keeps_distinct_real_rows_equally_weighted():
@@ -183,7 +195,9 @@ def test_exact_shapley_values_when_every_coalition_is_evaluated(link):
     logit = (lambda p: np.log(p / (1 - p))) if link == "logit" else (lambda p: p)
     exp = KernelShap(predict, link=link).fit(background, weights=weights).explain(rows)
     for i, x in enumerate(rows):
-        want = _brute_force(predict, x, background, weights / weights.sum(), [[c] for c in range(d)], logit)
+        want = _brute_force(
+            predict, x, background, weights / weights.sum(), [[c] for c in range(d)], logit
+        )
         np.testing.assert_allclose(exp.shap_values[i].numpy(), want, rtol=1e-9, atol=1e-12)
 
 
@@ -192,8 +206,11 @@ def test_groups_are_masked_as_one_feature():
     groups = [[0, 3], [1], [2, 4, 5]]
     predict = _numpy_predictor(_mlp(d, 2, seed=4))
     background, rows = _data(d, n_bg=5, n=2, seed=4)
-    exp = KernelShap(predict, feature_names=list("abcdef")).fit(
-        background, groups=groups, group_names=["ad", "b", "cef"]).explain(rows)
+    exp = (
+        KernelShap(predict, feature_names=list("abcdef"))
+        .fit(background, groups=groups, group_names=["ad", "b", "cef"])
+        .explain(rows)
+    )
     assert exp.shap_values.shape == (2, 2, 3) and exp.meta["feature_names"] == ["ad", "b", "cef"]
     for i, x in enumerate(rows):
         want = _brute_force(predict, x, background, np.full(5, 0.2), groups)
@@ -206,12 +223,16 @@ def test_values_add_up_to_the_prediction_for_every_instance(link, nsamples):
     d = 13
     model = _mlp(d, 3, seed=6)
     background, rows = _data(d, n_bg=6, n=5, seed=6)
-    exp = KernelShap(_numpy_predictor(model, softmax=True), link=link, seed=1).fit(background).explain(
-        rows, nsamples=nsamples, l1_reg=False)
+    exp = (
+        KernelShap(_numpy_predictor(model, softmax=True), link=link, seed=1)
+        .fit(background)
+        .explain(rows, nsamples=nsamples, l1_reg=False)
+    )
     p = exp.predictions.numpy()
     linked = np.log(p / (1 - p)) if link == "logit" else p
-    np.testing.assert_allclose(exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy(), linked,
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy(), linked, rtol=1e-10, atol=1e-10
+    )
 
 
 def test_features_equal_to_the_whole_background_are_dropped():
@@ -246,12 +267,16 @@ def test_a_batch_gives_what_each_instance_gives_alone_with_mixed_feature_counts(
     assert sorted(batch.meta["coalitions"]) == ["10", "11", "13"]
     for i in range(4):
         alone = explainer.explain(rows[i : i + 1], nsamples=300)
-        torch.testing.assert_close(alone.shap_values, batch.shap_values[i : i + 1], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            alone.shap_values, batch.shap_values[i : i + 1], rtol=1e-12, atol=1e-14
+        )
 
 
 @pytest.mark.parametrize("cache_predictions", [True, False])
 @pytest.mark.parametrize("rows_per_call", [1, 3, 50, None])
-def test_chunked_predictor_calls_give_the_same_values_and_bound_the_call_size(rows_per_call, cache_predictions):
+def test_chunked_predictor_calls_give_the_same_values_and_bound_the_call_size(
+    rows_per_call, cache_predictions
+):
     d = 4
     seen = []
     model = _mlp(d, 2, seed=10)
@@ -261,10 +286,15 @@ def test_chunked_predictor_calls_give_the_same_values_and_bound_the_call_size(ro
         return _numpy_predictor(model)(x)
 
     background, rows = _data(d, n_bg=7, n=3, seed=10)
-    want = KernelShap(_numpy_predictor(model)).fit(background).explain(rows, internal_batch_size=None)
+    want = (
+        KernelShap(_numpy_predictor(model)).fit(background).explain(rows, internal_batch_size=None)
+    )
     seen.clear()
-    got = KernelShap(predict, cache_predictions=cache_predictions).fit(background).explain(
-        rows, internal_batch_size=rows_per_call)
+    got = (
+        KernelShap(predict, cache_predictions=cache_predictions)
+        .fit(background)
+        .explain(rows, internal_batch_size=rows_per_call)
+    )
     torch.testing.assert_close(got.shap_values, want.shap_values, rtol=1e-12, atol=1e-14)
     if rows_per_call is not None:
         assert max(seen[2:]) <= max(rows_per_call, 1)  # after f(x) and f(background)
@@ -324,21 +354,30 @@ def test_images_with_a_feature_mask_give_exact_values_per_superpixel():
         return model(torch.from_numpy(rows).view(-1, 1, 8, 8)).detach().numpy()
 
     for i in range(3):
-        want = _brute_force(predict, images[i].flatten().numpy(), background.flatten(1).numpy(),
-                            np.full(2, 0.5), columns)
+        want = _brute_force(
+            predict,
+            images[i].flatten().numpy(),
+            background.flatten(1).numpy(),
+            np.full(2, 0.5),
+            columns,
+        )
         np.testing.assert_allclose(exp.shap_values[i].numpy(), want, rtol=1e-9, atol=1e-12)
     maps = KernelShap(model).fit(background).explanation_map(exp, images)
     assert maps.shape == images.shape
     target = exp.target
     for i in range(3):
-        torch.testing.assert_close(maps[i, 0].double(), exp.shap_values[i, target[i]][mask[0]], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            maps[i, 0].double(), exp.shap_values[i, target[i]][mask[0]], rtol=1e-6, atol=1e-7
+        )
 
 
 def test_images_without_a_mask_are_segmented_and_batch_independent():
     model = _QuadrantModel()
     images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     images[1, :, :4] += 1.0
-    explainer = KernelShap(model, segmentation_kwargs={"n_segments": 4, "compactness": 10.0, "sigma": 0.5})
+    explainer = KernelShap(
+        model, segmentation_kwargs={"n_segments": 4, "compactness": 10.0, "sigma": 0.5}
+    )
     explainer.fit(torch.zeros(1, 1, 8, 8))
     batch = explainer.explain(images)
     assert batch.feature_mask.shape == (3, 8, 8)
@@ -346,10 +385,14 @@ def test_images_without_a_mask_are_segmented_and_batch_independent():
         alone = explainer.explain(images[i : i + 1])
         assert torch.equal(alone.feature_mask, batch.feature_mask[i : i + 1])
         m = alone.shap_values.shape[2]
-        torch.testing.assert_close(alone.shap_values, batch.shap_values[i : i + 1, :, :m], rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(
+            alone.shap_values, batch.shap_values[i : i + 1, :, :m], rtol=1e-6, atol=1e-9
+        )
         assert (batch.shap_values[i, :, m:] == 0).all()
     p = batch.predictions.double()
-    torch.testing.assert_close(batch.shap_values.sum(-1) + batch.expected_value, p, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        batch.shap_values.sum(-1) + batch.expected_value, p, rtol=1e-6, atol=1e-7
+    )
 
 
 # ----------------------------------------------------------------------------- the logit link and errors
@@ -367,8 +410,12 @@ def test_logit_of_probabilities_of_exactly_zero_or_one_is_clipped_not_nan():
     assert torch.isfinite(exp.shap_values).all() and torch.isfinite(exp.expected_value).all()
     eps = 1e-7
     clipped = np.clip(exp.predictions.numpy(), eps, 1 - eps)
-    np.testing.assert_allclose(exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy(),
-                               np.log(clipped / (1 - clipped)), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy(),
+        np.log(clipped / (1 - clipped)),
+        rtol=1e-9,
+        atol=1e-9,
+    )
     with pytest.raises(ValueError, match="link='logit' needs probabilities in \\[0, 1\\]"):
         KernelShap(lambda x: x[:, :2] * 10, link="logit").fit(background).explain(rows)
 
@@ -412,11 +459,19 @@ def test_scoring_distinct_rows_once_gives_the_values_of_scoring_every_row(n_feat
     background = rng.randint(0, distinct, (20, n_features)).astype(np.float64)
     rows = rng.randint(0, distinct, (3, n_features)).astype(np.float64)
     predict = _numpy_predictor(_mlp(n_features, 2, seed=16))
-    every = KernelShap(predict, cache_predictions=False, seed=0).fit(background).explain(rows, nsamples=200)
+    every = (
+        KernelShap(predict, cache_predictions=False, seed=0)
+        .fit(background)
+        .explain(rows, nsamples=200)
+    )
     once = KernelShap(predict, seed=0).fit(background).explain(rows, nsamples=200)
     torch.testing.assert_close(once.shap_values, every.shap_values, rtol=1e-12, atol=1e-14)
     perturbed = once.meta["total_rows_perturbed"]
-    assert perturbed == every.meta["total_rows_perturbed"] == every.meta["total_rows_evaluated"] - 3 - 20
+    assert (
+        perturbed
+        == every.meta["total_rows_perturbed"]
+        == every.meta["total_rows_evaluated"] - 3 - 20
+    )
     if n_features == 6:  # few distinct values: most perturbed rows recur
         assert once.meta["total_rows_evaluated"] - 3 - 20 < perturbed / 4
     else:  # 13**40 codes cannot be exact float64 keys: every row is scored
@@ -425,13 +480,17 @@ def test_scoring_distinct_rows_once_gives_the_values_of_scoring_every_row(n_feat
 
 @pytest.mark.parametrize("cache_predictions", [True, False])
 def test_instances_in_blocks_give_the_values_of_one_block(monkeypatch, cache_predictions):
-    module = importlib.import_module("torchexplain.kernel_shap")  # the package's kernel_shap is the function
+    module = importlib.import_module(
+        "torchexplain.kernel_shap"
+    )  # the package's kernel_shap is the function
 
     predict = _numpy_predictor(_mlp(5, 2, seed=17))
     background, rows = _data(5, n_bg=6, n=5, seed=17)
     explainer = KernelShap(predict, cache_predictions=cache_predictions).fit(background)
     whole = explainer.explain(rows)
-    monkeypatch.setattr(module, "_KEYS_PER_BLOCK", 2 * 30 * 6)  # 2 instances of 30 coalitions per block
+    monkeypatch.setattr(
+        module, "_KEYS_PER_BLOCK", 2 * 30 * 6
+    )  # 2 instances of 30 coalitions per block
     blocks = explainer.explain(rows)
     torch.testing.assert_close(blocks.shap_values, whole.shap_values, rtol=1e-12, atol=1e-14)
 
@@ -445,7 +504,9 @@ def test_loan_shap_demo_writes_the_explanations_and_pictures(tmp_path, monkeypat
     from torchexplain import Explanation
     from torchexplain.datasets import load_census
 
-    monkeypatch.setenv("TORCHEXPLAIN_CACHE", str(tmp_path / "cache"))  # trains its model here (seconds)
+    monkeypatch.setenv(
+        "TORCHEXPLAIN_CACHE", str(tmp_path / "cache")
+    )  # trains its model here (seconds)
     path = Path(__file__).parents[1] / "examples" / "loan_shap.py"
     spec = importlib.util.spec_from_file_location("loan_shap", path)
     demo = importlib.util.module_from_spec(spec)
@@ -457,10 +518,16 @@ def test_loan_shap_demo_writes_the_explanations_and_pictures(tmp_path, monkeypat
     data = load_census()
     # the ranking written is the one the values give
     ranking = kernel.shap_values[:, 1].abs().mean(0)
-    assert summary["top_features_mlp"] == [data.feature_names[c] for c in ranking.argsort(descending=True)[:5]]
+    assert summary["top_features_mlp"] == [
+        data.feature_names[c] for c in ranking.argsort(descending=True)[:5]
+    ]
     for exp in (kernel, tree):
-        torch.testing.assert_close(exp.shap_values.sum(-1) + exp.expected_value, exp.predictions.double(),
-                                   rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            exp.shap_values.sum(-1) + exp.expected_value,
+            exp.predictions.double(),
+            rtol=1e-6,
+            atol=1e-6,
+        )
     for name in ("loan_shap_importance.png", "loan_shap_instances.png"):
         with Image.open(tmp_path / "out" / name) as picture:
             assert picture.size[0] > 300 and picture.size[1] > 100
@@ -471,13 +538,17 @@ def test_signed_bars_point_right_for_positive_and_left_for_negative(tmp_path):
 
     from torchexplain.visualize import save_signed_bars
 
-    path = save_signed_bars([("t", [("up", 2.0), ("down", -1.0)])], tmp_path / "bars.png", bar_width=100)
+    path = save_signed_bars(
+        [("t", [("up", 2.0), ("down", -1.0)])], tmp_path / "bars.png", bar_width=100
+    )
     with Image.open(path) as picture:
         pixels = np.asarray(picture.convert("RGB")).astype(int)
     red = (pixels[..., 0] > 180) & (pixels[..., 2] < 80)
     blue = (pixels[..., 2] > 180) & (pixels[..., 0] < 80)
     red_columns, blue_columns = np.nonzero(red.any(0))[0], np.nonzero(blue.any(0))[0]
-    assert len(red_columns) == pytest.approx(101, abs=1) and len(blue_columns) == pytest.approx(51, abs=1)
+    assert len(red_columns) == pytest.approx(101, abs=1) and len(blue_columns) == pytest.approx(
+        51, abs=1
+    )
     assert blue_columns.max() <= red_columns.min()  # negative left of the zero line, positive right
     with pytest.raises(ValueError, match="finite"):
         save_signed_bars([("t", [("x", float("nan"))])], tmp_path / "bad.png")
@@ -492,5 +563,7 @@ def test_a_single_output_predictor_gives_one_row_of_values_per_instance():
     exp = KernelShap(predict).fit(background).explain(rows)
     assert exp.predictions.shape == (3,) and exp.shap_values.shape == (3, 1, 5)
     np.testing.assert_allclose(exp.shap_values.numpy(), want, rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(exp.expected_value.numpy(), [reference.expected_value], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        exp.expected_value.numpy(), [reference.expected_value], rtol=RTOL, atol=ATOL
+    )
     assert torch.equal(exp.target, torch.zeros(3, dtype=torch.int64))

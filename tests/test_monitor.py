@@ -66,7 +66,9 @@ class MeddlingExplainer(Explainer):
         return integrated_gradients(self.model, inputs, target=target, n_steps=4)
 
 
-def train(monitor: ExplanationMonitor | None, steps: int = 9, wrap=None) -> tuple[nn.Module, torch.optim.Optimizer]:
+def train(
+    monitor: ExplanationMonitor | None, steps: int = 9, wrap=None
+) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     np.random.seed(0)
     random.seed(0)
@@ -78,7 +80,9 @@ def train(monitor: ExplanationMonitor | None, steps: int = 9, wrap=None) -> tupl
     model.train()
     for step in range(steps):
         batch = torch.randperm(64)[:16]  # global torch RNG
-        noise = torch.from_numpy(np.random.rand(16, 1, 8, 8).astype(np.float32)) * random.random() * 0.1
+        noise = (
+            torch.from_numpy(np.random.rand(16, 1, 8, 8).astype(np.float32)) * random.random() * 0.1
+        )
         optimizer.zero_grad()
         loss = nn.functional.cross_entropy(trained(data[batch] + noise), labels[batch])
         loss.backward()
@@ -88,14 +92,18 @@ def train(monitor: ExplanationMonitor | None, steps: int = 9, wrap=None) -> tupl
     return model, optimizer
 
 
-@pytest.mark.parametrize("explainer", [IntegratedGradients(None, n_steps=8), MeddlingExplainer(None)])
+@pytest.mark.parametrize(
+    "explainer", [IntegratedGradients(None, n_steps=8), MeddlingExplainer(None)]
+)
 def test_training_bit_identical_with_and_without_monitor(explainer, tmp_path):
     probe = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     monitor = ExplanationMonitor(explainer, probe, every_n_steps=2, out_dir=tmp_path)
     plain_model, plain_opt = train(None)
     monitored_model, monitored_opt = train(monitor)
     assert len(monitor.records) == 5  # steps 0, 2, 4, 6, 8
-    for (name, a), (_, b) in zip(plain_model.state_dict().items(), monitored_model.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        plain_model.state_dict().items(), monitored_model.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     for a, b in zip(plain_model.parameters(), monitored_model.parameters(), strict=True):
         assert torch.equal(a.grad, b.grad) and a.requires_grad == b.requires_grad
@@ -115,12 +123,18 @@ def test_records_match_direct_integrated_gradients(tmp_path):
     model = TinyNet().eval()
     probe = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     targets = torch.tensor([0, 1, 2])
-    monitor = ExplanationMonitor(IntegratedGradients(None, n_steps=16), probe, targets, every_n_steps=5, out_dir=tmp_path)
+    monitor = ExplanationMonitor(
+        IntegratedGradients(None, n_steps=16), probe, targets, every_n_steps=5, out_dir=tmp_path
+    )
     assert monitor.step(model, 3) is None
     first = monitor.step(model, 0)
     direct = integrated_gradients(model, probe, target=targets, n_steps=16)
-    assert first["mean_abs_attribution"] == pytest.approx(float(direct.attributions.abs().mean()), rel=1e-6)
-    assert first["convergence_delta_mean"] == pytest.approx(float(direct.convergence_delta.abs().mean()), rel=1e-6)
+    assert first["mean_abs_attribution"] == pytest.approx(
+        float(direct.attributions.abs().mean()), rel=1e-6
+    )
+    assert first["convergence_delta_mean"] == pytest.approx(
+        float(direct.convergence_delta.abs().mean()), rel=1e-6
+    )
     assert first["target"] == [0, 1, 2]
     assert "spearman_vs_previous" not in first
     # same weights again: the maps are unchanged, so rank correlation and overlap are 1
@@ -132,8 +146,12 @@ def test_records_match_direct_integrated_gradients(tmp_path):
         model.conv.weight.mul_(-1.0)
     third = monitor.step(model, 10)
     direct_previous = direct.attributions.abs().flatten(1)
-    direct_now = integrated_gradients(model, probe, target=targets, n_steps=16).attributions.abs().flatten(1)
-    assert third["spearman_vs_previous"] == pytest.approx(float(spearman(direct_now, direct_previous).mean()), rel=1e-6)
+    direct_now = (
+        integrated_gradients(model, probe, target=targets, n_steps=16).attributions.abs().flatten(1)
+    )
+    assert third["spearman_vs_previous"] == pytest.approx(
+        float(spearman(direct_now, direct_previous).mean()), rel=1e-6
+    )
     logged = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
     assert logged == monitor.records
     grid = Image.open(tmp_path / "monitor_grid.png")
@@ -142,7 +160,9 @@ def test_records_match_direct_integrated_gradients(tmp_path):
 
 def test_grid_columns_are_thinned_keeping_first_and_last(tmp_path):
     model = TinyNet().eval()
-    monitor = ExplanationMonitor(IntegratedGradients, torch.rand(1, 1, 8, 8), every_n_steps=1, out_dir=tmp_path)
+    monitor = ExplanationMonitor(
+        IntegratedGradients, torch.rand(1, 1, 8, 8), every_n_steps=1, out_dir=tmp_path
+    )
     for step in range(MAX_GRID_COLUMNS + 5):
         monitor.step(model, step)
     from torchexplain.monitor import _thin
@@ -153,10 +173,14 @@ def test_grid_columns_are_thinned_keeping_first_and_last(tmp_path):
 
 def test_non_image_inputs_get_a_heatmap_strip_per_record(tmp_path):
     model = nn.Sequential(nn.Linear(12, 3)).eval()
-    monitor = ExplanationMonitor(IntegratedGradients, torch.rand(2, 12), every_n_steps=1, out_dir=tmp_path)
+    monitor = ExplanationMonitor(
+        IntegratedGradients, torch.rand(2, 12), every_n_steps=1, out_dir=tmp_path
+    )
     record = monitor.step(model, 0)
     direct = integrated_gradients(model, monitor.probe_inputs)
-    assert record["mean_abs_attribution"] == pytest.approx(float(direct.attributions.abs().mean()), rel=1e-6)
+    assert record["mean_abs_attribution"] == pytest.approx(
+        float(direct.attributions.abs().mean()), rel=1e-6
+    )
     assert Image.open(tmp_path / "monitor_grid.png").width >= 12 * 4
 
 
@@ -168,7 +192,9 @@ class ShiftExplainer(Explainer):
     def explain(self, inputs):
         with torch.no_grad():
             moved = inputs + 0.1 * torch.sign(self.model(inputs)[:, :1, None, None])
-        return Explanation({"name": self.name}, {"counterfactual": moved, "target": self.model(inputs).argmax(1)})
+        return Explanation(
+            {"name": self.name}, {"counterfactual": moved, "target": self.model(inputs).argmax(1)}
+        )
 
     def explanation_map(self, explanation, inputs):
         return explanation.counterfactual - inputs
@@ -193,7 +219,9 @@ def _merged_explainers():
 
     return [
         Counterfactual(None, max_lam_steps=1, max_iter=20),
-        lambda model: AnchorImage(model, segmentation_fn=lambda image: np.arange(64).reshape(8, 8) // 16, seed=0),
+        lambda model: AnchorImage(
+            model, segmentation_fn=lambda image: np.arange(64).reshape(8, 8) // 16, seed=0
+        ),
     ]
 
 
@@ -210,7 +238,9 @@ def test_counterfactual_and_anchor_monitors_leave_training_bit_identical(which, 
     plain_model, _ = train(None, steps=4)
     monitored_model, _ = train(monitor, steps=4)
     for a, b in zip(plain_model.parameters(), monitored_model.parameters(), strict=True):
-        assert torch.equal(a, b) and torch.equal(a.grad, b.grad) and a.requires_grad == b.requires_grad
+        assert (
+            torch.equal(a, b) and torch.equal(a.grad, b.grad) and a.requires_grad == b.requires_grad
+        )
     assert [r["global_step"] for r in monitor.records] == [0, 3]
     # the logged statistic is the method's own map: the change a counterfactual made, an anchor's mask
     final = monitor.record(monitored_model, 99)
@@ -235,7 +265,9 @@ def brute_spearman(a: np.ndarray, b: np.ndarray) -> float:
 def test_spearman_and_top_overlap_against_brute_force():
     gen = torch.Generator().manual_seed(4)
     # many exact ties (zeros, as IG gives for black MNIST pixels) plus repeated values
-    a = torch.randint(0, 5, (3, 40), generator=gen).double() * (torch.rand(3, 40, generator=gen) > 0.4)
+    a = torch.randint(0, 5, (3, 40), generator=gen).double() * (
+        torch.rand(3, 40, generator=gen) > 0.4
+    )
     b = a + torch.randint(-2, 3, (3, 40), generator=gen).double()
     got = spearman(a, b)
     for i in range(3):
@@ -251,7 +283,9 @@ def test_spearman_and_top_overlap_against_brute_force():
     on_top = spearman_on_top(x, y, 0.2)
     for i in range(2):
         union = sorted(set(np.argsort(-x[i].numpy())[:10]) | set(np.argsort(-y[i].numpy())[:10]))
-        expected = brute_spearman(x[i].numpy()[union].astype(np.float64), y[i].numpy()[union].astype(np.float64))
+        expected = brute_spearman(
+            x[i].numpy()[union].astype(np.float64), y[i].numpy()[union].astype(np.float64)
+        )
         assert float(on_top[i]) == pytest.approx(expected, abs=1e-12)
 
 
@@ -286,7 +320,9 @@ def test_compiled_model_is_explained_through_the_original_module_without_recompi
     compiled = torch.compile(monitored_model.eval(), backend="eager")
     assert unwrap_model(compiled) is monitored_model
     via_compiled = ExplanationMonitor(IntegratedGradients, probe, every_n_steps=1).step(compiled, 0)
-    via_plain = ExplanationMonitor(IntegratedGradients, probe, every_n_steps=1).step(monitored_model, 0)
+    via_plain = ExplanationMonitor(IntegratedGradients, probe, every_n_steps=1).step(
+        monitored_model, 0
+    )
     assert via_compiled["mean_abs_attribution"] == via_plain["mean_abs_attribution"]
     assert via_compiled["convergence_delta_max"] == via_plain["convergence_delta_max"]
 
@@ -301,7 +337,9 @@ def test_ddp_model_trains_bit_identically_and_records_the_inner_module(tmp_path)
     dist = torch.distributed
     if not dist.is_available():
         pytest.skip("torch.distributed is not available in this build")
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+    )
     try:
         probe = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(6))
         monitor = ExplanationMonitor(IntegratedGradients(None, n_steps=8), probe, every_n_steps=4)
@@ -313,7 +351,9 @@ def test_ddp_model_trains_bit_identically_and_records_the_inner_module(tmp_path)
             assert torch.equal(a, b)
         direct = integrated_gradients(monitored_model, probe, n_steps=8)
         again = monitor.record(ddp(monitored_model), 5)
-        assert again["mean_abs_attribution"] == pytest.approx(float(direct.attributions.abs().mean()), rel=1e-6)
+        assert again["mean_abs_attribution"] == pytest.approx(
+            float(direct.attributions.abs().mean()), rel=1e-6
+        )
     finally:
         dist.destroy_process_group()
 
@@ -325,7 +365,9 @@ def test_only_rank_zero_records_by_default(monkeypatch):
     model = TinyNet().eval()
     probe = torch.rand(1, 1, 8, 8)
     assert ExplanationMonitor(IntegratedGradients, probe, every_n_steps=1).step(model, 0) is None
-    everywhere = ExplanationMonitor(IntegratedGradients, probe, every_n_steps=1, rank_zero_only=False)
+    everywhere = ExplanationMonitor(
+        IntegratedGradients, probe, every_n_steps=1, rank_zero_only=False
+    )
     assert everywhere.step(model, 0) is not None
 
 

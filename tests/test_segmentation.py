@@ -34,7 +34,9 @@ def voronoi_images(n: int, channels: int, size: int, n_regions: int = 6, seed: i
         dist = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
         truth = dist.argmin(0)
         colours = torch.rand(n_regions, channels, generator=g)
-        image = colours[truth].permute(2, 0, 1) + 0.05 * torch.randn(channels, size, size, generator=g)
+        image = colours[truth].permute(2, 0, 1) + 0.05 * torch.randn(
+            channels, size, size, generator=g
+        )
         images.append(image.clamp(0, 1))
         truths.append(truth)
     return torch.stack(images), torch.stack(truths)
@@ -44,7 +46,9 @@ def segment_counts(labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor([int(lab.max()) + 1 for lab in labels], dtype=torch.float64)
 
 
-def assert_quality_matches_skimage(ours: torch.Tensor, theirs: torch.Tensor, truth: torch.Tensor) -> None:
+def assert_quality_matches_skimage(
+    ours: torch.Tensor, theirs: torch.Tensor, truth: torch.Tensor
+) -> None:
     """The issue's bar: segment count within ±20 %, boundary recall and UE within 10 % of scikit-image's."""
     k_ours, k_ref = segment_counts(ours).mean(), segment_counts(theirs).mean()
     assert abs(k_ours - k_ref) <= 0.2 * k_ref, (k_ours, k_ref)
@@ -63,7 +67,9 @@ def assert_each_segment_connected(labels: torch.Tensor) -> None:
             assert n_parts == 1, f"segment {value} has {n_parts} parts"
 
 
-@pytest.mark.parametrize(("channels", "size", "n_segments"), [(3, 48, 30), (3, 64, 50), (1, 28, 15)])
+@pytest.mark.parametrize(
+    ("channels", "size", "n_segments"), [(3, 48, 30), (3, 64, 50), (1, 28, 15)]
+)
 def test_torch_slic_on_cpu_matches_skimage_quality(channels, size, n_segments):
     images, truth = voronoi_images(16, channels, size, seed=1)
     kwargs = dict(n_segments=n_segments, compactness=10.0, sigma=0.5)
@@ -106,7 +112,13 @@ def test_skimage_backend_equals_skimage_per_image():
     images, _ = voronoi_images(4, 3, 32)
     ours = slic(images, n_segments=20, compactness=10.0, sigma=0.5, backend="skimage", n_workers=2)
     for image, lab in zip(images, ours, strict=True):
-        ref = sk_slic(image.permute(1, 2, 0).numpy(), n_segments=20, compactness=10.0, sigma=0.5, start_label=0)
+        ref = sk_slic(
+            image.permute(1, 2, 0).numpy(),
+            n_segments=20,
+            compactness=10.0,
+            sigma=0.5,
+            start_label=0,
+        )
         assert torch.equal(lab, torch.from_numpy(ref).long())
 
 
@@ -163,7 +175,10 @@ def test_quality_measures_on_hand_counted_cases():
         (lambda: slic(torch.full((1, 3, 8, 8), float("nan"))), ValueError),
         (lambda: slic([[1.0]]), TypeError),
         (lambda: segment(torch.rand(1, 3, 8, 8), "watershed"), ValueError),
-        (lambda: segment(torch.rand(1, 3, 8, 8), lambda im: np.zeros((3, 3), dtype=int)), ValueError),
+        (
+            lambda: segment(torch.rand(1, 3, 8, 8), lambda im: np.zeros((3, 3), dtype=int)),
+            ValueError,
+        ),
     ],
 )
 def test_bad_inputs_raise_clear_errors(call, error):

@@ -43,25 +43,48 @@ def predictor():
 
 def _start(tmp_path_factory, predictor_host: str, name: str):
     root = tmp_path_factory.mktemp(name)
-    explainer = AnchorTabular(RemoteModel("http://127.0.0.1:9", protocol="kserve_v1", model_name="toy"),
-                              FEATURES, seed=3, coverage_samples=1000)
+    explainer = AnchorTabular(
+        RemoteModel("http://127.0.0.1:9", protocol="kserve_v1", model_name="toy"),
+        FEATURES,
+        seed=3,
+        coverage_samples=1000,
+    )
     explainer.fit(TRAIN)
     explainer.save(root / "explainer")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = Process(
-        torchexplain_command("kserve", "--model_name", "toy", "--predictor_host", predictor_host,
-                             "--http_port", str(port), "--host", "127.0.0.1", "--storage_uri",
-                             str(root / "explainer"), "--max_request_bytes", "20000", "--max_rows", "50",
-                             "--predictor_timeout", "5"),
-        [f"{base}/v1/models/toy"], root / "kserve.log", timeout=60,
+        torchexplain_command(
+            "kserve",
+            "--model_name",
+            "toy",
+            "--predictor_host",
+            predictor_host,
+            "--http_port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--storage_uri",
+            str(root / "explainer"),
+            "--max_request_bytes",
+            "20000",
+            "--max_rows",
+            "50",
+            "--predictor_timeout",
+            "5",
+        ),
+        [f"{base}/v1/models/toy"],
+        root / "kserve.log",
+        timeout=60,
     ).start()
     return process, base, root
 
 
 @pytest.fixture(scope="module")
 def kserve(predictor, tmp_path_factory):
-    process, base, root = _start(tmp_path_factory, f"127.0.0.1:{predictor.server_address[1]}", "kserve")
+    process, base, root = _start(
+        tmp_path_factory, f"127.0.0.1:{predictor.server_address[1]}", "kserve"
+    )
     yield {"base": base, "root": root, "process": process}
     process.stop()
 
@@ -75,13 +98,17 @@ def get(url: str) -> tuple[int, dict]:
 
 
 def test_explain_equals_the_in_process_explainer(kserve):
-    status, answer = post_json(f"{kserve['base']}/v1/models/toy:explain", {"instances": ROWS.tolist()})
+    status, answer = post_json(
+        f"{kserve['base']}/v1/models/toy:explain", {"instances": ROWS.tolist()}
+    )
     assert status == 200, answer
     local = load_explainer(kserve["root"] / "explainer", model=toy_model)
     assert answer == json.loads(local.explain(ROWS).to_json())
     # per-request settings, as a JSON string
-    status, answer = post_json(f"{kserve['base']}/v1/models/toy:explain",
-                               {"instances": ROWS.tolist(), "explain_parameters": '{"threshold": 0.8}'})
+    status, answer = post_json(
+        f"{kserve['base']}/v1/models/toy:explain",
+        {"instances": ROWS.tolist(), "explain_parameters": '{"threshold": 0.8}'},
+    )
     assert status == 200 and answer == json.loads(local.explain(ROWS, threshold=0.8).to_json())
 
 
@@ -98,33 +125,56 @@ def test_health_and_model_routes(kserve):
     [
         ("toy:explain", b"{not json", 400, "not JSON"),
         ("toy:explain", {"rows": [[0, 0, 0, 0]]}, 400, '{"instances"'),
-        ("toy:explain", {"instances": [[0, 0, 0, 0]], "extra": 1}, 400, "unknown request key(s) ['extra']"),
+        (
+            "toy:explain",
+            {"instances": [[0, 0, 0, 0]], "extra": 1},
+            400,
+            "unknown request key(s) ['extra']",
+        ),
         ("toy:explain", {"instances": [[0, 0, 0]]}, 400, "shaped (N, 4)"),
         ("toy:explain", {"instances": [[0, 0], [0, 0, 0, 0]]}, 400, "rectangular"),
         ("toy:explain", {"instances": [["a", "b", "c", "d"]]}, 400, "must be numbers"),
-        ("toy:explain", {"instances": [[0, 0, 0, 0]], "explain_parameters": {"beam": 2}}, 400,
-         "unknown explain parameter(s) ['beam']"),
+        (
+            "toy:explain",
+            {"instances": [[0, 0, 0, 0]], "explain_parameters": {"beam": 2}},
+            400,
+            "unknown explain parameter(s) ['beam']",
+        ),
         ("toy:explain", {"instances": [[0.0] * 4] * 51}, 413, "at most 50 per request"),
-        ("toy:explain", {"instances": [[0.123456789] * 4] * 500}, 413,
-         "reads at most 20000"),
+        ("toy:explain", {"instances": [[0.123456789] * 4] * 500}, 413, "reads at most 20000"),
         ("other:explain", {"instances": [[0, 0, 0, 0]]}, 404, "not found"),
         ("toy:predict", {"instances": [[0, 0, 0, 0]]}, 404, "send ':predict' to the predictor"),
     ],
-    ids=["malformed-json", "no-instances", "unknown-key", "shape", "ragged", "strings", "unknown-parameter",
-         "too-many-rows", "too-many-bytes", "unknown-model", "predict-verb"],
+    ids=[
+        "malformed-json",
+        "no-instances",
+        "unknown-key",
+        "shape",
+        "ragged",
+        "strings",
+        "unknown-parameter",
+        "too-many-rows",
+        "too-many-bytes",
+        "unknown-model",
+        "predict-verb",
+    ],
 )
 def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(kserve, path, body, status, message):
     got, answer = post_json(f"{kserve['base']}/v1/models/{path}", body)
     assert got == status, answer
     assert message in answer["error"], answer
-    again, answer = post_json(f"{kserve['base']}/v1/models/toy:explain", {"instances": ROWS[:1].tolist()})
+    again, answer = post_json(
+        f"{kserve['base']}/v1/models/toy:explain", {"instances": ROWS[:1].tolist()}
+    )
     assert again == 200 and answer["data"]["anchor"]
 
 
 def test_a_predictor_that_is_down_is_a_502(tmp_path_factory):
     process, base, _ = _start(tmp_path_factory, f"127.0.0.1:{free_port()}", "kserve-down")
     try:
-        status, answer = post_json(f"{base}/v1/models/toy:explain", {"instances": ROWS.tolist()}, timeout=30)
+        status, answer = post_json(
+            f"{base}/v1/models/toy:explain", {"instances": ROWS.tolist()}, timeout=30
+        )
         assert status == 502 and "could not be reached" in answer["error"], answer
         assert process.alive()
     finally:
@@ -134,9 +184,17 @@ def test_a_predictor_that_is_down_is_a_502(tmp_path_factory):
 @pytest.mark.parametrize(
     ("host", "protocol", "endpoint"),
     [
-        ("income-predictor.default", "kserve_v1", "http://income-predictor.default/v1/models/toy:predict"),
+        (
+            "income-predictor.default",
+            "kserve_v1",
+            "http://income-predictor.default/v1/models/toy:predict",
+        ),
         ("10.0.0.5:8080", "v2", "http://10.0.0.5:8080/v2/models/toy/infer"),
-        ("https://p.example/v1/models/other:predict", "kserve_v1", "https://p.example/v1/models/other:predict"),
+        (
+            "https://p.example/v1/models/other:predict",
+            "kserve_v1",
+            "https://p.example/v1/models/other:predict",
+        ),
         ("seldon:9000", "seldon_v1", "http://seldon:9000/api/v1.0/predictions"),
     ],
 )
@@ -146,8 +204,17 @@ def test_predictor_host_becomes_the_endpoint_kserve_means(tmp_path, host, protoc
 
     AnchorTabular(toy_model, FEATURES, seed=0, coverage_samples=100).fit(TRAIN).save(tmp_path / "e")
     args = kserve_module.build_parser().parse_args(
-        ["--model_name", "toy", "--predictor_host", host, "--predictor_protocol", protocol,
-         "--storage_uri", str(tmp_path / "e")])
+        [
+            "--model_name",
+            "toy",
+            "--predictor_host",
+            host,
+            "--predictor_protocol",
+            protocol,
+            "--storage_uri",
+            str(tmp_path / "e"),
+        ]
+    )
     service = kserve_module.load_service(args)
     assert service.explainer.model.endpoint == endpoint
     service.close()

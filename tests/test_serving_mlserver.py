@@ -48,9 +48,11 @@ def census():
 
 def probabilities(model):
     """The in-process twin of the served model: numpy rows -> float32 softmax, as the server computes it."""
+
     def predict(rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(np.ascontiguousarray(rows)).float()).softmax(-1).numpy()
+
     return predict
 
 
@@ -59,13 +61,20 @@ def deployment(census, tmp_path_factory):
     data, model = census
     root = tmp_path_factory.mktemp("serving")
     example = torch.from_numpy(data.X_train[:8])
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(root / "income.pt2"))
 
     port, grpc = free_port(), free_port()
     # the address stored here is replaced by infer_uri when the server loads it
-    anchor = AnchorTabular(RemoteModel("http://127.0.0.1:9", model_name="income"), data.feature_names,
-                           data.categorical_names, seed=0, coverage_samples=2000)
+    anchor = AnchorTabular(
+        RemoteModel("http://127.0.0.1:9", model_name="income"),
+        data.feature_names,
+        data.categorical_names,
+        seed=0,
+        coverage_samples=2000,
+    )
     anchor.fit(data.X_train)
     anchor.save(root / "anchor")
     ig = IntegratedGradients(model, n_steps=16)
@@ -77,10 +86,16 @@ def deployment(census, tmp_path_factory):
     extra_models = {
         "ig": explainer_model_settings("ig", root / "ig", explainer_type="integrated_gradients"),
         "anchor-down": explainer_model_settings(
-            "anchor-down", root / "anchor", infer_uri=f"http://127.0.0.1:{free_port()}/v2/models/income/infer"),
+            "anchor-down",
+            root / "anchor",
+            infer_uri=f"http://127.0.0.1:{free_port()}/v2/models/income/infer",
+        ),
         "anchor-slow": explainer_model_settings(
-            "anchor-slow", root / "anchor", infer_timeout=0.5,
-            infer_uri=f"http://127.0.0.1:{slow_server.server_address[1]}/v2/models/slow/infer"),
+            "anchor-slow",
+            root / "anchor",
+            infer_timeout=0.5,
+            infer_uri=f"http://127.0.0.1:{slow_server.server_address[1]}/v2/models/slow/infer",
+        ),
     }
     for name, settings in extra_models.items():
         (repository / name).mkdir(parents=True)
@@ -88,11 +103,28 @@ def deployment(census, tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     names = ["income", "anchor", *extra_models]
     server = Process(
-        torchexplain_command("serve", str(root / "anchor"), "--model", str(root / "income.pt2"),
-                             "--model-name", "income", "--name", "anchor", "--host", "127.0.0.1",
-                             "--http-port", str(port), "--grpc-port", str(grpc), "--max-rows", "64",
-                             "--settings-dir", str(repository)),
-        [f"{base}/v2/models/{name}/ready" for name in names], root / "mlserver.log",
+        torchexplain_command(
+            "serve",
+            str(root / "anchor"),
+            "--model",
+            str(root / "income.pt2"),
+            "--model-name",
+            "income",
+            "--name",
+            "anchor",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(grpc),
+            "--max-rows",
+            "64",
+            "--settings-dir",
+            str(repository),
+        ),
+        [f"{base}/v2/models/{name}/ready" for name in names],
+        root / "mlserver.log",
     ).start()
     yield {"base": base, "root": root, "server": server, "rows": data.X_test, "model": model}
     server.stop()
@@ -118,13 +150,19 @@ def test_anchor_over_http_equals_the_in_process_explainer(deployment, census):
     assert served_explanation(answer) == expected
     assert len(expected["data"]["anchor"]) == 3  # every row explained ("rows": "all")
     # explain_parameters as a JSON string (what KServe/gRPC clients can send) means the same
-    status, answer = explain(deployment, "anchor", explain_request_body(rows, json.dumps({"threshold": 0.9})))
+    status, answer = explain(
+        deployment, "anchor", explain_request_body(rows, json.dumps({"threshold": 0.9}))
+    )
     assert status == 200 and served_explanation(answer) == expected
 
 
 def ig_reference(deployment, rows: np.ndarray, target: list[int]) -> dict:
-    local = load_explainer(deployment["root"] / "ig")  # its own exported model, as the server loads it
-    return json.loads(local.explain(torch.from_numpy(rows.astype(np.float32)), target=target).to_json())
+    local = load_explainer(
+        deployment["root"] / "ig"
+    )  # its own exported model, as the server loads it
+    return json.loads(
+        local.explain(torch.from_numpy(rows.astype(np.float32)), target=target).to_json()
+    )
 
 
 def test_white_box_ig_loads_its_model_from_the_folder_and_matches(deployment):
@@ -135,33 +173,94 @@ def test_white_box_ig_loads_its_model_from_the_folder_and_matches(deployment):
     assert served == ig_reference(deployment, rows, [1, 0, 1, 0])
     # (IG's numbers themselves are tested against Captum in test_integrated_gradients; here the
     # census model's categorical columns go through round/one-hot, so completeness does not hold)
-    assert served["meta"]["name"] == "IntegratedGradients" and len(served["data"]["target"]["data"]) == IG_ROWS
+    assert (
+        served["meta"]["name"] == "IntegratedGradients"
+        and len(served["data"]["target"]["data"]) == IG_ROWS
+    )
 
 
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
         (explain_request_body(np.zeros((2, 5))), 400, "shaped (N, 12)"),
-        ({"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "BYTES", "data": ["x"] * 12}]}, 400,
-         "datatype BYTES"),
-        ({"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": ["a"] * 12}]}, 400,
-         "could not be decoded"),
-        ({"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": [1e39] + [0.0] * 11}]}, 400,
-         "NaN or infinite"),
-        (b'{"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": [NaN' + b', 0' * 11 + b']}]}',
-         422, "JSON"),
-        (explain_request_body(np.zeros((1, 12)), {"thresh": 0.9}), 400, "unknown explain parameter(s) ['thresh']"),
-        (explain_request_body(np.zeros((1, 12)), "{not json"), 400, "explain_parameters is a string but not JSON"),
+        (
+            {
+                "inputs": [
+                    {"name": "rows", "shape": [1, 12], "datatype": "BYTES", "data": ["x"] * 12}
+                ]
+            },
+            400,
+            "datatype BYTES",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": ["a"] * 12}
+                ]
+            },
+            400,
+            "could not be decoded",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "rows",
+                        "shape": [1, 12],
+                        "datatype": "FP32",
+                        "data": [1e39] + [0.0] * 11,
+                    }
+                ]
+            },
+            400,
+            "NaN or infinite",
+        ),
+        (
+            b'{"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": [NaN'
+            + b", 0" * 11
+            + b"]}]}",
+            422,
+            "JSON",
+        ),
+        (
+            explain_request_body(np.zeros((1, 12)), {"thresh": 0.9}),
+            400,
+            "unknown explain parameter(s) ['thresh']",
+        ),
+        (
+            explain_request_body(np.zeros((1, 12)), "{not json"),
+            400,
+            "explain_parameters is a string but not JSON",
+        ),
         (explain_request_body(np.zeros((1, 12)), {"threshold": 2.0}), 400, "threshold"),
         (b'{"inputs": [', 422, "JSON"),
         (explain_request_body(np.zeros((65, 12))), 413, "at most 64 per request"),
-        ({"inputs": [{"name": "a", "shape": [1, 12], "datatype": "FP32", "data": [0.0] * 12}] * 2}, 400,
-         "exactly one input"),
+        (
+            {
+                "inputs": [{"name": "a", "shape": [1, 12], "datatype": "FP32", "data": [0.0] * 12}]
+                * 2
+            },
+            400,
+            "exactly one input",
+        ),
     ],
-    ids=["shape", "dtype-bytes", "dtype-strings", "infinite", "nan-literal", "unknown-parameter",
-         "parameters-not-json", "bad-setting-value", "malformed-json", "oversized", "two-inputs"],
+    ids=[
+        "shape",
+        "dtype-bytes",
+        "dtype-strings",
+        "infinite",
+        "nan-literal",
+        "unknown-parameter",
+        "parameters-not-json",
+        "bad-setting-value",
+        "malformed-json",
+        "oversized",
+        "two-inputs",
+    ],
 )
-def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(deployment, body, status, message):
+def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
+    deployment, body, status, message
+):
     got, answer = explain(deployment, "anchor", body)
     assert got == status, answer
     text = answer.get("error") or json.dumps(answer.get("detail"))
@@ -174,7 +273,7 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
 def test_load_8_clients_25_requests_each_all_answered_and_equal(deployment, capsys):
     rows = deployment["rows"]
     clients, per_client = 8, 25
-    batches = [rows[i * IG_ROWS:(i + 1) * IG_ROWS] for i in range(clients)]
+    batches = [rows[i * IG_ROWS : (i + 1) * IG_ROWS] for i in range(clients)]
     targets = [[(i + j) % 2 for j in range(IG_ROWS)] for i in range(clients)]
     expected = [ig_reference(deployment, b, t) for b, t in zip(batches, targets)]
     latencies: list[float] = []
@@ -184,7 +283,9 @@ def test_load_8_clients_25_requests_each_all_answered_and_equal(deployment, caps
     def client(i: int) -> None:
         for _ in range(per_client):
             start = time.perf_counter()
-            status, answer = explain(deployment, "ig", explain_request_body(batches[i], {"target": targets[i]}))
+            status, answer = explain(
+                deployment, "ig", explain_request_body(batches[i], {"target": targets[i]})
+            )
             elapsed = time.perf_counter() - start
             with lock:
                 latencies.append(elapsed)
@@ -204,21 +305,29 @@ def test_load_8_clients_25_requests_each_all_answered_and_equal(deployment, caps
     assert deployment["server"].alive()
     cuts = statistics.quantiles(latencies, n=100)
     with capsys.disabled():
-        print(f"\n[serving load] IG, {IG_ROWS} rows/request, {clients}x{per_client} requests in {wall:.1f} s: "
-              f"p50 {1000 * statistics.median(latencies):.1f} ms, p99 {1000 * cuts[98]:.1f} ms")
+        print(
+            f"\n[serving load] IG, {IG_ROWS} rows/request, {clients}x{per_client} requests in {wall:.1f} s: "
+            f"p50 {1000 * statistics.median(latencies):.1f} ms, p99 {1000 * cuts[98]:.1f} ms"
+        )
 
 
 def test_a_model_endpoint_that_is_down_is_a_502_not_a_hang(deployment):
     start = time.perf_counter()
-    status, answer = explain(deployment, "anchor-down", explain_request_body(deployment["rows"][:1]), timeout=30)
+    status, answer = explain(
+        deployment, "anchor-down", explain_request_body(deployment["rows"][:1]), timeout=30
+    )
     assert status == 502, answer
-    assert "the model endpoint failed" in answer["error"] and "could not be reached" in answer["error"]
+    assert (
+        "the model endpoint failed" in answer["error"] and "could not be reached" in answer["error"]
+    )
     assert time.perf_counter() - start < 10
 
 
 def test_a_slow_model_endpoint_is_a_504_after_the_timeout(deployment):
     start = time.perf_counter()
-    status, answer = explain(deployment, "anchor-slow", explain_request_body(deployment["rows"][:1]), timeout=30)
+    status, answer = explain(
+        deployment, "anchor-slow", explain_request_body(deployment["rows"][:1]), timeout=30
+    )
     assert status == 504, answer
     assert "no answer within 0.5 s" in answer["error"]
     assert time.perf_counter() - start < 3.0  # the endpoint would have taken 3 s
@@ -257,8 +366,11 @@ def _runtime(name: str, folder, **extra):
 
     from torchexplain.serving.runtime import ExplainerRuntime
 
-    settings = ModelSettings(name=name, implementation=ExplainerRuntime,
-                             parameters=ModelParameters(uri=str(folder), extra=extra))
+    settings = ModelSettings(
+        name=name,
+        implementation=ExplainerRuntime,
+        parameters=ModelParameters(uri=str(folder), extra=extra),
+    )
     return ExplainerRuntime(settings)
 
 
@@ -312,7 +424,9 @@ def test_a_pickle_in_the_folder_is_refused_and_never_unpickled(deployment, tmp_p
         for name, data in entries.items():
             archive.writestr(name, data)
     config = json.loads((folder / "explainer.json").read_text())
-    config["files"]["model.pt2"] = "sha256:" + hashlib.sha256((folder / "model.pt2").read_bytes()).hexdigest()
+    config["files"]["model.pt2"] = (
+        "sha256:" + hashlib.sha256((folder / "model.pt2").read_bytes()).hexdigest()
+    )
     (folder / "explainer.json").write_text(json.dumps(config))
     message = _load_error(_runtime("x", folder))
     assert "payload.pkl" in message
@@ -320,8 +434,12 @@ def test_a_pickle_in_the_folder_is_refused_and_never_unpickled(deployment, tmp_p
 
 
 def test_wrong_explainer_type_and_settings_are_refused_at_load(saved_anchor, deployment):
-    assert "holds a saved AnchorTabular" in _load_error(_runtime("x", saved_anchor, explainer_type="kernel_shap"))
-    assert "unknown explainer setting(s) ['bogus']" in _load_error(_runtime("x", saved_anchor, bogus=1))
+    assert "holds a saved AnchorTabular" in _load_error(
+        _runtime("x", saved_anchor, explainer_type="kernel_shap")
+    )
+    assert "unknown explainer setting(s) ['bogus']" in _load_error(
+        _runtime("x", saved_anchor, bogus=1)
+    )
     with pytest.raises(ValueError, match="white-box IntegratedGradients"):
         ExplainerService.from_folder(deployment["root"] / "ig", infer_uri="http://127.0.0.1:9")
 
@@ -339,5 +457,7 @@ def test_the_loan_demo_serves_and_matches_in_process(tmp_path):
     assert summary["served_equals_in_process"]
     assert summary["rows_explained"] == len(summary["examples"]) >= 2
     for example in summary["examples"]:
-        assert example["anchor"] and example["precision"] >= 0.9  # threshold 0.95, with the search's delta
+        assert (
+            example["anchor"] and example["precision"] >= 0.9
+        )  # threshold 0.95, with the search's delta
     assert (tmp_path / "out" / "serve_loan.png").stat().st_size > 0

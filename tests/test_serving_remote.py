@@ -17,7 +17,6 @@ from torchexplain.serving import RemoteModel, RemoteModelError
 pytest.importorskip("urllib3")
 
 
-
 @pytest.fixture(scope="module")
 def server():
     with toy_server() as httpd:
@@ -33,8 +32,11 @@ ROWS = np.random.default_rng(0).uniform(-1, 1, size=(10, 4))
 
 @pytest.mark.parametrize(
     ("protocol", "kwargs"),
-    [("v2", {"model_name": "toy", "output_name": "proba"}), ("kserve_v1", {"model_name": "toy"}),
-     ("seldon_v1", {})],
+    [
+        ("v2", {"model_name": "toy", "output_name": "proba"}),
+        ("kserve_v1", {"model_name": "toy"}),
+        ("seldon_v1", {}),
+    ],
 )
 def test_each_protocol_returns_the_models_outputs(server, protocol, kwargs):
     model = RemoteModel(base(server), protocol=protocol, batch_size=4, **kwargs)
@@ -60,7 +62,9 @@ def test_full_endpoint_urls_and_v2_first_output(server):
 
 def test_http_errors_name_the_url_status_and_message(server):
     broken = RemoteModel(base(server), protocol="kserve_v1", model_name="broken")
-    with pytest.raises(RemoteModelError, match=r"broken:predict answered HTTP 500: model crashed") as info:
+    with pytest.raises(
+        RemoteModelError, match=r"broken:predict answered HTTP 500: model crashed"
+    ) as info:
         broken(ROWS)
     assert info.value.status == 500
     with pytest.raises(RemoteModelError, match="HTTP 404: no model at /v2/models/nothing"):
@@ -72,14 +76,20 @@ def test_http_errors_name_the_url_status_and_message(server):
     with pytest.raises(RemoteModelError, match="no output named 'nope'"):
         RemoteModel(base(server), model_name="toy", output_name="nope")(ROWS)
     # The server still answers after all of that.
-    np.testing.assert_array_equal(RemoteModel(base(server), protocol="seldon_v1")(ROWS), toy_model(ROWS))
+    np.testing.assert_array_equal(
+        RemoteModel(base(server), protocol="seldon_v1")(ROWS), toy_model(ROWS)
+    )
 
 
 def test_a_slow_model_times_out_once_without_a_second_prediction(server):
-    slow = RemoteModel(base(server), protocol="kserve_v1", model_name="slow", timeout=0.3, retries=2)
+    slow = RemoteModel(
+        base(server), protocol="kserve_v1", model_name="slow", timeout=0.3, retries=2
+    )
     before = len(server.log)
     start = time.perf_counter()
-    with pytest.raises(RemoteModelError, match=r"slow:predict did not answer: no answer within 0.3 s") as info:
+    with pytest.raises(
+        RemoteModelError, match=r"slow:predict did not answer: no answer within 0.3 s"
+    ) as info:
         slow(ROWS[:2])
     assert info.value.timed_out and info.value.status is None
     assert time.perf_counter() - start < 1.2
@@ -90,9 +100,13 @@ def test_an_endpoint_that_is_down_is_a_clear_error_not_a_hang():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    down = RemoteModel(f"http://127.0.0.1:{port}", protocol="kserve_v1", model_name="toy", timeout=1.0, retries=1)
+    down = RemoteModel(
+        f"http://127.0.0.1:{port}", protocol="kserve_v1", model_name="toy", timeout=1.0, retries=1
+    )
     start = time.perf_counter()
-    with pytest.raises(RemoteModelError, match=rf"127.0.0.1:{port}.*could not be reached.*after 1 retries") as info:
+    with pytest.raises(
+        RemoteModelError, match=rf"127.0.0.1:{port}.*could not be reached.*after 1 retries"
+    ) as info:
         down(ROWS)
     assert info.value.status is None and time.perf_counter() - start < 5
 
@@ -127,7 +141,9 @@ def test_bad_batches_are_refused_before_sending():
 def test_a_black_box_explainer_gives_the_in_process_result_and_saves_the_address(server, tmp_path):
     background = np.random.default_rng(1).uniform(-1, 1, size=(6, 4))
     local = KernelShap(toy_model, seed=0).fit(torch.from_numpy(background))
-    remote_model = RemoteModel(base(server), protocol="v2", model_name="toy", output_name="proba", batch_size=64)
+    remote_model = RemoteModel(
+        base(server), protocol="v2", model_name="toy", output_name="proba", batch_size=64
+    )
     remote = KernelShap(remote_model, seed=0).fit(torch.from_numpy(background))
     x = torch.from_numpy(ROWS[:3])
     expected, got = local.explain(x), remote.explain(x)
@@ -135,8 +151,13 @@ def test_a_black_box_explainer_gives_the_in_process_result_and_saves_the_address
 
     remote.save(tmp_path / "shap")
     loaded = load_explainer(tmp_path / "shap")  # the predictor is the saved address
-    assert isinstance(loaded.predictor, RemoteModel) and loaded.predictor.config() == remote_model.config()
-    torch.testing.assert_close(loaded.explain(x).shap_values, expected.shap_values, rtol=1e-12, atol=1e-12)
+    assert (
+        isinstance(loaded.predictor, RemoteModel)
+        and loaded.predictor.config() == remote_model.config()
+    )
+    torch.testing.assert_close(
+        loaded.explain(x).shap_values, expected.shap_values, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_a_tampered_remote_address_is_refused_at_load(tmp_path):

@@ -59,11 +59,21 @@ def test_explain_parameters_as_object_or_json_string_and_defaults(anchor):
         (np.full((1, 4), np.nan), None, 400, r"NaN or infinite values \(first at index \[0, 0\]\)"),
         (np.zeros((11, 4)), None, 413, "holds 11 rows; this server explains at most 10"),
         (np.zeros((1, 5)), None, 400, r"AnchorTabular refused the request: .*\(N, 4\)"),
-        (ROWS, {"thresh": 1}, 400, r"unknown explain parameter\(s\) \['thresh'\]; AnchorTabular takes batch_size"),
+        (
+            ROWS,
+            {"thresh": 1},
+            400,
+            r"unknown explain parameter\(s\) \['thresh'\]; AnchorTabular takes batch_size",
+        ),
         (ROWS, "[1, 2]", 400, "explain_parameters must be a JSON object"),
         (ROWS, "{oops", 400, "explain_parameters is a string but not JSON"),
         (ROWS, {"threshold": "high"}, 400, "threshold"),
-        (ROWS, {"seed": 1}, 400, "unknown explain parameter"),  # fixed at build time, not per request
+        (
+            ROWS,
+            {"seed": 1},
+            400,
+            "unknown explain parameter",
+        ),  # fixed at build time, not per request
     ],
 )
 def test_bad_requests_are_service_errors_with_a_status(anchor, inputs, parameters, status, match):
@@ -82,8 +92,11 @@ def test_model_endpoint_failures_are_502_and_timeouts_504(anchor):
     def broken(rows):
         raise ZeroDivisionError("oops")
 
-    for predictor, status, match in ((down, 502, "could not be reached"), (slow, 504, "did not answer"),
-                                     (broken, 500, "ZeroDivisionError: oops")):
+    for predictor, status, match in (
+        (down, 502, "could not be reached"),
+        (slow, 504, "did not answer"),
+        (broken, 500, "ZeroDivisionError: oops"),
+    ):
         with pytest.raises(ServiceError, match=match) as info:
             ExplainerService(anchor.with_model(predictor)).explain(ROWS)
         assert info.value.status == status
@@ -101,7 +114,9 @@ def test_white_box_rows_become_the_models_dtype_and_run_one_at_a_time():
 
 def test_service_options_refuse_unknown_keys_and_bad_values():
     assert service_options({})["rows"] == "all"
-    assert service_options({"init_parameters": '{"device": "cpu"}'})["init_parameters"] == {"device": "cpu"}
+    assert service_options({"init_parameters": '{"device": "cpu"}'})["init_parameters"] == {
+        "device": "cpu"
+    }
     with pytest.raises(ValueError, match=r"unknown explainer setting\(s\) \['row'\]"):
         service_options({"row": "all"})
     with pytest.raises(ValueError, match="explainer_type 'anchors' is not one of"):
@@ -114,11 +129,18 @@ def test_service_options_refuse_unknown_keys_and_bad_values():
 
 def test_from_folder_replaces_the_saved_address_and_checks_the_type(anchor, tmp_path):
     anchor.save(tmp_path / "a")
-    service = ExplainerService.from_folder(tmp_path / "a", infer_uri="http://127.0.0.1:9/v1/models/m:predict",
-                                           infer_protocol="kserve_v1", infer_timeout=2, rows="first")
+    service = ExplainerService.from_folder(
+        tmp_path / "a",
+        infer_uri="http://127.0.0.1:9/v1/models/m:predict",
+        infer_protocol="kserve_v1",
+        infer_timeout=2,
+        rows="first",
+    )
     assert service.explainer.model.endpoint == "http://127.0.0.1:9/v1/models/m:predict"
     assert service.explainer.model.timeout == 2.0 and service.rows == "first"
-    named = ExplainerService.from_folder(tmp_path / "a", model=toy_model, explainer_type="AnchorTabular")
+    named = ExplainerService.from_folder(
+        tmp_path / "a", model=toy_model, explainer_type="AnchorTabular"
+    )
     assert named.explainer.name == "AnchorTabular" and named.explainer.model is toy_model
     with pytest.raises(ValueError, match="explainer_type is 'kernel_shap'"):
         ExplainerService.from_folder(tmp_path / "a", explainer_type="kernel_shap")
@@ -127,13 +149,26 @@ def test_from_folder_replaces_the_saved_address_and_checks_the_type(anchor, tmp_
 def test_write_repository_writes_what_mlserver_reads(anchor, tmp_path):
     anchor.save(tmp_path / "a")
     (tmp_path / "m.pt2").write_bytes(b"")
-    repo = write_repository(tmp_path / "a", tmp_path / "repo", name="expl", http_port=9000, grpc_port=9001,
-                            model_path=tmp_path / "m.pt2", model_name="m", rows="first")
+    repo = write_repository(
+        tmp_path / "a",
+        tmp_path / "repo",
+        name="expl",
+        http_port=9000,
+        grpc_port=9001,
+        model_path=tmp_path / "m.pt2",
+        model_name="m",
+        rows="first",
+    )
     server = json.loads((repo / "settings.json").read_text())
     assert server["parallel_workers"] == 0 and server["http_port"] == 9000
     explainer = json.loads((repo / "expl" / "model-settings.json").read_text())
-    assert explainer["parameters"]["extra"] == {"rows": "first", "infer_uri": "http://127.0.0.1:9000/v2/models/m/infer"}
-    assert json.loads((repo / "m" / "model-settings.json").read_text())["implementation"].endswith("TorchModelRuntime")
+    assert explainer["parameters"]["extra"] == {
+        "rows": "first",
+        "infer_uri": "http://127.0.0.1:9000/v2/models/m/infer",
+    }
+    assert json.loads((repo / "m" / "model-settings.json").read_text())["implementation"].endswith(
+        "TorchModelRuntime"
+    )
     with pytest.raises(ValueError, match="must differ"):
         write_repository(tmp_path / "a", tmp_path / "r2", http_port=9000, grpc_port=9000)
     with pytest.raises(ValueError, match="no explainer.json"):
@@ -146,7 +181,13 @@ def test_the_documented_model_settings_are_valid():
     """examples/deploy/income-explainer/model-settings.json: what the README shows, checked."""
     from pathlib import Path
 
-    path = Path(__file__).parent.parent / "examples" / "deploy" / "income-explainer" / "model-settings.json"
+    path = (
+        Path(__file__).parent.parent
+        / "examples"
+        / "deploy"
+        / "income-explainer"
+        / "model-settings.json"
+    )
     settings = json.loads(path.read_text())
     assert settings["implementation"] == "torchexplain.serving.runtime.ExplainerRuntime"
     options = service_options(settings["parameters"]["extra"])
@@ -167,8 +208,19 @@ def test_serve_command_write_only_writes_the_settings(anchor, tmp_path, capsys):
     from torchexplain import cli
 
     anchor.save(tmp_path / "a")
-    code = cli.main(["serve", str(tmp_path / "a"), "--infer-uri", "http://127.0.0.1:9/v2/models/m/infer",
-                     "--name", "expl", "--settings-dir", str(tmp_path / "repo"), "--write-only"])
+    code = cli.main(
+        [
+            "serve",
+            str(tmp_path / "a"),
+            "--infer-uri",
+            "http://127.0.0.1:9/v2/models/m/infer",
+            "--name",
+            "expl",
+            "--settings-dir",
+            str(tmp_path / "repo"),
+            "--write-only",
+        ]
+    )
     assert code == cli.EXIT_OK
     settings = json.loads((tmp_path / "repo" / "expl" / "model-settings.json").read_text())
     assert settings["parameters"]["extra"]["infer_uri"] == "http://127.0.0.1:9/v2/models/m/infer"
@@ -190,7 +242,9 @@ def test_load_runs_where_the_explanations_will(anchor, tmp_path, monkeypatch):
     import threading
 
     anchor.save(tmp_path / "a")
-    IntegratedGradients(torch.nn.Linear(4, 3), n_steps=4).save(tmp_path / "ig", example_inputs=torch.zeros(2, 4))
+    IntegratedGradients(torch.nn.Linear(4, 3), n_steps=4).save(
+        tmp_path / "ig", example_inputs=torch.zeros(2, 4)
+    )
     loaded_on = {}
     original = ExplainerService.from_folder.__func__
 
@@ -202,10 +256,14 @@ def test_load_runs_where_the_explanations_will(anchor, tmp_path, monkeypatch):
     monkeypatch.setattr(ExplainerService, "from_folder", classmethod(recording))
     black = ExplainerService.load(tmp_path / "a")
     white = ExplainerService.load(tmp_path / "ig")
-    assert loaded_on["a"].startswith("torchexplain-explain") and loaded_on["ig"].startswith("torchexplain-torch")
+    assert loaded_on["a"].startswith("torchexplain-explain") and loaded_on["ig"].startswith(
+        "torchexplain-torch"
+    )
     ran_on = black.executor().submit(lambda: threading.current_thread().name).result()
     assert ran_on == loaded_on["a"]
-    assert white.executor().submit(lambda: threading.current_thread().name).result() == loaded_on["ig"]
+    assert (
+        white.executor().submit(lambda: threading.current_thread().name).result() == loaded_on["ig"]
+    )
     assert json.loads(black.explain_json(ROWS)) == json.loads(anchor.explain(ROWS).to_json())
     black.close()
 
@@ -214,20 +272,27 @@ def test_a_white_box_folder_saved_without_its_model_takes_model_uri(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
     ig = IntegratedGradients(model, n_steps=8)
     ig.save(tmp_path / "ig")  # settings only
-    program = torch.export.export(model, (torch.zeros(2, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        model, (torch.zeros(2, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(tmp_path / "ig" / "net.pt2"))
     rows = torch.from_numpy(ROWS).float()
     expected = json.loads(ig.explain(rows, target=[0, 1, 2]).to_json())
     for uri in ("net.pt2", str(tmp_path / "ig" / "net.pt2")):  # relative to the folder, or absolute
         service = ExplainerService.from_folder(tmp_path / "ig", model_uri=uri)
         answer = json.loads(service.explain_json(rows.numpy(), {"target": [0, 1, 2]}))
-        torch.testing.assert_close(torch.tensor(answer["data"]["attributions"]["data"]),
-                                   torch.tensor(expected["data"]["attributions"]["data"]),
-                                   rtol=TOLERANCES[torch.float32][0], atol=TOLERANCES[torch.float32][1])
+        torch.testing.assert_close(
+            torch.tensor(answer["data"]["attributions"]["data"]),
+            torch.tensor(expected["data"]["attributions"]["data"]),
+            rtol=TOLERANCES[torch.float32][0],
+            atol=TOLERANCES[torch.float32][1],
+        )
     with pytest.raises(ValueError, match="was not saved with the explainer"):
         ExplainerService.from_folder(tmp_path / "ig")
     with pytest.raises(ValueError, match="not both"):
-        ExplainerService.from_folder(tmp_path / "ig", model_uri="net.pt2", infer_uri="http://127.0.0.1:9")
+        ExplainerService.from_folder(
+            tmp_path / "ig", model_uri="net.pt2", infer_uri="http://127.0.0.1:9"
+        )
 
 
 def test_model_uri_is_refused_for_a_black_box_folder(anchor, tmp_path):

@@ -25,8 +25,12 @@ def models(data):
     X, y = data
     return {
         "forest": ensemble.RandomForestClassifier(20, max_depth=5, random_state=0).fit(X, y),
-        "boosting": ensemble.GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=0).fit(X, y),
-        "regressor": ensemble.RandomForestRegressor(10, max_depth=4, random_state=0).fit(X, X[:, 0] - X[:, 3]),
+        "boosting": ensemble.GradientBoostingClassifier(
+            n_estimators=20, max_depth=3, random_state=0
+        ).fit(X, y),
+        "regressor": ensemble.RandomForestRegressor(10, max_depth=4, random_state=0).fit(
+            X, X[:, 0] - X[:, 3]
+        ),
     }
 
 
@@ -48,8 +52,12 @@ def test_equal_to_shaps_tree_explainer(models, data, name, interventional):
         reference = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
     exp = TreeShap(model).fit(background if interventional else None).explain(rows)
     np.testing.assert_array_equal(exp.shap_values.numpy(), _per_class(reference.shap_values(rows)))
-    np.testing.assert_array_equal(exp.expected_value.numpy(), np.atleast_1d(reference.expected_value))
-    assert exp.meta["feature_perturbation"] == ("interventional" if interventional else "tree_path_dependent")
+    np.testing.assert_array_equal(
+        exp.expected_value.numpy(), np.atleast_1d(reference.expected_value)
+    )
+    assert exp.meta["feature_perturbation"] == (
+        "interventional" if interventional else "tree_path_dependent"
+    )
     assert exp.meta["n_background"] == (300 if interventional else 0)
 
 
@@ -57,7 +65,11 @@ def test_every_background_row_is_used_not_shaps_default_100(models, data):
     X, _ = data
     model, background = models["boosting"], X[100:400]
     exp = TreeShap(model).fit(background).explain(X[:10])
-    capped = _per_class(shap.TreeExplainer(model, background, feature_perturbation="interventional").shap_values(X[:10]))
+    capped = _per_class(
+        shap.TreeExplainer(model, background, feature_perturbation="interventional").shap_values(
+            X[:10]
+        )
+    )
     assert not np.allclose(exp.shap_values.numpy(), capped)  # shap's default subsampled to 100 rows
     kept = TreeShap(model).fit(background, summarise_background=True, n_background_samples=50)
     assert kept._fit["background"].shape == (50, 5)
@@ -69,22 +81,33 @@ def test_values_add_up_to_the_models_output(models, data, name):
     X, _ = data
     model = models[name]
     exp = TreeShap(model).fit().explain(X[:50])
-    output = model.predict_proba(X[:50]) if name == "forest" else model.decision_function(X[:50])[:, None]
+    output = (
+        model.predict_proba(X[:50])
+        if name == "forest"
+        else model.decision_function(X[:50])[:, None]
+    )
     np.testing.assert_allclose(exp.predictions.numpy(), output, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy(), output,
-                               rtol=1e-6, atol=1e-6)  # shap's own additivity tolerance is looser
+    np.testing.assert_allclose(
+        exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy(), output, rtol=1e-6, atol=1e-6
+    )  # shap's own additivity tolerance is looser
     probability = TreeShap(model, model_output="probability").fit(X[100:200]).explain(X[:20])
     want = model.predict_proba(X[:20])
     want = want if name == "forest" else want[:, 1:]
-    np.testing.assert_allclose(probability.shap_values.sum(-1).numpy() + probability.expected_value.numpy(), want,
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        probability.shap_values.sum(-1).numpy() + probability.expected_value.numpy(),
+        want,
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_interaction_values_sum_to_the_shap_values(models, data):
     X, _ = data
     exp = TreeShap(models["forest"]).fit().explain(X[:8], interactions=True)
     assert exp.interaction_values.shape == (8, 2, 5, 5)
-    torch.testing.assert_close(exp.interaction_values.sum(-1), exp.shap_values, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(
+        exp.interaction_values.sum(-1), exp.shap_values, rtol=1e-6, atol=1e-8
+    )
     with pytest.raises(ValueError, match="path-dependent"):
         TreeShap(models["forest"]).fit(X[:50]).explain(X[:2], interactions=True)
 
@@ -106,7 +129,9 @@ def test_pieces_batches_json_and_save_load_keep_the_explanation(models, data, tm
     explainer.save(tmp_path / "saved")
     assert not any(p.suffix in (".pkl", ".pickle") for p in (tmp_path / "saved").iterdir())
     loaded = load_explainer(tmp_path / "saved", model=model)
-    torch.testing.assert_close(loaded.explain(X[:30]).shap_values, whole.shap_values, rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded.explain(X[:30]).shap_values, whole.shap_values, rtol=0, atol=0
+    )
     by_function = tree_shap(model, X[:30], X[100:200], feature_names=list("abcde"))
     torch.testing.assert_close(by_function.shap_values, whole.shap_values, rtol=0, atol=0)
     maps = explainer.explanation_map(whole, X[:30])
@@ -141,13 +166,18 @@ def test_xgboosts_own_tree_shap_equals_shaps_and_leaves_the_model_as_found(data,
     config_before = model.get_booster().save_config()
     rows = X[:25]
     exp = TreeShap(model, device="cpu").fit().explain(rows, interactions=True)
-    want = _per_class(shap.TreeExplainer(model, feature_perturbation="tree_path_dependent").shap_values(rows))
+    want = _per_class(
+        shap.TreeExplainer(model, feature_perturbation="tree_path_dependent").shap_values(rows)
+    )
     np.testing.assert_allclose(exp.shap_values.numpy(), want, rtol=1e-5, atol=1e-5)
     margin = model.predict(rows, output_margin=True).reshape(25, -1)
     np.testing.assert_allclose(exp.predictions.numpy(), margin, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy(), margin,
-                               rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(exp.interaction_values.sum(-1), exp.shap_values, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        exp.shap_values.sum(-1).numpy() + exp.expected_value.numpy(), margin, rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        exp.interaction_values.sum(-1), exp.shap_values, rtol=1e-4, atol=1e-5
+    )
     assert exp.meta["algorithm"] == "xgboost pred_contribs (cpu)"
     assert model.get_booster().save_config() == config_before
     with pytest.raises(ValueError, match="path-dependent"):

@@ -100,18 +100,27 @@ class ScriptRun:
     log_tail: str
 
 
-def run_script(script: Path, device: str, quick: bool, workdir: Path, timeout: float | None) -> ScriptRun:
+def run_script(
+    script: Path, device: str, quick: bool, workdir: Path, timeout: float | None
+) -> ScriptRun:
     out = workdir / f"{script.stem}.json"
     command = [sys.executable, str(script), "--device", device, "--out", str(out)]
     if quick:
         command += ["--quick", *QUICK_ARGS.get(script.stem, [])]
     env = dict(os.environ)
     # Scripts import torchexplain: the checkout's copy, whether or not it is installed.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(script.parent.parent), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(script.parent.parent), env.get("PYTHONPATH")])
+    )
     start = time.perf_counter()
     try:
         done = subprocess.run(
-            command, cwd=script.parent.parent, env=env, capture_output=True, text=True, timeout=timeout
+            command,
+            cwd=script.parent.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         returncode, log = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as err:
@@ -123,7 +132,9 @@ def run_script(script: Path, device: str, quick: bool, workdir: Path, timeout: f
         payload = json.loads(out.read_text())
     elif returncode == 0:
         returncode, log = 1, log + f"\n{script.name} exited 0 but wrote no JSON to --out {out}"
-    return ScriptRun(script.stem, returncode, seconds, payload, "\n".join(log.strip().splitlines()[-15:]))
+    return ScriptRun(
+        script.stem, returncode, seconds, payload, "\n".join(log.strip().splitlines()[-15:])
+    )
 
 
 def _text(value: bytes | str | None) -> str:
@@ -135,9 +146,17 @@ def _text(value: bytes | str | None) -> str:
 # -- adapters: one script's JSON -> common rows -----------------------------------------
 
 
-def _row(benchmark: str, method: str, config: str, device: str, ours: float | None,
-         peer: str | None = None, peer_s: float | None = None,
-         floor: str | None = None, floor_s: float | None = None) -> dict[str, Any]:
+def _row(
+    benchmark: str,
+    method: str,
+    config: str,
+    device: str,
+    ours: float | None,
+    peer: str | None = None,
+    peer_s: float | None = None,
+    floor: str | None = None,
+    floor_s: float | None = None,
+) -> dict[str, Any]:
     return {
         "benchmark": benchmark,
         "method": method,
@@ -187,11 +206,19 @@ def adapt_providers(benchmark: str, payload: dict[str, Any], device: str) -> lis
         if not isinstance(providers, dict) or "torchexplain" not in providers:
             continue
         peer = _pick_peer(list(providers))
-        rows.append(_row(
-            benchmark, entry.get("method", _method_name(benchmark)), str(entry.get("config", "?")), device,
-            _median(providers["torchexplain"]), peer, _median(providers.get(peer)),
-            "floor" if "floor" in providers else None, _median(providers.get("floor")),
-        ))
+        rows.append(
+            _row(
+                benchmark,
+                entry.get("method", _method_name(benchmark)),
+                str(entry.get("config", "?")),
+                device,
+                _median(providers["torchexplain"]),
+                peer,
+                _median(providers.get(peer)),
+                "floor" if "floor" in providers else None,
+                _median(providers.get("floor")),
+            )
+        )
     return rows
 
 
@@ -203,8 +230,11 @@ def adapt_flat(benchmark: str, payload: dict[str, Any], device: str) -> list[dic
         if "provider" not in entry:
             continue
         config = " ".join(
-            f"{k}={v}" for k, v in entry.items()
-            if k not in timing_keys and isinstance(v, (str, int)) and not isinstance(v, bool)
+            f"{k}={v}"
+            for k, v in entry.items()
+            if k not in timing_keys
+            and isinstance(v, (str, int))
+            and not isinstance(v, bool)
             and k in ("size", "op", "dtype", "N", "steps", "config", "name")
         )
         groups.setdefault(config, {})[entry["provider"]] = _median(entry)
@@ -213,9 +243,19 @@ def adapt_flat(benchmark: str, payload: dict[str, Any], device: str) -> list[dic
         if "torchexplain" not in providers:
             continue
         peer = _pick_peer(list(providers))
-        rows.append(_row(benchmark, _method_name(benchmark), config, device, providers["torchexplain"],
-                         peer, providers.get(peer), "floor" if "floor" in providers else None,
-                         providers.get("floor")))
+        rows.append(
+            _row(
+                benchmark,
+                _method_name(benchmark),
+                config,
+                device,
+                providers["torchexplain"],
+                peer,
+                providers.get(peer),
+                "floor" if "floor" in providers else None,
+                providers.get("floor"),
+            )
+        )
     return rows
 
 
@@ -235,30 +275,53 @@ def adapt_kernels(benchmark: str, payload: dict[str, Any], device: str) -> list[
             continue
         floor_s = ours["bytes"] / (copy_gbps * 1e9) if copy_gbps else None
         label = "" if ours_name == "torchexplain" else " (eager reference)"
-        rows.append(_row(
-            benchmark, f"ig_kernel_{op}", f"{size} {dtype} N={n} steps={steps}{label}", device,
-            ours["median_ms"] / 1e3, "captum_style",
-            providers["captum_style"]["median_ms"] / 1e3 if "captum_style" in providers else None,
-            "copy_bandwidth" if floor_s else None, floor_s,
-        ))
+        rows.append(
+            _row(
+                benchmark,
+                f"ig_kernel_{op}",
+                f"{size} {dtype} N={n} steps={steps}{label}",
+                device,
+                ours["median_ms"] / 1e3,
+                "captum_style",
+                providers["captum_style"]["median_ms"] / 1e3
+                if "captum_style" in providers
+                else None,
+                "copy_bandwidth" if floor_s else None,
+                floor_s,
+            )
+        )
     return rows
 
 
-def adapt_counterfactual(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+def adapt_counterfactual(
+    benchmark: str, payload: dict[str, Any], device: str
+) -> list[dict[str, Any]]:
     """bench_counterfactual: seconds per digit of each batched search against Alibi's (one digit
     at a time, in the same run, when it ran) and the model's step floor."""
     results = payload.get("results", {})
-    if isinstance(results, list):  # the layout before Alibi ran beside it: one at a time, our own search
+    if isinstance(
+        results, list
+    ):  # the layout before Alibi ran beside it: one at a time, our own search
         return [
-            _row(benchmark, "counterfactual", f"mnist_cnn N={entry['N']} (s per instance)", device,
-                 entry["batched_s_per_instance"], "one_at_a_time", entry.get("peer_s_per_instance"))
+            _row(
+                benchmark,
+                "counterfactual",
+                f"mnist_cnn N={entry['N']} (s per instance)",
+                device,
+                entry["batched_s_per_instance"],
+                "one_at_a_time",
+                entry.get("peer_s_per_instance"),
+            )
             for entry in results
             if "batched_s_per_instance" in entry
         ]
     rows = []
     sections = [("counterfactual", "", results.get("cf"))]
-    sections += [("counterfactual_proto", f"{mode} ", section)
-                 for mode, section in (results.get("proto") or {}).items() if isinstance(section, dict)]
+    sections += [
+        ("counterfactual_proto", f"{mode} ", section)
+        for mode, section in (results.get("proto") or {}).items()
+        if isinstance(section, dict)
+    ]
     for method, label, section in sections:
         if not isinstance(section, dict) or "ours_by_size" not in section:
             continue
@@ -266,9 +329,19 @@ def adapt_counterfactual(benchmark: str, payload: dict[str, Any], device: str) -
         alibi_s = alibi.get("median_seconds_per_digit") if isinstance(alibi, dict) else None
         for entry in section["ours_by_size"]:
             floor = entry.get("floor_s_per_digit", entry.get("model_step_floor_s_per_digit"))
-            rows.append(_row(benchmark, method, f"mnist_cnn {label}N={entry['N']} (s per digit)", device,
-                             entry["s_per_digit"], "alibi" if alibi_s else None, alibi_s,
-                             "model_steps" if floor else None, floor))
+            rows.append(
+                _row(
+                    benchmark,
+                    method,
+                    f"mnist_cnn {label}N={entry['N']} (s per digit)",
+                    device,
+                    entry["s_per_digit"],
+                    "alibi" if alibi_s else None,
+                    alibi_s,
+                    "model_steps" if floor else None,
+                    floor,
+                )
+            )
     return rows
 
 
@@ -284,10 +357,22 @@ def adapt_anchor(benchmark: str, payload: dict[str, Any], device: str) -> list[d
         measured_alibi = alibi.get("s_per_image") if alibi.get("installed") else None
         floor = anchor.get("model only (floor)", {}).get("s_per_image")
         n_digits = payload.get("meta", {}).get("digits")
-        config = f"mnist_cnn {n_digits} digits (s per image)" if n_digits else "mnist_cnn (s per image)"
-        rows.append(_row(benchmark, "anchor", config, device, ours["s_per_image"],
-                         "alibi" if measured_alibi else None, measured_alibi,
-                         "model_only" if floor else None, floor))
+        config = (
+            f"mnist_cnn {n_digits} digits (s per image)" if n_digits else "mnist_cnn (s per image)"
+        )
+        rows.append(
+            _row(
+                benchmark,
+                "anchor",
+                config,
+                device,
+                ours["s_per_image"],
+                "alibi" if measured_alibi else None,
+                measured_alibi,
+                "model_only" if floor else None,
+                floor,
+            )
+        )
     slic: dict[str, dict[str, Any]] = {}
     for entry in payload.get("slic", []):
         config = f"{entry['images']} images {entry['shape']} n_segments={entry['n_segments']}"
@@ -296,12 +381,23 @@ def adapt_anchor(benchmark: str, payload: dict[str, Any], device: str) -> list[d
     for config, sides in slic.items():
         if "ours" in sides:
             peer = sides.get("peer")
-            rows.append(_row(benchmark, "slic", config, device, sides["ours"]["median_s"],
-                             "scikit-image" if peer else None, peer["median_s"] if peer else None))
+            rows.append(
+                _row(
+                    benchmark,
+                    "slic",
+                    config,
+                    device,
+                    sides["ours"]["median_s"],
+                    "scikit-image" if peer else None,
+                    peer["median_s"] if peer else None,
+                )
+            )
     return rows
 
 
-def adapt_anchor_tabular(benchmark: str, payload: dict[str, Any], device: str) -> list[dict[str, Any]]:
+def adapt_anchor_tabular(
+    benchmark: str, payload: dict[str, Any], device: str
+) -> list[dict[str, Any]]:
     """bench_anchor_tabular: AnchorTabular seconds per row, batched and one by one, vs Alibi
     (only when measured in the same run) and, for the batch it was sized on, the floor."""
     results = payload.get("results", {})
@@ -312,10 +408,24 @@ def adapt_anchor_tabular(benchmark: str, payload: dict[str, Any], device: str) -
     for name, entry in results.items():
         if not name.startswith("torchexplain") or "s_per_row" not in entry:
             continue
-        floor_s = floor.get("s_per_row") if entry.get("rows") == floor.get("rows") and "batch" in name else None
-        rows.append(_row(benchmark, "anchor_tabular", f"census_mlp {name.removeprefix('torchexplain ')} (s per row)",
-                         device, entry["s_per_row"], "alibi" if measured_alibi else None, measured_alibi,
-                         "model_only" if floor_s else None, floor_s))
+        floor_s = (
+            floor.get("s_per_row")
+            if entry.get("rows") == floor.get("rows") and "batch" in name
+            else None
+        )
+        rows.append(
+            _row(
+                benchmark,
+                "anchor_tabular",
+                f"census_mlp {name.removeprefix('torchexplain ')} (s per row)",
+                device,
+                entry["s_per_row"],
+                "alibi" if measured_alibi else None,
+                measured_alibi,
+                "model_only" if floor_s else None,
+                floor_s,
+            )
+        )
     return rows
 
 
@@ -324,18 +434,39 @@ def adapt_shap(benchmark: str, payload: dict[str, Any], device: str) -> list[dic
     the run and the model-only floor (every row shap scores); TreeShap vs shap's TreeExplainer."""
     entries = payload.get("kernel_shap", [])
     peers = [e for e in entries if e.get("provider", "").startswith("shap ")]
-    peer = max(peers, key=lambda e: [int(p) for p in e["provider"].split()[1].split(".") if p.isdigit()],
-               default=None)
-    floor = next((e for e in entries if e.get("provider", "").startswith("model only (floor")), None)
+    peer = max(
+        peers,
+        key=lambda e: [int(p) for p in e["provider"].split()[1].split(".") if p.isdigit()],
+        default=None,
+    )
+    floor = next(
+        (e for e in entries if e.get("provider", "").startswith("model only (floor")), None
+    )
     rows = [
-        _row(benchmark, "kernel_shap", f"census_mlp N={e['n']} (s per instance)", device, e["s_per_instance"],
-             peer["provider"].replace(" ", "_") if peer else None, peer["s_per_instance"] if peer else None,
-             "model_only" if floor else None, floor["s_per_instance"] if floor else None)
-        for e in entries if e.get("provider", "").startswith("torchexplain")
+        _row(
+            benchmark,
+            "kernel_shap",
+            f"census_mlp N={e['n']} (s per instance)",
+            device,
+            e["s_per_instance"],
+            peer["provider"].replace(" ", "_") if peer else None,
+            peer["s_per_instance"] if peer else None,
+            "model_only" if floor else None,
+            floor["s_per_instance"] if floor else None,
+        )
+        for e in entries
+        if e.get("provider", "").startswith("torchexplain")
     ]
     rows += [
-        _row(benchmark, "tree_shap", f"random_forest {t['mode']} {t['rows']} rows", device, t["torchexplain_s"],
-             "shap", t["shap_s"])
+        _row(
+            benchmark,
+            "tree_shap",
+            f"random_forest {t['mode']} {t['rows']} rows",
+            device,
+            t["torchexplain_s"],
+            "shap",
+            t["shap_s"],
+        )
         for t in payload.get("tree_shap", [])
     ]
     return rows
@@ -350,9 +481,19 @@ def adapt_serving(benchmark: str, payload: dict[str, Any], device: str) -> list[
         in_process, floor = _median(providers.get("in_process")), _median(providers.get("floor"))
         for name, label in (("torchexplain", "MLServer"), ("kserve", "KServe")):
             if name in providers:
-                rows.append(_row(benchmark, entry.get("method", "serving"), f"{entry.get('config', '?')} via {label}",
-                                 device, _median(providers[name]), "in_process", in_process,
-                                 "model_only", floor))
+                rows.append(
+                    _row(
+                        benchmark,
+                        entry.get("method", "serving"),
+                        f"{entry.get('config', '?')} via {label}",
+                        device,
+                        _median(providers[name]),
+                        "in_process",
+                        in_process,
+                        "model_only",
+                        floor,
+                    )
+                )
     return rows
 
 
@@ -425,13 +566,21 @@ def compare(
             new_ratio, old_ratio = row.get(key), old.get(key)
             if not new_ratio or not old_ratio:
                 continue
-            times = [r.get(name) for r in (row, old) for name in ("torchexplain_s", _DENOMINATOR[key])]
+            times = [
+                r.get(name) for r in (row, old) for name in ("torchexplain_s", _DENOMINATOR[key])
+            ]
             if any(t is not None and t < min_time_s for t in times):
                 too_short.append(f"{row_key(row)} ({key})")
                 continue
             change = new_ratio / old_ratio - 1
-            check = {"row": row_key(row), "ratio": key, "baseline": old_ratio, "now": new_ratio,
-                     "change": change, "regressed": change > margin}
+            check = {
+                "row": row_key(row),
+                "ratio": key,
+                "baseline": old_ratio,
+                "now": new_ratio,
+                "change": change,
+                "regressed": change > margin,
+            }
             checks.append(check)
             if check["regressed"]:
                 regressions.append(check)

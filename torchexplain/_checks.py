@@ -117,7 +117,9 @@ def check_device(name: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, (str, torch.device)):
-        raise TypeError(f"{name} must be None, a string or a torch.device, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be None, a string or a torch.device, got {type(value).__name__}"
+        )
     try:
         return str(torch.device(value))
     except RuntimeError as err:
@@ -135,9 +137,13 @@ def as_numeric_tensor(name: str, value: Any, layout: str) -> torch.Tensor:
         return value.detach()
     if isinstance(value, np.ndarray):
         if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
-            raise TypeError(f"{name} must hold numbers (categorical columns as integer codes), got dtype {value.dtype}")
+            raise TypeError(
+                f"{name} must hold numbers (categorical columns as integer codes), got dtype {value.dtype}"
+            )
         return torch.from_numpy(np.ascontiguousarray(value))
-    raise TypeError(f"{name} must be a torch.Tensor or a numpy array shaped {layout}, got {type(value).__name__}")
+    raise TypeError(
+        f"{name} must be a torch.Tensor or a numpy array shaped {layout}, got {type(value).__name__}"
+    )
 
 
 def check_tensor_batch(
@@ -188,10 +194,16 @@ FieldCheck = Callable[[str, Any], Any]
 
 
 def number(
-    low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> FieldCheck:
     """A finite number in the given bounds, as a float."""
-    return functools.partial(check_number, low=low, high=high, low_open=low_open, high_open=high_open)
+    return functools.partial(
+        check_number, low=low, high=high, low_open=low_open, high_open=high_open
+    )
 
 
 def integer(minimum: int | None = None, *, optional: bool = False) -> FieldCheck:
@@ -248,8 +260,11 @@ def names() -> FieldCheck:
     def check(name: str, value: Any) -> list[str] | None:
         if value is None:
             return None
-        if isinstance(value, str) or not isinstance(value, Sequence) or not value or not all(
-            isinstance(n, str) for n in value
+        if (
+            isinstance(value, str)
+            or not isinstance(value, Sequence)
+            or not value
+            or not all(isinstance(n, str) for n in value)
         ):
             raise TypeError(f"{name} must be a non-empty list of strings, got {_shown(value)}")
         if len(set(value)) != len(value):
@@ -271,10 +286,15 @@ def category_names() -> FieldCheck:
         for column, values in value.items():
             if not is_int(column) or int(column) < 0:
                 raise ValueError(f"{name} key {column!r} is not a column index")
-            if isinstance(values, str) or not isinstance(values, Sequence) or not values or not all(
-                isinstance(v, str) for v in values
+            if (
+                isinstance(values, str)
+                or not isinstance(values, Sequence)
+                or not values
+                or not all(isinstance(v, str) for v in values)
             ):
-                raise TypeError(f"{name}[{column}] must be a non-empty list of strings, got {_shown(values)}")
+                raise TypeError(
+                    f"{name}[{column}] must be a non-empty list of strings, got {_shown(values)}"
+                )
             clean[int(column)] = list(values)
         return dict(sorted(clean.items()))
 

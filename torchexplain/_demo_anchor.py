@@ -40,8 +40,11 @@ def run(model: torch.nn.Module, test_split, out_dir: Path, device: torch.device)
     images = test_split.images[:N_DIGITS]
     background = test_split.images[-N_BACKGROUND:]
     explainer = AnchorImage(
-        model.to(device), segmentation_kwargs=SEGMENTATION_KWARGS, images_background=background,
-        device=device, seed=0,
+        model.to(device),
+        segmentation_kwargs=SEGMENTATION_KWARGS,
+        images_background=background,
+        device=device,
+        seed=0,
     )
     start = time.perf_counter()
     exp = explainer.explain(images, threshold=0.95)
@@ -55,7 +58,13 @@ def run(model: torch.nn.Module, test_split, out_dir: Path, device: torch.device)
         captions.append(
             f"pred {int(exp.target[i])}: precision {exp.precision[i]:.2f}, coverage {exp.coverage[i]:.2f}{status}"
         )
-    png = save_grid(rows, captions, out_dir / "mnist_anchor.png", scale=4, titles=["digit", "superpixels", "anchor"])
+    png = save_grid(
+        rows,
+        captions,
+        out_dir / "mnist_anchor.png",
+        scale=4,
+        titles=["digit", "superpixels", "anchor"],
+    )
     summary = {
         "digits": N_DIGITS,
         "seconds": round(seconds, 3),

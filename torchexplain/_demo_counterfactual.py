@@ -28,8 +28,18 @@ N_DIGITS = 3
 SETTINGS = dict(target_class="other", target_proba=1.0, tol=0.05, max_lam_steps=3)
 #: Alibi's MNIST k-d tree example (theta 10, k 2) with the benchmark's search over c
 #: (c_init 10, 3 rounds, a round ended after 200 steps without a closer counterfactual).
-PROTO_SETTINGS = dict(use_kdtree=True, theta=10.0, k=2, c_init=10.0, c_steps=3, early_stop=200,
-                      max_iterations=1000, beta=0.1, learning_rate_init=1e-2, feature_range=(0.0, 1.0))
+PROTO_SETTINGS = dict(
+    use_kdtree=True,
+    theta=10.0,
+    k=2,
+    c_init=10.0,
+    c_steps=3,
+    early_stop=200,
+    max_iterations=1000,
+    beta=0.1,
+    learning_rate_init=1e-2,
+    feature_range=(0.0, 1.0),
+)
 
 
 def pick_digits(labels: torch.Tensor, classes: tuple[int, ...] = (0, 7, 3)) -> list[int]:
@@ -37,8 +47,15 @@ def pick_digits(labels: torch.Tensor, classes: tuple[int, ...] = (0, 7, 3)) -> l
     return [int((labels == c).nonzero()[0]) for c in classes[:N_DIGITS]]
 
 
-def run(model: torch.nn.Module, test_split: Any, out_dir: Path, device: torch.device,
-        train_split: Any = None, data_root: Any = None, retrain: bool = False) -> dict:
+def run(
+    model: torch.nn.Module,
+    test_split: Any,
+    out_dir: Path,
+    device: torch.device,
+    train_split: Any = None,
+    data_root: Any = None,
+    retrain: bool = False,
+) -> dict:
     """Search counterfactuals for a few test digits and write the grid and JSON into ``out_dir``.
 
     Args:
@@ -72,20 +89,32 @@ def run(model: torch.nn.Module, test_split: Any, out_dir: Path, device: torch.de
     ae, _ = pretrained_mnist_autoencoder(data_root=data_root, retrain=retrain)
     ae = ae.to(device).eval()
     with torch.no_grad():
-        ae_error = {name: (ae(e.counterfactual) - e.counterfactual).flatten(1).square().sum(1)
-                    for name, e in (("wachter", exp), ("proto", proto))}
+        ae_error = {
+            name: (ae(e.counterfactual) - e.counterfactual).flatten(1).square().sum(1)
+            for name, e in (("wachter", exp), ("proto", proto))
+        }
 
     orig_proba = torch.softmax(exp.predictions, dim=1).gather(1, exp.target[:, None])[:, 0]
     rows, captions = [], []
     for i in range(len(indices)):
-        original, found, guided = x[i].cpu(), exp.counterfactual[i].cpu(), proto.counterfactual[i].cpu()
-        rows.append([original, found, heatmap(found - original), guided, heatmap(guided - original)])
+        original, found, guided = (
+            x[i].cpu(),
+            exp.counterfactual[i].cpu(),
+            proto.counterfactual[i].cpu(),
+        )
+        rows.append(
+            [original, found, heatmap(found - original), guided, heatmap(guided - original)]
+        )
         captions.append(
             f"{int(exp.target[i])} (p={orig_proba[i].item():.2f}) | Wachter: {outcome(exp, i)} "
             f"AE {ae_error['wachter'][i].item():.1f} | prototype: {outcome(proto, i)} AE {ae_error['proto'][i].item():.1f}"
         )
-    png = save_grid(rows, captions, out_dir / "counterfactuals.png",
-                    titles=["original", "Wachter", "difference", "prototype", "difference"])
+    png = save_grid(
+        rows,
+        captions,
+        out_dir / "counterfactuals.png",
+        titles=["original", "Wachter", "difference", "prototype", "difference"],
+    )
     summary = {
         "method": "Counterfactual (Wachter et al. 2017) and CounterfactualProto (Van Looveren & Klaise), batched",
         "test_indices": indices,
@@ -117,5 +146,7 @@ def run(model: torch.nn.Module, test_split: Any, out_dir: Path, device: torch.de
 
 def outcome(exp: Any, i: int) -> str:
     """``"6 p=0.99 L1 23.4"``, or what the closest attempt reached when none was found."""
-    text = f"{int(exp.cf_class[i])} p={exp.cf_proba[i].item():.2f} L1 {exp.l1_distance[i].item():.1f}"
+    text = (
+        f"{int(exp.cf_class[i])} p={exp.cf_proba[i].item():.2f} L1 {exp.l1_distance[i].item():.1f}"
+    )
     return text if bool(exp.success[i]) else f"none ({text})"

@@ -113,7 +113,9 @@ def instances_per_search(bytes_per_instance: float, device: torch.device, total:
         most = _cuda_free_share(device, per_instance)
     else:
         available = _available_host_bytes()
-        most = total if available is None else int(available * CPU_MAX_FREE_FRACTION // per_instance)
+        most = (
+            total if available is None else int(available * CPU_MAX_FREE_FRACTION // per_instance)
+        )
     return _even_split(total, most)
 
 

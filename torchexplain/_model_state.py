@@ -42,7 +42,9 @@ def preserved_random_state() -> Iterator[None]:
     cpu = torch.get_rng_state()
     cuda = []
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        cuda = [(index, torch.cuda.get_rng_state(index)) for index in range(torch.cuda.device_count())]
+        cuda = [
+            (index, torch.cuda.get_rng_state(index)) for index in range(torch.cuda.device_count())
+        ]
     try:
         yield
     finally:

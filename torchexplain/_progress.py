@@ -24,7 +24,13 @@ class Progress:
 
     WIDTH = 24
 
-    def __init__(self, total: int, description: str, enabled: bool | None = None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        description: str,
+        enabled: bool | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.total = max(total, 1)

@@ -54,7 +54,9 @@ def _bits(key: torch.Tensor, counter: torch.Tensor, slots: torch.Tensor | int) -
     return mix32(row[:, None] ^ column[None, :])
 
 
-def uniform(key: torch.Tensor, counter: torch.Tensor, slots: torch.Tensor | int, dtype=torch.float32) -> torch.Tensor:
+def uniform(
+    key: torch.Tensor, counter: torch.Tensor, slots: torch.Tensor | int, dtype=torch.float32
+) -> torch.Tensor:
     """Uniform numbers in [0, 1): ``(N, K)``, 24 random bits each (exact in float32).
 
     Args:
@@ -66,7 +68,9 @@ def uniform(key: torch.Tensor, counter: torch.Tensor, slots: torch.Tensor | int,
     return (_bits(key, counter, slots) >> 8).to(dtype) * (1.0 / (1 << 24))
 
 
-def integers(key: torch.Tensor, counter: torch.Tensor, slots: torch.Tensor | int, high: torch.Tensor | int) -> torch.Tensor:
+def integers(
+    key: torch.Tensor, counter: torch.Tensor, slots: torch.Tensor | int, high: torch.Tensor | int
+) -> torch.Tensor:
     """Integers uniform in ``[0, high)`` (``high`` < 2**31, broadcast against ``(N, K)``): int64.
 
     Lemire's multiply-shift maps 32 random bits onto the range; the bias is below

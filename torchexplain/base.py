@@ -105,9 +105,7 @@ class Explainer(abc.ABC):
         if cls.settings_class is Settings:
             return
         if cls.kind not in KINDS:
-            raise TypeError(
-                f"{cls.__name__}.kind must be one of {KINDS}, got {cls.kind!r}"
-            )
+            raise TypeError(f"{cls.__name__}.kind must be one of {KINDS}, got {cls.kind!r}")
         cls.__signature__ = _constructor_signature(cls)  # type: ignore[attr-defined]
         cls.__doc__ = (cls.__doc__ or "") + settings_docs(cls.settings_class)
         if "explain" in cls.__dict__:
@@ -255,7 +253,10 @@ def _constructor_signature(cls: type[Explainer]) -> inspect.Signature:
     first = inspect.Parameter(cls.model_role(), inspect.Parameter.POSITIONAL_OR_KEYWORD)
     settings = _setting_parameters(cls.settings_class, per_call_only=False)
     by_name = {p.name: p for p in settings}
-    positional = [by_name[n].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in cls.positional_settings]
+    positional = [
+        by_name[n].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for n in cls.positional_settings
+    ]
     rest = [p for p in settings if p.name not in cls.positional_settings]
     return inspect.Signature([first, *positional, *rest])
 

@@ -151,7 +151,9 @@ class IntegratedGradients:
         attrs = attributions if isinstance(attributions, tuple) else (attributions,)
         starts = start_point if isinstance(start_point, tuple) else (start_point,) * len(ends)
         starts = tuple(
-            torch.zeros_like(e) if s is None else torch.as_tensor(s, dtype=e.dtype, device=e.device).expand_as(e)
+            torch.zeros_like(e)
+            if s is None
+            else torch.as_tensor(s, dtype=e.dtype, device=e.device).expand_as(e)
             for s, e in zip(starts, ends)
         )
         extra = additional_forward_args

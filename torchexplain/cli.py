@@ -124,8 +124,10 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
             module = torch.jit.load(str(path), map_location=device)
             return LoadedModel(module, "TorchScript", None, None)
         except Exception as err:  # each loader fails in its own way on the other's files
-            errors.append(f"{'torch.export.load' if loader == 'export' else 'torch.jit.load'}: "
-                          f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
+            errors.append(
+                f"{'torch.export.load' if loader == 'export' else 'torch.jit.load'}: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+            )
     raise UsageError(
         f"--model {path}: not a torch.export archive (.pt2, torch.export.save) nor a TorchScript "
         f"file (torch.jit.save); a state_dict or a pickled nn.Module cannot be run without its code. "
@@ -161,7 +163,9 @@ def load_inputs(path: Path, expected: tuple[int, ...] | None, channels: int | No
         else:
             tensor = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise UsageError(f"--input {path}: cannot be read as {suffix} ({str(err).splitlines()[0]})") from err
+        raise UsageError(
+            f"--input {path}: cannot be read as {suffix} ({str(err).splitlines()[0]})"
+        ) from err
     if not isinstance(tensor, torch.Tensor):
         raise UsageError(f"--input {path}: expected a saved tensor, found {type(tensor).__name__}")
     if tensor.dtype == torch.uint8:
@@ -182,7 +186,11 @@ def load_inputs(path: Path, expected: tuple[int, ...] | None, channels: int | No
             f"--input {path}: shape {tuple(tensor.shape)} has {tensor.dim()} dimensions; the model "
             f"takes {example_dims} per example (or {example_dims + 1} for a batch)"
         )
-    if expected and tuple(batch.shape[1:]) != tuple(d for d in expected[1:]) and -1 not in expected[1:]:
+    if (
+        expected
+        and tuple(batch.shape[1:]) != tuple(d for d in expected[1:])
+        and -1 not in expected[1:]
+    ):
         raise UsageError(
             f"--input {path}: examples shaped {tuple(batch.shape[1:])}, but the model was exported "
             f"for {tuple(expected[1:])}"
@@ -203,7 +211,12 @@ def _load_image(path: Path, expected: tuple[int, ...] | None, channels: int | No
     if channels is None:
         channels = 1 if image.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
     image = image.convert("L" if channels == 1 else "RGB")
-    if expected and len(expected) == 4 and expected[2] > 0 and image.size != (expected[3], expected[2]):
+    if (
+        expected
+        and len(expected) == 4
+        and expected[2] > 0
+        and image.size != (expected[3], expected[2])
+    ):
         image = image.resize((expected[3], expected[2]), Image.BILINEAR)
     array = np.asarray(image, dtype=np.float32) / 255
     tensor = torch.from_numpy(array)
@@ -243,8 +256,14 @@ def _draw_attributions(inputs: torch.Tensor, explanation: Explanation, path: Pat
     rows, captions = [], []
     for i in range(inputs.shape[0]):
         image = inputs[i].cpu()
-        rows.append([image, visualize.heatmap(attributions[i]), visualize.overlay(image, attributions[i])])
-        caption = f"#{i} target {int(explanation.target[i])}" if explanation.target is not None else f"#{i}"
+        rows.append(
+            [image, visualize.heatmap(attributions[i]), visualize.overlay(image, attributions[i])]
+        )
+        caption = (
+            f"#{i} target {int(explanation.target[i])}"
+            if explanation.target is not None
+            else f"#{i}"
+        )
         delta = explanation.data.get("convergence_delta")
         if delta is not None:
             caption += f"  delta {float(delta[i]):+.1e}"
@@ -252,7 +271,9 @@ def _draw_attributions(inputs: torch.Tensor, explanation: Explanation, path: Pat
     return visualize.save_grid(rows, captions, path, titles=["input", "attribution", "overlay"])
 
 
-def _explain_counterfactual(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
+def _explain_counterfactual(
+    model: Callable, inputs: torch.Tensor, args: argparse.Namespace
+) -> Explanation:
     settings: dict[str, Any] = {"target_class": "other" if args.target is None else args.target}
     if args.max_lam_steps is not None:
         settings["max_lam_steps"] = args.max_lam_steps
@@ -270,9 +291,13 @@ def _draw_counterfactual(inputs: torch.Tensor, explanation: Explanation, path: P
         original = inputs[i].cpu()
         rows.append([original, found[i], visualize.heatmap(found[i] - original)])
         outcome = "" if bool(explanation.success[i]) else " (not found; closest)"
-        captions.append(f"#{i} {int(explanation.target[i])} -> {int(explanation.cf_class[i])}{outcome}  "
-                        f"p {float(explanation.cf_proba[i]):.2f}  L1 {float(explanation.l1_distance[i]):.1f}")
-    return visualize.save_grid(rows, captions, path, titles=["input", "counterfactual", "difference"])
+        captions.append(
+            f"#{i} {int(explanation.target[i])} -> {int(explanation.cf_class[i])}{outcome}  "
+            f"p {float(explanation.cf_proba[i]):.2f}  L1 {float(explanation.l1_distance[i]):.1f}"
+        )
+    return visualize.save_grid(
+        rows, captions, path, titles=["input", "counterfactual", "difference"]
+    )
 
 
 def _slic_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -287,10 +312,14 @@ def _slic_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _explain_anchor(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
     if not _is_image(inputs[0]):
-        raise UsageError(f"--method anchor explains images (C, H, W) with C 1 or 3; got examples shaped "
-                         f"{tuple(inputs.shape[1:])}")
+        raise UsageError(
+            f"--method anchor explains images (C, H, W) with C 1 or 3; got examples shaped "
+            f"{tuple(inputs.shape[1:])}"
+        )
     if args.target is not None:
-        raise UsageError("--target: anchors explain the model's own prediction; drop --target for --method anchor")
+        raise UsageError(
+            "--target: anchors explain the model's own prediction; drop --target for --method anchor"
+        )
     segmentation = _slic_settings(args)
     explainer = torchexplain.AnchorImage(model, segmentation_kwargs=segmentation, seed=args.seed)
     return explainer.explain(inputs, threshold=args.threshold)
@@ -300,17 +329,30 @@ def _draw_anchor(inputs: torch.Tensor, explanation: Explanation, path: Path) -> 
     rows, captions = [], []
     for i in range(inputs.shape[0]):
         image = inputs[i].cpu()
-        rows.append([image, visualize.mask_overlay(image, explanation.mask[i], outline=visualize.ANCHOR_OUTLINE)])
+        rows.append(
+            [
+                image,
+                visualize.mask_overlay(
+                    image, explanation.mask[i], outline=visualize.ANCHOR_OUTLINE
+                ),
+            ]
+        )
         status = "" if bool(explanation.success[i]) else " (no valid anchor)"
-        captions.append(f"#{i} pred {int(explanation.target[i])}: precision {float(explanation.precision[i]):.2f}, "
-                        f"coverage {float(explanation.coverage[i]):.2f}{status}")
+        captions.append(
+            f"#{i} pred {int(explanation.target[i])}: precision {float(explanation.precision[i]):.2f}, "
+            f"coverage {float(explanation.coverage[i]):.2f}{status}"
+        )
     return visualize.save_grid(rows, captions, path, titles=["input", "anchor"])
 
 
-def _explain_kernel_shap(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
+def _explain_kernel_shap(
+    model: Callable, inputs: torch.Tensor, args: argparse.Namespace
+) -> Explanation:
     if not _is_image(inputs[0]):
-        raise UsageError(f"--method kernel_shap explains images (C, H, W) with C 1 or 3; got examples shaped "
-                         f"{tuple(inputs.shape[1:])}")
+        raise UsageError(
+            f"--method kernel_shap explains images (C, H, W) with C 1 or 3; got examples shaped "
+            f"{tuple(inputs.shape[1:])}"
+        )
     segmentation = _slic_settings(args)
     explainer = torchexplain.KernelShap(model, segmentation_kwargs=segmentation, seed=args.seed)
     # a black image stands for "feature absent", as a zero baseline does for IG
@@ -318,7 +360,9 @@ def _explain_kernel_shap(model: Callable, inputs: torch.Tensor, args: argparse.N
     if args.target is not None:  # every class is explained; --target picks the one drawn
         n_classes = explanation.shap_values.shape[1]
         if not 0 <= args.target < n_classes:
-            raise UsageError(f"--target {args.target}: the model has {n_classes} outputs (0..{n_classes - 1})")
+            raise UsageError(
+                f"--target {args.target}: the model has {n_classes} outputs (0..{n_classes - 1})"
+            )
         explanation.data["target"] = torch.full_like(explanation.target, args.target)
     return explanation
 
@@ -331,8 +375,12 @@ def _draw_shap(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Pa
         rows.append([image, visualize.heatmap(maps[i]), visualize.overlay(image, maps[i])])
         target = int(explanation.target[i])
         total = float(explanation.shap_values[i, target].sum())
-        captions.append(f"#{i} pred {target}: base {float(explanation.expected_value[target]):.2f} + {total:+.2f}")
-    return visualize.save_grid(rows, captions, path, titles=["input", "SHAP per superpixel", "overlay"])
+        captions.append(
+            f"#{i} pred {target}: base {float(explanation.expected_value[target]):.2f} + {total:+.2f}"
+        )
+    return visualize.save_grid(
+        rows, captions, path, titles=["input", "SHAP per superpixel", "overlay"]
+    )
 
 
 #: ``--method`` name -> how to run it. A method whose class is missing from the installed
@@ -377,32 +425,48 @@ def run_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
-        "model": str(args.model), "model_kind": model.kind, "method": args.method,
-        "torchexplain": torchexplain.__version__, "device": str(device), "inputs": [],
+        "model": str(args.model),
+        "model_kind": model.kind,
+        "method": args.method,
+        "torchexplain": torchexplain.__version__,
+        "device": str(device),
+        "inputs": [],
     }
     paths = [Path(p) for p in args.input]
-    with Progress(len(paths), f"explain ({args.method})", enabled=None if not args.quiet else False) as bar:
+    with Progress(
+        len(paths), f"explain ({args.method})", enabled=None if not args.quiet else False
+    ) as bar:
         for path, stem, batch in zip(paths, _unique_stems(paths), batches, strict=True):
             bar.update(path.name)
             try:
                 explanation = method.explain(model.forward, batch.to(device), args)
             except (RuntimeError, ValueError, TypeError, IndexError) as err:
                 # The model refusing this input (wrong shape, channels, dtype) is a user mistake.
-                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise UsageError(f"--input {path}: explaining it with --model {args.model} failed: {first_line}") from err
+                first_line = (
+                    str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                )
+                raise UsageError(
+                    f"--input {path}: explaining it with --model {args.model} failed: {first_line}"
+                ) from err
             json_path = out / f"{stem}.json"
             json_path.write_text(explanation.to_json())
             picture = method.draw(batch, explanation, out / f"{stem}.png")
-            entry = {"input": str(path), "json": str(json_path), "picture": None if picture is None else str(picture),
-                     "examples": int(batch.shape[0])}
+            entry = {
+                "input": str(path),
+                "json": str(json_path),
+                "picture": None if picture is None else str(picture),
+                "examples": int(batch.shape[0]),
+            }
             explained_class = explanation.data.get("target")
             if isinstance(explained_class, torch.Tensor):
                 entry["target"] = explained_class.tolist()
             summary["inputs"].append(entry)
             bar.advance()
             if not args.quiet:
-                bar.write(f"{path}: {entry['examples']} example(s) -> {json_path}"
-                          + (f", {picture}" if picture else ""))
+                bar.write(
+                    f"{path}: {entry['examples']} example(s) -> {json_path}"
+                    + (f", {picture}" if picture else "")
+                )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not args.quiet:
         print(f"wrote {out / 'summary.json'}")
@@ -414,7 +478,9 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def _load_common(folder: Path):
     """The checkout's benchmarks/_common.py (metadata for the combined JSON)."""
-    spec = importlib.util.spec_from_file_location("_torchexplain_bench_common", folder / "_common.py")
+    spec = importlib.util.spec_from_file_location(
+        "_torchexplain_bench_common", folder / "_common.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -438,14 +504,17 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--margin must be a fraction such as 0.25 (25 %), got {args.margin}")
     if args.min_time is not None and args.min_time < 0:
         raise UsageError(f"--min-time must be seconds >= 0, got {args.min_time}")
-    min_time = _bench.DEFAULT_MIN_TIME_S.get(device.type, 0.0) if args.min_time is None else args.min_time
+    min_time = (
+        _bench.DEFAULT_MIN_TIME_S.get(device.type, 0.0) if args.min_time is None else args.min_time
+    )
     baseline = _bench.load_baseline(args.compare) if args.compare else None
     folder = _bench.find_benchmarks_dir(args.benchmarks_dir)
     scripts = _bench.discover(folder, args.only.split(",") if args.only else None)
     runs = []
-    with _bench.temporary_workdir() as tmp, Progress(
-        len(scripts), "bench", enabled=None if not args.quiet else False
-    ) as bar:
+    with (
+        _bench.temporary_workdir() as tmp,
+        Progress(len(scripts), "bench", enabled=None if not args.quiet else False) as bar,
+    ):
         for script in scripts:
             bar.update(script.stem)
             run = _bench.run_script(script, device.type, args.quick, Path(tmp), args.timeout)
@@ -453,8 +522,11 @@ def run_bench(args: argparse.Namespace) -> int:
             bar.advance()
             status = "ok" if run.returncode == 0 else f"FAILED (exit {run.returncode})"
             if run.returncode != 0:
-                bar.write(f"{script.name}: {status} in {run.seconds:.1f} s\n"
-                          + "\n".join("    " + line for line in run.log_tail.splitlines()), file=sys.stderr)
+                bar.write(
+                    f"{script.name}: {status} in {run.seconds:.1f} s\n"
+                    + "\n".join("    " + line for line in run.log_tail.splitlines()),
+                    file=sys.stderr,
+                )
             elif not args.quiet:
                 bar.write(f"{script.name}: {status} in {run.seconds:.1f} s")
     rows = [row for run in runs if run.payload for row in _bench.normalise(run.name, run.payload)]
@@ -462,11 +534,23 @@ def run_bench(args: argparse.Namespace) -> int:
         _print_table(_bench.table_rows(rows))
     common = _load_common(folder)
     payload: dict[str, Any] = {
-        "meta": common.metadata(device, benchmark="torchexplain bench", quick=args.quick,
-                                margin=args.margin, ratio="torchexplain_s / other_s (lower is better)"),
+        "meta": common.metadata(
+            device,
+            benchmark="torchexplain bench",
+            quick=args.quick,
+            margin=args.margin,
+            ratio="torchexplain_s / other_s (lower is better)",
+        ),
         "rows": rows,
-        "scripts": [{"name": r.name, "returncode": r.returncode, "seconds": r.seconds,
-                     **({"log_tail": r.log_tail} if r.returncode else {})} for r in runs],
+        "scripts": [
+            {
+                "name": r.name,
+                "returncode": r.returncode,
+                "seconds": r.seconds,
+                **({"log_tail": r.log_tail} if r.returncode else {}),
+            }
+            for r in runs
+        ],
         "raw": {r.name: r.payload for r in runs if r.payload},
     }
     status = EXIT_OK
@@ -474,8 +558,13 @@ def run_bench(args: argparse.Namespace) -> int:
         comparison = _bench.compare(rows, baseline, args.margin, min_time)
         payload["compare"] = {"baseline": str(args.compare), **comparison}
         status = _report_comparison(comparison, device_name=payload["meta"].get("device_name"))
-    out = Path(args.out) if args.out else folder / "results" / (
-        f"torchexplain_bench-{device.type}{'-quick' if args.quick else ''}.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else folder
+        / "results"
+        / (f"torchexplain_bench-{device.type}{'-quick' if args.quick else ''}.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
     if not args.quiet:
@@ -490,19 +579,32 @@ def run_bench(args: argparse.Namespace) -> int:
 def _report_comparison(comparison: dict[str, Any], device_name: str | None) -> int:
     margin = comparison["margin"]
     if comparison["baseline_device"] and comparison["baseline_device"] != device_name:
-        print(f"note: the baseline was measured on {comparison['baseline_device']}, this run on {device_name}",
-              file=sys.stderr)
+        print(
+            f"note: the baseline was measured on {comparison['baseline_device']}, this run on {device_name}",
+            file=sys.stderr,
+        )
     for key in comparison["missing_now"]:
         print(f"note: baseline row not measured now: {key}", file=sys.stderr)
-    print(f"compared {len(comparison['checks'])} ratios with the baseline (margin {margin:.0%})"
-          + (f"; {len(comparison['too_short'])} not judged (times under {comparison['min_time_s'] * 1e3:g} ms)"
-             if comparison["too_short"] else ""))
+    print(
+        f"compared {len(comparison['checks'])} ratios with the baseline (margin {margin:.0%})"
+        + (
+            f"; {len(comparison['too_short'])} not judged (times under {comparison['min_time_s'] * 1e3:g} ms)"
+            if comparison["too_short"]
+            else ""
+        )
+    )
     for check in comparison["regressions"]:
-        print(f"REGRESSION {check['row']}: {check['ratio']} {check['baseline']:.3g} -> {check['now']:.3g} "
-              f"({check['change']:+.0%})", file=sys.stderr)
+        print(
+            f"REGRESSION {check['row']}: {check['ratio']} {check['baseline']:.3g} -> {check['now']:.3g} "
+            f"({check['change']:+.0%})",
+            file=sys.stderr,
+        )
     if comparison["regressions"]:
-        print(f"torchexplain bench: {len(comparison['regressions'])} ratio(s) regressed by more than "
-              f"{margin:.0%}", file=sys.stderr)
+        print(
+            f"torchexplain bench: {len(comparison['regressions'])} ratio(s) regressed by more than "
+            f"{margin:.0%}",
+            file=sys.stderr,
+        )
         return EXIT_REGRESSION
     return EXIT_OK
 
@@ -516,84 +618,194 @@ def _device(name: str | None) -> torch.device:
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise UsageError(f"--device {name}: expected cpu or cuda")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA device is available (torch.cuda.is_available() is False)")
+        raise UsageError(
+            f"--device {name}: no CUDA device is available (torch.cuda.is_available() is False)"
+        )
     return torch.device(name)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from torchexplain import demo
 
-    parser = argparse.ArgumentParser(prog="torchexplain", description="Fast explanations for PyTorch models.")
-    parser.add_argument("--version", action="version", version=f"torchexplain {torchexplain.__version__}")
+    parser = argparse.ArgumentParser(
+        prog="torchexplain", description="Fast explanations for PyTorch models."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"torchexplain {torchexplain.__version__}"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo_parser = commands.add_parser("demo", help="the MNIST demo: train (or reuse) a CNN and explain it")
+    demo_parser = commands.add_parser(
+        "demo", help="the MNIST demo: train (or reuse) a CNN and explain it"
+    )
     demo.add_arguments(demo_parser)
 
-    explain = commands.add_parser("explain", help="explain a saved model's predictions on input files")
-    explain.add_argument("--model", required=True, help="torch.export archive (.pt2) or TorchScript file")
-    explain.add_argument("--input", required=True, nargs="+", metavar="FILE",
-                         help="PNG/JPEG images, or .pt/.npy tensors (one example or a batch)")
+    explain = commands.add_parser(
+        "explain", help="explain a saved model's predictions on input files"
+    )
+    explain.add_argument(
+        "--model", required=True, help="torch.export archive (.pt2) or TorchScript file"
+    )
+    explain.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="PNG/JPEG images, or .pt/.npy tensors (one example or a batch)",
+    )
     explain.add_argument("--method", default="ig", help=f"one of {', '.join(METHODS)} (default ig)")
-    explain.add_argument("--out", required=True, help="folder for <input>.json, <input>.png and summary.json")
-    explain.add_argument("--target", type=int, default=None, help="class to explain (default: the prediction)")
-    explain.add_argument("--n-steps", type=int, default=50, help="ig: steps on the path (default 50)")
-    explain.add_argument("--max-lam-steps", type=int, default=None,
-                         help="counterfactual: rounds of the lambda search (default: the library's, 10)")
-    explain.add_argument("--max-iter", type=int, default=None,
-                         help="counterfactual: optimiser steps per round (default: the library's, 1000)")
-    explain.add_argument("--threshold", type=float, default=0.95, help="anchor: precision to reach (default 0.95)")
-    explain.add_argument("--n-segments", type=int, default=None,
-                         help="anchor, kernel_shap: SLIC superpixels per image (default: the library's, 10)")
-    explain.add_argument("--seed", type=int, default=0, help="anchor, kernel_shap: seed of the sampling (default 0)")
-    explain.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                         help="images: 1 (grey) or 3 (RGB); default from the exported model, else the file")
-    explain.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    explain.add_argument(
+        "--out", required=True, help="folder for <input>.json, <input>.png and summary.json"
+    )
+    explain.add_argument(
+        "--target", type=int, default=None, help="class to explain (default: the prediction)"
+    )
+    explain.add_argument(
+        "--n-steps", type=int, default=50, help="ig: steps on the path (default 50)"
+    )
+    explain.add_argument(
+        "--max-lam-steps",
+        type=int,
+        default=None,
+        help="counterfactual: rounds of the lambda search (default: the library's, 10)",
+    )
+    explain.add_argument(
+        "--max-iter",
+        type=int,
+        default=None,
+        help="counterfactual: optimiser steps per round (default: the library's, 1000)",
+    )
+    explain.add_argument(
+        "--threshold", type=float, default=0.95, help="anchor: precision to reach (default 0.95)"
+    )
+    explain.add_argument(
+        "--n-segments",
+        type=int,
+        default=None,
+        help="anchor, kernel_shap: SLIC superpixels per image (default: the library's, 10)",
+    )
+    explain.add_argument(
+        "--seed", type=int, default=0, help="anchor, kernel_shap: seed of the sampling (default 0)"
+    )
+    explain.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="images: 1 (grey) or 3 (RGB); default from the exported model, else the file",
+    )
+    explain.add_argument(
+        "--device", default=None, help="cpu or cuda (default: cuda when available)"
+    )
     explain.add_argument("--quiet", action="store_true", help="no progress bar or per-file lines")
 
-    bench = commands.add_parser("bench", help="run every benchmarks/bench_*.py; one table, one JSON")
+    bench = commands.add_parser(
+        "bench", help="run every benchmarks/bench_*.py; one table, one JSON"
+    )
     bench.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    bench.add_argument("--quick", action="store_true", help="small configurations (under 2 minutes on a CPU)")
-    bench.add_argument("--out", default=None,
-                       help="combined JSON (default benchmarks/results/torchexplain_bench-<device>[-quick].json)")
-    bench.add_argument("--compare", default=None, metavar="BASELINE",
-                       help="a previous --out file: exit 1 when a ratio regressed by more than --margin")
-    bench.add_argument("--margin", type=float, default=_bench.DEFAULT_MARGIN,
-                       help=f"allowed growth of a ratio over the baseline (default {_bench.DEFAULT_MARGIN}, i.e. "
-                            f"{_bench.DEFAULT_MARGIN * 100:.0f} %%)")  # argparse %-formats help
-    bench.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
-                       help="--compare judges only ratios whose times are all at least this long "
-                            "(default 0.01 on cpu, where shorter ops are too noisy; 0 on cuda)")
-    bench.add_argument("--only", default=None, help="comma list of benchmarks to run, e.g. ig,monitor")
-    bench.add_argument("--benchmarks-dir", default=None, help="the checkout's benchmarks/ folder (found by default)")
-    bench.add_argument("--timeout", type=float, default=None, help="seconds allowed per benchmark script")
-    bench.add_argument("--quiet", action="store_true", help="no progress bar, table or per-script lines")
-    serve = commands.add_parser("serve", help="serve a saved explainer with MLServer (writes its settings for you)")
+    bench.add_argument(
+        "--quick", action="store_true", help="small configurations (under 2 minutes on a CPU)"
+    )
+    bench.add_argument(
+        "--out",
+        default=None,
+        help="combined JSON (default benchmarks/results/torchexplain_bench-<device>[-quick].json)",
+    )
+    bench.add_argument(
+        "--compare",
+        default=None,
+        metavar="BASELINE",
+        help="a previous --out file: exit 1 when a ratio regressed by more than --margin",
+    )
+    bench.add_argument(
+        "--margin",
+        type=float,
+        default=_bench.DEFAULT_MARGIN,
+        help=f"allowed growth of a ratio over the baseline (default {_bench.DEFAULT_MARGIN}, i.e. "
+        f"{_bench.DEFAULT_MARGIN * 100:.0f} %%)",
+    )  # argparse %-formats help
+    bench.add_argument(
+        "--min-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="--compare judges only ratios whose times are all at least this long "
+        "(default 0.01 on cpu, where shorter ops are too noisy; 0 on cuda)",
+    )
+    bench.add_argument(
+        "--only", default=None, help="comma list of benchmarks to run, e.g. ig,monitor"
+    )
+    bench.add_argument(
+        "--benchmarks-dir",
+        default=None,
+        help="the checkout's benchmarks/ folder (found by default)",
+    )
+    bench.add_argument(
+        "--timeout", type=float, default=None, help="seconds allowed per benchmark script"
+    )
+    bench.add_argument(
+        "--quiet", action="store_true", help="no progress bar, table or per-script lines"
+    )
+    serve = commands.add_parser(
+        "serve", help="serve a saved explainer with MLServer (writes its settings for you)"
+    )
     serve.add_argument("path", help="the folder explainer.save() wrote")
-    serve.add_argument("--infer-uri", default=None,
-                       help="the model's prediction endpoint (black-box explainers), e.g. "
-                            "http://127.0.0.1:8080/v2/models/income/infer")
-    serve.add_argument("--infer-protocol", default="v2", choices=("v2", "kserve_v1", "seldon_v1"),
-                       help="protocol that endpoint speaks (default v2)")
-    serve.add_argument("--model", default=None, metavar="PT2",
-                       help="also serve this torch.export archive (probabilities) in the same server; "
-                            "--infer-uri then defaults to it")
+    serve.add_argument(
+        "--infer-uri",
+        default=None,
+        help="the model's prediction endpoint (black-box explainers), e.g. "
+        "http://127.0.0.1:8080/v2/models/income/infer",
+    )
+    serve.add_argument(
+        "--infer-protocol",
+        default="v2",
+        choices=("v2", "kserve_v1", "seldon_v1"),
+        help="protocol that endpoint speaks (default v2)",
+    )
+    serve.add_argument(
+        "--model",
+        default=None,
+        metavar="PT2",
+        help="also serve this torch.export archive (probabilities) in the same server; "
+        "--infer-uri then defaults to it",
+    )
     serve.add_argument("--model-name", default="model", help="name of the --model (default model)")
-    serve.add_argument("--name", default="explainer", help="the explainer's model name (default explainer)")
+    serve.add_argument(
+        "--name", default="explainer", help="the explainer's model name (default explainer)"
+    )
     serve.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
     serve.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    serve.add_argument("--rows", default="all", choices=("all", "first"),
-                       help="explain every row of a request (default) or only the first, as Alibi's runtime")
-    serve.add_argument("--max-rows", type=int, default=1024, help="most rows per request (default 1024)")
-    serve.add_argument("--settings-dir", default=None,
-                       help="where to write the MLServer settings (default: a new temporary folder)")
-    serve.add_argument("--init-parameters", default=None, metavar="JSON",
-                       help="settings to set on load, as a JSON object, e.g. '{\"device\": \"cuda\"}'")
-    serve.add_argument("--debug", action="store_true", help="MLServer's debug mode: a log line per request")
-    serve.add_argument("--write-only", action="store_true", help="write the settings, print where, do not start")
+    serve.add_argument(
+        "--rows",
+        default="all",
+        choices=("all", "first"),
+        help="explain every row of a request (default) or only the first, as Alibi's runtime",
+    )
+    serve.add_argument(
+        "--max-rows", type=int, default=1024, help="most rows per request (default 1024)"
+    )
+    serve.add_argument(
+        "--settings-dir",
+        default=None,
+        help="where to write the MLServer settings (default: a new temporary folder)",
+    )
+    serve.add_argument(
+        "--init-parameters",
+        default=None,
+        metavar="JSON",
+        help='settings to set on load, as a JSON object, e.g. \'{"device": "cuda"}\'',
+    )
+    serve.add_argument(
+        "--debug", action="store_true", help="MLServer's debug mode: a log line per request"
+    )
+    serve.add_argument(
+        "--write-only", action="store_true", help="write the settings, print where, do not start"
+    )
 
-    kserve = commands.add_parser("kserve", help="serve a saved explainer as a KServe explainer (v1 :explain)")
+    kserve = commands.add_parser(
+        "kserve", help="serve a saved explainer as a KServe explainer (v1 :explain)"
+    )
     from torchexplain.serving import kserve as kserve_module
 
     kserve_module.add_arguments(kserve)
@@ -611,16 +823,28 @@ def run_serve(args: argparse.Namespace) -> int:
         extra["init_parameters"] = args.init_parameters
     try:
         repository = deploy.write_repository(
-            args.path, args.settings_dir, name=args.name, http_port=args.http_port, grpc_port=args.grpc_port,
-            host=args.host, infer_uri=args.infer_uri, model_path=args.model, model_name=args.model_name,
-            debug=args.debug, **extra)
+            args.path,
+            args.settings_dir,
+            name=args.name,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            host=args.host,
+            infer_uri=args.infer_uri,
+            model_path=args.model,
+            model_name=args.model_name,
+            debug=args.debug,
+            **extra,
+        )
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from None
     print(f"torchexplain serve: MLServer settings in {repository}", flush=True)
     if args.write_only:
         return EXIT_OK
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"torchexplain serve: explain at http://{local}:{args.http_port}/v2/models/{args.name}/infer", flush=True)
+    print(
+        f"torchexplain serve: explain at http://{local}:{args.http_port}/v2/models/{args.name}/infer",
+        flush=True,
+    )
     try:
         deploy.start(repository)
     except RuntimeError as err:

@@ -40,7 +40,12 @@ from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
 from torchexplain.settings import ChunkSettings, setting
 
-__all__ = ["Counterfactual", "CounterfactualSettings", "counterfactual", "median_absolute_deviation"]
+__all__ = [
+    "Counterfactual",
+    "CounterfactualSettings",
+    "counterfactual",
+    "median_absolute_deviation",
+]
 
 _MODEL_OUTPUTS = ("logits", "probabilities")
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -92,12 +97,20 @@ def target_class_check(*names: str) -> _checks.FieldCheck:
     def check(name: str, target_class: Any) -> Any:
         if isinstance(target_class, str):
             if target_class not in names:
-                raise ValueError(f"{name} must be {choices}, an int or a (B,) tensor, got {target_class!r}")
+                raise ValueError(
+                    f"{name} must be {choices}, an int or a (B,) tensor, got {target_class!r}"
+                )
         elif isinstance(target_class, torch.Tensor):
-            if target_class.is_floating_point() or target_class.is_complex() or target_class.dtype == torch.bool:
+            if (
+                target_class.is_floating_point()
+                or target_class.is_complex()
+                or target_class.dtype == torch.bool
+            ):
                 raise TypeError(f"a {name} tensor must hold integers, got {target_class.dtype}")
             if target_class.dim() != 1:
-                raise ValueError(f"a {name} tensor must be shaped (B,), got {tuple(target_class.shape)}")
+                raise ValueError(
+                    f"a {name} tensor must be shaped (B,), got {tuple(target_class.shape)}"
+                )
             if bool((target_class < 0).any()):
                 raise ValueError(f"{name} must be >= 0, got {int(target_class.min())}")
         elif _checks.is_int(target_class):
@@ -125,7 +138,9 @@ def check_feature_range(name: str, feature_range: Any) -> FeatureRange:
                 raise TypeError(f"{name} {end} must be a real-valued tensor, got {bound.dtype}")
             _checks.check_finite(f"{name} {end}", bound)
         else:
-            raise TypeError(f"{name} {end} must be a number or a tensor, got {type(bound).__name__}")
+            raise TypeError(
+                f"{name} {end} must be a number or a tensor, got {type(bound).__name__}"
+            )
     return tuple(feature_range)
 
 
@@ -134,7 +149,9 @@ class SearchSettings(ChunkSettings):
     """What both counterfactual searches take: how the model's output is read."""
 
     model_output: str = setting(
-        "logits", "'logits' (a softmax is applied) or 'probabilities'", check=_checks.choice(*_MODEL_OUTPUTS)
+        "logits",
+        "'logits' (a softmax is applied) or 'probabilities'",
+        check=_checks.choice(*_MODEL_OUTPUTS),
     )
 
 
@@ -150,23 +167,35 @@ class CounterfactualSettings(SearchSettings):
         check=target_class_check("other", "same"),
     )
     target_proba: float = setting(
-        1.0, "the probability of the target class to reach, in [0, 1]", check=_checks.number(0.0, 1.0)
+        1.0,
+        "the probability of the target class to reach, in [0, 1]",
+        check=_checks.number(0.0, 1.0),
     )
     tol: float = setting(
-        0.05, "how far from target_proba a valid counterfactual may be, >= 0", check=_checks.number(low=0.0)
+        0.05,
+        "how far from target_proba a valid counterfactual may be, >= 0",
+        check=_checks.number(low=0.0),
     )
     lam_init: float = setting(
-        0.1, "the first (largest) lam of the sweep, > 0", check=_checks.number(low=0.0, low_open=True)
+        0.1,
+        "the first (largest) lam of the sweep, > 0",
+        check=_checks.number(low=0.0, low_open=True),
     )
     max_lam_steps: int = setting(
-        10, "rounds of bisection of lam, after the sweep over 10 orders of magnitude", check=_checks.integer(1)
+        10,
+        "rounds of bisection of lam, after the sweep over 10 orders of magnitude",
+        check=_checks.integer(1),
     )
     max_iter: int = setting(1000, "most Adam steps per round", check=_checks.integer(1))
     learning_rate_init: float = setting(
-        0.1, "Adam's initial learning rate in every round", check=_checks.number(low=0.0, low_open=True)
+        0.1,
+        "Adam's initial learning rate in every round",
+        check=_checks.number(low=0.0, low_open=True),
     )
     decay: bool = setting(
-        True, "decay the learning rate linearly to 0 over max_iter steps in every round", check=_checks.boolean()
+        True,
+        "decay the learning rate linearly to 0 over max_iter steps in every round",
+        check=_checks.boolean(),
     )
     feature_range: FeatureRange = setting(
         (0.0, 1.0),
@@ -248,12 +277,18 @@ class Counterfactual(Explainer):
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         return ({"fitted": self.mad is not None}, {} if self.mad is None else {"mad": self.mad})
 
-    def _restore_fitted_state(self, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    def _restore_fitted_state(
+        self, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+    ) -> None:
         if set(data) != {"fitted"} or not isinstance(data["fitted"], bool):
-            raise ValueError(f"Counterfactual's fitted state must be {{'fitted': bool}}, got {dict(data)!r}")
+            raise ValueError(
+                f"Counterfactual's fitted state must be {{'fitted': bool}}, got {dict(data)!r}"
+            )
         expected = {"mad"} if data["fitted"] else set()
         if set(tensors) != expected:
-            raise ValueError(f"Counterfactual's fitted tensors must be {sorted(expected)}, got {sorted(tensors)}")
+            raise ValueError(
+                f"Counterfactual's fitted tensors must be {sorted(expected)}, got {sorted(tensors)}"
+            )
         self.mad = tensors.get("mad")
         if self.mad is not None and not bool((self.mad > 0).all()):
             raise ValueError("Counterfactual's stored mad must be > 0 for every feature")
@@ -290,7 +325,6 @@ class Counterfactual(Explainer):
 
         data = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
         return self._explanation(config, data, x.device, mad_scaled=self.mad is not None)
-
 
     def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
         """The change the counterfactual makes to each input, ``(B, ...)``."""
@@ -398,7 +432,9 @@ def input_gradients_only(*models: Any) -> Iterator[None]:
         yield
 
 
-def _run_in_chunks(search: Any, x: torch.Tensor, targets: Any, internal_batch_size: int | str | None) -> list[dict]:
+def _run_in_chunks(
+    search: Any, x: torch.Tensor, targets: Any, internal_batch_size: int | str | None
+) -> list[dict]:
     """``search.run`` over chunks of ``x``: ``"auto"`` is everything on CUDA (halving on
     out-of-memory) and ``_CPU_CHUNK`` on the CPU, None everything, an int that many."""
     halve = internal_batch_size == "auto"
@@ -471,15 +507,16 @@ class ModelCalls:
         if self.output_is_logits:
             return
         sums = probs.detach().sum(1)
-        if (probs < 0).any() or (probs > 1).any() or not torch.allclose(
-            sums, torch.ones_like(sums), atol=1e-3
+        if (
+            (probs < 0).any()
+            or (probs > 1).any()
+            or not torch.allclose(sums, torch.ones_like(sums), atol=1e-3)
         ):
             raise ValueError(
                 "model_output='probabilities' but the model's outputs are not probabilities "
                 f"(row sums span [{sums.min().item():.4g}, {sums.max().item():.4g}]); "
                 "use model_output='logits'"
             )
-
 
 
 class _Search(ModelCalls):
@@ -581,7 +618,9 @@ class _Search(ModelCalls):
             with torch.enable_grad():
                 probs = self.probabilities(xa)
                 p_target, target = self.target_terms(
-                    probs, orig_class[active], targets if isinstance(targets, str) else targets[active]
+                    probs,
+                    orig_class[active],
+                    targets if isinstance(targets, str) else targets[active],
                 )
                 delta = xa - x.index_select(0, active)
                 distance = self.distance(delta)
@@ -619,7 +658,11 @@ class _Search(ModelCalls):
                 # decays linearly to 0 over max_iter steps (Alibi's decay=True).
                 t = state.step[active] + 1
                 m = state.adam_m[active].mul_(_ADAM_BETA1).add_(grad, alpha=1 - _ADAM_BETA1)
-                v = state.adam_v[active].mul_(_ADAM_BETA2).addcmul_(grad, grad, value=1 - _ADAM_BETA2)
+                v = (
+                    state.adam_v[active]
+                    .mul_(_ADAM_BETA2)
+                    .addcmul_(grad, grad, value=1 - _ADAM_BETA2)
+                )
                 tf = t.to(dtype)
                 if self.decay:
                     lr = self.lr_init * (1 - (tf - 1) / self.max_iter).clamp_min(0)
@@ -636,7 +679,9 @@ class _Search(ModelCalls):
                 state.total_steps[active] += 1
 
                 in_sweep = state.phase[active] == _SWEEP
-                settled = ~in_sweep & ((run_valid >= self.early_stop) | (run_invalid >= self.early_stop))
+                settled = ~in_sweep & (
+                    (run_valid >= self.early_stop) | (run_invalid >= self.early_stop)
+                )
                 ended = settled | (t >= torch.where(in_sweep, self.sweep_steps, self.max_iter))
                 if ended.any():
                     rows = active[ended]
@@ -694,7 +739,9 @@ class _Search(ModelCalls):
         if (~more).any():
             self.start_bisection(rows[~more], x, state)
 
-    def start_bisection(self, rows: torch.Tensor, x: torch.Tensor, state: _State, skip_sweep: bool = False) -> None:
+    def start_bisection(
+        self, rows: torch.Tensor, x: torch.Tensor, state: _State, skip_sweep: bool = False
+    ) -> None:
         """The bracket from the sweep's counts, then bisection from its middle, from ``x``.
 
         The lower bound is the second order of magnitude (from the top) at which

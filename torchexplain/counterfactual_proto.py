@@ -99,13 +99,21 @@ class CounterfactualProtoSettings(SearchSettings):
         per_call=True,
         check=target_class_check("other"),
     )
-    kappa: float = setting(0.0, "confidence margin of the prediction hinge, >= 0", check=_NON_NEGATIVE)
-    beta: float = setting(0.1, "weight of the L1 term of the elastic-net distance, >= 0", check=_NON_NEGATIVE)
+    kappa: float = setting(
+        0.0, "confidence margin of the prediction hinge, >= 0", check=_NON_NEGATIVE
+    )
+    beta: float = setting(
+        0.1, "weight of the L1 term of the elastic-net distance, >= 0", check=_NON_NEGATIVE
+    )
     gamma: float = setting(
-        0.0, "weight of the autoencoder reconstruction term (needs ae_model), >= 0", check=_NON_NEGATIVE
+        0.0,
+        "weight of the autoencoder reconstruction term (needs ae_model), >= 0",
+        check=_NON_NEGATIVE,
     )
     theta: float = setting(
-        0.0, "weight of the prototype term (needs enc_model or use_kdtree, and fit), >= 0", check=_NON_NEGATIVE
+        0.0,
+        "weight of the prototype term (needs enc_model or use_kdtree, and fit), >= 0",
+        check=_NON_NEGATIVE,
     )
     ae_model: Callable[[torch.Tensor], torch.Tensor] | None = setting(
         None,
@@ -123,11 +131,17 @@ class CounterfactualProtoSettings(SearchSettings):
         "(Alibi's k-d trees; here an exact batched nearest-neighbour search)",
         check=_checks.boolean(),
     )
-    c_init: float = setting(10.0, "first weight c of the prediction hinge, >= 0", check=_NON_NEGATIVE)
-    c_steps: int = setting(
-        10, "rounds of the search over c (bisection once bracketed, x10 before)", check=_checks.integer(1)
+    c_init: float = setting(
+        10.0, "first weight c of the prediction hinge, >= 0", check=_NON_NEGATIVE
     )
-    max_iterations: int = setting(1000, "optimisation steps per round of c", check=_checks.integer(1))
+    c_steps: int = setting(
+        10,
+        "rounds of the search over c (bisection once bracketed, x10 before)",
+        check=_checks.integer(1),
+    )
+    max_iterations: int = setting(
+        1000, "optimisation steps per round of c", check=_checks.integer(1)
+    )
     learning_rate_init: float = setting(
         1e-2,
         "initial step size, decaying to 0 over max_iterations like a square root",
@@ -230,7 +244,9 @@ class CounterfactualProto(Explainer):
 
         ``batch_size`` rows go through the model and the encoder at a time.
         """
-        train = _checks.check_tensor_batch("train_data", train_data, min_dim=2, layout="(N, ...)").detach()
+        train = _checks.check_tensor_batch(
+            "train_data", train_data, min_dim=2, layout="(N, ...)"
+        ).detach()
         _checks.check_int("batch_size", batch_size, minimum=1)
         config = self.settings
         if config.enc_model is None and not config.use_kdtree:
@@ -261,12 +277,18 @@ class CounterfactualProto(Explainer):
             return {"space": None}, {}
         return {"space": self.space}, {"points": self.points, "labels": self.labels}
 
-    def _restore_fitted_state(self, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    def _restore_fitted_state(
+        self, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+    ) -> None:
         if set(data) != {"space"} or data["space"] not in (None, "latent", "input"):
-            raise ValueError(f"CounterfactualProto's fitted state must be {{'space': None|'latent'|'input'}}, got {dict(data)!r}")
+            raise ValueError(
+                f"CounterfactualProto's fitted state must be {{'space': None|'latent'|'input'}}, got {dict(data)!r}"
+            )
         expected = set() if data["space"] is None else {"points", "labels"}
         if set(tensors) != expected:
-            raise ValueError(f"CounterfactualProto's fitted tensors must be {sorted(expected)}, got {sorted(tensors)}")
+            raise ValueError(
+                f"CounterfactualProto's fitted tensors must be {sorted(expected)}, got {sorted(tensors)}"
+            )
         if expected:
             points, labels = tensors["points"], tensors["labels"]
             if points.ndim != 2 or labels.shape != (points.shape[0],) or labels.is_floating_point():
@@ -307,7 +329,9 @@ class CounterfactualProto(Explainer):
             )
         if uses_prototypes and self.points is None:
             raise ValueError("theta > 0 needs prototypes: call fit(train_data) first")
-        if uses_prototypes and self.space != ("latent" if config.enc_model is not None else "input"):
+        if uses_prototypes and self.space != (
+            "latent" if config.enc_model is not None else "input"
+        ):
             raise ValueError(
                 f"the prototypes were fitted in the {self.space} space, but this explainer "
                 f"{'has' if config.enc_model is not None else 'has no'} encoder; fit again"
@@ -315,12 +339,15 @@ class CounterfactualProto(Explainer):
 
         modules = [m for m in (self.model, config.ae_model, config.enc_model) if m is not None]
         with input_gradients_only(*modules):
-            search = _ProtoSearch(self.model, low, high, config, self.points if uses_prototypes else None,
-                                  self.labels)
+            search = _ProtoSearch(
+                self.model, low, high, config, self.points if uses_prototypes else None, self.labels
+            )
             parts = _run_in_chunks(search, x, targets, config.internal_batch_size)
 
         data = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
-        return self._explanation(config, data, x.device, prototypes=self.space if uses_prototypes else None)
+        return self._explanation(
+            config, data, x.device, prototypes=self.space if uses_prototypes else None
+        )
 
     def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
         """The change the counterfactual makes to each input, ``(B, ...)``."""
@@ -355,7 +382,9 @@ def _encode(encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) ->
     code = encoder(x)
     if not isinstance(code, torch.Tensor) or code.ndim < 2 or code.shape[0] != x.shape[0]:
         shape = tuple(code.shape) if isinstance(code, torch.Tensor) else type(code).__name__
-        raise ValueError(f"enc_model must return a (B, ...) tensor; for a batch of {x.shape[0]} it returned {shape}")
+        raise ValueError(
+            f"enc_model must return a (B, ...) tensor; for a batch of {x.shape[0]} it returned {shape}"
+        )
     return code.flatten(1)
 
 
@@ -380,7 +409,9 @@ class _ProtoSearch(ModelCalls):
 
     # -- prototypes ---------------------------------------------------------------
 
-    def prototypes(self, x: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def prototypes(
+        self, x: torch.Tensor, allowed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per instance, the nearest allowed class's prototype ``(n, D)`` and that class ``(n,)``."""
         config = self.config
         points = self.points.to(x.device, x.dtype)
@@ -422,8 +453,13 @@ class _ProtoSearch(ModelCalls):
     # -- the loss ------------------------------------------------------------------
 
     def smooth_loss(
-        self, y: torch.Tensor, x: torch.Tensor, c: torch.Tensor, orig_class: torch.Tensor,
-        proto: torch.Tensor | None, with_l1: bool,
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        orig_class: torch.Tensor,
+        proto: torch.Tensor | None,
+        with_l1: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-instance loss at ``y`` (the L1 term only when ``with_l1``), and the probabilities."""
         probs = self.probabilities(y)
@@ -435,17 +471,31 @@ class _ProtoSearch(ModelCalls):
         if self.gamma > 0:
             reconstruction = self.config.ae_model(y)
             if not isinstance(reconstruction, torch.Tensor) or reconstruction.shape != y.shape:
-                shape = tuple(reconstruction.shape) if isinstance(reconstruction, torch.Tensor) else type(reconstruction).__name__
-                raise ValueError(f"ae_model must return reconstructions shaped like its input {tuple(y.shape)}, got {shape}")
+                shape = (
+                    tuple(reconstruction.shape)
+                    if isinstance(reconstruction, torch.Tensor)
+                    else type(reconstruction).__name__
+                )
+                raise ValueError(
+                    f"ae_model must return reconstructions shaped like its input {tuple(y.shape)}, got {shape}"
+                )
             loss = loss + self.gamma * (reconstruction - y).flatten(1).square().sum(1)
         if proto is not None and self.theta > 0:
-            code = _encode(self.config.enc_model, y) if self.config.enc_model is not None else y.flatten(1)
+            code = (
+                _encode(self.config.enc_model, y)
+                if self.config.enc_model is not None
+                else y.flatten(1)
+            )
             loss = loss + self.theta * (code - proto).square().sum(1)
         return loss, probs
 
-    def is_valid(self, probs: torch.Tensor, orig_class: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def is_valid(
+        self, probs: torch.Tensor, orig_class: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
         """The model (with kappa on the original class) prefers another class, and it is allowed."""
-        boosted = probs.scatter_add(1, orig_class[:, None], torch.full_like(probs[:, :1], self.kappa))
+        boosted = probs.scatter_add(
+            1, orig_class[:, None], torch.full_like(probs[:, :1], self.kappa)
+        )
         top = probs.argmax(1)
         return (boosted.argmax(1) != orig_class) & allowed.gather(1, top[:, None]).squeeze(1)
 
@@ -477,7 +527,11 @@ class _ProtoSearch(ModelCalls):
 
         fista = config.optimizer == "fista"
         clip_low, clip_high = config.clip
-        lr_init, max_iter, trailing = float(config.learning_rate_init), config.max_iterations, (1,) * (x.ndim - 1)
+        lr_init, max_iter, trailing = (
+            float(config.learning_rate_init),
+            config.max_iterations,
+            (1,) * (x.ndim - 1),
+        )
         adv, adv_s = x.clone(), x.clone()  # FISTA's x_k and its momentum point y_k
         step = torch.zeros(n, dtype=torch.long, device=device)
         total = torch.zeros_like(step)
@@ -504,7 +558,9 @@ class _ProtoSearch(ModelCalls):
             proto_a = None if proto is None else proto.index_select(0, active)
             c_a = c[active]
             with torch.enable_grad():
-                loss, _ = self.smooth_loss(y, xa, c_a, orig_class[active], proto_a, with_l1=not fista)
+                loss, _ = self.smooth_loss(
+                    y, xa, c_a, orig_class[active], proto_a, with_l1=not fista
+                )
                 (grad,) = torch.autograd.grad(loss.sum(), y)
             with torch.no_grad():
                 grad = grad.clamp(clip_low, clip_high)
@@ -516,7 +572,9 @@ class _ProtoSearch(ModelCalls):
                     new = shrink(z, xa, self.beta, self.low, self.high)
                     g = g + 1
                     momentum = (g.to(dtype) / (g.to(dtype) + 3)).view(-1, *trailing)
-                    new_s = torch.maximum(torch.minimum(new + momentum * (new - old), self.high), self.low)
+                    new_s = torch.maximum(
+                        torch.minimum(new + momentum * (new - old), self.high), self.low
+                    )
                 else:
                     new = torch.maximum(torch.minimum(z, self.high), self.low)
                     g = g + 1
@@ -531,9 +589,11 @@ class _ProtoSearch(ModelCalls):
                 valid = self.is_valid(probs, orig_class[active], allowed[active])
                 delta = (new - xa).flatten(1)
                 dist = delta.square().sum(1) + self.beta * delta.abs().sum(1)
-                margin = probs.gather(1, orig_class[active, None]).squeeze(1) + self.kappa - probs.masked_fill(
-                    ~allowed[active], -math.inf
-                ).amax(1)
+                margin = (
+                    probs.gather(1, orig_class[active, None]).squeeze(1)
+                    + self.kappa
+                    - probs.masked_fill(~allowed[active], -math.inf).amax(1)
+                )
                 found_a = best_found[active]
                 closer = valid & (~found_a | (dist < best_dist[active]))
                 nearer = ~valid & ~found_a & (margin < best_margin[active])
@@ -554,8 +614,20 @@ class _ProtoSearch(ModelCalls):
                 if config.early_stop is not None:
                     ended |= stale_a >= config.early_stop
                 if ended.any():
-                    self.next_round(active[ended], x, adv, adv_s, step, stale, rounds, done,
-                                    c, c_low, c_high, round_best)
+                    self.next_round(
+                        active[ended],
+                        x,
+                        adv,
+                        adv_s,
+                        step,
+                        stale,
+                        rounds,
+                        done,
+                        c,
+                        c_low,
+                        c_high,
+                        round_best,
+                    )
 
         with torch.no_grad():
             probs = self.probabilities(best)
@@ -582,9 +654,19 @@ class _ProtoSearch(ModelCalls):
         }
 
     def next_round(
-        self, rows: torch.Tensor, x: torch.Tensor, adv: torch.Tensor, adv_s: torch.Tensor, step: torch.Tensor,
-        stale: torch.Tensor, rounds: torch.Tensor, done: torch.Tensor, c: torch.Tensor, c_low: torch.Tensor,
-        c_high: torch.Tensor, round_best: torch.Tensor,
+        self,
+        rows: torch.Tensor,
+        x: torch.Tensor,
+        adv: torch.Tensor,
+        adv_s: torch.Tensor,
+        step: torch.Tensor,
+        stale: torch.Tensor,
+        rounds: torch.Tensor,
+        done: torch.Tensor,
+        c: torch.Tensor,
+        c_low: torch.Tensor,
+        c_high: torch.Tensor,
+        round_best: torch.Tensor,
     ) -> None:
         """Alibi's rule for c: found -> c_high = c, bisect; not found -> c_low = c, x10 until bracketed."""
         found = torch.isfinite(round_best[rows])
@@ -610,7 +692,9 @@ def hinge(probs: torch.Tensor, orig_class: torch.Tensor, kappa: float) -> torch.
     return (p_orig - others + kappa).clamp_min(0)
 
 
-def _nearest(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _nearest(
+    query: torch.Tensor, points: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` smallest Euclidean distances from each query row to ``points``, ascending, and their indices."""
     rows = max(1, _DISTANCE_ELEMENTS // max(1, points.shape[0]))
     dists, indices = [], []

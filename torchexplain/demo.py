@@ -30,8 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--n-explain", type=int, default=16, help="test digits to explain")
     parser.add_argument("--n-steps", type=int, default=50, help="IG steps")
-    parser.add_argument("--data-root", type=Path, default=None, help="torchvision MNIST root (optional)")
-    parser.add_argument("--download", action="store_true", help="download MNIST into --data-root first")
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="torchvision MNIST root (optional)"
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download MNIST into --data-root first"
+    )
     parser.add_argument("--retrain", action="store_true", help="ignore the cached checkpoint")
     return parser
 
@@ -41,7 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return add_arguments(parser).parse_args(argv)
 
 
-def explain_with_ig(model, test, out_dir: Path, device: torch.device, n_explain: int, n_steps: int) -> dict:
+def explain_with_ig(
+    model, test, out_dir: Path, device: torch.device, n_explain: int, n_steps: int
+) -> dict:
     images = test.images[:n_explain].to(device)
     explainer = IntegratedGradients(model, n_steps=n_steps)
     explainer.explain(images[:2])  # warm-up, so the time below is steady-state
@@ -56,12 +62,20 @@ def explain_with_ig(model, test, out_dir: Path, device: torch.device, n_explain:
     attributions = explanation.attributions.cpu()
     rows, captions = [], []
     for i in range(n_explain):
-        rows.append([images[i].cpu(), visualize.heatmap(attributions[i]), visualize.overlay(images[i].cpu(), attributions[i])])
+        rows.append(
+            [
+                images[i].cpu(),
+                visualize.heatmap(attributions[i]),
+                visualize.overlay(images[i].cpu(), attributions[i]),
+            ]
+        )
         captions.append(
             f"pred {int(explanation.target[i])} (true {int(test.labels[i])})  "
             f"delta {float(explanation.convergence_delta[i]):+.1e}"
         )
-    grid = visualize.save_grid(rows, captions, out_dir / "integrated_gradients.png", titles=["digit", "IG", "overlay"])
+    grid = visualize.save_grid(
+        rows, captions, out_dir / "integrated_gradients.png", titles=["digit", "IG", "overlay"]
+    )
     (out_dir / "integrated_gradients.json").write_text(explanation.to_json())
     return {
         "grid": str(grid),
@@ -90,39 +104,57 @@ def run(args: argparse.Namespace) -> int:
     if args.download:
         load_mnist("train", root=args.data_root, download=True)
     model, cached = pretrained_mnist_cnn(data_root=args.data_root, retrain=args.retrain)
-    print(f"model: MnistCNN ({'cached checkpoint' if cached else 'trained now'}, "
-          f"{time.perf_counter() - start:.1f} s)")
+    print(
+        f"model: MnistCNN ({'cached checkpoint' if cached else 'trained now'}, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
     model = model.to(device)
     test = load_mnist("test", root=args.data_root)
     with torch.no_grad():
-        predicted = torch.cat([model(batch.to(device)).argmax(1).cpu() for batch in test.images.split(500)])
+        predicted = torch.cat(
+            [model(batch.to(device)).argmax(1).cpu() for batch in test.images.split(500)]
+        )
     accuracy = float((predicted == test.labels).float().mean())
     print(f"data: {test.source}, {len(test.labels)} test digits; test accuracy {accuracy:.3f}")
 
-    summary = {"device": str(device), "accuracy": accuracy, "torchexplain": torchexplain.__version__}
+    summary = {
+        "device": str(device),
+        "accuracy": accuracy,
+        "torchexplain": torchexplain.__version__,
+    }
     ig = explain_with_ig(model, test, args.out, device, args.n_explain, args.n_steps)
     summary["integrated_gradients"] = ig
-    print(f"integrated gradients: {args.n_explain} digits x {args.n_steps} steps in {ig['seconds']:.3f} s "
-          f"({ig['per_second']:.0f} explanations/s) on {device}; mean |delta| {ig['mean_abs_delta']:.2e}")
+    print(
+        f"integrated gradients: {args.n_explain} digits x {args.n_steps} steps in {ig['seconds']:.3f} s "
+        f"({ig['per_second']:.0f} explanations/s) on {device}; mean |delta| {ig['mean_abs_delta']:.2e}"
+    )
     print(f"  wrote {ig['grid']}")
 
-    cf = _demo_counterfactual.run(model, test, args.out, device, data_root=args.data_root, retrain=args.retrain)
+    cf = _demo_counterfactual.run(
+        model, test, args.out, device, data_root=args.data_root, retrain=args.retrain
+    )
     summary["counterfactual"] = cf
     changes = ", ".join(
-        f"{o}->{c}" + ("" if ok else " (not found)") for o, c, ok in zip(cf["target"], cf["cf_class"], cf["success"])
+        f"{o}->{c}" + ("" if ok else " (not found)")
+        for o, c, ok in zip(cf["target"], cf["cf_class"], cf["success"])
     )
     print(f"counterfactuals: {changes} in {cf['seconds']:.1f} s; L1 {cf['l1_distance']}")
     proto = cf["proto"]
     guided = ", ".join(
-        f"{o}->{c}" + ("" if ok else " (not found)") for o, c, ok in zip(cf["target"], proto["cf_class"], proto["success"])
+        f"{o}->{c}" + ("" if ok else " (not found)")
+        for o, c, ok in zip(cf["target"], proto["cf_class"], proto["success"])
     )
-    print(f"prototype-guided counterfactuals: {guided} in {proto['seconds']:.1f} s; L1 {proto['l1_distance']}")
+    print(
+        f"prototype-guided counterfactuals: {guided} in {proto['seconds']:.1f} s; L1 {proto['l1_distance']}"
+    )
     print(f"  wrote {cf['png']}")
     anchors = _demo_anchor.run(model, test, args.out, device)
     summary["anchor"] = anchors
-    print(f"anchors: {len(anchors['precision'])} digits in {anchors['seconds']:.1f} s; precision "
-          f"{', '.join(f'{p:.2f}' for p in anchors['precision'])}; coverage "
-          f"{', '.join(f'{c:.2f}' for c in anchors['coverage'])}")
+    print(
+        f"anchors: {len(anchors['precision'])} digits in {anchors['seconds']:.1f} s; precision "
+        f"{', '.join(f'{p:.2f}' for p in anchors['precision'])}; coverage "
+        f"{', '.join(f'{c:.2f}' for c in anchors['coverage'])}"
+    )
     print(f"  wrote {anchors['png']}")
 
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

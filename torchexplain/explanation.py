@@ -85,7 +85,9 @@ class Explanation:
         not match their recorded shape, raise ``ValueError`` naming the field.
         """
         if not isinstance(text, (str, bytes, bytearray)):
-            raise TypeError(f"from_json takes the JSON text (str or bytes), got {type(text).__name__}")
+            raise TypeError(
+                f"from_json takes the JSON text (str or bytes), got {type(text).__name__}"
+            )
         try:
             payload = json.loads(text)
         except json.JSONDecodeError as err:
@@ -97,7 +99,9 @@ class Explanation:
             )
         for key in ("meta", "data"):
             if not isinstance(payload[key], dict):
-                raise ValueError(f"'{key}' must be a JSON object, got {type(payload[key]).__name__}")
+                raise ValueError(
+                    f"'{key}' must be a JSON object, got {type(payload[key]).__name__}"
+                )
         return cls(_decode(payload["meta"], "meta"), _decode(payload["data"], "data"))
 
 
@@ -106,8 +110,16 @@ class Explanation:
 TENSOR_DTYPES: dict[str, torch.dtype] = {
     str(dtype).removeprefix("torch."): dtype
     for dtype in (
-        torch.float64, torch.float32, torch.float16, torch.bfloat16,
-        torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
+        torch.float64,
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
     )
 }
 #: numpy dtype kinds an ndarray in the JSON may have: bool, signed, unsigned, float.
@@ -134,7 +146,12 @@ def _encode(value: Any) -> Any:
             "data": listed.tolist(),
         }
     if isinstance(value, np.ndarray):
-        return {_NDARRAY_KEY: True, "dtype": value.dtype.str, "shape": list(value.shape), "data": value.tolist()}
+        return {
+            _NDARRAY_KEY: True,
+            "dtype": value.dtype.str,
+            "shape": list(value.shape),
+            "data": value.tolist(),
+        }
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, tuple):
@@ -170,14 +187,20 @@ def _decode_array(value: dict[str, Any], where: str, tensor: bool) -> Any:
     marker = _TENSOR_KEY if tensor else _NDARRAY_KEY
     expected = {marker, "dtype", "shape", "data"}
     if value.get(marker) is not True or set(value) != expected:
-        raise ValueError(f"{where}: an encoded array needs exactly the keys {sorted(expected)}, got {sorted(value)}")
+        raise ValueError(
+            f"{where}: an encoded array needs exactly the keys {sorted(expected)}, got {sorted(value)}"
+        )
     shape = value["shape"]
-    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
         raise ValueError(f"{where}: shape must be a list of non-negative ints, got {shape!r}")
     name = value["dtype"]
     if tensor:
         if name not in TENSOR_DTYPES:
-            raise ValueError(f"{where}: tensor dtype {name!r} is not one of {sorted(TENSOR_DTYPES)}")
+            raise ValueError(
+                f"{where}: tensor dtype {name!r} is not one of {sorted(TENSOR_DTYPES)}"
+            )
         dtype: Any = TENSOR_DTYPES[name]
     else:
         try:
@@ -185,22 +208,34 @@ def _decode_array(value: dict[str, Any], where: str, tensor: bool) -> Any:
         except TypeError:
             dtype = None
         if dtype is None or dtype.kind not in _NDARRAY_KINDS:
-            raise ValueError(f"{where}: ndarray dtype {name!r} is not a boolean or numeric numpy dtype")
+            raise ValueError(
+                f"{where}: ndarray dtype {name!r} is not a boolean or numeric numpy dtype"
+            )
     data = value["data"]
     try:
         array = np.asarray(data)
     except (ValueError, TypeError):
         raise ValueError(f"{where}: data is not a rectangular array of numbers") from None
-    target_kind = (("f" if dtype.is_floating_point else "b" if dtype == torch.bool else "i") if tensor else dtype.kind)
+    target_kind = (
+        ("f" if dtype.is_floating_point else "b" if dtype == torch.bool else "i")
+        if tensor
+        else dtype.kind
+    )
     allowed = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}[target_kind]
     if int(np.prod(shape)) == 0:
         if array.size != 0:
-            raise ValueError(f"{where}: the recorded shape {tuple(shape)} is empty but data holds {array.size} values")
+            raise ValueError(
+                f"{where}: the recorded shape {tuple(shape)} is empty but data holds {array.size} values"
+            )
         return torch.empty(shape, dtype=dtype) if tensor else np.empty(shape, dtype=dtype)
     if tuple(array.shape) != tuple(shape):
-        raise ValueError(f"{where}: data of shape {tuple(array.shape)} does not match the recorded shape {tuple(shape)}")
+        raise ValueError(
+            f"{where}: data of shape {tuple(array.shape)} does not match the recorded shape {tuple(shape)}"
+        )
     if array.dtype.kind not in allowed:
         raise ValueError(f"{where}: data of kind {array.dtype.kind!r} cannot be read as {name!r}")
     if not tensor:
         return array.astype(dtype)
-    return torch.tensor(array.tolist() if array.dtype.kind != "f" else array, dtype=dtype).reshape(shape)
+    return torch.tensor(array.tolist() if array.dtype.kind != "f" else array, dtype=dtype).reshape(
+        shape
+    )

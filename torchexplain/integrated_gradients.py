@@ -148,7 +148,13 @@ class IntegratedGradients(Explainer):
 
         with preserved_model_state(self.model, eval_mode=config.eval_mode):
             run = _PathIntegral(
-                self.model, inputs_tuple, baselines_tuple, extra_args, alphas, weights, config.mixed_precision
+                self.model,
+                inputs_tuple,
+                baselines_tuple,
+                extra_args,
+                alphas,
+                weights,
+                config.mixed_precision,
             )
             predictions, start_scores, end_scores, resolved = run.endpoints(target)
             totals = run.integrate(config.internal_batch_size, config.multiply_by_inputs)
@@ -224,10 +230,14 @@ class _PathIntegral:
             (ig_ops.accumulation_dtype(x.dtype) for x in inputs), key=lambda d: torch.finfo(d).bits
         )
         # Quadrature in each input's accumulation dtype, on the device, once.
-        self.step_alphas = [alphas.to(self.device, ig_ops.accumulation_dtype(x.dtype)) for x in inputs]
+        self.step_alphas = [
+            alphas.to(self.device, ig_ops.accumulation_dtype(x.dtype)) for x in inputs
+        ]
         # Weights stay float64 where the reduction sums in float64 (the reference), so
         # the sum over steps is rounded once; the Triton kernel casts them itself.
-        self.step_weights = [weights.to(self.device, ig_ops.reduction_dtype(self.device)) for _ in inputs]
+        self.step_weights = [
+            weights.to(self.device, ig_ops.reduction_dtype(self.device)) for _ in inputs
+        ]
         self.n_steps = alphas.numel()
         self.target: ResolvedTarget | None = None
 
@@ -301,12 +311,18 @@ class _PathIntegral:
             for e0, e1, s0, s1 in rects:
                 block = flat[offset : offset + (e1 - e0) * (s1 - s0)].view(e1 - e0, s1 - s0, -1)
                 ig_ops.build_path(
-                    self.flat_inputs[i][e0:e1], self._baseline_rows(i, e0, e1), self.step_alphas[i][s0:s1], out=block
+                    self.flat_inputs[i][e0:e1],
+                    self._baseline_rows(i, e0, e1),
+                    self.step_alphas[i][s0:s1],
+                    out=block,
                 )
                 offset += (e1 - e0) * (s1 - s0)
             paths.append(path.requires_grad_())
         row_examples = torch.cat(
-            [torch.arange(e0, e1, device=self.device).repeat_interleave(s1 - s0) for e0, e1, s0, s1 in rects]
+            [
+                torch.arange(e0, e1, device=self.device).repeat_interleave(s1 - s0)
+                for e0, e1, s0, s1 in rects
+            ]
         )
         args = [
             a.index_select(0, row_examples) if per else a
@@ -339,7 +355,9 @@ class _PathIntegral:
                 )
                 offset += size
 
-    def integrate(self, internal_batch_size: int | str | None, multiply: bool) -> list[torch.Tensor]:
+    def integrate(
+        self, internal_batch_size: int | str | None, multiply: bool
+    ) -> list[torch.Tensor]:
         """Per-input ``(N, D)`` attributions in the accumulation dtype."""
         total_rows = self.n_examples * self.n_steps
         totals = [
@@ -351,7 +369,9 @@ class _PathIntegral:
         io_bytes_per_row = sum(2 * fx.shape[1] * fx.element_size() for fx in self.flat_inputs)
         if auto:
             first_guess = _memory.PROBE_ACTIVATION_FACTOR * io_bytes_per_row
-            rows = _memory.rows_per_chunk(first_guess, self.device, min(total_rows, _memory.PROBE_ROWS))
+            rows = _memory.rows_per_chunk(
+                first_guess, self.device, min(total_rows, _memory.PROBE_ROWS)
+            )
         else:
             rows = total_rows if internal_batch_size is None else int(internal_batch_size)
         measured = not auto
@@ -389,7 +409,9 @@ def _check_inputs(inputs: TensorOrTuple) -> tuple[torch.Tensor, ...]:
     names = [f"inputs[{i}]" if is_tuple else "inputs" for i in range(len(items))]
     for name, x in zip(names, items):
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor (or a tuple of them), got {type(x).__name__}")
+            raise TypeError(
+                f"{name} must be a torch.Tensor (or a tuple of them), got {type(x).__name__}"
+            )
         if not x.is_floating_point():
             raise TypeError(
                 f"{name} has dtype {x.dtype}; Integrated Gradients needs floating-point "
@@ -410,14 +432,18 @@ def _check_inputs(inputs: TensorOrTuple) -> tuple[torch.Tensor, ...]:
     return tuple(items)
 
 
-def _format_baselines(baselines: BaselineType, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def _format_baselines(
+    baselines: BaselineType, inputs: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
     """Each baseline as a contiguous ``(1, *D)`` or ``(N, *D)`` tensor in its input's dtype."""
     if isinstance(baselines, (tuple, list)):
         if len(baselines) != len(inputs):
             raise ValueError(f"got {len(baselines)} baselines for {len(inputs)} inputs")
         items = tuple(baselines)
     elif isinstance(baselines, torch.Tensor) and len(inputs) > 1:
-        raise ValueError("inputs is a tuple, so baselines must be a tuple of the same length (or a number)")
+        raise ValueError(
+            "inputs is a tuple, so baselines must be a tuple of the same length (or a number)"
+        )
     else:
         items = (baselines,) * len(inputs)
     formatted = []
@@ -431,7 +457,9 @@ def _format_baselines(baselines: BaselineType, inputs: tuple[torch.Tensor, ...])
             formatted.append(torch.full(row_shape, float(b), dtype=x.dtype, device=x.device))
             continue
         if not isinstance(b, torch.Tensor):
-            raise TypeError(f"baselines[{i}] must be None, a number or a tensor, got {type(b).__name__}")
+            raise TypeError(
+                f"baselines[{i}] must be None, a number or a tensor, got {type(b).__name__}"
+            )
         b = b.detach().to(device=x.device, dtype=x.dtype)
         try:
             broadcast = torch.broadcast_shapes(b.shape, x.shape)

@@ -97,7 +97,8 @@ class KernelShapSettings(TabularSettings, SeedSettings, PredictorSettings, Progr
         "'quickshift' or a callable (torchexplain.segmentation.segment)",
     )
     segmentation_kwargs: dict[str, Any] | None = setting(
-        None, "keyword arguments of the segmentation (None: the method's defaults, slic: 10 segments, compactness 10, sigma 0.5)"
+        None,
+        "keyword arguments of the segmentation (None: the method's defaults, slic: 10 segments, compactness 10, sigma 0.5)",
     )
     cache_predictions: bool = setting(
         True,
@@ -143,7 +144,9 @@ def _check_l1_reg(value: Any) -> str | float | bool:
         raise ValueError(f"l1_reg must be {expected}, got {value!r}")
     if _checks.is_number(value) and math.isfinite(float(value)) and float(value) > 0:
         return float(value)
-    raise (ValueError if _checks.is_number(value) else TypeError)(f"l1_reg must be {expected}, got {value!r}")
+    raise (ValueError if _checks.is_number(value) else TypeError)(
+        f"l1_reg must be {expected}, got {value!r}"
+    )
 
 
 # ----------------------------------------------------------------------------- the coalition plan
@@ -169,7 +172,9 @@ class CoalitionPlan:
         return self.nsamples / self.max_samples
 
 
-def coalition_plan(n_features: int, nsamples: int | str = "auto", seed: int | None = 0) -> CoalitionPlan:
+def coalition_plan(
+    n_features: int, nsamples: int | str = "auto", seed: int | None = 0
+) -> CoalitionPlan:
     """shap's KernelExplainer coalitions for ``n_features >= 2`` varying features.
 
     Whole subset sizes are enumerated, smallest first with their complements, while
@@ -259,7 +264,9 @@ def coalition_plan(n_features: int, nsamples: int | str = "auto", seed: int | No
                     weights[seen[key] + 1] += 1.0
         drawn = np.asarray(weights[n_fixed:])
         weights[n_fixed:] = list(drawn * (weight_vector[n_full:].sum() / drawn.sum()))
-    return CoalitionPlan(np.stack(masks), np.asarray(weights, dtype=np.float64), budget, max_samples)
+    return CoalitionPlan(
+        np.stack(masks), np.asarray(weights, dtype=np.float64), budget, max_samples
+    )
 
 
 def _legacy_stream(seed: int) -> np.random.RandomState:
@@ -336,26 +343,40 @@ class KernelShap(Explainer):
         if weights is not None:
             weights = _as_weights(weights, n)
         if summarise_background not in (False, True, "auto"):
-            raise ValueError(f"summarise_background must be True, False or 'auto', got {summarise_background!r}")
+            raise ValueError(
+                f"summarise_background must be True, False or 'auto', got {summarise_background!r}"
+            )
         n_keep = _checks.check_int("n_background_samples", n_background_samples, minimum=1)
         if groups is not None and background.dim() != 2:
-            raise ValueError(f"groups apply to tabular rows (N, D); background_data is {tuple(background.shape)}")
+            raise ValueError(
+                f"groups apply to tabular rows (N, D); background_data is {tuple(background.shape)}"
+            )
         if summarise_background is True or (summarise_background == "auto" and n > n_keep):
             if n > n_keep:
                 if weights is not None:
-                    raise ValueError("weights cannot be combined with summarise_background: the summary sets its own")
+                    raise ValueError(
+                        "weights cannot be combined with summarise_background: the summary sets its own"
+                    )
                 use_sampling = groups is not None or bool(self.settings.categorical_names)
-                background, weights = (_sample_rows if use_sampling else _kmeans_rows)(background, n_keep)
+                background, weights = (_sample_rows if use_sampling else _kmeans_rows)(
+                    background, n_keep
+                )
         if weights is None:
-            weights = torch.full((background.shape[0],), 1.0 / background.shape[0], dtype=torch.float64)
+            weights = torch.full(
+                (background.shape[0],), 1.0 / background.shape[0], dtype=torch.float64
+            )
         d = background.shape[1] if background.dim() == 2 else None
         names = self.settings.feature_names
         if groups is not None:
             columns_of = _check_groups(groups, d)
             if group_names is not None:
                 group_names = list(group_names)
-                if len(group_names) != len(columns_of) or not all(isinstance(g, str) for g in group_names):
-                    raise ValueError(f"group_names must be {len(columns_of)} strings, one per group, got {group_names!r}")
+                if len(group_names) != len(columns_of) or not all(
+                    isinstance(g, str) for g in group_names
+                ):
+                    raise ValueError(
+                        f"group_names must be {len(columns_of)} strings, one per group, got {group_names!r}"
+                    )
             elif names is not None and len(names) == len(columns_of):
                 group_names = list(names)
             else:
@@ -365,7 +386,9 @@ class KernelShap(Explainer):
             if group_names is not None:
                 raise ValueError("group_names were given without groups")
             if names is not None and d is not None and len(names) != d:
-                raise ValueError(f"feature_names has {len(names)} names but background_data has {d} columns")
+                raise ValueError(
+                    f"feature_names has {len(names)} names but background_data has {d} columns"
+                )
         self._set_fitted(background, weights, columns_of, group_names)
         return self
 
@@ -454,7 +477,9 @@ class KernelShap(Explainer):
 class _KernelShapRun:
     """One ``explain`` call: features, varying sets, coalition plans, model calls, the solve."""
 
-    def __init__(self, explainer: KernelShap, config: KernelShapSettings, inputs: Any, feature_mask: Any) -> None:
+    def __init__(
+        self, explainer: KernelShap, config: KernelShapSettings, inputs: Any, feature_mask: Any
+    ) -> None:
         self.explainer = explainer
         self.config = config
         fit = explainer._fit
@@ -467,7 +492,9 @@ class _KernelShapRun:
                 f"rows, got {tuple(x.shape)}"
             )
         self.input_device = torch.device("cpu") if self.numpy_input else inputs.device
-        self.device = torch.device(config.device) if config.device is not None else self.input_device
+        self.device = (
+            torch.device(config.device) if config.device is not None else self.input_device
+        )
         self.x = x.to(self.device, background.dtype)
         self.background = background.to(self.device)
         self.weights = fit["weights"].to(self.device)
@@ -489,9 +516,15 @@ class _KernelShapRun:
         fit = self.explainer._fit
         names = self.config.feature_names
         if feature_mask is not None:
-            mask = torch.as_tensor(feature_mask) if not isinstance(feature_mask, torch.Tensor) else feature_mask
+            mask = (
+                torch.as_tensor(feature_mask)
+                if not isinstance(feature_mask, torch.Tensor)
+                else feature_mask
+            )
             if mask.is_floating_point() or mask.is_complex() or mask.dtype == torch.bool:
-                raise TypeError(f"feature_mask must hold integer feature ids, got dtype {mask.dtype}")
+                raise TypeError(
+                    f"feature_mask must hold integer feature ids, got dtype {mask.dtype}"
+                )
             if mask.dim() == 0 or mask.dim() > self.x.dim() or mask.shape[0] not in (1, b):
                 raise ValueError(
                     f"feature_mask must be shaped (B or 1, ...) broadcastable to inputs {tuple(self.x.shape)}, "
@@ -507,7 +540,11 @@ class _KernelShapRun:
                 raise ValueError("feature_mask ids must be >= 0")
             mask = mask.to(self.device, torch.int64).expand(b, *mask.shape[1:]).contiguous()
             m = int(mask.max()) + 1
-            return mask, (list(names) if names is not None and len(names) == m else [f"feature_{i}" for i in range(m)])
+            return mask, (
+                list(names)
+                if names is not None and len(names) == m
+                else [f"feature_{i}" for i in range(m)]
+            )
         if self.x.dim() == 2:
             d = self.x.shape[1]
             if fit["feature_of"] is not None:
@@ -516,7 +553,9 @@ class _KernelShapRun:
             mask = torch.arange(d, device=self.device).expand(b, d).contiguous()
             return mask, (list(names) if names is not None else [f"feature_{i}" for i in range(d)])
         if self.x.dim() == 4:
-            mask = superpixels(self.x, self.config.segmentation_fn, self.config.segmentation_kwargs).to(self.device)
+            mask = superpixels(
+                self.x, self.config.segmentation_fn, self.config.segmentation_kwargs
+            ).to(self.device)
             m = int(mask.max()) + 1
             return mask, [f"segment_{i}" for i in range(m)]
         raise ValueError(
@@ -562,7 +601,9 @@ class _KernelShapRun:
         if isinstance(output, np.ndarray):
             output = torch.from_numpy(np.ascontiguousarray(output))
         if not isinstance(output, torch.Tensor):
-            raise TypeError(f"predictor must return a tensor or numpy array of scores, got {type(output).__name__}")
+            raise TypeError(
+                f"predictor must return a tensor or numpy array of scores, got {type(output).__name__}"
+            )
         output = output.detach().to(self.device)
         n = rows.shape[0]
         if not (output.is_floating_point() and output.shape[0] == n and output.dim() in (1, 2)):
@@ -609,7 +650,9 @@ class _KernelShapRun:
             if out is None:
                 out = torch.empty(total, part.shape[1], dtype=torch.float64, device=self.device)
             elif part.shape[1] != out.shape[1]:
-                raise ValueError(f"predictor returned {part.shape[1]} outputs per row, earlier {out.shape[1]}")
+                raise ValueError(
+                    f"predictor returned {part.shape[1]} outputs per row, earlier {out.shape[1]}"
+                )
             out[start:stop] = part
             progress(stop)
             start = stop
@@ -618,7 +661,11 @@ class _KernelShapRun:
         return out
 
     def expected_outputs(
-        self, coalitions: torch.Tensor, instance: torch.Tensor, feature_of: torch.Tensor, bar: Progress
+        self,
+        coalitions: torch.Tensor,
+        instance: torch.Tensor,
+        feature_of: torch.Tensor,
+        bar: Progress,
     ) -> torch.Tensor:
         """``(P, K)`` float64: the background-weighted mean output of each (instance, coalition) pair.
 
@@ -636,12 +683,20 @@ class _KernelShapRun:
         def score(start: int, stop: int, rows: int) -> torch.Tensor:
             keep = coalitions[start:stop].gather(1, feature_of[instance[start:stop]])  # (p, E)
             mean = torch.zeros((), dtype=torch.float64, device=self.device)
-            slice_bg = min(n_bg, rows)  # a coalition's background rows split over calls when rows < n_bg
+            slice_bg = min(
+                n_bg, rows
+            )  # a coalition's background rows split over calls when rows < n_bg
             for bg_start in range(0, n_bg, slice_bg):
                 bg = background[bg_start : bg_start + slice_bg]
                 block = torch.where(keep[:, None, :], x[instance[start:stop]][:, None, :], bg[None])
-                scores = self.predict(block.reshape(-1, *shape)).to(torch.float64).view(stop - start, bg.shape[0], -1)
-                mean = mean + torch.einsum("pnk,n->pk", scores, self.weights[bg_start : bg_start + slice_bg])
+                scores = (
+                    self.predict(block.reshape(-1, *shape))
+                    .to(torch.float64)
+                    .view(stop - start, bg.shape[0], -1)
+                )
+                mean = mean + torch.einsum(
+                    "pnk,n->pk", scores, self.weights[bg_start : bg_start + slice_bg]
+                )
             return mean
 
         advanced = [0]
@@ -650,8 +705,13 @@ class _KernelShapRun:
             bar.advance(stop - advanced[0])
             advanced[0] = stop
 
-        out = self._in_calls(total, self._rows_per_call(total * n_bg), lambda rows: max(1, rows // n_bg),
-                             score, progress)
+        out = self._in_calls(
+            total,
+            self._rows_per_call(total * n_bg),
+            lambda rows: max(1, rows // n_bg),
+            score,
+            progress,
+        )
         self.rows_perturbed += total * n_bg
         return out
 
@@ -674,7 +734,9 @@ class _KernelShapRun:
         equal = (background[:, None, :] == background[None, :, :]).to(torch.int8)  # (N, N, E)
         same = torch.ones(n, n, n_features, dtype=torch.int8, device=self.device)
         same.scatter_reduce_(2, element_features.expand(n, n, e), equal, reduce="amin")
-        first = same.to(torch.int64).argmax(dim=1)  # (N, M): the first background row holding the same values
+        first = same.to(torch.int64).argmax(
+            dim=1
+        )  # (N, M): the first background row holding the same values
         is_first = first == torch.arange(n, device=self.device)[:, None]
         rank = is_first.to(torch.int64).cumsum(0) - 1
         codes = rank.gather(0, first)
@@ -707,23 +769,38 @@ class _KernelShapRun:
                 return None
             rank, n_distinct = codes
             equal = torch.ones(n_bg, m_total, dtype=torch.int8, device=self.device)
-            equal.scatter_reduce_(1, element_features.expand(n_bg, -1), (background == x[b]).to(torch.int8),
-                                  reduce="amin")
+            equal.scatter_reduce_(
+                1,
+                element_features.expand(n_bg, -1),
+                (background == x[b]).to(torch.int8),
+                reduce="amin",
+            )
             differs = equal == 0  # (N, M): the background row's value is not the instance's
-            base = torch.where(differs.any(0), n_distinct + 1, torch.ones_like(n_distinct)).to(torch.float64)
+            base = torch.where(differs.any(0), n_distinct + 1, torch.ones_like(n_distinct)).to(
+                torch.float64
+            )
             if float(base.prod()) >= _EXACT_KEYS:
                 return None
             radix = torch.cumprod(base, 0) / base
             digits = differs.to(torch.float64) * (rank + 1).to(torch.float64) * radix  # (N, M)
-            key = ((~full[i]).to(torch.float64) @ digits.T).round().to(torch.int64).reshape(-1)  # (S * N,)
+            key = (
+                ((~full[i]).to(torch.float64) @ digits.T).round().to(torch.int64).reshape(-1)
+            )  # (S * N,)
             unique, inverse = torch.unique(key, return_inverse=True)
             first = torch.full((unique.shape[0],), s * n_bg, dtype=torch.int64, device=self.device)
-            first.scatter_reduce_(0, inverse, torch.arange(s * n_bg, device=self.device), reduce="amin")
+            first.scatter_reduce_(
+                0, inverse, torch.arange(s * n_bg, device=self.device), reduce="amin"
+            )
             keys.append(first)
             inverses.append(inverse)
             counts.append(unique.shape[0])
         offsets = [0, *itertools.accumulate(counts)]
-        instance = torch.cat([torch.full((c,), i, dtype=torch.int64, device=self.device) for i, c in enumerate(counts)])
+        instance = torch.cat(
+            [
+                torch.full((c,), i, dtype=torch.int64, device=self.device)
+                for i, c in enumerate(counts)
+            ]
+        )
         pair = torch.cat(keys)
         coalition, row_of_background = pair // n_bg, pair % n_bg
         total = pair.shape[0]
@@ -742,7 +819,9 @@ class _KernelShapRun:
             advanced[0] = done
 
         rows_of = rows
-        scores = self._in_calls(total, self._rows_per_call(total), lambda size: size, score, progress)
+        scores = self._in_calls(
+            total, self._rows_per_call(total), lambda size: size, score, progress
+        )
         self.rows_perturbed += n * s * n_bg
         out = torch.empty(n, s, scores.shape[1], dtype=torch.float64, device=self.device)
         for i in range(n):
@@ -777,7 +856,9 @@ class _KernelShapRun:
             predictions = self.predict_as_given(self.x)
             fx = predictions if predictions.dim() == 2 else predictions[:, None]
             fx = fx.to(torch.float64)
-            null_scores = self.predict(self.background.reshape(-1, *self.x.shape[1:])).to(torch.float64)
+            null_scores = self.predict(self.background.reshape(-1, *self.x.shape[1:])).to(
+                torch.float64
+            )
             fnull = torch.einsum("nk,n->k", null_scores, self.weights)
             k = fx.shape[1]
             link_fx, link_null = self.link(fx), self.link(fnull)
@@ -787,12 +868,18 @@ class _KernelShapRun:
                 column = varying[one].int().argmax(1)
                 rows = one.nonzero()[:, 0]
                 values[rows, :, column] = (link_fx[rows] - link_null).to(torch.float64)
-            plans = {int(m): coalition_plan(int(m), config.nsamples, config.seed) for m in n_varying.unique() if m >= 2}
+            plans = {
+                int(m): coalition_plan(int(m), config.nsamples, config.seed)
+                for m in n_varying.unique()
+                if m >= 2
+            }
             work = sum(len(plans[int(m)].weights) * int((n_varying == m).sum()) for m in plans)
             with Progress(work, "KernelShap", enabled=config.progress) as bar:
                 for m, plan in plans.items():
                     rows = (n_varying == m).nonzero()[:, 0]
-                    values[rows] = self._solve_group(rows, plan, varying, feature_of, link_fx, link_null, bar)
+                    values[rows] = self._solve_group(
+                        rows, plan, varying, feature_of, link_fx, link_null, bar
+                    )
         values = torch.where(values.abs() < _ZERO_BELOW, torch.zeros_like(values), values)
         out = self.input_device
         importances = values.abs().mean(0)
@@ -800,7 +887,9 @@ class _KernelShapRun:
             "shap_values": values.to(out),
             "expected_value": link_null.to(out),
             "predictions": predictions.to(out),
-            "target": (fx.argmax(1) if k > 1 else torch.zeros(b, dtype=torch.int64, device=self.device)).to(out),
+            "target": (
+                fx.argmax(1) if k > 1 else torch.zeros(b, dtype=torch.int64, device=self.device)
+            ).to(out),
             "varying": varying.to(out),
             "feature_mask": self.feature_mask.to(out),
             "importances": importances.to(out),
@@ -817,28 +906,48 @@ class _KernelShapRun:
         }
         return data, meta
 
-    def _solve_group(self, rows, plan, varying, feature_of, link_fx, link_null, bar) -> torch.Tensor:
+    def _solve_group(
+        self, rows, plan, varying, feature_of, link_fx, link_null, bar
+    ) -> torch.Tensor:
         """``(n, K, M_total)`` values of the instances ``rows``, which share ``plan``.
 
         Instances go through in blocks of at most :data:`_KEYS_PER_BLOCK` (coalition,
         background row) pairs, so what is held besides the results does not grow with n.
         """
         per_block = max(1, _KEYS_PER_BLOCK // (len(plan.weights) * self.background.shape[0]))
-        return torch.cat([
-            self._solve_block(rows[start : start + per_block], plan, varying, feature_of, link_fx, link_null, bar)
-            for start in range(0, rows.shape[0], per_block)
-        ])
+        return torch.cat(
+            [
+                self._solve_block(
+                    rows[start : start + per_block],
+                    plan,
+                    varying,
+                    feature_of,
+                    link_fx,
+                    link_null,
+                    bar,
+                )
+                for start in range(0, rows.shape[0], per_block)
+            ]
+        )
 
-    def _solve_block(self, rows, plan, varying, feature_of, link_fx, link_null, bar) -> torch.Tensor:
+    def _solve_block(
+        self, rows, plan, varying, feature_of, link_fx, link_null, bar
+    ) -> torch.Tensor:
         n, m = rows.shape[0], plan.masks.shape[1]
         m_total = varying.shape[1]
         # the varying features of each instance, in column order (shap's np.nonzero)
-        order = torch.sort((~varying[rows]).to(torch.int8), dim=1, stable=True).indices[:, :m]  # (n, m)
+        order = torch.sort((~varying[rows]).to(torch.int8), dim=1, stable=True).indices[
+            :, :m
+        ]  # (n, m)
         masks = torch.from_numpy(plan.masks).to(self.device)
         s = masks.shape[0]
         full = torch.zeros(n, s, m_total, dtype=torch.bool, device=self.device)
         full.scatter_(2, order[:, None, :].expand(n, s, m), masks[None].expand(n, s, m))
-        ey = self.distinct_expected_outputs(rows, full, feature_of, bar) if self.config.cache_predictions else None
+        ey = (
+            self.distinct_expected_outputs(rows, full, feature_of, bar)
+            if self.config.cache_predictions
+            else None
+        )
         if ey is None:
             instance = rows[:, None].expand(n, s).reshape(-1)
             ey = self.expected_outputs(full.reshape(n * s, m_total), instance, feature_of, bar)
@@ -852,8 +961,13 @@ class _KernelShapRun:
             self.config.l1_reg == "auto" and plan.fraction_evaluated < _AUTO_L1_FRACTION
         )
         if select:
-            phi = _solve_selected(z.cpu().numpy(), w.cpu().numpy(), adjusted.cpu().numpy(), total.cpu().numpy(),
-                                  self.config.l1_reg)
+            phi = _solve_selected(
+                z.cpu().numpy(),
+                w.cpu().numpy(),
+                adjusted.cpu().numpy(),
+                total.cpu().numpy(),
+                self.config.l1_reg,
+            )
             phi = torch.from_numpy(phi).to(self.device)
         else:
             phi = _solve_all(z, w, adjusted, total)
@@ -862,7 +976,9 @@ class _KernelShapRun:
         return values
 
 
-def _solve_all(z: torch.Tensor, w: torch.Tensor, adjusted: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+def _solve_all(
+    z: torch.Tensor, w: torch.Tensor, adjusted: torch.Tensor, total: torch.Tensor
+) -> torch.Tensor:
     """The constrained weighted least squares of every instance and class at once.
 
     With the last feature eliminated by efficiency (``phi_M = total - sum(others)``),
@@ -891,13 +1007,17 @@ def _solve_all(z: torch.Tensor, w: torch.Tensor, adjusted: torch.Tensor, total: 
             stacklevel=4,
         )
         root = w.sqrt()[:, None]
-        solved = torch.linalg.lstsq(root * design, root * y.reshape(-1, y.shape[-1]).T, driver="gelsd").solution.T
+        solved = torch.linalg.lstsq(
+            root * design, root * y.reshape(-1, y.shape[-1]).T, driver="gelsd"
+        ).solution.T
     phi_rest = solved.reshape(rhs.shape)
     last = total - phi_rest.sum(-1)
     return torch.cat([phi_rest, last[..., None]], dim=-1)
 
 
-def _solve_selected(z: np.ndarray, w: np.ndarray, adjusted: np.ndarray, total: np.ndarray, l1_reg: Any) -> np.ndarray:
+def _solve_selected(
+    z: np.ndarray, w: np.ndarray, adjusted: np.ndarray, total: np.ndarray, l1_reg: Any
+) -> np.ndarray:
     """shap's L1 feature selection then the constrained fit on the selected features, per (instance, class).
 
     The selection (scikit-learn's LARS / LassoLarsIC / Lasso, as shap uses) runs on the
@@ -923,10 +1043,14 @@ def _solve_selected(z: np.ndarray, w: np.ndarray, adjusted: np.ndarray, total: n
             y = adjusted[i, c]
             y_aug = np.hstack((y, y - total[i, c])) * root
             if isinstance(l1_reg, str) and l1_reg.startswith("num_features("):
-                selected = lars_path(design_aug, y_aug, max_iter=int(l1_reg[len("num_features(") : -1]))[1]
+                selected = lars_path(
+                    design_aug, y_aug, max_iter=int(l1_reg[len("num_features(") : -1])
+                )[1]
             elif l1_reg in ("auto", "aic", "bic"):
                 criterion = "aic" if l1_reg == "auto" else l1_reg
-                model = make_pipeline(StandardScaler(with_mean=False), LassoLarsIC(criterion=criterion))
+                model = make_pipeline(
+                    StandardScaler(with_mean=False), LassoLarsIC(criterion=criterion)
+                )
                 selected = np.nonzero(model.fit(design_aug, y_aug)[1].coef_)[0]
             else:
                 selected = np.nonzero(Lasso(alpha=l1_reg).fit(design_aug, y_aug).coef_)[0]
@@ -954,7 +1078,9 @@ def _as_batch(name: str, value: Any) -> torch.Tensor:
     """A ``(N, ...)`` real tensor (numpy accepted; integer codes become float32), finite, N >= 1."""
     batch = _checks.as_numeric_tensor(name, value, "(N, ...)")
     if batch.dim() < 2:
-        raise ValueError(f"{name} must be shaped (N, ...) with a batch dimension (one row: row[None]), got {tuple(batch.shape)}")
+        raise ValueError(
+            f"{name} must be shaped (N, ...) with a batch dimension (one row: row[None]), got {tuple(batch.shape)}"
+        )
     if batch.shape[0] == 0:
         raise ValueError(f"{name} has batch size 0; give at least one row")
     if batch.is_complex():
@@ -965,9 +1091,14 @@ def _as_batch(name: str, value: Any) -> torch.Tensor:
 
 
 def _as_weights(weights: Any, n: int) -> torch.Tensor:
-    w = torch.as_tensor(np.asarray(weights.cpu() if isinstance(weights, torch.Tensor) else weights), dtype=torch.float64)
+    w = torch.as_tensor(
+        np.asarray(weights.cpu() if isinstance(weights, torch.Tensor) else weights),
+        dtype=torch.float64,
+    )
     if w.shape != (n,):
-        raise ValueError(f"weights must be shaped ({n},), one per background row, got {tuple(w.shape)}")
+        raise ValueError(
+            f"weights must be shaped ({n},), one per background row, got {tuple(w.shape)}"
+        )
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
         raise ValueError("weights must be finite, non-negative and not all zero")
     return w / w.sum()
@@ -975,10 +1106,17 @@ def _as_weights(weights: Any, n: int) -> torch.Tensor:
 
 def _check_groups(groups: Any, n_columns: int) -> list[list[int]]:
     if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence) or not groups:
-        raise TypeError(f"groups must be a non-empty list of lists of column indices, got {groups!r}")
+        raise TypeError(
+            f"groups must be a non-empty list of lists of column indices, got {groups!r}"
+        )
     clean: list[list[int]] = []
     for g in groups:
-        if isinstance(g, (str, bytes)) or not isinstance(g, Sequence) or not g or not all(_checks.is_int(c) for c in g):
+        if (
+            isinstance(g, (str, bytes))
+            or not isinstance(g, Sequence)
+            or not g
+            or not all(_checks.is_int(c) for c in g)
+        ):
             raise TypeError(f"each group must be a non-empty list of column indices, got {g!r}")
         clean.append([int(c) for c in g])
     flat = sorted(c for g in clean for c in g)
@@ -1015,7 +1153,9 @@ def _kmeans_rows(background: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
 def _sample_rows(background: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` rows drawn without replacement (a fixed seed, so fit is reproducible), equally weighted."""
     order = np.random.RandomState(0).permutation(background.shape[0])[:k]  # noqa: NPY002 - local, seeded
-    return background[torch.from_numpy(np.sort(order))], torch.full((k,), 1.0 / k, dtype=torch.float64)
+    return background[torch.from_numpy(np.sort(order))], torch.full(
+        (k,), 1.0 / k, dtype=torch.float64
+    )
 
 
 @functional_twin(KernelShap)

@@ -70,12 +70,19 @@ def preserved_training_state(model: nn.Module) -> Iterator[None]:
     """
     grads = [(p.grad, p.grad.detach().clone()) for p in model.parameters() if p.grad is not None]
     cuda_devices = sorted(
-        {t.device.index or 0 for t in (*model.parameters(), *model.buffers()) if t.device.type == "cuda"}
+        {
+            t.device.index or 0
+            for t in (*model.parameters(), *model.buffers())
+            if t.device.type == "cuda"
+        }
     )
     numpy_state = np.random.get_state()  # noqa: NPY002 - the user's legacy global stream is what must survive
     python_state = random.getstate()
     try:
-        with preserved_model_state(model, eval_mode=False), torch.random.fork_rng(devices=cuda_devices):
+        with (
+            preserved_model_state(model, eval_mode=False),
+            torch.random.fork_rng(devices=cuda_devices),
+        ):
             yield
     finally:
         np.random.set_state(numpy_state)  # noqa: NPY002
@@ -176,12 +183,17 @@ class ExplanationMonitor:
         rank_zero_only: bool = True,
         top_fraction: float = 0.1,
     ) -> None:
-        if not (isinstance(explainer, Explainer) or (isinstance(explainer, type) and issubclass(explainer, Explainer))):
+        if not (
+            isinstance(explainer, Explainer)
+            or (isinstance(explainer, type) and issubclass(explainer, Explainer))
+        ):
             raise TypeError(
                 f"explainer must be a torchexplain Explainer instance or class, got {type(explainer).__name__}"
             )
         if not isinstance(probe_inputs, torch.Tensor) or probe_inputs.dim() < 2:
-            raise TypeError(f"probe_inputs must be a (B, ...) tensor, got {_describe(probe_inputs)}")
+            raise TypeError(
+                f"probe_inputs must be a (B, ...) tensor, got {_describe(probe_inputs)}"
+            )
         if probe_targets is not None:
             probe_targets = torch.as_tensor(probe_targets)
             if probe_targets.shape != (probe_inputs.shape[0],):
@@ -194,7 +206,11 @@ class ExplanationMonitor:
                 f"{_explainer_name(explainer)}.explain() takes no target, so probe_targets must be None "
                 "(set the method's own target setting when building the explainer instead)"
             )
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
+        if (
+            isinstance(every_n_steps, bool)
+            or not isinstance(every_n_steps, int)
+            or every_n_steps < 1
+        ):
             raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}")
         if not 0 < top_fraction <= 1:
             raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
@@ -227,7 +243,9 @@ class ExplanationMonitor:
     def _explainer_for(self, model: nn.Module) -> Explainer:
         if isinstance(self.explainer, type):
             return self.explainer(model)
-        return self.explainer.with_model(model)  # settings shared, model swapped; the user's object untouched
+        return self.explainer.with_model(
+            model
+        )  # settings shared, model swapped; the user's object untouched
 
     def step(self, model: nn.Module, global_step: int) -> dict[str, Any] | None:
         """Record if ``global_step`` is due; returns the record, or None when nothing was recorded."""
@@ -271,8 +289,12 @@ class ExplanationMonitor:
         if self._previous is not None:
             importance, previous = flat.abs(), self._previous.abs()
             record["spearman_vs_previous"] = _nanmean(spearman(importance, previous))
-            record["spearman_top_vs_previous"] = _nanmean(spearman_on_top(importance, previous, self.top_fraction))
-            record["top_overlap_vs_previous"] = float(top_overlap(importance, previous, self.top_fraction).mean())
+            record["spearman_top_vs_previous"] = _nanmean(
+                spearman_on_top(importance, previous, self.top_fraction)
+            )
+            record["top_overlap_vs_previous"] = float(
+                top_overlap(importance, previous, self.top_fraction).mean()
+            )
         self._previous = flat
         self.records.append(record)
         self.maps.append((int(global_step), _image_maps(maps)))
@@ -365,4 +387,11 @@ def lightning_callback(monitor: ExplanationMonitor) -> Any:
     return ExplanationMonitorCallback(monitor)
 
 
-__all__ = ["ExplanationMonitor", "lightning_callback", "spearman", "spearman_on_top", "top_overlap", "unwrap_model"]
+__all__ = [
+    "ExplanationMonitor",
+    "lightning_callback",
+    "spearman",
+    "spearman_on_top",
+    "top_overlap",
+    "unwrap_model",
+]

@@ -29,12 +29,20 @@ def register_explainer(cls: type[Explainer]) -> type[Explainer]:
             f"only torchexplain's own explainers are registered for loading, not {cls.__module__}.{cls.__name__}"
         )
     if not cls.explainer_type:
-        raise ValueError(f"{cls.__name__} must declare its explainer_type (the name servers take) to be registered")
+        raise ValueError(
+            f"{cls.__name__} must declare its explainer_type (the name servers take) to be registered"
+        )
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"an explainer named {cls.name!r} is already registered")
-    clash = [other.name for other in _REGISTRY.values() if other is not cls and other.explainer_type == cls.explainer_type]
+    clash = [
+        other.name
+        for other in _REGISTRY.values()
+        if other is not cls and other.explainer_type == cls.explainer_type
+    ]
     if clash:
-        raise ValueError(f"explainer_type {cls.explainer_type!r} of {cls.name} is already {clash[0]}'s")
+        raise ValueError(
+            f"explainer_type {cls.explainer_type!r} of {cls.name} is already {clash[0]}'s"
+        )
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -53,4 +61,3 @@ def by_explainer_type(name: str) -> type[Explainer] | None:
     if name in explainers:
         return explainers[name]
     return next((cls for cls in explainers.values() if cls.explainer_type == name), None)
-

@@ -46,7 +46,13 @@ from torchexplain.registry import registered_explainers
 if TYPE_CHECKING:
     from torchexplain.base import Explainer
 
-__all__ = ["FORMAT_VERSION", "ExportedModel", "load_explainer", "load_exported_model", "save_explainer"]
+__all__ = [
+    "FORMAT_VERSION",
+    "ExportedModel",
+    "load_explainer",
+    "load_exported_model",
+    "save_explainer",
+]
 
 #: Version of the folder layout; a folder written by a newer format is refused.
 FORMAT_VERSION = 1
@@ -169,7 +175,11 @@ def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
         }
     if isinstance(value, list):
         return [_encode(v, f"{key}/{i}", tensors) for i, v in enumerate(value)]
-    if isinstance(value, Mapping) and value and all(isinstance(k, int) and not isinstance(k, bool) for k in value):
+    if (
+        isinstance(value, Mapping)
+        and value
+        and all(isinstance(k, int) and not isinstance(k, bool) for k in value)
+    ):
         # Integer keys (e.g. AnchorTabular's categorical_names, column -> names) are kept as ints.
         return {
             _TAG: "int_keys",
@@ -328,7 +338,11 @@ def _read_config(config_path: Path) -> dict[str, Any]:
             )
     model = config["model"]
     remote = isinstance(model, dict) and model.get("format") == "remote"
-    if model is not None and not remote and (not isinstance(model, dict) or model.get("file") != MODEL_FILE):
+    if (
+        model is not None
+        and not remote
+        and (not isinstance(model, dict) or model.get("file") != MODEL_FILE)
+    ):
         raise ValueError(
             f"{config_path}: 'model' must be null, name {MODEL_FILE!r} or be a remote address, got {model!r}"
         )
@@ -419,7 +433,9 @@ def _decode(value: Any, where: str, tensors: Mapping[str, torch.Tensor], config_
     if tag == "callable" and set(value) == {_TAG, "name"}:
         return _Callable(str(value["name"]))
     if (
-        tag == "int_keys" and set(value) == {_TAG, "items"} and isinstance(value["items"], list)
+        tag == "int_keys"
+        and set(value) == {_TAG, "items"}
+        and isinstance(value["items"], list)
         and all(isinstance(p, list) and len(p) == 2 and type(p[0]) is int for p in value["items"])
     ):
         return {k: _decode(v, f"{where}[{k}]", tensors, config_path) for k, v in value["items"]}
@@ -479,7 +495,15 @@ def _load_model(folder: Path, config: dict[str, Any], cls: type[Explainer]) -> A
         from torchexplain.serving.remote import RemoteModel
 
         arguments = {k: v for k, v in entry.items() if k != "format"}
-        allowed = {"url", "protocol", "model_name", "batch_size", "timeout", "retries", "output_name"}
+        allowed = {
+            "url",
+            "protocol",
+            "model_name",
+            "batch_size",
+            "timeout",
+            "retries",
+            "output_name",
+        }
         if set(arguments) - allowed:
             raise ValueError(
                 f"{folder / CONFIG_FILE}: unknown remote model keys {sorted(set(arguments) - allowed)}"
@@ -487,7 +511,9 @@ def _load_model(folder: Path, config: dict[str, Any], cls: type[Explainer]) -> A
         try:
             return RemoteModel(**arguments)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{folder / CONFIG_FILE}: the stored remote model is not valid: {err}") from err
+            raise ValueError(
+                f"{folder / CONFIG_FILE}: the stored remote model is not valid: {err}"
+            ) from err
     if config["model"] is None:
         raise ValueError(
             f"{folder / CONFIG_FILE}: the {role} was not saved with the explainer; pass it: "
@@ -508,7 +534,9 @@ def load_exported_model(path: str | Path) -> ExportedModel:
         raise ValueError(f"{path}: no such file (expected a torch.export archive, .pt2)")
     _check_model_archive(path)
     try:
-        with _EXPORT_LOAD_LOCK:  # torch.export.load is not thread-safe (a module-global deserializer)
+        with (
+            _EXPORT_LOAD_LOCK
+        ):  # torch.export.load is not thread-safe (a module-global deserializer)
             program = torch.export.load(str(path))
     except Exception as err:
         raise ValueError(f"{path}: torch.export.load could not read it ({err})") from err

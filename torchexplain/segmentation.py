@@ -66,7 +66,9 @@ def _check_images(images: Any, name: str = "images") -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}"
+        )
     if images.dim() != 4:
         raise ValueError(f"{name} must have shape (B, C, H, W), got shape {tuple(images.shape)}")
     if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
@@ -86,7 +88,9 @@ def _numpy_images(images: torch.Tensor) -> np.ndarray:
     return images.detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()
 
 
-def _map_images(fn: Callable[[np.ndarray], np.ndarray], images: torch.Tensor, n_workers: int | None) -> torch.Tensor:
+def _map_images(
+    fn: Callable[[np.ndarray], np.ndarray], images: torch.Tensor, n_workers: int | None
+) -> torch.Tensor:
     """Run a per-image (H, W, C) -> (H, W) segmentation over the batch in a thread pool.
 
     scikit-image's segmentations release the GIL in their Cython loops, so threads give
@@ -108,7 +112,9 @@ def _map_images(fn: Callable[[np.ndarray], np.ndarray], images: torch.Tensor, n_
                 f"expected (H, W) = {arrays.shape[1:3]}"
             )
         if not np.issubdtype(lab.dtype, np.integer):
-            raise TypeError(f"segmentation function must return integer labels, got dtype {lab.dtype}")
+            raise TypeError(
+                f"segmentation function must return integer labels, got dtype {lab.dtype}"
+            )
         out.append(torch.from_numpy(lab.astype(np.int64)))
     return relabel_consecutive(torch.stack(out)).to(images.device)
 
@@ -119,7 +125,9 @@ def _skimage_slic(images: torch.Tensor, n_workers: int | None, **kwargs: Any) ->
     channel_axis = None if images.shape[1] == 1 else -1
 
     def one(image: np.ndarray) -> np.ndarray:
-        return sk_slic(image[..., 0] if channel_axis is None else image, channel_axis=channel_axis, **kwargs)
+        return sk_slic(
+            image[..., 0] if channel_axis is None else image, channel_axis=channel_axis, **kwargs
+        )
 
     return _map_images(one, images, n_workers)
 
@@ -152,7 +160,9 @@ def felzenszwalb(
 
     def one(image: np.ndarray) -> np.ndarray:
         image = image[..., 0] if channel_axis is None else image
-        return sk_felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size, channel_axis=channel_axis)
+        return sk_felzenszwalb(
+            image, scale=scale, sigma=sigma, min_size=min_size, channel_axis=channel_axis
+        )
 
     return _map_images(one, images, n_workers)
 
@@ -193,8 +203,13 @@ def quickshift(
 
     def one(image: np.ndarray) -> np.ndarray:
         return sk_quickshift(
-            image, ratio=ratio, kernel_size=kernel_size, max_dist=max_dist, sigma=sigma,
-            convert2lab=convert2lab, channel_axis=-1,
+            image,
+            ratio=ratio,
+            kernel_size=kernel_size,
+            max_dist=max_dist,
+            sigma=sigma,
+            convert2lab=convert2lab,
+            channel_axis=-1,
         )
 
     return _map_images(one, images, n_workers)
@@ -267,7 +282,9 @@ def _connected_components(labels: torch.Tensor) -> torch.Tensor:
         best = ids.clone()
         best[:, :-1, :] = torch.minimum(best[:, :-1, :], torch.where(same_down, ids[:, 1:, :], big))
         best[:, 1:, :] = torch.minimum(best[:, 1:, :], torch.where(same_down, ids[:, :-1, :], big))
-        best[:, :, :-1] = torch.minimum(best[:, :, :-1], torch.where(same_right, ids[:, :, 1:], big))
+        best[:, :, :-1] = torch.minimum(
+            best[:, :, :-1], torch.where(same_right, ids[:, :, 1:], big)
+        )
         best[:, :, 1:] = torch.minimum(best[:, :, 1:], torch.where(same_right, ids[:, :, :-1], big))
         flat = best.view(-1)
         for _ in range(4):
@@ -375,7 +392,9 @@ def _torch_slic(
     n_cand = len(_GRID_OFFSETS)
     cand_index = torch.stack(cand_index)  # (9, hw): seed ids each pixel may join
     cand_valid = torch.stack(cand_valid)
-    features = torch.cat([yy.expand(b, h, w).unsqueeze(1), xx.expand(b, h, w).unsqueeze(1), x], dim=1)
+    features = torch.cat(
+        [yy.expand(b, h, w).unsqueeze(1), xx.expand(b, h, w).unsqueeze(1), x], dim=1
+    )
     features = features.reshape(b, 2 + c, h * w).transpose(1, 2).contiguous()  # (b, hw, 2+c)
     seed_y = rows_t.view(gy, 1).expand(gy, gx).reshape(-1)
     seed_x = cols_t.view(1, gx).expand(gy, gx).reshape(-1)
@@ -476,21 +495,36 @@ def slic(
         backend = "torch" if images.is_cuda else "skimage"
     if backend == "skimage":
         labels = _skimage_slic(
-            images, n_workers, n_segments=int(n_segments), compactness=compactness, sigma=sigma,
-            max_num_iter=max_num_iter, enforce_connectivity=enforce_connectivity, start_label=0,
-            convert2lab=convert2lab, min_size_factor=min_size_factor,
+            images,
+            n_workers,
+            n_segments=int(n_segments),
+            compactness=compactness,
+            sigma=sigma,
+            max_num_iter=max_num_iter,
+            enforce_connectivity=enforce_connectivity,
+            start_label=0,
+            convert2lab=convert2lab,
+            min_size_factor=min_size_factor,
         )
     else:
         b, _, h, w = images.shape
         per_image = h * w * len(_GRID_OFFSETS) * (2 + images.shape[1])
         chunk = max(1, min(b, max_batch_pixels // per_image))
-        labels = torch.cat([
-            _torch_slic(
-                images[i : i + chunk], int(n_segments), float(compactness), float(sigma), max_num_iter,
-                enforce_connectivity, convert2lab, min_size_factor,
-            )
-            for i in range(0, b, chunk)
-        ])
+        labels = torch.cat(
+            [
+                _torch_slic(
+                    images[i : i + chunk],
+                    int(n_segments),
+                    float(compactness),
+                    float(sigma),
+                    max_num_iter,
+                    enforce_connectivity,
+                    convert2lab,
+                    min_size_factor,
+                )
+                for i in range(0, b, chunk)
+            ]
+        )
     return labels + start_label
 
 
@@ -520,7 +554,9 @@ def segment(
     if isinstance(method, str):
         functions = {"slic": slic, "felzenszwalb": felzenszwalb, "quickshift": quickshift}
         if method not in functions:
-            raise ValueError(f"unknown segmentation method {method!r}; expected one of {SEGMENTATION_METHODS} or a callable")
+            raise ValueError(
+                f"unknown segmentation method {method!r}; expected one of {SEGMENTATION_METHODS} or a callable"
+            )
         return functions[method](images, **kwargs)
     if not callable(method):
         raise TypeError(f"method must be a name or a callable, got {type(method).__name__}")
@@ -531,7 +567,9 @@ def segment(
         labels = None
     if isinstance(labels, torch.Tensor) and tuple(labels.shape) == (b, h, w):
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise TypeError(f"segmentation function must return integer labels, got dtype {labels.dtype}")
+            raise TypeError(
+                f"segmentation function must return integer labels, got dtype {labels.dtype}"
+            )
         return relabel_consecutive(labels.to(images.device))
     return _map_images(lambda image: np.asarray(method(image, **kwargs)), images, n_workers=1)
 
@@ -544,13 +582,17 @@ def check_segmentation_settings(method: Any, kwargs: Any) -> None:
                 f"unknown segmentation_fn {method!r}; expected one of {SEGMENTATION_METHODS} or a callable"
             )
     elif not callable(method):
-        raise TypeError(f"segmentation_fn must be a name or a callable, got {type(method).__name__}")
+        raise TypeError(
+            f"segmentation_fn must be a name or a callable, got {type(method).__name__}"
+        )
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError(f"segmentation_kwargs must be a dict or None, got {type(kwargs).__name__}")
 
 
 def superpixels(
-    images: torch.Tensor, method: str | Callable[..., Any] = "slic", kwargs: dict[str, Any] | None = None
+    images: torch.Tensor,
+    method: str | Callable[..., Any] = "slic",
+    kwargs: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Superpixels as the explainers cut images: ``(B, H, W)`` int64 labels.
 
@@ -623,4 +665,3 @@ def undersegmentation_error(labels: torch.Tensor, truth: torch.Tensor) -> torch.
         leak = torch.minimum(overlap, size_s - overlap)
         out[i] = leak[overlap > 0].sum() / s.numel()
     return out
-

@@ -51,7 +51,9 @@ META_TENSOR_LIMIT = 64
 _SettingsT = TypeVar("_SettingsT", bound="Settings")
 
 
-def setting(default: Any, doc: str, *, per_call: bool = False, check: _checks.FieldCheck | None = None) -> Any:
+def setting(
+    default: Any, doc: str, *, per_call: bool = False, check: _checks.FieldCheck | None = None
+) -> Any:
     """A field of a method's settings.
 
     Args:
@@ -61,7 +63,9 @@ def setting(default: Any, doc: str, *, per_call: bool = False, check: _checks.Fi
         check: ``(name, value) -> value``: raises ``TypeError``/``ValueError`` naming the
             setting, or returns the value normalised (see the factories in ``_checks``).
     """
-    return dataclasses.field(default=default, metadata={"doc": doc, "per_call": per_call, "check": check})
+    return dataclasses.field(
+        default=default, metadata={"doc": doc, "per_call": per_call, "check": check}
+    )
 
 
 @dataclasses.dataclass(frozen=True)

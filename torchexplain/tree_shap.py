@@ -51,11 +51,15 @@ class TreeShapSettings(ColumnSettings, ChunkSettings, ProgressSettings):
         check=_checks.device(),
     )
     approximate: bool = setting(
-        False, "shap's fast Saabas-style approximation instead of exact Tree SHAP", per_call=True,
+        False,
+        "shap's fast Saabas-style approximation instead of exact Tree SHAP",
+        per_call=True,
         check=_checks.boolean(),
     )
     check_additivity: bool = setting(
-        True, "let shap check that the values sum to the model output (its own tolerance)", per_call=True,
+        True,
+        "let shap check that the values sum to the model output (its own tolerance)",
+        per_call=True,
         check=_checks.boolean(),
     )
 
@@ -64,7 +68,9 @@ def _shap():
     try:
         import shap
     except ImportError:  # pragma: no cover - exercised only without the extra
-        raise ImportError("TreeShap runs shap's TreeExplainer: pip install shap (or torchexplain[test])") from None
+        raise ImportError(
+            "TreeShap runs shap's TreeExplainer: pip install shap (or torchexplain[test])"
+        ) from None
     return shap
 
 
@@ -93,15 +99,22 @@ class TreeShap(Explainer):
     _fit: dict[str, Any] | None = None
 
     def _check_model(self, model: Any) -> None:
-        if isinstance(model, torch.nn.Module) or not (hasattr(model, "predict") or hasattr(model, "get_dump")
-                                                      or type(model).__name__ == "Booster"):
+        if isinstance(model, torch.nn.Module) or not (
+            hasattr(model, "predict")
+            or hasattr(model, "get_dump")
+            or type(model).__name__ == "Booster"
+        ):
             raise TypeError(
                 f"TreeShap: predictor must be a tree model shap's TreeExplainer reads (scikit-learn, XGBoost, "
                 f"LightGBM, CatBoost), got {type(model).__name__}; for other models use KernelShap"
             )
 
-    def fit(self, background_data: Any = None, summarise_background: bool = False,
-            n_background_samples: int = 1000) -> TreeShap:
+    def fit(
+        self,
+        background_data: Any = None,
+        summarise_background: bool = False,
+        n_background_samples: int = 1000,
+    ) -> TreeShap:
         """Choose path-dependent (no background) or interventional (a background) Tree SHAP.
 
         Args:
@@ -117,7 +130,10 @@ class TreeShap(Explainer):
         if background_data is not None:
             background = _as_rows("background_data", background_data)
             n_keep = _checks.check_int("n_background_samples", n_background_samples, minimum=1)
-            if _checks.check_bool("summarise_background", summarise_background) and background.shape[0] > n_keep:
+            if (
+                _checks.check_bool("summarise_background", summarise_background)
+                and background.shape[0] > n_keep
+            ):
                 order = np.sort(np.random.RandomState(0).permutation(background.shape[0])[:n_keep])  # noqa: NPY002
                 background = background[order]
         self._set_fitted(background)
@@ -126,7 +142,10 @@ class TreeShap(Explainer):
     def _set_fitted(self, background: np.ndarray | None) -> None:
         config = self.settings
         if config.device is not None:
-            self._fit = {"background": background, "explainer": _XGBoostShap(self.model, config, background)}
+            self._fit = {
+                "background": background,
+                "explainer": _XGBoostShap(self.model, config, background),
+            }
             return
         shap = _shap()
         if background is None:
@@ -139,7 +158,10 @@ class TreeShap(Explainer):
         else:
             masker = shap.maskers.Independent(background, max_samples=background.shape[0])
             explainer = shap.TreeExplainer(
-                self.model, masker, feature_perturbation="interventional", model_output=config.model_output
+                self.model,
+                masker,
+                feature_perturbation="interventional",
+                model_output=config.model_output,
             )
         self._fit = {"background": background, "explainer": explainer}
 
@@ -161,11 +183,17 @@ class TreeShap(Explainer):
         if not data and not tensors:
             return
         perturbation = data.get("perturbation")
-        if set(data) != {"perturbation"} or perturbation not in ("tree_path_dependent", "interventional") or (
-            set(tensors) != ({"background"} if perturbation == "interventional" else set())
+        if (
+            set(data) != {"perturbation"}
+            or perturbation not in ("tree_path_dependent", "interventional")
+            or (set(tensors) != ({"background"} if perturbation == "interventional" else set()))
         ):
-            raise ValueError(f"TreeShap: unexpected fitted state {sorted(data)} / {sorted(tensors)}")
-        self._set_fitted(None if perturbation == "tree_path_dependent" else tensors["background"].numpy())
+            raise ValueError(
+                f"TreeShap: unexpected fitted state {sorted(data)} / {sorted(tensors)}"
+            )
+        self._set_fitted(
+            None if perturbation == "tree_path_dependent" else tensors["background"].numpy()
+        )
 
     def explain(self, inputs: Any, interactions: bool = False, **settings: Any) -> Explanation:
         """SHAP values (and optionally interaction values) of a batch of rows.
@@ -197,28 +225,56 @@ class TreeShap(Explainer):
         explainer = self._fit["explainer"]
         background = self._fit["background"]
         if interactions and background is not None:
-            raise ValueError("interactions=True needs path-dependent Tree SHAP: fit() without background data")
+            raise ValueError(
+                "interactions=True needs path-dependent Tree SHAP: fit() without background data"
+            )
         if background is not None and rows.shape[1] != background.shape[1]:
-            raise ValueError(f"inputs must have {background.shape[1]} columns like the background, got {rows.shape[1]}")
+            raise ValueError(
+                f"inputs must have {background.shape[1]} columns like the background, got {rows.shape[1]}"
+            )
         chunk = config.internal_batch_size
         chunk = rows.shape[0] if chunk is None else (_AUTO_ROWS if chunk == "auto" else chunk)
         values, pairs = [], []
-        with Progress(rows.shape[0], "TreeShap", enabled=config.progress) as bar, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*approximate.*", category=DeprecationWarning)
+        with (
+            Progress(rows.shape[0], "TreeShap", enabled=config.progress) as bar,
+            warnings.catch_warnings(),
+        ):
+            warnings.filterwarnings(
+                "ignore", message=".*approximate.*", category=DeprecationWarning
+            )
             for start in range(0, rows.shape[0], chunk):
                 part = rows[start : start + chunk]
-                values.append(_per_class(explainer.shap_values(
-                    part, approximate=config.approximate, check_additivity=config.check_additivity)))
+                values.append(
+                    _per_class(
+                        explainer.shap_values(
+                            part,
+                            approximate=config.approximate,
+                            check_additivity=config.check_additivity,
+                        )
+                    )
+                )
                 if interactions:
-                    pairs.append(_per_class(explainer.shap_interaction_values(part), interactions=True))
+                    pairs.append(
+                        _per_class(explainer.shap_interaction_values(part), interactions=True)
+                    )
                 bar.advance(part.shape[0])
         shap_values = torch.from_numpy(np.concatenate(values)).to(torch.float64)
         expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
         if expected.shape[0] != shap_values.shape[1]:
-            raise ValueError(f"shap returned {expected.shape[0]} expected values for {shap_values.shape[1]} outputs")
-        predicted = np.asarray(explainer.model.predict(rows), dtype=np.float64).reshape(rows.shape[0], -1)
-        algorithm = "shap TreeExplainer" if config.device is None else f"xgboost pred_contribs ({config.device})"
-        if predicted.shape[1] != shap_values.shape[1]:  # e.g. a binary model whose trees carry one margin
+            raise ValueError(
+                f"shap returned {expected.shape[0]} expected values for {shap_values.shape[1]} outputs"
+            )
+        predicted = np.asarray(explainer.model.predict(rows), dtype=np.float64).reshape(
+            rows.shape[0], -1
+        )
+        algorithm = (
+            "shap TreeExplainer"
+            if config.device is None
+            else f"xgboost pred_contribs ({config.device})"
+        )
+        if (
+            predicted.shape[1] != shap_values.shape[1]
+        ):  # e.g. a binary model whose trees carry one margin
             predicted = shap_values.sum(-1).numpy() + expected
         predictions = torch.from_numpy(predicted)
         data = {
@@ -238,7 +294,9 @@ class TreeShap(Explainer):
             data,
             device,
             feature_names=names,
-            feature_perturbation="interventional" if background is not None else "tree_path_dependent",
+            feature_perturbation="interventional"
+            if background is not None
+            else "tree_path_dependent",
             n_background=0 if background is None else int(background.shape[0]),
             model_type=type(self.model).__name__,
             algorithm=algorithm,
@@ -259,7 +317,10 @@ class _XGBoostShap:
 
     def __init__(self, model: Any, config: TreeShapSettings, background: np.ndarray | None) -> None:
         booster = model.get_booster() if hasattr(model, "get_booster") else model
-        if not type(booster).__module__.startswith("xgboost") or type(booster).__name__ != "Booster":
+        if (
+            not type(booster).__module__.startswith("xgboost")
+            or type(booster).__name__ != "Booster"
+        ):
             raise ValueError(
                 f"TreeShap: device={config.device!r} selects XGBoost's own Tree SHAP, but the model is a "
                 f"{type(model).__name__}; leave device=None for shap's TreeExplainer"
@@ -280,8 +341,12 @@ class _XGBoostShap:
     def _matrix(self, rows: np.ndarray) -> Any:
         return self.xgboost.DMatrix(rows)
 
-    def shap_values(self, rows: np.ndarray, approximate: bool = False, check_additivity: bool = True) -> np.ndarray:
-        contributions = self.booster.predict(self._matrix(rows), pred_contribs=True, approx_contribs=approximate)
+    def shap_values(
+        self, rows: np.ndarray, approximate: bool = False, check_additivity: bool = True
+    ) -> np.ndarray:
+        contributions = self.booster.predict(
+            self._matrix(rows), pred_contribs=True, approx_contribs=approximate
+        )
         self.expected_value = np.atleast_1d(contributions[0, ..., -1]).astype(np.float64)
         values = contributions[..., :-1]  # (B, M) or (B, K, M): the last column is the bias
         return values if values.ndim == 2 else np.moveaxis(values, 1, -1)
@@ -309,19 +374,30 @@ def _as_rows(name: str, value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a torch.Tensor or a numpy array shaped (N, M), got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor or a numpy array shaped (N, M), got {type(value).__name__}"
+        )
     if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
         raise TypeError(f"{name} must hold numbers, got dtype {value.dtype}")
     if value.ndim != 2 or value.shape[0] == 0:
         raise ValueError(f"{name} must be shaped (N, M) with N >= 1, got {value.shape}")
     rows = value.astype(np.float64) if not np.issubdtype(value.dtype, np.floating) else value
     if not np.isfinite(rows).all():
-        raise ValueError(f"{name} contains {int((~np.isfinite(rows)).sum())} non-finite value(s) (NaN or inf)")
+        raise ValueError(
+            f"{name} contains {int((~np.isfinite(rows)).sum())} non-finite value(s) (NaN or inf)"
+        )
     return np.ascontiguousarray(rows)
 
 
 @functional_twin(TreeShap)
-def tree_shap(model: Any, inputs: Any, background_data: Any = None, interactions: bool = False,
-              **settings: Any) -> Explanation:
+def tree_shap(
+    model: Any,
+    inputs: Any,
+    background_data: Any = None,
+    interactions: bool = False,
+    **settings: Any,
+) -> Explanation:
     """Functional form of :class:`TreeShap`: fit (on ``background_data`` if given) and explain ``inputs``."""
-    return TreeShap(model, **settings).fit(background_data).explain(inputs, interactions=interactions)
+    return (
+        TreeShap(model, **settings).fit(background_data).explain(inputs, interactions=interactions)
+    )

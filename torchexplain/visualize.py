@@ -34,7 +34,9 @@ def attribution_map(attributions: ImageLike) -> np.ndarray:
     if a.ndim == 3:
         a = a.sum(axis=0)
     if a.ndim != 2:
-        raise ValueError(f"expected attributions shaped (H, W), (C, H, W) or (1, C, H, W), got {a.shape}")
+        raise ValueError(
+            f"expected attributions shaped (H, W), (C, H, W) or (1, C, H, W), got {a.shape}"
+        )
     return a
 
 
@@ -91,7 +93,10 @@ ANCHOR_OUTLINE = (255, 190, 0)
 
 
 def mask_overlay(
-    image: ImageLike, mask: ImageLike, dim: float = 0.25, outline: tuple[int, int, int] | None = None
+    image: ImageLike,
+    mask: ImageLike,
+    dim: float = 0.25,
+    outline: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """The pixels inside ``mask`` as they are, the rest dimmed to ``dim``; ``(H, W, 3)`` uint8.
 
@@ -187,14 +192,20 @@ def save_bar_chart(
     for title, rows in sections:
         for label, values in rows:
             if len(values) != n_bars:
-                raise ValueError(f"row {label!r} in {title!r} has {len(values)} values, expected {n_bars}")
+                raise ValueError(
+                    f"row {label!r} in {title!r} has {len(values)} values, expected {n_bars}"
+                )
             if any(not 0.0 <= float(v) <= 1.0 for v in values):
-                raise ValueError(f"row {label!r} in {title!r}: values must be in [0, 1], got {list(values)}")
+                raise ValueError(
+                    f"row {label!r} in {title!r}: values must be in [0, 1], got {list(values)}"
+                )
     font = ImageFont.load_default()
     char_w, line_h, pad = 6, 16, 6
     label_w = char_w * max(len(label) for _, rows in sections for label, _ in rows) + 2 * pad
     column_w = bar_width + 7 * char_w + pad
-    width = max(label_w + n_bars * column_w + pad, char_w * max(len(t) for t, _ in sections) + 2 * pad)
+    width = max(
+        label_w + n_bars * column_w + pad, char_w * max(len(t) for t, _ in sections) + 2 * pad
+    )
     height = pad + sum(2 * line_h + len(rows) * line_h for _, rows in sections) + pad
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -210,10 +221,19 @@ def save_bar_chart(
             draw.text((pad, top + 2), label, fill="black", font=font)
             for b, value in enumerate(values):
                 left = label_w + b * column_w
-                draw.rectangle([left, top + 3, left + bar_width, top + line_h - 3], outline=(200, 200, 200))
-                draw.rectangle([left, top + 3, left + round(float(value) * bar_width), top + line_h - 3],
-                               fill=colours[b % len(colours)])
-                draw.text((left + bar_width + pad, top + 2), f"{float(value):.2f}", fill="black", font=font)
+                draw.rectangle(
+                    [left, top + 3, left + bar_width, top + line_h - 3], outline=(200, 200, 200)
+                )
+                draw.rectangle(
+                    [left, top + 3, left + round(float(value) * bar_width), top + line_h - 3],
+                    fill=colours[b % len(colours)],
+                )
+                draw.text(
+                    (left + bar_width + pad, top + 2),
+                    f"{float(value):.2f}",
+                    fill="black",
+                    font=font,
+                )
             top += line_h
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +271,9 @@ def save_signed_bars(
     label_w = char_w * max(len(label) for _, rows in sections for label, _ in rows) + 2 * pad
     text_w = char_w * (10 + len(unit))
     zero = label_w + text_w + bar_width
-    width = max(zero + bar_width + text_w + pad, char_w * max(len(t) for t, _ in sections) + 2 * pad)
+    width = max(
+        zero + bar_width + text_w + pad, char_w * max(len(t) for t, _ in sections) + 2 * pad
+    )
     height = pad + sum(line_h + len(rows) * line_h + pad for _, rows in sections) + pad
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -269,8 +291,15 @@ def save_signed_bars(
                 draw.rectangle([zero, top + 3, zero + length, top + line_h - 3], fill=(204, 51, 51))
                 draw.text((zero + length + pad, top + 2), text, fill="black", font=font)
             else:
-                draw.rectangle([zero - length, top + 3, zero, top + line_h - 3], fill=(51, 102, 204))
-                draw.text((zero - length - pad - char_w * len(text), top + 2), text, fill="black", font=font)
+                draw.rectangle(
+                    [zero - length, top + 3, zero, top + line_h - 3], fill=(51, 102, 204)
+                )
+                draw.text(
+                    (zero - length - pad - char_w * len(text), top + 2),
+                    text,
+                    fill="black",
+                    font=font,
+                )
             top += line_h
         draw.line([zero, first, zero, top], fill=(120, 120, 120))
         top += pad

@@ -91,7 +91,9 @@ def _train(
     return model
 
 
-def _cached(path: Path, model: nn.Module, retrain: bool, train: Callable[[], nn.Module]) -> tuple[nn.Module, bool]:
+def _cached(
+    path: Path, model: nn.Module, retrain: bool, train: Callable[[], nn.Module]
+) -> tuple[nn.Module, bool]:
     """``model`` with the checkpoint at ``path`` when there is one (unless ``retrain``), else
     ``train()``, saved there atomically; returns ``(model, from_cache)``."""
     if path.is_file() and not retrain:
@@ -118,7 +120,9 @@ def train_mnist_cnn(
     The caller's global RNG is left as it was (initialisation and dropout draw
     from a forked stream).
     """
-    return _train(MnistCNN, images, labels, nn.functional.cross_entropy, epochs, batch_size, lr, seed)
+    return _train(
+        MnistCNN, images, labels, nn.functional.cross_entropy, epochs, batch_size, lr, seed
+    )
 
 
 def pretrained_mnist_cnn(
@@ -140,10 +144,16 @@ def pretrained_mnist_cnn(
         ``(model, from_cache)``.
     """
     train = load_mnist("train", root=data_root)
-    key = hashlib.sha1(f"{train.source}|{len(train.labels)}|{epochs}|{seed}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{train.source}|{len(train.labels)}|{epochs}|{seed}".encode()).hexdigest()[
+        :12
+    ]
     path = Path(cache_dir or default_cache_dir()) / f"mnist_cnn-{key}.pt"
-    return _cached(path, MnistCNN(), retrain,
-                   lambda: train_mnist_cnn(train.images, train.labels, epochs=epochs, seed=seed))
+    return _cached(
+        path,
+        MnistCNN(),
+        retrain,
+        lambda: train_mnist_cnn(train.images, train.labels, epochs=epochs, seed=seed),
+    )
 
 
 class CensusMLP(nn.Module):
@@ -163,7 +173,11 @@ class CensusMLP(nn.Module):
         self.register_buffer("std", torch.ones(len(self.numerical)))
         width = sum(self.sizes) + len(self.numerical)
         self.layers = nn.Sequential(
-            nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2)
+            nn.Linear(width, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 2),
         )
 
     def encode(self, rows: torch.Tensor) -> torch.Tensor:
@@ -211,8 +225,12 @@ def pretrained_census_mlp(
         fresh.std.copy_(X[:, fresh.numerical].std(0).clamp_min(1e-6))
         return fresh
 
-    return _cached(path, model, retrain,
-                   lambda: _train(build, X, y, nn.functional.cross_entropy, epochs, 256, 2e-3, seed))
+    return _cached(
+        path,
+        model,
+        retrain,
+        lambda: _train(build, X, y, nn.functional.cross_entropy, epochs, 256, 2e-3, seed),
+    )
 
 
 class MnistAutoencoder(nn.Module):
@@ -259,8 +277,22 @@ def pretrained_mnist_autoencoder(
         ``(model, from_cache)``.
     """
     train = load_mnist("train", root=data_root)
-    key = hashlib.sha1(f"ae|{train.source}|{len(train.labels)}|{epochs}|{seed}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(
+        f"ae|{train.source}|{len(train.labels)}|{epochs}|{seed}".encode()
+    ).hexdigest()[:12]
     path = Path(cache_dir or default_cache_dir()) / f"mnist_ae-{key}.pt"
-    return _cached(path, MnistAutoencoder(), retrain,
-                   lambda: _train(MnistAutoencoder, train.images, train.images, nn.functional.mse_loss,
-                                  epochs, 64, 2e-3, seed))
+    return _cached(
+        path,
+        MnistAutoencoder(),
+        retrain,
+        lambda: _train(
+            MnistAutoencoder,
+            train.images,
+            train.images,
+            nn.functional.mse_loss,
+            epochs,
+            64,
+            2e-3,
+            seed,
+        ),
+    )

@@ -24,7 +24,14 @@ try:
 except ImportError:  # Triton is an optional dependency.
     triton_ops = None
 
-__all__ = ["TRITON_AVAILABLE", "accumulation_dtype", "build_path", "reduce_path", "reduction_dtype", "uses_triton"]
+__all__ = [
+    "TRITON_AVAILABLE",
+    "accumulation_dtype",
+    "build_path",
+    "reduce_path",
+    "reduction_dtype",
+    "uses_triton",
+]
 
 #: True when the Triton kernels could be imported (they still only run on CUDA tensors).
 TRITON_AVAILABLE = triton_ops is not None

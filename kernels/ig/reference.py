@@ -107,7 +107,9 @@ def reduce_path(
     return out
 
 
-def _weighted_step_sum(grads: torch.Tensor, weights: torch.Tensor, wide: torch.dtype) -> torch.Tensor:
+def _weighted_step_sum(
+    grads: torch.Tensor, weights: torch.Tensor, wide: torch.dtype
+) -> torch.Tensor:
     """``sum_k weights_k * grads[:, k]`` in ``wide``, widening cache-sized blocks.
 
     Blocks are whole examples where one fits the budget (one batched product per
@@ -129,7 +131,9 @@ def _weighted_step_sum(grads: torch.Tensor, weights: torch.Tensor, wide: torch.d
             e1 = min(n, e0 + rows)
             block = buffer[: e1 - e0]
             block.copy_(grads[e0:e1])
-            torch.matmul(row_weights.expand(e1 - e0, 1, s), block, out=total[e0:e1].view(e1 - e0, 1, d))
+            torch.matmul(
+                row_weights.expand(e1 - e0, 1, s), block, out=total[e0:e1].view(e1 - e0, 1, d)
+            )
         return total
     steps = max(1, REDUCE_BLOCK_BYTES // (d * size))
     buffer = torch.empty((min(steps, s), d), dtype=wide, device=grads.device)

@@ -26,7 +26,9 @@ def parts(n_instances: int, bytes_per_sample: float, device: torch.device) -> li
     return [slice(start, min(start + size, n_instances)) for start in range(0, n_instances, size)]
 
 
-def merge_parts(datas: list[dict[str, Any]], totals: list[dict[str, int]]) -> tuple[dict[str, Any], dict[str, int]]:
+def merge_parts(
+    datas: list[dict[str, Any]], totals: list[dict[str, int]]
+) -> tuple[dict[str, Any], dict[str, int]]:
     """One ``data`` dict from the parts' (tensors concatenated, lists joined) and their totals
     (counts summed; ``search_rounds`` is the largest, as the parts ran one after another)."""
     if len(datas) == 1:
@@ -34,7 +36,11 @@ def merge_parts(datas: list[dict[str, Any]], totals: list[dict[str, int]]) -> tu
     data: dict[str, Any] = {}
     for key, first in datas[0].items():
         values = [d[key] for d in datas]
-        data[key] = torch.cat(values) if isinstance(first, torch.Tensor) else [v for part in values for v in part]
+        data[key] = (
+            torch.cat(values)
+            if isinstance(first, torch.Tensor)
+            else [v for part in values for v in part]
+        )
     total = {key: sum(t[key] for t in totals) for key in totals[0]}
     if "search_rounds" in total:
         total["search_rounds"] = max(t["search_rounds"] for t in totals)

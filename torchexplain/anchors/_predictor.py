@@ -10,7 +10,9 @@ import torch
 __all__ = ["scores_and_labels"]
 
 
-def scores_and_labels(output: Any, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def scores_and_labels(
+    output: Any, n: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The predictor's output on ``n`` inputs as a tensor on ``device``, and the labels it means.
 
     Scores ``(n, K)`` give their argmax; integer labels ``(n,)`` are taken as they are.
@@ -19,7 +21,9 @@ def scores_and_labels(output: Any, n: int, device: torch.device) -> tuple[torch.
     if isinstance(output, np.ndarray):
         output = torch.from_numpy(np.ascontiguousarray(output))
     if not isinstance(output, torch.Tensor):
-        raise TypeError(f"predictor must return a tensor (or numpy array), got {type(output).__name__}")
+        raise TypeError(
+            f"predictor must return a tensor (or numpy array), got {type(output).__name__}"
+        )
     # Outputs and labels live on the inputs' device whatever device the predictor answered on.
     output = output.detach().to(device)
     if output.dim() == 2 and output.shape[0] == n and output.shape[1] >= 1:

@@ -59,7 +59,18 @@ __all__ = [
 _EPS_LOW, _EPS_HIGH = 1e-7, 1.0 - 1e-16
 
 # Phases of an instance's search.
-_EMPTY_START, _EMPTY_CHECK, _PROPOSE, _KL_START, _KL_ENTRY, _KL_LOOP, _CHOSEN, _REFINE, _FINISH, _DONE = range(10)
+(
+    _EMPTY_START,
+    _EMPTY_CHECK,
+    _PROPOSE,
+    _KL_START,
+    _KL_ENTRY,
+    _KL_LOOP,
+    _CHOSEN,
+    _REFINE,
+    _FINISH,
+    _DONE,
+) = range(10)
 
 
 class Sampler(Protocol):
@@ -79,7 +90,11 @@ class Sampler(Protocol):
     """
 
     def __call__(
-        self, owner: torch.Tensor, features: torch.Tensor, order: torch.Tensor | None, stream: torch.Tensor,
+        self,
+        owner: torch.Tensor,
+        features: torch.Tensor,
+        order: torch.Tensor | None,
+        stream: torch.Tensor,
         group: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
 
@@ -112,7 +127,9 @@ def _kl_bound(p: torch.Tensor, level: torch.Tensor, n_iter: int, upper: bool) ->
     return hi if upper else lo
 
 
-def kl_bounds(p: torch.Tensor, level: torch.Tensor, n_iter: int = 17) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_bounds(
+    p: torch.Tensor, level: torch.Tensor, n_iter: int = 17
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lower, upper)`` bounds together: one bisection over both (half the small-op overhead)."""
     p = p.to(torch.float64)
     level = torch.as_tensor(level, dtype=torch.float64, device=p.device).expand_as(p)
@@ -194,8 +211,11 @@ class SampleStore:
     def empty(cls, m: int, device: torch.device, capacity: int = 4096) -> SampleStore:
         z = dict(device=device)
         return cls(
-            torch.zeros(capacity, m, dtype=torch.bool, **z), torch.zeros(capacity, dtype=torch.bool, **z),
-            torch.zeros(capacity, dtype=torch.int64, **z), torch.zeros(capacity, dtype=torch.int64, **z), None,
+            torch.zeros(capacity, m, dtype=torch.bool, **z),
+            torch.zeros(capacity, dtype=torch.bool, **z),
+            torch.zeros(capacity, dtype=torch.int64, **z),
+            torch.zeros(capacity, dtype=torch.int64, **z),
+            None,
         )
 
     def append(self, present, agree, owner, stream, payload) -> None:
@@ -212,7 +232,9 @@ class SampleStore:
                 setattr(self, name, grown)
         if payload is not None and self.payload is None:
             self.payload = torch.zeros(
-                (self.present.shape[0], *payload.shape[1:]), dtype=payload.dtype, device=payload.device
+                (self.present.shape[0], *payload.shape[1:]),
+                dtype=payload.dtype,
+                device=payload.device,
             )
         rows = slice(self.size, need)
         self.present[rows] = present
@@ -281,13 +303,26 @@ class _Engine:
         m = self.m = int(coverage_bits.shape[-2])
         self.coverage_bits = coverage_bits.expand(b, m, coverage_bits.shape[-1])
         self.n_coverage = int(n_coverage)
-        self.threshold, self.delta, self.tau, self.epsilon_stop = threshold, delta, tau, epsilon_stop
-        self.batch_size, self.beam, self.min_samples_start = batch_size, beam_size, min_samples_start
-        self.stop_on_first = stop_on_first
-        self.max_size = self.n_features.clone() if max_anchor_size is None else torch.full_like(
-            self.n_features, int(max_anchor_size)
+        self.threshold, self.delta, self.tau, self.epsilon_stop = (
+            threshold,
+            delta,
+            tau,
+            epsilon_stop,
         )
-        self.length = max(1, min(m, int(self.max_size.max()) if b else 1))  # L: longest anchor stored
+        self.batch_size, self.beam, self.min_samples_start = (
+            batch_size,
+            beam_size,
+            min_samples_start,
+        )
+        self.stop_on_first = stop_on_first
+        self.max_size = (
+            self.n_features.clone()
+            if max_anchor_size is None
+            else torch.full_like(self.n_features, int(max_anchor_size))
+        )
+        self.length = max(
+            1, min(m, int(self.max_size.max()) if b else 1)
+        )  # L: longest anchor stored
         self.n_hist = self.beam * self.length
         self.n_cand = self.beam * max(m, 1)
         self.hist0, self.cand0 = 1, 1 + self.n_hist
@@ -333,7 +368,9 @@ class _Engine:
         self.requested = torch.zeros(b, dtype=torch.bool, device=dev)
         self.n_syncs = 0
         # One bound per (beam slot, feature) that may be tested: a union bound (as Alibi).
-        self.refine_beta = torch.log(1.0 / (delta / (1 + (beam_size - 1) * self.n_features.to(torch.float64))))
+        self.refine_beta = torch.log(
+            1.0 / (delta / (1 + (beam_size - 1) * self.n_features.to(torch.float64)))
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -388,7 +425,8 @@ class _Engine:
         first = size == 1
         # Parents: the empty anchor at size 1, else the beam of the previous size.
         parents = torch.where(
-            first[:, None], torch.where(torch.arange(beam, device=dev) == 0, 0, -1),
+            first[:, None],
+            torch.where(torch.arange(beam, device=dev) == 0, 0, -1),
             self._hist_slots((size - 1).clamp_min(1)),
         )
         n_parent = torch.where(first, 1, self.n_beam[idx, (size - 1).clamp_min(0)])
@@ -423,13 +461,19 @@ class _Engine:
             raw_valid &= ~drop
         flat_valid = raw_valid.reshape(n, m * beam)
         # Stable compaction of the valid raw candidates to the front.
-        order = torch.sort((~flat_valid).to(torch.int8), dim=1, stable=True).indices[:, : self.n_cand]
+        order = torch.sort((~flat_valid).to(torch.int8), dim=1, stable=True).indices[
+            :, : self.n_cand
+        ]
         cand_valid = flat_valid.gather(1, order)
         cand_feat = order // beam
         cand_parent = parents.gather(1, order % beam)
         cand_parent = torch.where(cand_valid, cand_parent, 0)
         slots = self.cand0 + torch.arange(self.n_cand, device=dev)
-        onehot = torch.nn.functional.one_hot(cand_feat, m).bool() if m else torch.zeros(n, self.n_cand, 0, dtype=torch.bool, device=dev)
+        onehot = (
+            torch.nn.functional.one_hot(cand_feat, m).bool()
+            if m
+            else torch.zeros(n, self.n_cand, 0, dtype=torch.bool, device=dev)
+        )
         features = (self.slot_features[inst, cand_parent] | onehot) & cand_valid[..., None]
         self.slot_features[inst, slots] = features
         parent_order = self.slot_order[inst, cand_parent]  # (n, C, L)
@@ -451,7 +495,9 @@ class _Engine:
         member = torch.where(cand_valid[..., None], member, 0)
         self.member[inst, slots] = member
         self.n[inst, slots] = popcount(member).to(torch.float64)
-        self.positives[inst, slots] = popcount(member & self.agree_bits[idx][:, None, :]).to(torch.float64)
+        self.positives[inst, slots] = popcount(member & self.agree_bits[idx][:, None, :]).to(
+            torch.float64
+        )
         active = cand_valid & (coverage > self.best_cov[idx][:, None])
         self.kl_active[idx] = False
         self.kl_active[inst, slots] = active
@@ -474,7 +520,9 @@ class _Engine:
         # All arms are the top arms: chosen in arm order.
         first = torch.sort((~active).to(torch.int8), dim=1, stable=True).indices[:, : self.beam]
         take = torch.arange(self.beam, device=self.device) < self.kl_top[idx][:, None]
-        self.chosen[idx] = torch.where(everything[:, None], torch.where(take, first, -1), self.chosen[idx])
+        self.chosen[idx] = torch.where(
+            everything[:, None], torch.where(take, first, -1), self.chosen[idx]
+        )
         self.phase[idx] = torch.where(everything, _CHOSEN, _KL_LOOP)
 
     def _kl_loop(self, idx: torch.Tensor) -> None:
@@ -495,7 +543,10 @@ class _Engine:
         lower = torch.where(is_best, lower, math.inf)
         challenger_rank = upper.argmax(1)
         weakest_rank = lower.argmin(1)
-        gap = upper.gather(1, challenger_rank[:, None])[:, 0] - lower.gather(1, weakest_rank[:, None])[:, 0]
+        gap = (
+            upper.gather(1, challenger_rank[:, None])[:, 0]
+            - lower.gather(1, weakest_rank[:, None])[:, 0]
+        )
         more = gap > self.tau
         challenger = order.gather(1, challenger_rank[:, None])[:, 0]
         weakest = order.gather(1, weakest_rank[:, None])[:, 0]
@@ -528,8 +579,18 @@ class _Engine:
             hist = self._hist_slots(size)
             inst = sub[:, None]
             src = chosen.clamp_min(0)
-            for name in ("slot_features", "slot_order", "slot_len", "slot_parent", "slot_added", "member",
-                         "slot_cov_bits", "slot_coverage", "positives", "n"):
+            for name in (
+                "slot_features",
+                "slot_order",
+                "slot_len",
+                "slot_parent",
+                "slot_added",
+                "member",
+                "slot_cov_bits",
+                "slot_coverage",
+                "positives",
+                "n",
+            ):
                 table = getattr(self, name)
                 values = table[inst, src]
                 old = table[inst, hist]
@@ -547,7 +608,9 @@ class _Engine:
         level = self.refine_beta[idx][:, None] / n.clamp_min(1)
         lower, upper = kl_bounds(means, level)
         thr, eps = self.threshold, self.epsilon_stop
-        pending = in_beam & (((means >= thr) & (lower < thr - eps)) | ((means < thr) & (upper >= thr + eps)))
+        pending = in_beam & (
+            ((means >= thr) & (lower < thr - eps)) | ((means < thr) & (upper >= thr + eps))
+        )
         any_pending = pending.any(1)
         pull = torch.zeros_like(self.request[idx])
         pull.scatter_add_(1, slots, pending.to(torch.int64) * self.batch_size)
@@ -561,7 +624,9 @@ class _Engine:
         pick = torch.where(better, coverage, -math.inf).argmax(1)
         pick_cov = coverage.gather(1, pick[:, None])[:, 0]
         self.best_cov[idx] = torch.where(found, pick_cov, self.best_cov[idx])
-        self.best_slot[idx] = torch.where(found, slots.gather(1, pick[:, None])[:, 0], self.best_slot[idx])
+        self.best_slot[idx] = torch.where(
+            found, slots.gather(1, pick[:, None])[:, 0], self.best_slot[idx]
+        )
         stop = found & ((pick_cov == 1.0) | self.stop_on_first)
         grown = size + 1
         self.size[idx] = torch.where(any_pending | stop, size, grown)
@@ -597,9 +662,15 @@ class _Engine:
     def _advance(self) -> None:
         """Move every instance on until it asks for samples or is done."""
         handlers: list[tuple[int, Callable[[torch.Tensor], None]]] = [
-            (_EMPTY_START, self._empty_start), (_EMPTY_CHECK, self._empty_check), (_PROPOSE, self._propose),
-            (_KL_START, self._kl_start), (_KL_ENTRY, self._kl_entry), (_KL_LOOP, self._kl_loop),
-            (_CHOSEN, self._chosen), (_REFINE, self._refine), (_FINISH, self._finish),
+            (_EMPTY_START, self._empty_start),
+            (_EMPTY_CHECK, self._empty_check),
+            (_PROPOSE, self._propose),
+            (_KL_START, self._kl_start),
+            (_KL_ENTRY, self._kl_entry),
+            (_KL_LOOP, self._kl_loop),
+            (_CHOSEN, self._chosen),
+            (_REFINE, self._refine),
+            (_FINISH, self._finish),
         ]
         while True:
             waiting = (self.phase != _DONE) & ~self.requested
@@ -618,7 +689,9 @@ class _Engine:
         counts = self.request.reshape(-1)
         total = int(counts.sum())
         self.n_syncs += 1
-        flat = torch.repeat_interleave(torch.arange(counts.shape[0], device=dev), counts, output_size=total)
+        flat = torch.repeat_interleave(
+            torch.arange(counts.shape[0], device=dev), counts, output_size=total
+        )
         owner = flat // self.n_slots
         slot = flat % self.n_slots
         per_instance = self.request.sum(1)
@@ -643,9 +716,18 @@ class _Engine:
             n_segments = int(segment[-1]) + 1
             seg_owner, seg_word = owner[starts_word], word[starts_word]
             bits = torch.zeros(n_segments, 2 + self.m, dtype=torch.int64, device=dev)
-            bits.index_add_(0, segment, torch.cat([
-                torch.where(agree, bit, 0)[:, None], bit[:, None], torch.where(present, bit[:, None], 0),
-            ], dim=1))
+            bits.index_add_(
+                0,
+                segment,
+                torch.cat(
+                    [
+                        torch.where(agree, bit, 0)[:, None],
+                        bit[:, None],
+                        torch.where(present, bit[:, None], 0),
+                    ],
+                    dim=1,
+                ),
+            )
             self.agree_bits.index_put_((seg_owner, seg_word), bits[:, 0], accumulate=True)
             self.present_bits[seg_owner, :, seg_word] += bits[:, 2:]
             # An arm's draws in a round are adjacent too: one value per (instance, slot, word).
@@ -654,14 +736,16 @@ class _Engine:
             arm_segment = torch.cumsum(starts_arm, 0) - 1
             arm_bits = torch.zeros(int(arm_segment[-1]) + 1, dtype=torch.int64, device=dev)
             arm_bits.index_add_(0, arm_segment, bit)
-            self.member.index_put_((owner[starts_arm], slot[starts_arm], word[starts_arm]), arm_bits, accumulate=True)
+            self.member.index_put_(
+                (owner[starts_arm], slot[starts_arm], word[starts_arm]), arm_bits, accumulate=True
+            )
         self.row_of[owner, stream] = self.store.size + torch.arange(total, device=dev)
         self.n_rounds += 1
         self.store.append(present, agree, owner, stream, payload)
         self.n += self.request
-        self.positives += torch.bincount(flat, weights=agree.to(torch.float64), minlength=counts.shape[0]).view_as(
-            self.positives
-        )
+        self.positives += torch.bincount(
+            flat, weights=agree.to(torch.float64), minlength=counts.shape[0]
+        ).view_as(self.positives)
         self.n_drawn += per_instance
         self.request.zero_()
         self.requested.zero_()
@@ -688,8 +772,15 @@ class _Engine:
         orders = self.slot_order[idx, slot].tolist()
         anchors = [[f for f in order if f >= 0] for order in orders]
         return EngineResult(
-            anchors=anchors, precision=precision, coverage=coverage, success=self.success.clone(),
-            n_samples=n_samples, members=members, store=self.store, n_rounds=self.n_rounds, n_syncs=self.n_syncs,
+            anchors=anchors,
+            precision=precision,
+            coverage=coverage,
+            success=self.success.clone(),
+            n_samples=n_samples,
+            members=members,
+            store=self.store,
+            n_rounds=self.n_rounds,
+            n_syncs=self.n_syncs,
         )
 
 
@@ -733,8 +824,18 @@ def run_engine(
         An :class:`EngineResult`.
     """
     engine = _Engine(
-        sampler, n_features, coverage_bits, n_coverage, threshold=threshold, delta=delta, tau=tau,
-        epsilon_stop=epsilon_stop, batch_size=batch_size, beam_size=beam_size,
-        min_samples_start=min_samples_start, max_anchor_size=max_anchor_size, stop_on_first=stop_on_first,
+        sampler,
+        n_features,
+        coverage_bits,
+        n_coverage,
+        threshold=threshold,
+        delta=delta,
+        tau=tau,
+        epsilon_stop=epsilon_stop,
+        batch_size=batch_size,
+        beam_size=beam_size,
+        min_samples_start=min_samples_start,
+        max_anchor_size=max_anchor_size,
+        stop_on_first=stop_on_first,
     )
     return engine.run()

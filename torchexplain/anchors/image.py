@@ -105,8 +105,11 @@ def _grey_channels_last(images: torch.Tensor) -> torch.Tensor:
     CUDA tensors are left as they are: that layout has not been measured there.
     """
     if (
-        images.device.type != "cpu" or images.dim() != 4 or images.shape[1] != 1
-        or not images.is_contiguous() or images.shape[0] == 0
+        images.device.type != "cpu"
+        or images.dim() != 4
+        or images.shape[1] != 1
+        or not images.is_contiguous()
+        or images.shape[0] == 0
     ):
         return images
     _, _, h, w = images.shape
@@ -150,7 +153,9 @@ def _segment_means(images: torch.Tensor, segments: torch.Tensor, n_segments: int
     sums = torch.zeros(b, c, n_segments, dtype=images.dtype, device=images.device)
     sums.scatter_add_(2, index, images.reshape(b, c, h * w))
     counts = torch.zeros(b, 1, n_segments, dtype=images.dtype, device=images.device)
-    counts.scatter_add_(2, segments.reshape(b, 1, h * w), torch.ones_like(images[:, :1].reshape(b, 1, h * w)))
+    counts.scatter_add_(
+        2, segments.reshape(b, 1, h * w), torch.ones_like(images[:, :1].reshape(b, 1, h * w))
+    )
     means = sums / counts.clamp_min(1)
     return means.gather(2, index).reshape(b, c, h, w)
 
@@ -188,7 +193,9 @@ class _AgreementCache:
         which = np.where(bits == (1 << self.n_features[owner]) - 1, 0, which.astype(np.int64))
         return ((owner * self.stride + which) << self.n_bits) | bits
 
-    def agreement(self, keys: np.ndarray, evaluate: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    def agreement(
+        self, keys: np.ndarray, evaluate: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
         """Agreement for every key; ``evaluate(rows)`` is called once, on one row per unseen key."""
         pos = np.searchsorted(self.keys, keys)
         hit = pos < self.keys.size
@@ -250,7 +257,8 @@ class AnchorImageSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, Ch
         "built-in methods see single-channel images repeated to RGB, as Alibi does",
     )
     segmentation_kwargs: dict[str, Any] | None = setting(
-        None, "keyword arguments of the segmentation (None: Alibi's defaults for the built-in methods)"
+        None,
+        "keyword arguments of the segmentation (None: Alibi's defaults for the built-in methods)",
     )
     images_background: torch.Tensor | None = setting(
         None,
@@ -354,7 +362,12 @@ class AnchorImage(Explainer):
 class _AnchorRun:
     """One ``explain`` call: segmentation, the batched searches, and the results."""
 
-    def __init__(self, predictor: Callable[[torch.Tensor], Any], images: torch.Tensor, config: AnchorImageSettings):
+    def __init__(
+        self,
+        predictor: Callable[[torch.Tensor], Any],
+        images: torch.Tensor,
+        config: AnchorImageSettings,
+    ):
         self.predictor = predictor
         self.config = config
         self.input_device = images.device
@@ -379,13 +392,19 @@ class _AnchorRun:
 
     def segment(self) -> torch.Tensor:
         """``(B, H, W)`` superpixel labels on the compute device."""
-        return superpixels(self.images, self.config.segmentation_fn, self.config.segmentation_kwargs).to(self.device)
+        return superpixels(
+            self.images, self.config.segmentation_fn, self.config.segmentation_kwargs
+        ).to(self.device)
 
     def explain(self) -> tuple[dict[str, Any], dict[str, int]]:
         config, images, device = self.config, self.images, self.device
         b, _, h, w = images.shape
         self.segments = self.segment()
-        self.n_features = torch.stack([s.max() + 1 for s in self.segments]) if b else torch.zeros(0, dtype=torch.int64)
+        self.n_features = (
+            torch.stack([s.max() + 1 for s in self.segments])
+            if b
+            else torch.zeros(0, dtype=torch.int64)
+        )
         self.n_features = self.n_features.to(device=device, dtype=torch.int64)
         self.n_features_list = self.n_features.tolist()
         self.m_max = max(self.n_features_list, default=1)
@@ -407,12 +426,21 @@ class _AnchorRun:
             coverage_key = _random.stream_key(config.seed, _COVERAGE_STREAM, device)
             rows = torch.arange(config.coverage_samples, device=device)
             coverage = _random.uniform(coverage_key, rows, self.m_max) >= config.p_sample
-            self.calls_per_image = np.ones(b, dtype=np.int64)  # the call that found the explained labels
+            self.calls_per_image = np.ones(
+                b, dtype=np.int64
+            )  # the call that found the explained labels
             self.images_per_image = np.ones(b, dtype=np.int64)
-            use_cache = config.cache_predictions and _AgreementCache.fits(b, n_replacements, self.m_max)
-            self.cache = _AgreementCache(n_replacements, self.n_features_list) if use_cache else None
+            use_cache = config.cache_predictions and _AgreementCache.fits(
+                b, n_replacements, self.m_max
+            )
+            self.cache = (
+                _AgreementCache(n_replacements, self.n_features_list) if use_cache else None
+            )
             result = run_engine(
-                self.sample, self.n_features, pack_rows(coverage)[None], config.coverage_samples,
+                self.sample,
+                self.n_features,
+                pack_rows(coverage)[None],
+                config.coverage_samples,
                 **config.engine_options(),
             )
             covered_true, covered_false = self.covered_examples(result)
@@ -438,41 +466,63 @@ class _AnchorRun:
             "n_images_evaluated": torch.from_numpy(self.images_per_image).to(out),
         }
         totals = {
-            "total_model_calls": self.counter.calls, "total_images_evaluated": self.counter.images,
+            "total_model_calls": self.counter.calls,
+            "total_images_evaluated": self.counter.images,
             "search_rounds": result.n_rounds,
         }
         return data, totals
 
-    def evaluate(self, owner: torch.Tensor, present: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    def evaluate(
+        self, owner: torch.Tensor, present: torch.Tensor, which: torch.Tensor
+    ) -> torch.Tensor:
         """Agreement of the predictor with the explained label on each perturbed sample (on the device)."""
         agree = torch.empty(len(owner), dtype=torch.bool, device=self.device)
         chunk = self.chunk or max(1, len(owner))
         for start in range(0, len(owner), chunk):
             part = slice(start, start + chunk)
-            batch = perturb(self.images, self.segments, self.replacements, owner[part], present[part], which[part])
+            batch = perturb(
+                self.images,
+                self.segments,
+                self.replacements,
+                owner[part],
+                present[part],
+                which[part],
+            )
             labels = self.counter.labels(batch)
             agree[part] = labels == self.target[owner[part]]
             self.calls_per_image[torch.unique(owner[part]).cpu().numpy()] += 1
-        self.images_per_image += np.bincount(owner.cpu().numpy(), minlength=len(self.images_per_image))
+        self.images_per_image += np.bincount(
+            owner.cpu().numpy(), minlength=len(self.images_per_image)
+        )
         return agree
 
     needs_order = False  # the engine's sampler protocol: superpixels do not care in which order they were added
 
     def sample(
-        self, owner: torch.Tensor, features: torch.Tensor, order: torch.Tensor | None, stream: torch.Tensor,
+        self,
+        owner: torch.Tensor,
+        features: torch.Tensor,
+        order: torch.Tensor | None,
+        stream: torch.Tensor,
         group: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One round of samples for every image: superpixels kept, agreement, replacement image used."""
-        present = (_random.uniform(self.sample_key, stream, self.m_max) >= self.config.p_sample) | features
+        present = (
+            _random.uniform(self.sample_key, stream, self.m_max) >= self.config.p_sample
+        ) | features
         present &= self.feature_valid[owner]
         if self.background is None:
             which = owner
         else:
-            which = _random.integers(self.background_key, stream, 1, self.replacements.shape[0])[:, 0]
+            which = _random.integers(self.background_key, stream, 1, self.replacements.shape[0])[
+                :, 0
+            ]
         if self.cache is None:
             agree = self.evaluate(owner, present, which)
         else:
-            keys = self.cache.keys_of(owner.cpu().numpy(), present.cpu().numpy(), which.cpu().numpy())
+            keys = self.cache.keys_of(
+                owner.cpu().numpy(), present.cpu().numpy(), which.cpu().numpy()
+            )
 
             def evaluate_rows(rows: np.ndarray) -> np.ndarray:
                 index = torch.from_numpy(rows).to(self.device)
@@ -481,7 +531,9 @@ class _AnchorRun:
             agree = torch.from_numpy(self.cache.agreement(keys, evaluate_rows)).to(self.device)
         return present, agree, which
 
-    def covered_examples(self, result: EngineResult) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def covered_examples(
+        self, result: EngineResult
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Examples with the anchor, from the samples the precision estimate rests on (no new queries)."""
         store = result.store
         owner = store.view("owner")
@@ -492,14 +544,22 @@ class _AnchorRun:
             for keep, kept in ((agree, covered_true), (~agree, covered_false)):
                 rows = torch.nonzero(mine & keep).flatten()[: self.config.n_covered_ex]
                 kept.append(
-                    perturb(self.images, self.segments, self.replacements, owner[rows], store.present[rows],
-                            store.payload[rows])
+                    perturb(
+                        self.images,
+                        self.segments,
+                        self.replacements,
+                        owner[rows],
+                        store.present[rows],
+                        store.payload[rows],
+                    )
                 )
         return covered_true, covered_false
 
 
 @functional_twin(AnchorImage)
-def anchor_image(predictor: Callable[[torch.Tensor], Any], inputs: torch.Tensor, **settings: Any) -> Explanation:
+def anchor_image(
+    predictor: Callable[[torch.Tensor], Any], inputs: torch.Tensor, **settings: Any
+) -> Explanation:
     """Functional form of :class:`AnchorImage`: the same settings, one call.
 
     Examples:

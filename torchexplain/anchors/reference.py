@@ -235,7 +235,9 @@ class BeamSearch:
         n = present.shape[0]
         if self._n_stored + n > self._present.shape[0]:
             grow = max(self._present.shape[0], n)
-            self._present = np.concatenate([self._present, np.zeros((grow, self.n_features), dtype=bool)])
+            self._present = np.concatenate(
+                [self._present, np.zeros((grow, self.n_features), dtype=bool)]
+            )
             self._agree = np.concatenate([self._agree, np.zeros(grow, dtype=bool)])
             self._payload = np.concatenate([self._payload, np.zeros(grow, dtype=np.int64)])
         rows = np.arange(self._n_stored, self._n_stored + n)
@@ -261,7 +263,9 @@ class BeamSearch:
             candidates = []
             for f in range(self.n_features):
                 rows = np.flatnonzero(present[:, f])
-                self._arms[(f,)] = _ArmStats(rows, float(agree[rows].sum()), float(rows.size), self._coverage((f,)), [f])
+                self._arms[(f,)] = _ArmStats(
+                    rows, float(agree[rows].sum()), float(rows.size), self._coverage((f,)), [f]
+                )
                 candidates.append((f,))
             return candidates
         candidates: list[Anchor] = []
@@ -277,7 +281,11 @@ class BeamSearch:
                 parent_arm = self._arms[parent]
                 rows = parent_arm.idx[present[parent_arm.idx, f]]
                 self._arms[anchor] = _ArmStats(
-                    rows, float(agree[rows].sum()), float(rows.size), self._coverage(anchor), [*parent_arm.order, f]
+                    rows,
+                    float(agree[rows].sum()),
+                    float(rows.size),
+                    self._coverage(anchor),
+                    [*parent_arm.order, f],
                 )
                 candidates.append(anchor)
         return candidates
@@ -287,7 +295,9 @@ class BeamSearch:
         n_samples = np.array([self._arms[a].n_samples for a in anchors], dtype=np.float64)
         return positives, n_samples
 
-    def _pull(self, anchors: Sequence[Anchor], n: int) -> Generator[Request, list[SampleBatch], None]:
+    def _pull(
+        self, anchors: Sequence[Anchor], n: int
+    ) -> Generator[Request, list[SampleBatch], None]:
         # Each request names the anchor's features in the order they were added (the
         # tabular sampler's fallbacks drop the last-added first).
         batches = yield [(tuple(self._arms[a].order) if a else a, n) for a in anchors]
@@ -296,7 +306,9 @@ class BeamSearch:
 
     # ------------------------------------------------------------------ KL-LUCB
 
-    def _kllucb(self, anchors: list[Anchor], top_n: int) -> Generator[Request, list[SampleBatch], np.ndarray]:
+    def _kllucb(
+        self, anchors: list[Anchor], top_n: int
+    ) -> Generator[Request, list[SampleBatch], np.ndarray]:
         """Indices of the ``top_n`` anchors of highest precision, by KL-LUCB."""
         positives, n_samples = self._stats(anchors)
         unsampled = [a for a, n in zip(anchors, n_samples, strict=True) if n == 0]
@@ -338,8 +350,12 @@ class BeamSearch:
         arm = self._arms[anchor]
         samples = SampleBatch(self._present[arm.idx], self._agree[arm.idx], self._payload[arm.idx])
         return AnchorResult(
-            anchor=tuple(arm.order), precision=arm.positives / max(arm.n_samples, 1.0),
-            coverage=arm.coverage, success=success, n_samples=int(arm.n_samples), samples=samples,
+            anchor=tuple(arm.order),
+            precision=arm.positives / max(arm.n_samples, 1.0),
+            coverage=arm.coverage,
+            success=success,
+            n_samples=int(arm.n_samples),
+            samples=samples,
         )
 
     # ------------------------------------------------------------------ beam search
@@ -428,7 +444,9 @@ def run_searches(
         flat = [(i, anchor, n) for i, request in pending.items() for anchor, n in request]
         answers = sample_fn(flat)
         if len(answers) != len(flat):
-            raise RuntimeError(f"sample_fn returned {len(answers)} batches for {len(flat)} requests")
+            raise RuntimeError(
+                f"sample_fn returned {len(answers)} batches for {len(flat)} requests"
+            )
         cursor = 0
         replies: dict[int, list[SampleBatch]] = {}
         for i, request in pending.items():

@@ -58,7 +58,9 @@ class AnchorTabularSettings(AnchorSearchSettings, TabularSettings, SeedSettings,
         n_columns = None if self.feature_names is None else len(self.feature_names)
         for column in self.categorical_names or {}:
             if n_columns is not None and column >= n_columns:
-                raise ValueError(f"categorical_names key {column!r} is not a column index in [0, {n_columns})")
+                raise ValueError(
+                    f"categorical_names key {column!r} is not a column index in [0, {n_columns})"
+                )
         return {}
 
 
@@ -75,8 +77,12 @@ class _Discretiser:
         self.edges = edges
 
     @classmethod
-    def fit(cls, train: np.ndarray, numerical: list[int], percentiles: Sequence[float]) -> _Discretiser:
-        edges = [np.unique(np.percentile(train[:, c].astype(np.float64), percentiles)) for c in numerical]
+    def fit(
+        cls, train: np.ndarray, numerical: list[int], percentiles: Sequence[float]
+    ) -> _Discretiser:
+        edges = [
+            np.unique(np.percentile(train[:, c].astype(np.float64), percentiles)) for c in numerical
+        ]
         return cls(numerical, edges)
 
     def codes(self, rows: torch.Tensor, categorical: list[int]) -> torch.Tensor:
@@ -86,7 +92,9 @@ class _Discretiser:
             codes[:, categorical] = rows[:, categorical].round().to(torch.int64)
         for column, edges in zip(self.numerical, self.edges, strict=True):
             edge = torch.as_tensor(edges, dtype=torch.float64, device=rows.device)
-            codes[:, column] = torch.searchsorted(edge, rows[:, column].to(torch.float64).contiguous(), right=False)
+            codes[:, column] = torch.searchsorted(
+                edge, rows[:, column].to(torch.float64).contiguous(), right=False
+            )
         return codes
 
     def intervals(self, column: int, name: str) -> list[str]:
@@ -105,7 +113,9 @@ class _Predicates:
     ``[lo, hi]`` of its column.
     """
 
-    def __init__(self, n_columns: int, categorical: dict[int, list[str]], discretiser: _Discretiser) -> None:
+    def __init__(
+        self, n_columns: int, categorical: dict[int, list[str]], discretiser: _Discretiser
+    ) -> None:
         column, lo, hi = [], [], []
         self.first: dict[int, int] = {}
         for c in range(n_columns):
@@ -159,7 +169,9 @@ class _BitSelector:
         byte_values = (value[:, None] >> shifts) & 0xFF
         byte_cum = torch.cumsum(popcount(byte_values[..., None]), 1)
         byte = torch.searchsorted(byte_cum, remaining[:, None], right=True)[:, 0]
-        remaining = remaining - torch.where(byte > 0, byte_cum.gather(1, (byte - 1).clamp_min(0)[:, None])[:, 0], 0)
+        remaining = remaining - torch.where(
+            byte > 0, byte_cum.gather(1, (byte - 1).clamp_min(0)[:, None])[:, 0], 0
+        )
         chosen = byte_values.gather(1, byte[:, None])[:, 0]
         bit_values = (chosen[:, None] >> torch.arange(8, device=value.device)) & 1
         bit = torch.searchsorted(torch.cumsum(bit_values, 1), remaining[:, None], right=True)[:, 0]
@@ -223,7 +235,9 @@ class AnchorTabular(Explainer):
         self._set_fitted(train, percentiles, discretiser)
         return self
 
-    def _set_fitted(self, train: torch.Tensor, percentiles: list[float], discretiser: _Discretiser) -> None:
+    def _set_fitted(
+        self, train: torch.Tensor, percentiles: list[float], discretiser: _Discretiser
+    ) -> None:
         config = self.settings
         categorical = dict(config.categorical_names or {})
         predicates = _Predicates(train.shape[1], categorical, discretiser)
@@ -264,9 +278,13 @@ class AnchorTabular(Explainer):
         categorical = dict(self.settings.categorical_names or {})
         numerical = [int(c) for c in data["numerical"]]
         if numerical != [c for c in range(train.shape[1]) if c not in categorical]:
-            raise ValueError(f"AnchorTabular: stored numerical columns {numerical} do not match categorical_names")
+            raise ValueError(
+                f"AnchorTabular: stored numerical columns {numerical} do not match categorical_names"
+            )
         edges = [tensors[f"edges_{c}"].numpy() for c in numerical]
-        self._set_fitted(train, [float(p) for p in data["disc_perc"]], _Discretiser(numerical, edges))
+        self._set_fitted(
+            train, [float(p) for p in data["disc_perc"]], _Discretiser(numerical, edges)
+        )
 
     # ----------------------------------------------------------------- explain
 
@@ -297,8 +315,11 @@ class AnchorTabular(Explainer):
         if config.seed is None:
             config = dataclasses.replace(config, seed=secrets.randbits(62))
         rows = _as_rows("inputs", inputs, len(config.feature_names))
-        device = torch.device(config.device) if config.device is not None else (
-            inputs.device if isinstance(inputs, torch.Tensor) else torch.device("cpu"))
+        device = (
+            torch.device(config.device)
+            if config.device is not None
+            else (inputs.device if isinstance(inputs, torch.Tensor) else torch.device("cpu"))
+        )
         # a stored sample: its row (payload), its predicates, and the engine's 41 bytes of bookkeeping
         n_predicates = len(self._fit["predicates"].column)
         per_sample = rows.shape[1] * rows.element_size() + n_predicates + 41
@@ -308,7 +329,9 @@ class AnchorTabular(Explainer):
             datas.append(data)
             totals.append(total)
         data, total = merge_parts(datas, totals)
-        return self._explanation(config, data, device, disc_perc=list(self._fit["disc_perc"]), **total)
+        return self._explanation(
+            config, data, device, disc_perc=list(self._fit["disc_perc"]), **total
+        )
 
     def explanation_map(self, explanation: Explanation, inputs: Any) -> torch.Tensor:
         """1.0 on each row's anchor columns, 0.0 elsewhere: ``(B, C)``."""
@@ -324,7 +347,9 @@ class _TabularRun:
 
     needs_order = True  # the fallbacks drop the anchor's last-added columns first
 
-    def __init__(self, explainer: AnchorTabular, config: AnchorTabularSettings, inputs: Any) -> None:
+    def __init__(
+        self, explainer: AnchorTabular, config: AnchorTabularSettings, inputs: Any
+    ) -> None:
         self.explainer = explainer
         self.config = config
         fit = explainer._fit
@@ -332,7 +357,9 @@ class _TabularRun:
         self.numpy_input = not isinstance(inputs, torch.Tensor)
         rows = _as_rows("inputs", inputs, len(config.feature_names))
         self.input_device = torch.device("cpu") if self.numpy_input else inputs.device
-        self.device = torch.device(config.device) if config.device is not None else self.input_device
+        self.device = (
+            torch.device(config.device) if config.device is not None else self.input_device
+        )
         self.categorical = dict(config.categorical_names or {})
         _check_codes("inputs", rows, self.categorical)
         self.rows = rows.to(self.device, fit["train"].dtype)
@@ -340,7 +367,9 @@ class _TabularRun:
         self.train_codes = fit["codes"].to(self.device)
         self.train_bits = fit["train_bits"].to(self.device)
         # every training row, as a bitset (the neutral element of AND)
-        self.all_rows = pack_rows(torch.ones(self.train.shape[0], 1, dtype=torch.bool, device=self.device))[0]
+        self.all_rows = pack_rows(
+            torch.ones(self.train.shape[0], 1, dtype=torch.bool, device=self.device)
+        )[0]
         self.predicates: _Predicates = fit["predicates"]
         self.discretiser: _Discretiser = fit["discretiser"]
         self.minimum = fit["minimum"].to(self.device, torch.float64)
@@ -364,7 +393,9 @@ class _TabularRun:
         for start in range(0, rows.shape[0], chunk):
             part = rows[start : start + chunk]
             given = part.cpu().numpy() if self.mode == "numpy" else part
-            output, label = scores_and_labels(self.explainer.model(given), part.shape[0], self.device)
+            output, label = scores_and_labels(
+                self.explainer.model(given), part.shape[0], self.device
+            )
             self.calls += 1
             self.rows_evaluated += part.shape[0]
             outputs.append(output)
@@ -382,16 +413,24 @@ class _TabularRun:
             self._instance_predicates()
             n_train = self.train.shape[0]
             coverage_key = _random.stream_key(config.seed, _COVERAGE_STREAM, device)
-            picks = _random.integers(coverage_key, torch.arange(config.coverage_samples, device=device), 1, n_train)
+            picks = _random.integers(
+                coverage_key, torch.arange(config.coverage_samples, device=device), 1, n_train
+            )
             cover = self.predicates.satisfied(self.train_codes[picks[:, 0]])  # (n_cov, P)
             coverage_bits = pack_rows(cover)[self.pred_index]  # (B, M, W)
             self.sample_key = _random.stream_key(config.seed, _SAMPLE_STREAM, device)
             n_features = torch.full((b,), self.m, dtype=torch.int64, device=device)
-            result = run_engine(self.sample, n_features, coverage_bits, config.coverage_samples,
-                                **config.engine_options())
+            result = run_engine(
+                self.sample,
+                n_features,
+                coverage_bits,
+                config.coverage_samples,
+                **config.engine_options(),
+            )
         self.result = result
         return self._data(result, predictions), {
-            "total_model_calls": self.calls, "total_rows_evaluated": self.rows_evaluated,
+            "total_model_calls": self.calls,
+            "total_rows_evaluated": self.rows_evaluated,
             "search_rounds": result.n_rounds,
         }
 
@@ -413,14 +452,20 @@ class _TabularRun:
                     index.append(first[c] + 2 * k + (codes[:, c] > k).to(torch.int64))
         self.m = len(columns)
         self.pred_column = torch.tensor(columns, dtype=torch.int64, device=self.device)
-        self.pred_index = torch.stack(index, dim=1).to(self.device) if index else torch.zeros(
-            self.rows.shape[0], 0, dtype=torch.int64, device=self.device
+        self.pred_index = (
+            torch.stack(index, dim=1).to(self.device)
+            if index
+            else torch.zeros(self.rows.shape[0], 0, dtype=torch.int64, device=self.device)
         )
         self.pred_lo = self.predicates.lo.to(self.device)[self.pred_index]
         self.pred_hi = self.predicates.hi.to(self.device)[self.pred_index]
 
     def sample(
-        self, owner: torch.Tensor, features: torch.Tensor, order: torch.Tensor | None, stream: torch.Tensor,
+        self,
+        owner: torch.Tensor,
+        features: torch.Tensor,
+        order: torch.Tensor | None,
+        stream: torch.Tensor,
         group: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One round of samples for every row: predicates satisfied, agreement, the sampled rows."""
@@ -458,7 +503,9 @@ class _TabularRun:
         # One entry per request (rows of a request are adjacent).
         n_groups = int(group[-1]) + 1
         first_row = torch.zeros(n_groups, dtype=torch.int64, device=dev)
-        first_row.scatter_reduce_(0, group, torch.arange(n, device=dev), reduce="amin", include_self=False)
+        first_row.scatter_reduce_(
+            0, group, torch.arange(n, device=dev), reduce="amin", include_self=False
+        )
         size = torch.bincount(group, minlength=n_groups)
         g_owner, g_order = owner[first_row], order[first_row]  # (G,), (G, L)
         # Only as many positions as this round's longest anchor (bitsets are (G, L, W)).
@@ -475,12 +522,16 @@ class _TabularRun:
         all_rows = self.all_rows
         full_bits = all_rows.expand(n_groups, words).clone()
         for position in range(length):
-            full_bits &= torch.where(valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows)
+            full_bits &= torch.where(
+                valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows
+            )
         full = _BitSelector(full_bits)
         enough = full.totals >= size
         easy = torch.nonzero(enough[group]).flatten()
         if easy.numel():
-            rank = _random.integers(key, stream[easy], torch.tensor([1], device=dev), full.totals[group[easy], None])[:, 0]
+            rank = _random.integers(
+                key, stream[easy], torch.tensor([1], device=dev), full.totals[group[easy], None]
+            )[:, 0]
             source = full.select(group[easy], rank)
             for position in range(length):
                 column = g_col[group[easy], position]
@@ -492,8 +543,18 @@ class _TabularRun:
             # Renumber the hard requests 0..G'-1 and fill them with Alibi's fallbacks.
             renumber = torch.full((n_groups,), -1, dtype=torch.int64, device=dev)
             renumber[hard] = torch.arange(hard.numel(), device=dev)
-            self._fallback_rows(values, rows, owner[rows], stream[rows], renumber[group[rows]], g_order[hard],
-                                g_pred[hard], g_col[hard], size[hard], first_row[hard])
+            self._fallback_rows(
+                values,
+                rows,
+                owner[rows],
+                stream[rows],
+                renumber[group[rows]],
+                g_order[hard],
+                g_pred[hard],
+                g_col[hard],
+                size[hard],
+                first_row[hard],
+            )
         return values
 
     def _fallback_rows(
@@ -511,19 +572,27 @@ class _TabularRun:
         earlier = torch.tril(torch.ones(length, length, dtype=torch.bool, device=dev), diagonal=-1)
         is_first = valid & ~(same & earlier).any(2)
         rank_of_first = torch.cumsum(is_first.to(torch.int64), 1) - 1
-        first_pos = (same & (earlier | torch.eye(length, dtype=torch.bool, device=dev))).to(torch.int8).argmax(2)
+        first_pos = (
+            (same & (earlier | torch.eye(length, dtype=torch.bool, device=dev)))
+            .to(torch.int8)
+            .argmax(2)
+        )
         rank = rank_of_first.gather(1, first_pos)  # (G, L)
         words = self.train_bits.shape[1]
         all_rows = self.all_rows
         col_bits = all_rows.expand(n_groups, length, words).clone()
         for position in range(length):
-            bits = torch.where(valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows)
+            bits = torch.where(
+                valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows
+            )
             target = rank[:, position].clamp_min(0)
             col_bits[torch.arange(n_groups, device=dev), target] &= bits
         n_cols = is_first.sum(1)
         # Column of each rank (a spare last slot takes the positions that are not first).
         col_of_rank = torch.full((n_groups, length + 1), -1, dtype=torch.int64, device=dev)
-        col_of_rank.scatter_(1, torch.where(is_first, rank_of_first, length), torch.where(is_first, g_col, -1))
+        col_of_rank.scatter_(
+            1, torch.where(is_first, rank_of_first, length), torch.where(is_first, g_col, -1)
+        )
         col_of_rank = col_of_rank[:, :length]
         col_used = torch.arange(length, device=dev) < n_cols[:, None]
         col_word_counts = popcount(col_bits[..., None])  # (G, L, W)
@@ -533,19 +602,27 @@ class _TabularRun:
         known = col_used & ~unknown
         known_order = torch.sort((~known).to(torch.int8), dim=1, stable=True).indices
         k_bits = col_bits.gather(1, known_order[..., None].expand(-1, -1, words))
-        own = _BitSelector(k_bits.reshape(-1, words), col_word_counts.gather(
-            1, known_order[..., None].expand(-1, -1, words)).reshape(-1, words))
+        own = _BitSelector(
+            k_bits.reshape(-1, words),
+            col_word_counts.gather(1, known_order[..., None].expand(-1, -1, words)).reshape(
+                -1, words
+            ),
+        )
         k_col = torch.where(known.gather(1, known_order), col_of_rank.gather(1, known_order), -1)
         n_known = known.sum(1)
         prefix = k_bits.clone()
         for r in range(1, length):
             prefix[:, r] = prefix[:, r - 1] & k_bits[:, r]
         levels_bits = _BitSelector(prefix.reshape(-1, words))
-        prefix_count = levels_bits.totals.view(n_groups, length)  # rows satisfying the first r + 1 known columns
+        prefix_count = levels_bits.totals.view(
+            n_groups, length
+        )  # rows satisfying the first r + 1 known columns
         # Level j drops the last j known columns: its rows satisfy the first n_known - j.
         levels = torch.arange(length, device=dev)
-        level_prefix = (n_known[:, None] - 1 - levels)  # prefix index of level j
-        level_count = torch.where(level_prefix >= 0, prefix_count.gather(1, level_prefix.clamp_min(0)), 0)
+        level_prefix = n_known[:, None] - 1 - levels  # prefix index of level j
+        level_count = torch.where(
+            level_prefix >= 0, prefix_count.gather(1, level_prefix.clamp_min(0)), 0
+        )
         full = level_count[:, 0]
         enough = full >= size
         cum = torch.cumsum(level_count, 1)
@@ -555,13 +632,19 @@ class _TabularRun:
         level = torch.searchsorted(s_cum, slot[:, None], right=True)[:, 0]
         level = torch.where(enough[group], 0, level)
         beyond = level >= n_known[group]
-        prev = torch.where(level > 0, s_cum.gather(1, (level - 1).clamp(0, length - 1)[:, None])[:, 0], 0)
+        prev = torch.where(
+            level > 0, s_cum.gather(1, (level - 1).clamp(0, length - 1)[:, None])[:, 0], 0
+        )
         this_count = level_count[group].gather(1, level.clamp(max=length - 1)[:, None])[:, 0]
         fully_used = s_cum.gather(1, level.clamp(max=length - 1)[:, None])[:, 0] <= size[group]
-        random_rank = _random.integers(key, stream, torch.tensor([1], device=dev), this_count.clamp_min(1)[:, None])[:, 0]
+        random_rank = _random.integers(
+            key, stream, torch.tensor([1], device=dev), this_count.clamp_min(1)[:, None]
+        )[:, 0]
         in_level = torch.where(enough[group] | ~fully_used, random_rank, slot - prev)
         has_level = ~beyond & (n_known[group] > 0)
-        which = group * length + level_prefix[group].gather(1, level.clamp(max=length - 1)[:, None])[:, 0].clamp_min(0)
+        which = group * length + level_prefix[group].gather(
+            1, level.clamp(max=length - 1)[:, None]
+        )[:, 0].clamp_min(0)
         take = torch.nonzero(has_level).flatten()
         level_row = torch.zeros(n, dtype=torch.int64, device=dev)
         if take.numel():
@@ -576,7 +659,9 @@ class _TabularRun:
                 break
             from_level = has_level & (r < kept)
             count = own_count[group, r]
-            own_rank = _random.integers(key, stream, torch.tensor([2 + r], device=dev), count.clamp_min(1)[:, None])[:, 0]
+            own_rank = _random.integers(
+                key, stream, torch.tensor([2 + r], device=dev), count.clamp_min(1)[:, None]
+            )[:, 0]
             alone = torch.nonzero(active & ~from_level).flatten()
             source = level_row.clone()
             if alone.numel():
@@ -602,19 +687,26 @@ class _TabularRun:
                     values[sel, column] = self.rows[owner[sel], column]
                 else:
                     j = self.discretiser.numerical.index(column)
-                    u = _random.uniform(key, stream[sel], torch.tensor([1_000_000 + column], device=self.device), torch.float64)
+                    u = _random.uniform(
+                        key,
+                        stream[sel],
+                        torch.tensor([1_000_000 + column], device=self.device),
+                        torch.float64,
+                    )
                     low, high = self.minimum[j], self.maximum[j]
                     values[sel, column] = (low + u[:, 0] * (high - low)).to(values.dtype)
                 if column not in self.unknown_warned:
                     self.unknown_warned.add(column)
                     what = (
-                        "using the row's own category" if column in self.categorical
+                        "using the row's own category"
+                        if column in self.categorical
                         else "sampling uniformly over the column's training range"
                     )
                     warnings.warn(
                         f"AnchorTabular: no training row satisfies the anchor's predicates on column "
                         f"{self.config.feature_names[column]!r}; {what} (as Alibi does)",
-                        RuntimeWarning, stacklevel=6,
+                        RuntimeWarning,
+                        stacklevel=6,
                     )
 
     # ----------------------------------------------------------------- results
@@ -642,7 +734,9 @@ class _TabularRun:
                 features.append(c)
             if c in self.categorical:
                 value = self.categorical[c][lo[index[p]]]
-                names.append(value if ("<" in value or ">" in value) else f"{names_of[c]} = {value}")
+                names.append(
+                    value if ("<" in value or ">" in value) else f"{names_of[c]} = {value}"
+                )
                 continue
             if c in seen:
                 continue
@@ -674,12 +768,18 @@ class _TabularRun:
         owner_sorted, agree_sorted = owner[order], agree[order]
         for kind, kept in ((True, covered_true), (False, covered_false)):
             hits = order[members & (agree_sorted == kind)]
-            counts = torch.bincount(owner_sorted[members & (agree_sorted == kind)], minlength=b).tolist()
+            counts = torch.bincount(
+                owner_sorted[members & (agree_sorted == kind)], minlength=b
+            ).tolist()
             start = 0
             for i in range(b):
                 rows = hits[start : start + min(counts[i], self.config.n_covered_ex)]
                 start += counts[i]
-                kept.append(store.payload[rows].to(out) if store.payload is not None else self.rows[:0].to(out))
+                kept.append(
+                    store.payload[rows].to(out)
+                    if store.payload is not None
+                    else self.rows[:0].to(out)
+                )
         return {
             "anchor": names,
             "feature": features,
@@ -734,7 +834,11 @@ def _check_percentiles(disc_perc: Any) -> list[float]:
 
 @functional_twin(AnchorTabular)
 def anchor_tabular(
-    predictor: Any, inputs: Any, train_data: Any, disc_perc: Sequence[float] = (25, 50, 75), **settings: Any
+    predictor: Any,
+    inputs: Any,
+    train_data: Any,
+    disc_perc: Sequence[float] = (25, 50, 75),
+    **settings: Any,
 ) -> Explanation:
     """Functional form of :class:`AnchorTabular`: fit on ``train_data`` and explain ``inputs`` in one call.
 

@@ -23,14 +23,42 @@ __all__ = ["CENSUS_FEATURES", "CensusData", "load_census"]
 BUNDLED_FILE = "adult_census.csv.gz"
 #: the features, in column order (the source's names, as Alibi's examples write them)
 CENSUS_FEATURES = [
-    "Age", "Workclass", "Education", "Education-Num", "Marital Status", "Occupation", "Relationship",
-    "Race", "Sex", "Capital Gain", "Capital Loss", "Hours per week",
+    "Age",
+    "Workclass",
+    "Education",
+    "Education-Num",
+    "Marital Status",
+    "Occupation",
+    "Relationship",
+    "Race",
+    "Sex",
+    "Capital Gain",
+    "Capital Loss",
+    "Hours per week",
 ]
 _SOURCE_COLUMNS = [
-    "age", "workclass", "education", "education-num", "marital-status", "occupation", "relationship",
-    "ethnicity", "gender", "capital-gain", "capital-loss", "hours-per-week",
+    "age",
+    "workclass",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "ethnicity",
+    "gender",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
 ]
-_CATEGORICAL = {"workclass", "education", "marital-status", "occupation", "relationship", "ethnicity", "gender"}
+_CATEGORICAL = {
+    "workclass",
+    "education",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "ethnicity",
+    "gender",
+}
 #: the target's classes, in code order
 CENSUS_CLASSES = ["<=50K", ">50K"]
 
@@ -92,7 +120,11 @@ def load_census(test_size: int = 2561, seed: int = 0) -> CensusData:
     order = np.random.default_rng(seed).permutation(len(X))
     test, train = order[:test_size], order[test_size:]
     return CensusData(
-        X_train=X[train].copy(), y_train=y[train].copy(), X_test=X[test].copy(), y_test=y[test].copy(),
-        feature_names=list(CENSUS_FEATURES), categorical_names={c: list(names) for c, names in categories},
+        X_train=X[train].copy(),
+        y_train=y[train].copy(),
+        X_test=X[test].copy(),
+        y_test=y[test].copy(),
+        feature_names=list(CENSUS_FEATURES),
+        categorical_names={c: list(names) for c, names in categories},
         class_names=list(CENSUS_CLASSES),
     )

@@ -104,7 +104,9 @@ def _read_raw(raw: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     images = _read_idx(image_file)
     labels = _read_idx(label_file)
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
-        raise ValueError(f"MNIST files in {raw} disagree: images {images.shape}, labels {labels.shape}")
+        raise ValueError(
+            f"MNIST files in {raw} disagree: images {images.shape}, labels {labels.shape}"
+        )
     return _to_tensors(images, labels)
 
 

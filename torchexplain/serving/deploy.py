@@ -69,7 +69,9 @@ def write_repository(
     """
     explainer_path = Path(explainer_path).resolve()
     if not (explainer_path / "explainer.json").is_file():
-        raise ValueError(f"{explainer_path}: no explainer.json; is it a folder written by explainer.save()?")
+        raise ValueError(
+            f"{explainer_path}: no explainer.json; is it a folder written by explainer.save()?"
+        )
     for port_name, port in (("http_port", http_port), ("grpc_port", grpc_port)):
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"{port_name} must be a port number in 1..65535, got {port!r}")
@@ -77,10 +79,14 @@ def write_repository(
         raise ValueError(f"http_port and grpc_port must differ, both are {http_port}")
     if name == model_name and model_path is not None:
         raise ValueError(f"the explainer and the model need different names, both are {name!r}")
-    repository = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="torchexplain-serve-"))
+    repository = (
+        Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="torchexplain-serve-"))
+    )
     repository.mkdir(parents=True, exist_ok=True)
     server = {
-        "host": host, "http_port": http_port, "grpc_port": grpc_port,
+        "host": host,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
         # MLServer 1.7.1's worker processes crash at start with uvloop >= 0.22; our
         # runtimes run their work in threads, so the server process is enough.
         "parallel_workers": 0,
@@ -94,19 +100,28 @@ def write_repository(
         model_path = Path(model_path).resolve()
         if not model_path.is_file():
             raise ValueError(f"{model_path}: no such file (expected a torch.export archive, .pt2)")
-        _write_json(repository / model_name / "model-settings.json", {
-            "name": model_name, "implementation": MODEL_RUNTIME,
-            "parameters": {"uri": str(model_path), "extra": {"output": model_output}},
-        })
+        _write_json(
+            repository / model_name / "model-settings.json",
+            {
+                "name": model_name,
+                "implementation": MODEL_RUNTIME,
+                "parameters": {"uri": str(model_path), "extra": {"output": model_output}},
+            },
+        )
         if infer_uri is None and not _white_box(explainer_path):
             local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             infer_uri = f"http://{local}:{http_port}/v2/models/{model_name}/infer"
     if infer_uri is not None:
         if _white_box(explainer_path):
-            raise ValueError(f"{explainer_path} holds a white-box explainer, which runs the model it was saved "
-                             "with; it takes no infer_uri")
+            raise ValueError(
+                f"{explainer_path} holds a white-box explainer, which runs the model it was saved "
+                "with; it takes no infer_uri"
+            )
         extra["infer_uri"] = infer_uri
-    _write_json(repository / name / "model-settings.json", explainer_model_settings(name, explainer_path, **extra))
+    _write_json(
+        repository / name / "model-settings.json",
+        explainer_model_settings(name, explainer_path, **extra),
+    )
     return repository
 
 
@@ -116,7 +131,13 @@ def start(repository: str | Path) -> None:
         import mlserver  # noqa: F401
     except ImportError:
         raise RuntimeError('MLServer is not installed: pip install "torchexplain[serve]"') from None
-    argv = [sys.executable, "-c", "from mlserver.cli.main import main; main()", "start", str(repository)]
+    argv = [
+        sys.executable,
+        "-c",
+        "from mlserver.cli.main import main; main()",
+        "start",
+        str(repository),
+    ]
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name == "posix":
@@ -135,4 +156,3 @@ def _white_box(explainer_path: Path) -> bool:
 def _write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-

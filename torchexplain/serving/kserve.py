@@ -40,7 +40,9 @@ DEFAULT_MAX_BYTES = 16 * 2**20
 _REQUEST_KEYS = {"instances", "explain_parameters"}
 
 
-def build_app(service: ExplainerService, model_name: str, max_request_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+def build_app(
+    service: ExplainerService, model_name: str, max_request_bytes: int = DEFAULT_MAX_BYTES
+) -> Any:
     """The Starlette application serving ``service`` as the KServe model ``model_name``."""
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -73,15 +75,19 @@ def build_app(service: ExplainerService, model_name: str, max_request_bytes: int
             body = await _read_body(request, max_request_bytes)
             rows, parameters = _parse_request(body)
             text = await asyncio.get_running_loop().run_in_executor(
-                service.executor(), service.explain_json, rows, parameters)
+                service.executor(), service.explain_json, rows, parameters
+            )
         except ServiceError as err:
             return error(str(err), err.status)
         return Response(text, media_type="application/json")
 
     async def other_verbs(request: Request) -> JSONResponse:
         verb = request.path_params["verb"]
-        return error(f"this is the explainer of {model_name!r}: it answers ':explain'; send ':{verb}' to the "
-                     "predictor", 404)
+        return error(
+            f"this is the explainer of {model_name!r}: it answers ':explain'; send ':{verb}' to the "
+            "predictor",
+            404,
+        )
 
     routes = [
         Route("/", alive, methods=["GET"]),
@@ -96,12 +102,16 @@ def build_app(service: ExplainerService, model_name: str, max_request_bytes: int
 async def _read_body(request: Any, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ServiceError(f"the request body is {int(declared)} bytes; this server reads at most {limit}", 413)
+        raise ServiceError(
+            f"the request body is {int(declared)} bytes; this server reads at most {limit}", 413
+        )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ServiceError(f"the request body is over {limit} bytes, the most this server reads", 413)
+            raise ServiceError(
+                f"the request body is over {limit} bytes, the most this server reads", 413
+            )
     return bytes(body)
 
 
@@ -109,13 +119,17 @@ def _parse_request(body: bytes) -> tuple[Any, Any]:
     try:
         request = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        where = f" ({err.msg} at character {err.pos})" if isinstance(err, json.JSONDecodeError) else ""
+        where = (
+            f" ({err.msg} at character {err.pos})" if isinstance(err, json.JSONDecodeError) else ""
+        )
         raise ServiceError(f"the request body is not JSON{where}") from None
     if not isinstance(request, dict) or "instances" not in request:
         raise ServiceError('the request must be a JSON object {"instances": [[...], ...]}')
     unknown = sorted(set(request) - _REQUEST_KEYS)
     if unknown:
-        raise ServiceError(f"unknown request key(s) {unknown}; a request holds {sorted(_REQUEST_KEYS)}")
+        raise ServiceError(
+            f"unknown request key(s) {unknown}; a request holds {sorted(_REQUEST_KEYS)}"
+        )
     instances = request["instances"]
     if not isinstance(instances, list):
         raise ServiceError(f"'instances' must be a list of rows, got {type(instances).__name__}")
@@ -124,40 +138,96 @@ def _parse_request(body: bytes) -> tuple[Any, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The arguments KServe's controller passes a custom explainer, and ours."""
-    parser = argparse.ArgumentParser(prog="torchexplain kserve", description="Serve a saved explainer as a "
-                                     "KServe explainer (v1 explain protocol).")
+    parser = argparse.ArgumentParser(
+        prog="torchexplain kserve",
+        description="Serve a saved explainer as a KServe explainer (v1 explain protocol).",
+    )
     add_arguments(parser)
     return parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_name", "--model-name", dest="model_name", required=True,
-                        help="the InferenceService's model name (KServe passes it)")
-    parser.add_argument("--predictor_host", "--predictor-host", dest="predictor_host", default=None,
-                        help="host[:port] (or URL) of the predictor the explainer's model calls go to (KServe "
-                             "passes it); not needed by a white-box explainer saved with its model")
-    parser.add_argument("--http_port", "--http-port", dest="http_port", type=int, default=8080,
-                        help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--model_name",
+        "--model-name",
+        dest="model_name",
+        required=True,
+        help="the InferenceService's model name (KServe passes it)",
+    )
+    parser.add_argument(
+        "--predictor_host",
+        "--predictor-host",
+        dest="predictor_host",
+        default=None,
+        help="host[:port] (or URL) of the predictor the explainer's model calls go to (KServe "
+        "passes it); not needed by a white-box explainer saved with its model",
+    )
+    parser.add_argument(
+        "--http_port",
+        "--http-port",
+        dest="http_port",
+        type=int,
+        default=8080,
+        help="port to listen on (default 8080)",
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--storage_uri", "--storage-uri", dest="storage_uri", default="/mnt/models",
-                        help="the folder explainer.save() wrote (default /mnt/models, where KServe's storage "
-                             "initializer puts storageUri)")
-    parser.add_argument("--predictor_protocol", "--predictor-protocol", dest="predictor_protocol",
-                        default="kserve_v1", choices=PROTOCOLS,
-                        help="protocol the predictor speaks (default kserve_v1)")
-    parser.add_argument("--predictor_timeout", dest="predictor_timeout", type=float, default=30.0,
-                        help="seconds to wait for each predictor answer (default 30)")
-    parser.add_argument("--rows", default="all", choices=("all", "first"),
-                        help="explain every row of a request (default) or only the first")
-    parser.add_argument("--max_rows", dest="max_rows", type=int, default=1024,
-                        help="most rows per request (default 1024; more: HTTP 413)")
-    parser.add_argument("--max_concurrency", dest="max_concurrency", type=int, default=1,
-                        help="black-box explainers: requests explained at once (default 1; raise it when the "
-                             "predictor runs on another machine)")
-    parser.add_argument("--max_request_bytes", dest="max_request_bytes", type=int, default=DEFAULT_MAX_BYTES,
-                        help=f"largest request body read (default {DEFAULT_MAX_BYTES}; more: HTTP 413)")
-    parser.add_argument("--init_parameters", dest="init_parameters", default=None,
-                        help="JSON object of settings to set on load, e.g. '{\"device\": \"cuda\"}'")
+    parser.add_argument(
+        "--storage_uri",
+        "--storage-uri",
+        dest="storage_uri",
+        default="/mnt/models",
+        help="the folder explainer.save() wrote (default /mnt/models, where KServe's storage "
+        "initializer puts storageUri)",
+    )
+    parser.add_argument(
+        "--predictor_protocol",
+        "--predictor-protocol",
+        dest="predictor_protocol",
+        default="kserve_v1",
+        choices=PROTOCOLS,
+        help="protocol the predictor speaks (default kserve_v1)",
+    )
+    parser.add_argument(
+        "--predictor_timeout",
+        dest="predictor_timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for each predictor answer (default 30)",
+    )
+    parser.add_argument(
+        "--rows",
+        default="all",
+        choices=("all", "first"),
+        help="explain every row of a request (default) or only the first",
+    )
+    parser.add_argument(
+        "--max_rows",
+        dest="max_rows",
+        type=int,
+        default=1024,
+        help="most rows per request (default 1024; more: HTTP 413)",
+    )
+    parser.add_argument(
+        "--max_concurrency",
+        dest="max_concurrency",
+        type=int,
+        default=1,
+        help="black-box explainers: requests explained at once (default 1; raise it when the "
+        "predictor runs on another machine)",
+    )
+    parser.add_argument(
+        "--max_request_bytes",
+        dest="max_request_bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help=f"largest request body read (default {DEFAULT_MAX_BYTES}; more: HTTP 413)",
+    )
+    parser.add_argument(
+        "--init_parameters",
+        dest="init_parameters",
+        default=None,
+        help='JSON object of settings to set on load, e.g. \'{"device": "cuda"}\'',
+    )
 
 
 def load_service(args: argparse.Namespace) -> ExplainerService:
@@ -166,16 +236,24 @@ def load_service(args: argparse.Namespace) -> ExplainerService:
         host = args.predictor_host.rstrip("/")
         infer_uri = host if host.startswith(("http://", "https://")) else f"http://{host}"
     extra: dict[str, Any] = {
-        "infer_protocol": args.predictor_protocol, "infer_timeout": args.predictor_timeout,
-        "rows": args.rows, "max_rows": args.max_rows, "max_concurrency": args.max_concurrency,
+        "infer_protocol": args.predictor_protocol,
+        "infer_timeout": args.predictor_timeout,
+        "rows": args.rows,
+        "max_rows": args.max_rows,
+        "max_concurrency": args.max_concurrency,
         "init_parameters": args.init_parameters,
     }
     if infer_uri is not None:
         # the predictor's model is served under the same name as the explainer (KServe's convention)
-        suffix = {"kserve_v1": f"/v1/models/{args.model_name}:predict",
-                  "v2": f"/v2/models/{args.model_name}/infer"}.get(args.predictor_protocol, "")
-        extra["infer_uri"] = infer_uri if infer_uri.endswith((":predict", "/infer", "/predictions")) \
+        suffix = {
+            "kserve_v1": f"/v1/models/{args.model_name}:predict",
+            "v2": f"/v2/models/{args.model_name}/infer",
+        }.get(args.predictor_protocol, "")
+        extra["infer_uri"] = (
+            infer_uri
+            if infer_uri.endswith((":predict", "/infer", "/predictions"))
             else infer_uri + suffix
+        )
     return ExplainerService.load(args.storage_uri, **extra)  # on the thread(s) that will explain
 
 
@@ -189,8 +267,11 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
             _LOG.warning("ignoring arguments this explainer does not use: %s", ignored)
     service = load_service(args)
     app = build_app(service, args.model_name, max_request_bytes=args.max_request_bytes)
-    print(f"torchexplain kserve: {service.explainer.name} from {args.storage_uri} as {args.model_name!r} on "
-          f"http://{args.host}:{args.http_port}/v1/models/{args.model_name}:explain", flush=True)
+    print(
+        f"torchexplain kserve: {service.explainer.name} from {args.storage_uri} as {args.model_name!r} on "
+        f"http://{args.host}:{args.http_port}/v1/models/{args.model_name}:explain",
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.http_port, log_level="warning")
     return 0
 

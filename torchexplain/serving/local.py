@@ -29,7 +29,9 @@ class Process:
     """A server command in a subprocess: started, waited for until ``ready_url`` answers 200,
     stopped (SIGTERM, then SIGKILL) by :meth:`stop`. Its output goes to ``log``."""
 
-    def __init__(self, command: list[str], ready_urls: list[str], log: str | Path, timeout: float = 90.0) -> None:
+    def __init__(
+        self, command: list[str], ready_urls: list[str], log: str | Path, timeout: float = 90.0
+    ) -> None:
         self.command, self.ready_urls, self.log_path = command, ready_urls, Path(log)
         self.timeout = timeout
         self.process: subprocess.Popen | None = None
@@ -37,15 +39,21 @@ class Process:
     def start(self) -> Process:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
         deadline = time.monotonic() + self.timeout
         pending = list(self.ready_urls)
         while pending:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command[:4]} exited with {self.process.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"{self.command[:4]} exited with {self.process.returncode}:\n{self.output()}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"{self.command[:4]} not ready within {self.timeout:g} s:\n{self.output()}")
+                raise RuntimeError(
+                    f"{self.command[:4]} not ready within {self.timeout:g} s:\n{self.output()}"
+                )
             try:
                 with urllib.request.urlopen(pending[0], timeout=2) as answer:
                     if answer.status == 200:
@@ -91,8 +99,16 @@ def explain_request_body(rows: Any, explain_parameters: Any = None) -> dict[str,
     import numpy as np
 
     rows = np.asarray(rows, dtype=np.float32)
-    body: dict[str, Any] = {"inputs": [{"name": "rows", "shape": list(rows.shape), "datatype": "FP32",
-                                        "data": rows.reshape(-1).tolist()}]}
+    body: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "rows",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.reshape(-1).tolist(),
+            }
+        ]
+    }
     if explain_parameters is not None:
         body["parameters"] = {"explain_parameters": explain_parameters}
     return body
@@ -113,8 +129,13 @@ def post_json(url: str, body: Any, timeout: float = 60.0) -> tuple[int, Any]:
     if _POOL is None:
         _POOL = urllib3.PoolManager(maxsize=16, retries=False)
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    answer = _POOL.request("POST", url, body=data, headers={"Content-Type": "application/json"},
-                           timeout=urllib3.Timeout(connect=timeout, read=timeout))
+    answer = _POOL.request(
+        "POST",
+        url,
+        body=data,
+        headers={"Content-Type": "application/json"},
+        timeout=urllib3.Timeout(connect=timeout, read=timeout),
+    )
     try:
         return answer.status, json.loads(answer.data)
     except json.JSONDecodeError:

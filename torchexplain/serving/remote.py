@@ -36,10 +36,18 @@ __all__ = ["PROTOCOLS", "RemoteModel", "RemoteModelError"]
 PROTOCOLS = ("v2", "kserve_v1", "seldon_v1")
 # Open Inference Protocol datatypes of the numpy dtypes a batch may have.
 _V2_DATATYPES = {
-    np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64", np.dtype(np.float16): "FP16",
-    np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.int16): "INT16",
-    np.dtype(np.int8): "INT8", np.dtype(np.uint8): "UINT8", np.dtype(np.uint16): "UINT16",
-    np.dtype(np.uint32): "UINT32", np.dtype(np.uint64): "UINT64", np.dtype(np.bool_): "BOOL",
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+    np.dtype(np.float16): "FP16",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.int16): "INT16",
+    np.dtype(np.int8): "INT8",
+    np.dtype(np.uint8): "UINT8",
+    np.dtype(np.uint16): "UINT16",
+    np.dtype(np.uint32): "UINT32",
+    np.dtype(np.uint64): "UINT64",
+    np.dtype(np.bool_): "BOOL",
 }
 _V2_NUMPY = {name: dtype for dtype, name in _V2_DATATYPES.items()}
 #: the Open Inference Protocol's numeric datatypes (everything but BYTES)
@@ -57,8 +65,13 @@ class RemoteModelError(RuntimeError):
 
     def __init__(self, url: str, status: int | None, message: str, timed_out: bool = False) -> None:
         self.url, self.status, self.message, self.timed_out = url, status, message, timed_out
-        where = (f"{url} answered HTTP {status}" if status is not None
-                 else f"{url} did not answer" if timed_out else f"{url} could not be reached")
+        where = (
+            f"{url} answered HTTP {status}"
+            if status is not None
+            else f"{url} did not answer"
+            if timed_out
+            else f"{url} could not be reached"
+        )
         super().__init__(f"{where}: {message}")
 
 
@@ -110,7 +123,8 @@ class RemoteModel:
         _checks.check_number("timeout", timeout, low=0.0, low_open=True)
         _checks.check_int("retries", retries, minimum=0)
         if headers is not None and (
-            not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+            not isinstance(headers, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
         ):
             raise TypeError(f"headers must be a dict of str to str, got {headers!r}")
         for name, value in (("model_name", model_name), ("output_name", output_name)):
@@ -152,8 +166,12 @@ class RemoteModel:
     def config(self) -> dict[str, Any]:
         """The constructor's arguments as plain data (what a saved explainer stores)."""
         return {
-            "url": self.url, "protocol": self.protocol, "model_name": self.model_name,
-            "batch_size": self.batch_size, "timeout": self.timeout, "retries": self.retries,
+            "url": self.url,
+            "protocol": self.protocol,
+            "model_name": self.model_name,
+            "batch_size": self.batch_size,
+            "timeout": self.timeout,
+            "retries": self.retries,
             "output_name": self.output_name,
         }
 
@@ -169,13 +187,19 @@ class RemoteModel:
         elif isinstance(inputs, np.ndarray):
             rows = inputs
         else:
-            raise TypeError(f"RemoteModel takes a numpy array or a tensor, got {type(inputs).__name__}")
+            raise TypeError(
+                f"RemoteModel takes a numpy array or a tensor, got {type(inputs).__name__}"
+            )
         if rows.ndim < 1 or rows.shape[0] == 0:
-            raise ValueError(f"RemoteModel needs a batch (N, ...) with N >= 1, got shape {rows.shape}")
+            raise ValueError(
+                f"RemoteModel needs a batch (N, ...) with N >= 1, got shape {rows.shape}"
+            )
         if rows.dtype.kind == "f" and not np.isfinite(rows).all():
             raise ValueError("RemoteModel inputs hold NaN or infinite values")
         step = self.rows_per_request(rows)
-        pieces = [self._predict(rows[start : start + step]) for start in range(0, rows.shape[0], step)]
+        pieces = [
+            self._predict(rows[start : start + step]) for start in range(0, rows.shape[0], step)
+        ]
         outputs = np.concatenate(pieces, axis=0)
         if as_tensor:
             return torch.from_numpy(outputs).to(inputs.device)
@@ -197,22 +221,37 @@ class RemoteModel:
         answer = self._send("POST", self.endpoint, body)
         outputs = self._decode(answer)
         if outputs.shape[0] != rows.shape[0]:
-            raise RemoteModelError(self.endpoint, 200, f"returned {outputs.shape[0]} rows for {rows.shape[0]} inputs")
+            raise RemoteModelError(
+                self.endpoint, 200, f"returned {outputs.shape[0]} rows for {rows.shape[0]} inputs"
+            )
         return outputs
 
     def _v2_request(self, rows: np.ndarray) -> dict[str, Any]:
         meta = self.metadata()
         inputs = meta.get("inputs") or [{}]
         if len(inputs) != 1:
-            raise RemoteModelError(self.url, 200, f"model {self.model_name!r} has {len(inputs)} inputs; "
-                                   "RemoteModel sends one")
+            raise RemoteModelError(
+                self.url,
+                200,
+                f"model {self.model_name!r} has {len(inputs)} inputs; RemoteModel sends one",
+            )
         name = inputs[0].get("name", "input-0")
         datatype = inputs[0].get("datatype") or _V2_DATATYPES.get(rows.dtype)
         if datatype not in _V2_NUMPY:
-            raise ValueError(f"cannot send a batch of dtype {rows.dtype} as v2 datatype {datatype!r}")
+            raise ValueError(
+                f"cannot send a batch of dtype {rows.dtype} as v2 datatype {datatype!r}"
+            )
         data = rows.astype(_V2_NUMPY[datatype], copy=False)
-        return {"inputs": [{"name": name, "shape": list(data.shape), "datatype": datatype,
-                            "data": data.reshape(-1).tolist()}]}
+        return {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(data.shape),
+                    "datatype": datatype,
+                    "data": data.reshape(-1).tolist(),
+                }
+            ]
+        }
 
     def metadata(self) -> dict[str, Any]:
         """v2: the model's metadata (``GET /v2/models/{name}``), read once; ``{}`` otherwise."""
@@ -222,7 +261,9 @@ class RemoteModel:
             url = self.endpoint.removesuffix("/infer")
             meta = self._send("GET", url, None)
             if not isinstance(meta, dict):
-                raise RemoteModelError(url, 200, f"metadata must be a JSON object, got {_short(meta)}")
+                raise RemoteModelError(
+                    url, 200, f"metadata must be a JSON object, got {_short(meta)}"
+                )
             self._metadata = meta
         return self._metadata
 
@@ -242,9 +283,14 @@ class RemoteModel:
             tensor = data["tensor"]
             return np.asarray(tensor["values"], dtype=np.float64).reshape(tensor["shape"])
         except (KeyError, TypeError, ValueError, StopIteration) as err:
-            reason = f"no output named {self.output_name!r}" if isinstance(err, StopIteration) else repr(err)
-            raise RemoteModelError(self.endpoint, 200,
-                                   f"not a {self.protocol} response ({reason}): {_short(answer)}") from None
+            reason = (
+                f"no output named {self.output_name!r}"
+                if isinstance(err, StopIteration)
+                else repr(err)
+            )
+            raise RemoteModelError(
+                self.endpoint, 200, f"not a {self.protocol} response ({reason}): {_short(answer)}"
+            ) from None
 
     # -- HTTP -------------------------------------------------------------------------
 
@@ -257,8 +303,16 @@ class RemoteModel:
                 timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
                 # Only failed connections are retried: once a request reached the
                 # server, sending it again could run the prediction twice.
-                retries=urllib3.Retry(total=self.retries, connect=self.retries, read=0, status=0, other=0,
-                                      redirect=0, allowed_methods=None, backoff_factor=0.1),
+                retries=urllib3.Retry(
+                    total=self.retries,
+                    connect=self.retries,
+                    read=0,
+                    status=0,
+                    other=0,
+                    redirect=0,
+                    allowed_methods=None,
+                    backoff_factor=0.1,
+                ),
             )
         return self._pool
 
@@ -270,11 +324,19 @@ class RemoteModel:
         try:
             response = self._connections().request(method, url, body=payload, headers=headers)
         except urllib3.exceptions.MaxRetryError as err:
-            if isinstance(err.reason, urllib3.exceptions.ReadTimeoutError):  # reached, but no answer in time
-                raise RemoteModelError(url, None, f"no answer within {self.timeout:g} s", timed_out=True) from None
-            raise RemoteModelError(url, None, f"{err.reason} (after {self.retries} retries)") from None
+            if isinstance(
+                err.reason, urllib3.exceptions.ReadTimeoutError
+            ):  # reached, but no answer in time
+                raise RemoteModelError(
+                    url, None, f"no answer within {self.timeout:g} s", timed_out=True
+                ) from None
+            raise RemoteModelError(
+                url, None, f"{err.reason} (after {self.retries} retries)"
+            ) from None
         except urllib3.exceptions.TimeoutError:
-            raise RemoteModelError(url, None, f"no answer within {self.timeout:g} s", timed_out=True) from None
+            raise RemoteModelError(
+                url, None, f"no answer within {self.timeout:g} s", timed_out=True
+            ) from None
         except urllib3.exceptions.HTTPError as err:
             raise RemoteModelError(url, None, str(err)) from None
         text = response.data.decode("utf-8", errors="replace")
@@ -283,7 +345,9 @@ class RemoteModel:
         try:
             return json.loads(text)
         except json.JSONDecodeError:
-            raise RemoteModelError(url, response.status, f"the answer is not JSON: {text[:_MESSAGE_CHARS]!r}") from None
+            raise RemoteModelError(
+                url, response.status, f"the answer is not JSON: {text[:_MESSAGE_CHARS]!r}"
+            ) from None
 
     def __getstate__(self) -> dict[str, Any]:
         # Connection pools do not travel (copy, worker processes): a copy opens its own.

@@ -94,11 +94,14 @@ class ExplainerRuntime(MLModel):
         parameters = getattr(payload.parameters, "explain_parameters", None)
         try:
             text = await asyncio.get_running_loop().run_in_executor(
-                self.service.executor(), self.service.explain_json, rows, parameters)
+                self.service.executor(), self.service.explain_json, rows, parameters
+            )
         except ServiceError as err:
             raise MLServerError(str(err), err.status) from None
         return InferenceResponse(
-            model_name=self.name, model_version=self.version, id=payload.id,
+            model_name=self.name,
+            model_version=self.version,
+            id=payload.id,
             outputs=[StringCodec.encode_output(OUTPUT_NAME, [text])],
         )
 
@@ -119,17 +122,25 @@ class TorchModelRuntime(MLModel):
         extra = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}
         unknown = sorted(set(extra) - {"output", "dtype"})
         if unknown:
-            raise MLServerError(f"{self.name}: unknown setting(s) {unknown}; the settings are ['dtype', 'output']", 422)
+            raise MLServerError(
+                f"{self.name}: unknown setting(s) {unknown}; the settings are ['dtype', 'output']",
+                422,
+            )
         self.output = extra.get("output", "raw")
         if self.output not in ("raw", "probabilities"):
-            raise MLServerError(f"{self.name}: output must be 'raw' or 'probabilities', got {self.output!r}", 422)
+            raise MLServerError(
+                f"{self.name}: output must be 'raw' or 'probabilities', got {self.output!r}", 422
+            )
         dtype = getattr(torch, str(extra.get("dtype", "float32")), None)
         if not isinstance(dtype, torch.dtype):
-            raise MLServerError(f"{self.name}: dtype {extra.get('dtype')!r} is not a torch dtype", 422)
+            raise MLServerError(
+                f"{self.name}: dtype {extra.get('dtype')!r} is not a torch dtype", 422
+            )
         self.dtype = dtype
         try:
             self.model = await asyncio.get_running_loop().run_in_executor(
-                torch_thread(), load_exported_model, Path(uri))
+                torch_thread(), load_exported_model, Path(uri)
+            )
         except ValueError as err:
             raise MLServerError(f"{self.name}: {err}", 422) from None
         return True
@@ -139,13 +150,20 @@ class TorchModelRuntime(MLModel):
         if rows.dtype.kind == "f" and not np.isfinite(rows).all():
             raise MLServerError("the inputs hold NaN or infinite values", 400)
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(torch_thread(), self._run, rows)
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                torch_thread(), self._run, rows
+            )
         except (RuntimeError, ValueError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise MLServerError(f"{self.name} could not run on inputs of shape {list(rows.shape)}: {first}",
-                                400) from None
-        return InferenceResponse(model_name=self.name, model_version=self.version, id=payload.id,
-                                 outputs=[NumpyCodec.encode_output("output", outputs)])
+            raise MLServerError(
+                f"{self.name} could not run on inputs of shape {list(rows.shape)}: {first}", 400
+            ) from None
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            id=payload.id,
+            outputs=[NumpyCodec.encode_output("output", outputs)],
+        )
 
     def _run(self, rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -159,17 +177,27 @@ def _decode_one_input(payload: InferenceRequest) -> np.ndarray:
     """The request's one input as a numpy array; an MLServerError (HTTP 400) naming what is wrong when it is not."""
     if len(payload.inputs) != 1:
         names = [i.name for i in payload.inputs]
-        raise MLServerError(f"the request must hold exactly one input (the rows), got {len(names)}: {names}", 400)
+        raise MLServerError(
+            f"the request must hold exactly one input (the rows), got {len(names)}: {names}", 400
+        )
     request_input: RequestInput = payload.inputs[0]
     if request_input.datatype not in V2_NUMERIC_DATATYPES:
-        raise MLServerError(f"input {request_input.name!r} has datatype {request_input.datatype}; "
-                            f"expected numbers ({', '.join(sorted(V2_NUMERIC_DATATYPES))})", 400)
+        raise MLServerError(
+            f"input {request_input.name!r} has datatype {request_input.datatype}; "
+            f"expected numbers ({', '.join(sorted(V2_NUMERIC_DATATYPES))})",
+            400,
+        )
     shape = list(request_input.shape)
     if any(not isinstance(d, int) or d < 0 for d in shape):
-        raise MLServerError(f"input {request_input.name!r} has shape {shape}; dimensions must be >= 0", 400)
+        raise MLServerError(
+            f"input {request_input.name!r} has shape {shape}; dimensions must be >= 0", 400
+        )
     try:
         rows = NumpyCodec.decode_input(request_input)
     except (ValueError, TypeError) as err:
-        raise MLServerError(f"input {request_input.name!r} (shape {shape}, {request_input.datatype}) could not "
-                            f"be decoded: {err}", 400) from None
+        raise MLServerError(
+            f"input {request_input.name!r} (shape {shape}, {request_input.datatype}) could not "
+            f"be decoded: {err}",
+            400,
+        ) from None
     return np.asarray(rows)

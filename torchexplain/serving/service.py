@@ -96,7 +96,9 @@ def service_options(extra: Mapping[str, Any] | None) -> dict[str, Any]:
     extra = dict(extra or {})
     unknown = sorted(set(extra) - set(_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown explainer setting(s) {unknown}; the settings are {sorted(_DEFAULTS)}")
+        raise ValueError(
+            f"unknown explainer setting(s) {unknown}; the settings are {sorted(_DEFAULTS)}"
+        )
     options = {**_DEFAULTS, **extra}
     kind = options["explainer_type"]
     if kind is not None and by_explainer_type(kind) is None:
@@ -106,8 +108,10 @@ def service_options(extra: Mapping[str, Any] | None) -> dict[str, Any]:
         if options[key] is not None and not isinstance(options[key], str):
             raise TypeError(f"{key} must be a string, got {options[key]!r}")
     if options["infer_uri"] is not None and options["model_uri"] is not None:
-        raise ValueError("give infer_uri (a black-box explainer's model endpoint) or model_uri (a white-box "
-                         "explainer's torch.export file), not both")
+        raise ValueError(
+            "give infer_uri (a black-box explainer's model endpoint) or model_uri (a white-box "
+            "explainer's torch.export file), not both"
+        )
     _checks.check_choice("infer_protocol", options["infer_protocol"], PROTOCOLS)
     _checks.check_number("infer_timeout", options["infer_timeout"], low=0.0, low_open=True)
     if options["infer_batch_size"] != "auto":
@@ -161,7 +165,9 @@ class ExplainerService:
         explain_parameters: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(explainer, Explainer):
-            raise TypeError(f"ExplainerService needs a torchexplain Explainer, got {type(explainer).__name__}")
+            raise TypeError(
+                f"ExplainerService needs a torchexplain Explainer, got {type(explainer).__name__}"
+            )
         _checks.check_choice("rows", rows, ROW_MODES)
         _checks.check_int("max_rows", max_rows, minimum=1)
         _checks.check_int("max_concurrency", max_concurrency, minimum=1)
@@ -204,12 +210,16 @@ class ExplainerService:
                 )
         if options["model_uri"] is not None and model is None:
             if stored_kind(folder) == "blackbox":
-                raise ValueError(f"{folder} holds a black-box {stored_name}: it calls a model endpoint "
-                                 "(infer_uri), not a model file (model_uri)")
+                raise ValueError(
+                    f"{folder} holds a black-box {stored_name}: it calls a model endpoint "
+                    "(infer_uri), not a model file (model_uri)"
+                )
             from torchexplain.saving import load_exported_model
 
             model_path = Path(options["model_uri"])
-            model = load_exported_model(model_path if model_path.is_absolute() else folder / model_path)
+            model = load_exported_model(
+                model_path if model_path.is_absolute() else folder / model_path
+            )
         if options["infer_uri"] is not None and model is None:
             if stored_kind(folder) == "whitebox":
                 raise ValueError(
@@ -217,11 +227,20 @@ class ExplainerService:
                     "not a prediction endpoint: save it with example_inputs=... so the folder holds the model, "
                     "and drop infer_uri"
                 )
-            model = RemoteModel(options["infer_uri"], protocol=options["infer_protocol"],
-                                batch_size=options["infer_batch_size"], timeout=options["infer_timeout"])
+            model = RemoteModel(
+                options["infer_uri"],
+                protocol=options["infer_protocol"],
+                batch_size=options["infer_batch_size"],
+                timeout=options["infer_timeout"],
+            )
         explainer = load_explainer(folder, model=model, **options["init_parameters"])
-        return cls(explainer, rows=options["rows"], max_rows=options["max_rows"],
-                   max_concurrency=options["max_concurrency"], explain_parameters=options["explain_parameters"])
+        return cls(
+            explainer,
+            rows=options["rows"],
+            max_rows=options["max_rows"],
+            max_concurrency=options["max_concurrency"],
+            explain_parameters=options["explain_parameters"],
+        )
 
     def executor(self) -> ThreadPoolExecutor:
         """Where this service's explanations run: :func:`torch_thread` for white-box explainers,
@@ -271,8 +290,10 @@ class ExplainerService:
         allowed = self.allowed_parameters()
         unknown = sorted(set(values) - set(allowed))
         if unknown:
-            message = (f"unknown explain parameter(s) {unknown}; {self.explainer.name} takes "
-                       f"{', '.join(allowed)}")
+            message = (
+                f"unknown explain parameter(s) {unknown}; {self.explainer.name} takes "
+                f"{', '.join(allowed)}"
+            )
             if status is None:
                 raise ValueError(message)
             raise ServiceError(message, status)
@@ -288,9 +309,13 @@ class ExplainerService:
         try:
             rows = np.asarray(inputs)
         except (TypeError, ValueError) as err:  # ragged nested lists
-            raise ServiceError(f"the inputs are not a rectangular array of numbers ({err})") from None
+            raise ServiceError(
+                f"the inputs are not a rectangular array of numbers ({err})"
+            ) from None
         if rows.dtype == object or rows.dtype.kind not in "biuf":
-            raise ServiceError(f"the inputs must be numbers (int or float), got {rows.dtype} values")
+            raise ServiceError(
+                f"the inputs must be numbers (int or float), got {rows.dtype} values"
+            )
         if rows.ndim == 0:
             raise ServiceError("the inputs must be a batch of rows (N, ...), got a single number")
         if rows.ndim == 1:
@@ -300,7 +325,9 @@ class ExplainerService:
         if rows.shape[0] > self.max_rows:
             raise ServiceError(
                 f"the request holds {rows.shape[0]} rows; this server explains at most {self.max_rows} per "
-                "request (max_rows): send fewer rows per request", status=413)
+                "request (max_rows): send fewer rows per request",
+                status=413,
+            )
         if rows.dtype.kind == "f" and not np.isfinite(rows).all():
             bad = np.argwhere(~np.isfinite(rows))[0].tolist()
             raise ServiceError(f"the inputs hold NaN or infinite values (first at index {bad})")
@@ -322,13 +349,19 @@ class ExplainerService:
                 return self.explainer.explain(self._as_model_input(rows), **settings)
             except RemoteModelError as err:
                 status = 504 if err.timed_out else 502
-                raise ServiceError(f"the model endpoint failed while explaining: {err}", status) from None
+                raise ServiceError(
+                    f"the model endpoint failed while explaining: {err}", status
+                ) from None
             except (TypeError, ValueError) as err:
                 raise ServiceError(f"{self.explainer.name} refused the request: {err}") from None
             except torch.cuda.OutOfMemoryError as err:  # pragma: no cover - needs a GPU
-                raise ServiceError(f"out of device memory: send fewer rows per request ({err})", 507) from None
+                raise ServiceError(
+                    f"out of device memory: send fewer rows per request ({err})", 507
+                ) from None
             except Exception as err:  # anything else is our fault, not the client's; keep serving
-                raise ServiceError(f"{self.explainer.name} failed: {type(err).__name__}: {err}", 500) from None
+                raise ServiceError(
+                    f"{self.explainer.name} failed: {type(err).__name__}: {err}", 500
+                ) from None
 
     def explain_json(self, inputs: Any, parameters: Any = None) -> str:
         """:meth:`explain`, as the explanation's JSON (``Explanation.to_json()``)."""
