@@ -43,6 +43,7 @@ from _common import metadata, print_table, sync, write_results  # noqa: E402
 from torchexplain import AnchorTabular, _random  # noqa: E402
 from torchexplain.anchors.tabular import _AUTO_ROWS, _TabularRun  # noqa: E402
 from torchexplain.datasets import load_census  # noqa: E402
+from torchexplain.models import Rows  # noqa: E402
 from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
 
 THRESHOLD = 0.95
@@ -54,7 +55,7 @@ class Rules:
 
     def __init__(self, explainer: AnchorTabular, rows: np.ndarray, seed: int = 12345) -> None:
         config = dataclasses.replace(explainer._settings_for_call({}), seed=seed)
-        self.run = _TabularRun(explainer, config, rows)
+        self.run = _TabularRun(explainer, config, Rows.of(rows, integers=True))
         with torch.no_grad():
             _, self.run.target = self.run.predict(self.run.rows)
         self.run._instance_predicates()

@@ -366,7 +366,14 @@ def test_prediction_cache_queries_each_distinct_image_once_and_changes_nothing(w
         1, 1, SIZE, SIZE, generator=g
     )
     background = 0.04 * torch.rand(4, 1, SIZE, SIZE, generator=g) if with_background else None
-    kwargs = dict(segmentation_fn=quadrant_segments, images_background=background, seed=3, **FAST)
+    # pad_to_multiple=1: the model sees exactly the images asked for (padding repeats the last one)
+    kwargs = dict(
+        segmentation_fn=quadrant_segments,
+        images_background=background,
+        seed=3,
+        pad_to_multiple=1,
+        **FAST,
+    )
     plain_model, cached_model = _RecordingModel([0, 5]), _RecordingModel([0, 5])
     plain = anchor_image(plain_model, images, cache_predictions=False, **kwargs)
     cached = anchor_image(cached_model, images, **kwargs)

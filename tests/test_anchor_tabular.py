@@ -13,6 +13,7 @@ from torchexplain import AnchorTabular, _random
 from torchexplain.anchors import engine, reference
 from torchexplain.anchors.tabular import _BitSelector, _TabularRun
 from torchexplain.datasets import load_census
+from torchexplain.models import Rows
 from torchexplain.zoo import CensusMLP
 
 NAMES = ["Kind", "Colour", "Size", "Weight"]
@@ -36,7 +37,7 @@ def _run(explainer: AnchorTabular, rows: np.ndarray, seed: int | None = None) ->
     config = explainer._settings_for_call({})
     if seed is not None or config.seed is None:
         config = dataclasses.replace(config, seed=0 if seed is None else seed)
-    run = _TabularRun(explainer, config, rows)
+    run = _TabularRun(explainer, config, Rows.of(rows, integers=True))
     with torch.no_grad():
         run.predictions, run.target = run.predict(run.rows)
     run._instance_predicates()
@@ -291,7 +292,9 @@ def test_precision_holds_on_fresh_samples_and_numpy_predictors_agree(census):
         == exp.anchor
     )
     # re-estimate each successful anchor's precision on 2,000 fresh samples (another seed)
-    searched = _TabularRun(explainer, explainer._settings_for_call({}), rows)
+    searched = _TabularRun(
+        explainer, explainer._settings_for_call({}), Rows.of(rows, integers=True)
+    )
     searched.explain()
     run = _run(explainer, rows, seed=99)
     assert exp.success.sum() >= 10

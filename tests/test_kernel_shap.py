@@ -291,7 +291,7 @@ def test_chunked_predictor_calls_give_the_same_values_and_bound_the_call_size(
     )
     seen.clear()
     got = (
-        KernelShap(predict, cache_predictions=cache_predictions)
+        KernelShap(predict, cache_predictions=cache_predictions, pad_to_multiple=1)
         .fit(background)
         .explain(rows, internal_batch_size=rows_per_call)
     )
@@ -299,6 +299,15 @@ def test_chunked_predictor_calls_give_the_same_values_and_bound_the_call_size(
     if rows_per_call is not None:
         assert max(seen[2:]) <= max(rows_per_call, 1)  # after f(x) and f(background)
     assert got.meta["total_rows_evaluated"] == sum(seen)
+    # padded (the default), a call carries a multiple of 4 rows, and the rows asked for are counted
+    seen.clear()
+    padded = KernelShap(predict, cache_predictions=cache_predictions).fit(background)
+    padded = padded.explain(rows, internal_batch_size=rows_per_call)
+    torch.testing.assert_close(padded.shap_values, want.shap_values, rtol=1e-12, atol=1e-14)
+    assert all(size % 4 == 0 for size in seen)
+    if rows_per_call is not None:
+        assert max(seen) <= max(rows_per_call, 4)
+    assert padded.meta["total_rows_evaluated"] == got.meta["total_rows_evaluated"] < sum(seen)
 
 
 @pytest.mark.parametrize("cache_predictions", [True, False])

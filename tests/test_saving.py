@@ -21,7 +21,8 @@ from torch import nn
 
 import torchexplain
 from torchexplain import AnchorImage, Counterfactual, IntegratedGradients, load_explainer
-from torchexplain.saving import CONFIG_FILE, FORMAT_VERSION, MODEL_FILE, TENSORS_FILE, ExportedModel
+from torchexplain.models.exported import ExportedModel
+from torchexplain.saving import CONFIG_FILE, FORMAT_VERSION, MODEL_FILE, TENSORS_FILE
 
 from .test_contract import CASES, _explain, anchor_inputs, assert_same, ig_model
 

@@ -213,7 +213,7 @@ def test_white_box_ig_loads_its_model_from_the_folder_and_matches(deployment):
                 ]
             },
             400,
-            "NaN or infinite",
+            "NaN or inf",
         ),
         (
             b'{"inputs": [{"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": [NaN'

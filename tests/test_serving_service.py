@@ -56,7 +56,12 @@ def test_explain_parameters_as_object_or_json_string_and_defaults(anchor):
         ([["a", "b", "c", "d"]], None, 400, "must be numbers"),
         (3.0, None, 400, "got a single number"),
         (np.zeros((0, 4)), None, 400, "empty"),
-        (np.full((1, 4), np.nan), None, 400, r"NaN or infinite values \(first at index \[0, 0\]\)"),
+        (
+            np.full((1, 4), np.nan),
+            None,
+            400,
+            r"non-finite value\(s\) \(NaN or inf\), the first at index \(0, 0\)",
+        ),
         (np.zeros((11, 4)), None, 413, "holds 11 rows; this server explains at most 10"),
         (np.zeros((1, 5)), None, 400, r"AnchorTabular refused the request: .*\(N, 4\)"),
         (

@@ -14,12 +14,10 @@ script failed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
-import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import torchexplain
 from torchexplain import _bench, visualize
 from torchexplain._progress import Progress
 from torchexplain.explanation import Explanation
+from torchexplain.models.exported import load_exported_model
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_BENCH_FAILED = 0, 1, 2, 3
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -54,59 +53,6 @@ class LoadedModel:
     static_batch: int | None  # the exported batch size when it was not made dynamic
 
 
-class _ExportedForward:
-    """An exported program's module as a plain callable, run in pieces of its static batch size.
-
-    ``torch.export`` fixes the batch size unless it was marked dynamic, while explainers
-    batch many rows at once; the rows are run ``static_batch`` at a time, the last piece
-    padded with zeros and its padding dropped. It is not an ``nn.Module`` on purpose:
-    exported modules refuse ``.eval()``/``.train()``, and their mode is fixed at export.
-    """
-
-    def __init__(self, module: Callable, static_batch: int | None) -> None:
-        self.module = module
-        self.static_batch = static_batch
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.static_batch is None or x.shape[0] == self.static_batch:
-            return self.module(x)
-        outputs = []
-        for piece in x.split(self.static_batch):
-            rows = piece.shape[0]
-            if rows < self.static_batch:
-                padding = piece.new_zeros((self.static_batch - rows, *piece.shape[1:]))
-                piece = torch.cat([piece, padding])
-            outputs.append(self.module(piece)[:rows])
-        return torch.cat(outputs)
-
-
-def _exported_input_shape(program: Any) -> tuple[tuple[int, ...] | None, int | None]:
-    names = set(program.graph_signature.user_inputs)
-    for node in program.graph.nodes:
-        if node.op == "placeholder" and node.name in names:
-            value = node.meta.get("val")
-            if value is None or not hasattr(value, "shape"):
-                return None, None
-            shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
-            static = shape[0] if shape and shape[0] != -1 else None
-            return shape, static
-    return None, None
-
-
-@contextlib.contextmanager
-def _quiet_loggers(name: str) -> Iterator[None]:
-    """Silence a library's logger for a moment: torch >= 2.14 logs a full traceback at
-    WARNING when ``torch.export.load`` is handed a file that is not a .pt2 archive, which
-    this command tries on purpose and reports in one line itself."""
-    logger = logging.getLogger(name)
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-
-
 def load_model(path: Path, device: torch.device) -> LoadedModel:
     """A ``torch.export`` archive (``.pt2``) or a TorchScript file, ready to call on ``device``."""
     if not path.is_file():
@@ -116,16 +62,14 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     for loader in loaders:
         try:
             if loader == "export":
-                with _quiet_loggers("torch.export"):
-                    program = torch.export.load(str(path))
-                shape, static = _exported_input_shape(program)
-                module = program.module().to(device)
-                return LoadedModel(_ExportedForward(module, static), "torch.export", shape, static)
+                exported = load_exported_model(path).to(device)  # the checked loader
+                shape = exported.input_shape
+                return LoadedModel(exported, "torch.export", shape, exported.static_batch)
             module = torch.jit.load(str(path), map_location=device)
             return LoadedModel(module, "TorchScript", None, None)
         except Exception as err:  # each loader fails in its own way on the other's files
             errors.append(
-                f"{'torch.export.load' if loader == 'export' else 'torch.jit.load'}: "
+                f"{'torch.export' if loader == 'export' else 'torch.jit.load'}: "
                 f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
             )
     raise UsageError(

@@ -53,6 +53,7 @@ from torchexplain.counterfactual import (
     target_class_check,
 )
 from torchexplain.explanation import Explanation
+from torchexplain.models import Rows
 from torchexplain.settings import setting
 
 __all__ = ["CounterfactualProto", "CounterfactualProtoSettings", "counterfactual_proto", "shrink"]
@@ -318,7 +319,7 @@ class CounterfactualProto(Explainer):
             result); ``n_iter`` (steps over all rounds); ``predictions`` ``(B, C)``.
         """
         config = self._settings_for_call(settings)
-        x = _checks.check_tensor_batch("inputs", inputs, min_dim=2).detach()
+        x = Rows.of(inputs, numpy=False, layout="(B, ...)").values
         low, high = _resolve_feature_range(config.feature_range, x)
         targets = _resolve_target_class(config.target_class, x.shape[0], x.device)
         uses_prototypes = config.theta > 0

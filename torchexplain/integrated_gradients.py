@@ -30,7 +30,8 @@ from torchexplain._targets import ResolvedTarget, TargetType, resolve_target
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
 from torchexplain.kernels import ig as ig_ops
-from torchexplain.settings import ChunkSettings, setting
+from torchexplain.models import Rows
+from torchexplain.settings import ModelCallSettings, setting
 
 TensorOrTuple = torch.Tensor | tuple[torch.Tensor, ...]
 BaselineType = None | int | float | torch.Tensor | tuple[int | float | torch.Tensor | None, ...]
@@ -48,7 +49,7 @@ def _check_mixed_precision(name: str, value: Any) -> torch.dtype | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class IntegratedGradientsSettings(ChunkSettings):
+class IntegratedGradientsSettings(ModelCallSettings):
     """The settings of :class:`IntegratedGradients` (one definition for every use)."""
 
     n_steps: int = setting(50, "points on the path from baseline to input", per_call=True)
@@ -401,7 +402,9 @@ class _PathIntegral:
         return totals
 
 
-def _check_inputs(inputs: TensorOrTuple) -> tuple[torch.Tensor, ...]:
+def _check_inputs(inputs: TensorOrTuple | Rows) -> tuple[torch.Tensor, ...]:
+    if isinstance(inputs, Rows):  # already checked (a served request's rows)
+        return (inputs.values,)
     is_tuple = isinstance(inputs, tuple)
     items = inputs if is_tuple else (inputs,)
     if not items:

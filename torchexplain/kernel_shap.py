@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from torchexplain import _checks, _memory
 from torchexplain._model_state import preserved_model_state
 from torchexplain._progress import Progress
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.models import Predictor, Rows, as_scores
 from torchexplain.segmentation import check_segmentation_settings, superpixels
 from torchexplain.settings import (
     PredictorSettings,
@@ -338,7 +338,7 @@ class KernelShap(Explainer):
         Returns:
             The explainer (fitted).
         """
-        background = _as_batch("background_data", background_data)
+        background = Rows.of(background_data, "background_data", integers=True).values
         n = background.shape[0]
         if weights is not None:
             weights = _as_weights(weights, n)
@@ -420,7 +420,7 @@ class KernelShap(Explainer):
                 f"KernelShap: fitted state must hold groups, group_names and tensors background, weights; got "
                 f"{sorted(data)} and {sorted(tensors)}"
             )
-        background = _as_batch("background", tensors["background"])
+        background = Rows.of(tensors["background"], "background", integers=True).values
         weights = _as_weights(tensors["weights"], background.shape[0])
         groups = data["groups"]
         columns_of = None if groups is None else _check_groups(groups, background.shape[1])
@@ -483,27 +483,27 @@ class _KernelShapRun:
         self.explainer = explainer
         self.config = config
         fit = explainer._fit
-        self.numpy_input = not isinstance(inputs, torch.Tensor)
-        x = _as_batch("inputs", inputs)
+        rows = Rows.of(inputs, integers=True)
         background = fit["background"]
-        if tuple(x.shape[1:]) != tuple(background.shape[1:]):
+        if tuple(rows.shape[1:]) != tuple(background.shape[1:]):
             raise ValueError(
                 f"inputs must be shaped (B, {', '.join(map(str, background.shape[1:]))}) like the background "
-                f"rows, got {tuple(x.shape)}"
+                f"rows, got {tuple(rows.shape)}"
             )
-        self.input_device = torch.device("cpu") if self.numpy_input else inputs.device
-        self.device = (
-            torch.device(config.device) if config.device is not None else self.input_device
-        )
-        self.x = x.to(self.device, background.dtype)
+        self.input_device = rows.input_device
+        self.device = rows.compute_device(config.device)
+        self.x = rows.values.to(self.device, background.dtype)
         self.background = background.to(self.device)
         self.weights = fit["weights"].to(self.device)
-        mode = config.predictor_input
-        if mode == "auto":
-            mode = "tensor" if isinstance(explainer.model, nn.Module) else "numpy"
-        self.mode = mode
-        self.calls = 0
-        self.rows_evaluated = 0
+        per_row = self.x[0].numel() * self.x.element_size() * _FORWARD_BYTES_FACTOR
+        self.predictor = Predictor.wrap(
+            explainer.model,
+            takes=config.predictor_input,
+            device=self.device,
+            batch_size=config.internal_batch_size,
+            auto_rows=lambda total: _memory.rows_per_chunk(per_row, self.device, total),
+            pad_to_multiple=config.padding(),
+        )
         self.rows_perturbed = 0  # (coalition, background row) pairs, as shap scores them
         self._codes_cache: dict[bytes, Any] = {}
         self.feature_mask, self.names = self._features(feature_mask)
@@ -594,71 +594,22 @@ class _KernelShapRun:
 
     def predict_as_given(self, rows: torch.Tensor) -> torch.Tensor:
         """The predictor's scores on ``rows``, ``(N, K)`` or ``(N,)`` as it answered, on the device."""
-        given = rows.cpu().numpy() if self.mode == "numpy" else rows
-        output = self.explainer.model(given)
-        self.calls += 1
-        self.rows_evaluated += rows.shape[0]
-        if isinstance(output, np.ndarray):
-            output = torch.from_numpy(np.ascontiguousarray(output))
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(
-                f"predictor must return a tensor or numpy array of scores, got {type(output).__name__}"
-            )
-        output = output.detach().to(self.device)
-        n = rows.shape[0]
-        if not (output.is_floating_point() and output.shape[0] == n and output.dim() in (1, 2)):
-            raise ValueError(
-                f"predictor returned {output.dtype} of shape {tuple(output.shape)} for {n} rows; KernelShap needs "
-                f"float scores ({n}, K) or ({n},), not labels"
-            )
-        return output
+        return as_scores(self.predictor.outputs(rows), "KernelShap")
 
-    def _rows_per_call(self, total_rows: int) -> int:
-        chunk = self.config.internal_batch_size
-        if chunk is None:
-            return max(1, total_rows)
-        if chunk != "auto":
-            return int(chunk)
-        per_row = self.x[0].numel() * self.x.element_size() * _FORWARD_BYTES_FACTOR
-        return _memory.rows_per_chunk(per_row, self.device, total_rows)
+    def _scores(self, output: torch.Tensor) -> torch.Tensor:
+        """A call's output as ``(n, K)`` float64 scores."""
+        return as_scores(output, "KernelShap").reshape(output.shape[0], -1).to(torch.float64)
 
-    def _in_calls(
-        self,
-        total: int,
-        size: int,
-        units: Callable[[int], int],
-        score: Callable[[int, int, int], torch.Tensor],
-        progress: Callable[[int], None],
-    ) -> torch.Tensor:
-        """``(total, K)`` float64 from ``score(start, stop, size)`` over ``units(size)`` items a call.
+    def _background_mean(self, output: torch.Tensor) -> torch.Tensor:
+        """``(u, K)``: the background-weighted mean of ``u`` whole (instance, coalition) pairs' outputs.
 
-        ``size`` is rows per predictor call; with ``internal_batch_size="auto"`` a call that
-        runs out of memory is retried with half the rows.
+        An elementwise product and a sum over the background axis, not a matrix product: its rows
+        (pairs) round the same whatever else is in the call (BLAS's do not).
         """
-        auto = self.config.internal_batch_size == "auto"
-        out: torch.Tensor | None = None
-        start = 0
-        while start < total:
-            stop = min(total, start + units(size))
-            try:
-                part = score(start, stop, size)
-            except Exception as err:
-                if auto and _memory.is_out_of_memory(err) and size > 1:
-                    size = max(1, size // 2)
-                    continue
-                raise
-            if out is None:
-                out = torch.empty(total, part.shape[1], dtype=torch.float64, device=self.device)
-            elif part.shape[1] != out.shape[1]:
-                raise ValueError(
-                    f"predictor returned {part.shape[1]} outputs per row, earlier {out.shape[1]}"
-                )
-            out[start:stop] = part
-            progress(stop)
-            start = stop
-        if out is None:
-            raise ValueError("nothing to score")
-        return out
+        scores = self._scores(output).view(
+            -1, self.background.shape[0], output.shape[1] if output.dim() == 2 else 1
+        )
+        return (scores * self.weights[None, :, None]).sum(1)
 
     def expected_outputs(
         self,
@@ -677,40 +628,21 @@ class _KernelShapRun:
         n_bg = self.background.shape[0]
         background = self.background.reshape(n_bg, -1)
         x = self.x.reshape(self.x.shape[0], -1)
-        shape = self.x.shape[1:]
+
+        def build(start: int, stop: int) -> torch.Tensor:
+            row = torch.arange(start, stop, device=self.device)
+            pair, from_background = row // n_bg, row % n_bg
+            keep = coalitions[pair].gather(1, feature_of[instance[pair]])  # (rows, E)
+            block = torch.where(keep, x[instance[pair]], background[from_background])
+            return block.reshape(-1, *self.x.shape[1:])
+
         total = coalitions.shape[0]
-
-        def score(start: int, stop: int, rows: int) -> torch.Tensor:
-            keep = coalitions[start:stop].gather(1, feature_of[instance[start:stop]])  # (p, E)
-            mean = torch.zeros((), dtype=torch.float64, device=self.device)
-            slice_bg = min(
-                n_bg, rows
-            )  # a coalition's background rows split over calls when rows < n_bg
-            for bg_start in range(0, n_bg, slice_bg):
-                bg = background[bg_start : bg_start + slice_bg]
-                block = torch.where(keep[:, None, :], x[instance[start:stop]][:, None, :], bg[None])
-                scores = (
-                    self.predict(block.reshape(-1, *shape))
-                    .to(torch.float64)
-                    .view(stop - start, bg.shape[0], -1)
-                )
-                mean = mean + torch.einsum(
-                    "pnk,n->pk", scores, self.weights[bg_start : bg_start + slice_bg]
-                )
-            return mean
-
-        advanced = [0]
-
-        def progress(stop: int) -> None:
-            bar.advance(stop - advanced[0])
-            advanced[0] = stop
-
-        out = self._in_calls(
-            total,
-            self._rows_per_call(total * n_bg),
-            lambda rows: max(1, rows // n_bg),
-            score,
-            progress,
+        out = self.predictor.map(
+            total * n_bg,
+            build,
+            unit=n_bg,
+            reduce=self._background_mean,
+            on_call=lambda start, stop: bar.advance(stop // n_bg - start // n_bg),
         )
         self.rows_perturbed += total * n_bg
         return out
@@ -749,85 +681,94 @@ class _KernelShapRun:
     ) -> torch.Tensor | None:
         """``(n, S, K)``: as :meth:`expected_outputs`, scoring each distinct perturbed row once.
 
-        A perturbed row is fixed by, per feature, whether it holds the instance's value
-        (kept, or a background value equal to it) or which distinct background value. Those
-        codes in a mixed radix are an exact integer key per (coalition, background row), so
-        ``torch.unique`` finds the distinct rows without comparing rows. None when a key
-        would not be exact (too many features x distinct values): every row is scored then.
+        Args:
+            rows: ``(n,)`` the instances (rows of ``self.x``).
+            full: ``(n, S, M)`` their coalitions.
+            feature_of: ``(B, E)`` feature id of each element.
+
+        Returns:
+            The means, or None when a key would not be exact (see :meth:`_distinct_pairs`):
+            every row is scored then.
         """
-        n, s, m_total = full.shape
+        n, s, _ = full.shape
         n_bg = self.background.shape[0]
+        found = [self._distinct_pairs(int(rows[i]), full[i], feature_of) for i in range(n)]
+        if any(pairs is None for pairs in found):
+            return None
+        firsts = [first for first, _ in found]
+        instance = torch.cat([torch.full_like(first, i) for i, first in enumerate(firsts)])
+        pair = torch.cat(firsts)
+        coalition, from_background = pair // n_bg, pair % n_bg
         background = self.background.reshape(n_bg, -1)
         x = self.x.reshape(self.x.shape[0], -1)
-        weights = self.weights
-        keys, inverses, counts = [], [], []
-        for i in range(n):
-            b = int(rows[i])
-            element_features = feature_of[b]
-            codes = self._background_codes(element_features, m_total)
-            if codes is None:
-                return None
-            rank, n_distinct = codes
-            equal = torch.ones(n_bg, m_total, dtype=torch.int8, device=self.device)
-            equal.scatter_reduce_(
-                1,
-                element_features.expand(n_bg, -1),
-                (background == x[b]).to(torch.int8),
-                reduce="amin",
-            )
-            differs = equal == 0  # (N, M): the background row's value is not the instance's
-            base = torch.where(differs.any(0), n_distinct + 1, torch.ones_like(n_distinct)).to(
-                torch.float64
-            )
-            if float(base.prod()) >= _EXACT_KEYS:
-                return None
-            radix = torch.cumprod(base, 0) / base
-            digits = differs.to(torch.float64) * (rank + 1).to(torch.float64) * radix  # (N, M)
-            key = (
-                ((~full[i]).to(torch.float64) @ digits.T).round().to(torch.int64).reshape(-1)
-            )  # (S * N,)
-            unique, inverse = torch.unique(key, return_inverse=True)
-            first = torch.full((unique.shape[0],), s * n_bg, dtype=torch.int64, device=self.device)
-            first.scatter_reduce_(
-                0, inverse, torch.arange(s * n_bg, device=self.device), reduce="amin"
-            )
-            keys.append(first)
-            inverses.append(inverse)
-            counts.append(unique.shape[0])
-        offsets = [0, *itertools.accumulate(counts)]
-        instance = torch.cat(
-            [
-                torch.full((c,), i, dtype=torch.int64, device=self.device)
-                for i, c in enumerate(counts)
-            ]
-        )
-        pair = torch.cat(keys)
-        coalition, row_of_background = pair // n_bg, pair % n_bg
+
+        def build(start: int, stop: int) -> torch.Tensor:
+            owner = rows[instance[start:stop]]
+            keep = full[instance[start:stop], coalition[start:stop]].gather(1, feature_of[owner])
+            block = torch.where(keep, x[owner], background[from_background[start:stop]])
+            return block.reshape(-1, *self.x.shape[1:])
+
         total = pair.shape[0]
-
-        def score(start: int, stop: int, rows: int) -> torch.Tensor:
-            inst = instance[start:stop]
-            keep = full[inst, coalition[start:stop]].gather(1, feature_of[rows_of[inst]])
-            block = torch.where(keep, x[rows_of[inst]], background[row_of_background[start:stop]])
-            return self.predict(block.reshape(-1, *self.x.shape[1:])).to(torch.float64)
-
         advanced = [0]
 
-        def progress(stop: int) -> None:
+        def progress(start: int, stop: int) -> None:
             done = stop * s * n // total  # the bar counts coalitions, as the other path does
             bar.advance(done - advanced[0])
             advanced[0] = done
 
-        rows_of = rows
-        scores = self._in_calls(
-            total, self._rows_per_call(total), lambda size: size, score, progress
-        )
+        scores = self._scores(self.predictor.map(total, build, on_call=progress))
         self.rows_perturbed += n * s * n_bg
         out = torch.empty(n, s, scores.shape[1], dtype=torch.float64, device=self.device)
-        for i in range(n):
-            mine = scores[offsets[i] : offsets[i + 1]][inverses[i]].view(s, n_bg, -1)
-            out[i] = torch.einsum("snk,n->sk", mine, weights)
+        start = 0
+        for i, (first, inverse) in enumerate(found):
+            mine = scores[start : start + first.shape[0]][inverse]
+            out[i] = self._background_mean(mine)
+            start += first.shape[0]
         return out
+
+    def _distinct_pairs(
+        self, b: int, coalitions: torch.Tensor, feature_of: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The distinct perturbed rows of instance ``b`` over its ``(S, M)`` coalitions.
+
+        A perturbed row is fixed by, per feature, whether it holds the instance's value
+        (kept, or a background value equal to it) or which distinct background value. Those
+        codes in a mixed radix are an exact integer key per (coalition, background row), so
+        ``torch.unique`` finds the distinct rows without comparing rows.
+
+        Returns:
+            ``first`` ``(u,)``: for each distinct row, its first (coalition * N + background
+            row) pair; ``inverse`` ``(S * N,)``: the distinct row of every pair. None when a
+            key would not be exact (too many features x distinct values).
+        """
+        s, m_total = coalitions.shape
+        n_bg = self.background.shape[0]
+        element_features = feature_of[b]
+        codes = self._background_codes(element_features, m_total)
+        if codes is None:
+            return None
+        rank, n_distinct = codes
+        equal = torch.ones(n_bg, m_total, dtype=torch.int8, device=self.device)
+        same_value = self.background.reshape(n_bg, -1) == self.x.reshape(self.x.shape[0], -1)[b]
+        equal.scatter_reduce_(
+            1, element_features.expand(n_bg, -1), same_value.to(torch.int8), reduce="amin"
+        )
+        differs = equal == 0  # (N, M): the background row's value is not the instance's
+        base = torch.where(differs.any(0), n_distinct + 1, torch.ones_like(n_distinct)).to(
+            torch.float64
+        )
+        if float(base.prod()) >= _EXACT_KEYS:
+            return None
+        radix = torch.cumprod(base, 0) / base
+        digits = differs.to(torch.float64) * (rank + 1).to(torch.float64) * radix  # (N, M)
+        # exact integers below 2**52, whatever order the product sums them in
+        key = (
+            ((~coalitions).to(torch.float64) @ digits.T).round().to(torch.int64).reshape(-1)
+        )  # (S * N,)
+        unique, inverse = torch.unique(key, return_inverse=True)
+        first = torch.full((unique.shape[0],), s * n_bg, dtype=torch.int64, device=self.device)
+        first.scatter_reduce_(0, inverse, torch.arange(s * n_bg, device=self.device), reduce="amin")
+        return first, inverse
 
     # ----------------------------------------------------------------- the whole call
 
@@ -856,10 +797,7 @@ class _KernelShapRun:
             predictions = self.predict_as_given(self.x)
             fx = predictions if predictions.dim() == 2 else predictions[:, None]
             fx = fx.to(torch.float64)
-            null_scores = self.predict(self.background.reshape(-1, *self.x.shape[1:])).to(
-                torch.float64
-            )
-            fnull = torch.einsum("nk,n->k", null_scores, self.weights)
+            fnull = self._background_mean(self.predictor.outputs(self.background))[0]
             k = fx.shape[1]
             link_fx, link_null = self.link(fx), self.link(fnull)
             values = torch.zeros(b, k, m_total, dtype=torch.float64, device=self.device)
@@ -900,8 +838,8 @@ class _KernelShapRun:
             "feature_names": list(self.names),
             "n_background": int(self.background.shape[0]),
             "coalitions": {str(m): len(plan.weights) for m, plan in sorted(plans.items())},
-            "total_model_calls": self.calls,
-            "total_rows_evaluated": self.rows_evaluated,
+            "total_model_calls": self.predictor.calls,
+            "total_rows_evaluated": self.predictor.rows_evaluated,
             "total_rows_perturbed": self.rows_perturbed,
         }
         return data, meta
@@ -983,7 +921,11 @@ def _solve_all(
 
     With the last feature eliminated by efficiency (``phi_M = total - sum(others)``),
     the design ``X = z[:, :-1] - z[:, -1:]`` and the weights are shared by every row of
-    a plan, so one ``(M-1, M-1)`` system is solved for all right-hand sides.
+    a plan, so one ``(M-1, M-1)`` system is factored once for all right-hand sides.
+    Every step that touches a right-hand side is elementwise or a sum along it (no
+    matrix product over the rows), so an instance's values do not depend on the other
+    instances of the call: BLAS rounds a row of a product differently with the number
+    of rows.
 
     Args:
         z: ``(S, M)`` coalitions; w: ``(S,)`` weights; adjusted: ``(n, K, S)`` link(E[f]) - link(f_null);
@@ -994,25 +936,54 @@ def _solve_all(
     """
     design = z[:, :-1] - z[:, -1:]
     weighted = w[:, None] * design
-    gram = design.T @ weighted
+    gram = design.T @ weighted  # shared by every right-hand side
     y = adjusted - z[:, -1] * total[..., None]  # (n, K, S)
-    rhs = y @ weighted  # (n, K, M-1)
-    flat = rhs.reshape(-1, rhs.shape[-1]).T
-    try:
-        solved = torch.linalg.solve(gram, flat).T
-    except RuntimeError:
+    rhs = _products(y, weighted)  # (n, K, M-1)
+    flat = rhs.reshape(-1, rhs.shape[-1])
+    solved = _solve_rows(gram, flat)
+    if solved is None:
         warnings.warn(
             "KernelShap: the regression is singular for this coalition plan; using least squares instead. "
             "Raise nsamples, or group features, to get a regular system.",
             stacklevel=4,
         )
-        root = w.sqrt()[:, None]
-        solved = torch.linalg.lstsq(
-            root * design, root * y.reshape(-1, y.shape[-1]).T, driver="gelsd"
-        ).solution.T
+        root = w.sqrt()
+        pseudo_inverse = torch.linalg.pinv(root[:, None] * design)  # (M-1, S), shared
+        solved = _products(root * y.reshape(-1, y.shape[-1]), pseudo_inverse.T)
     phi_rest = solved.reshape(rhs.shape)
     last = total - phi_rest.sum(-1)
     return torch.cat([phi_rest, last[..., None]], dim=-1)
+
+
+def _products(rows: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``rows @ matrix`` for ``rows`` ``(..., S)`` and ``matrix`` ``(S, C)``, each output a sum along one
+    row: the same bits for a row whatever the other rows are."""
+    out = torch.empty(*rows.shape[:-1], matrix.shape[1], dtype=rows.dtype, device=rows.device)
+    for column in range(matrix.shape[1]):
+        out[..., column] = (rows * matrix[:, column]).sum(-1)
+    return out
+
+
+def _solve_rows(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor | None:
+    """``x`` with ``gram @ x_r = rhs_r`` for every row ``r`` of ``rhs`` ``(R, m)``; None when ``gram`` is singular.
+
+    One LU factorisation (partial pivoting), then forward and back substitution with each row's
+    sums taken along the row, so a row's solution does not depend on the others.
+    """
+    lu, pivots, info = torch.linalg.lu_factor_ex(gram)
+    if int(info) != 0:
+        return None
+    permutation, lower, upper = torch.lu_unpack(lu, pivots)
+    order = permutation.argmax(dim=0)  # gram = P L U: solve L U x = P^T b
+    b = rhs[:, order]
+    m = gram.shape[0]
+    forward = torch.empty_like(b)
+    for i in range(m):
+        forward[:, i] = b[:, i] - (forward[:, :i] * lower[i, :i]).sum(-1)
+    x = torch.empty_like(b)
+    for i in range(m - 1, -1, -1):
+        x[:, i] = (forward[:, i] - (x[:, i + 1 :] * upper[i, i + 1 :]).sum(-1)) / upper[i, i]
+    return x
 
 
 def _solve_selected(
@@ -1072,22 +1043,6 @@ def _solve_selected(
 
 
 # ----------------------------------------------------------------------------- background
-
-
-def _as_batch(name: str, value: Any) -> torch.Tensor:
-    """A ``(N, ...)`` real tensor (numpy accepted; integer codes become float32), finite, N >= 1."""
-    batch = _checks.as_numeric_tensor(name, value, "(N, ...)")
-    if batch.dim() < 2:
-        raise ValueError(
-            f"{name} must be shaped (N, ...) with a batch dimension (one row: row[None]), got {tuple(batch.shape)}"
-        )
-    if batch.shape[0] == 0:
-        raise ValueError(f"{name} has batch size 0; give at least one row")
-    if batch.is_complex():
-        raise TypeError(f"{name} must be real, got {batch.dtype}")
-    if not batch.is_floating_point():
-        batch = batch.to(torch.float32)
-    return _checks.check_finite(name, batch)
 
 
 def _as_weights(weights: Any, n: int) -> torch.Tensor:

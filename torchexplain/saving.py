@@ -27,12 +27,8 @@ refused.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import re
-import threading
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +37,8 @@ import torch
 
 from torchexplain._version import __version__
 from torchexplain.explanation import TENSOR_DTYPES
+from torchexplain.models.exported import ExportedModel, load_exported_model
+from torchexplain.models.remote import RemoteModel
 from torchexplain.registry import registered_explainers
 
 if TYPE_CHECKING:
@@ -48,9 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION",
-    "ExportedModel",
     "load_explainer",
-    "load_exported_model",
     "save_explainer",
 ]
 
@@ -117,7 +113,7 @@ def save_explainer(explainer: Explainer, path: str | Path, example_inputs: Any =
         }
     elif (folder / MODEL_FILE).exists():
         (folder / MODEL_FILE).unlink()  # a stale program must not be picked up by load
-    if model_entry is None and _is_remote(explainer.model):
+    if model_entry is None and isinstance(explainer.model, RemoteModel):
         # A model behind an endpoint is stored as its address (plain data, no code).
         model_entry = {"format": "remote", **explainer.model.config()}
 
@@ -446,143 +442,19 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-# ----------------------------------------------------------------------------- the model program
-
-
-class ExportedModel:
-    """A model loaded from a ``torch.export`` program: callable like the module it was.
-
-    The program already holds the mode it was exported in (eval, by default), so it
-    is not an ``nn.Module`` to switch: explainers call it as they would any function.
-    """
-
-    def __init__(self, program: torch.export.ExportedProgram) -> None:
-        self.program = program
-        self.module = program.module()
-
-    def __call__(self, *args: Any) -> Any:
-        return self.module(*args)
-
-    def __repr__(self) -> str:
-        return f"ExportedModel({type(self.program).__name__})"
-
-
-# Entries torch.export.save writes for an ordinary model; anything else is refused.
-_ARCHIVE_ENTRY = re.compile(
-    r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
-    r"|models/model\.json|data/weights/weight_\d+|data/weights/model_weights_config\.json"
-    r"|data/constants/tensor_\d+|data/constants/model_constants_config\.json|data/sample_inputs/model\.pt)"
-)
-
-
-# Servers load models in threads at once; two concurrent torch.export.load calls fail with
-# "_CURRENT_DESERIALIZER is already set" (seen with MLServer loading two models).
-_EXPORT_LOAD_LOCK = threading.Lock()
-
-
-def _is_remote(model: Any) -> bool:
-    try:
-        from torchexplain.serving.remote import RemoteModel
-    except ImportError:  # pragma: no cover - the module has no hard dependencies at import
-        return False
-    return isinstance(model, RemoteModel)
+# ----------------------------------------------------------------------------- the model
 
 
 def _load_model(folder: Path, config: dict[str, Any], cls: type[Explainer]) -> Any:
-    role = cls.model_role()
     entry = config["model"]
     if isinstance(entry, dict) and entry.get("format") == "remote":
-        from torchexplain.serving.remote import RemoteModel
-
-        arguments = {k: v for k, v in entry.items() if k != "format"}
-        allowed = {
-            "url",
-            "protocol",
-            "model_name",
-            "batch_size",
-            "timeout",
-            "retries",
-            "output_name",
-        }
-        if set(arguments) - allowed:
-            raise ValueError(
-                f"{folder / CONFIG_FILE}: unknown remote model keys {sorted(set(arguments) - allowed)}"
-            )
         try:
-            return RemoteModel(**arguments)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"{folder / CONFIG_FILE}: the stored remote model is not valid: {err}"
-            ) from err
-    if config["model"] is None:
+            return RemoteModel.from_config({k: v for k, v in entry.items() if k != "format"})
+        except ValueError as err:
+            raise ValueError(f"{folder / CONFIG_FILE}: {err}") from None
+    if entry is None:
         raise ValueError(
-            f"{folder / CONFIG_FILE}: the {role} was not saved with the explainer; pass it: "
+            f"{folder / CONFIG_FILE}: the {cls.model_role()} was not saved with the explainer; pass it: "
             f"load_explainer({str(folder)!r}, model=...)"
         )
     return load_exported_model(_verify_file(folder, MODEL_FILE, config))
-
-
-def load_exported_model(path: str | Path) -> ExportedModel:
-    """A ``torch.export`` archive (``.pt2``) as a callable, after checking that it holds only the
-    plain parts ``torch.export.save`` writes (nothing ``torch.export.load`` would unpickle).
-
-    Raises:
-        ValueError: the file is missing, is not such an archive, or holds other parts.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file (expected a torch.export archive, .pt2)")
-    _check_model_archive(path)
-    try:
-        with (
-            _EXPORT_LOAD_LOCK
-        ):  # torch.export.load is not thread-safe (a module-global deserializer)
-            program = torch.export.load(str(path))
-    except Exception as err:
-        raise ValueError(f"{path}: torch.export.load could not read it ({err})") from err
-    return ExportedModel(program)
-
-
-def _check_model_archive(path: Path) -> None:
-    """Refuse any part of the archive that ``torch.export.load`` would unpickle."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise ValueError(f"{path}: not a torch.export archive (not a zip file)") from None
-    with archive:
-        names = archive.namelist()
-        roots = {name.split("/", 1)[0] for name in names}
-        if len(roots) != 1:
-            raise ValueError(
-                f"{path}: expected one top folder in the archive, found {sorted(roots)}"
-            )
-        root = roots.pop() + "/"
-        for name in names:
-            if not _ARCHIVE_ENTRY.fullmatch(name[len(root) :]):
-                raise ValueError(
-                    f"{path}: holds {name!r}, which an exported model of plain tensors does not"
-                )
-        for config_name in (
-            "data/weights/model_weights_config.json",
-            "data/constants/model_constants_config.json",
-        ):
-            try:
-                payload = json.loads(archive.read(root + config_name))
-                entries = payload["config"].items()
-            except (KeyError, ValueError, AttributeError, TypeError):
-                raise ValueError(f"{path}: {config_name} is missing or malformed") from None
-            for fqn, meta in entries:
-                if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
-                    raise ValueError(
-                        f"{path}: {config_name} entry {fqn!r} is stored as a pickle; refusing to load it"
-                    )
-        try:
-            torch.load(
-                io.BytesIO(archive.read(root + "data/sample_inputs/model.pt")), weights_only=True
-            )
-        except KeyError:
-            raise ValueError(f"{path}: the archive has no example inputs") from None
-        except Exception as err:
-            raise ValueError(
-                f"{path}: its example inputs do not load with torch.load(weights_only=True) ({err}); refusing"
-            ) from None

@@ -9,7 +9,8 @@ of the docstrings, ``config``, ``repr``, ``meta["params"]`` and what ``save`` wr
 Settings that several methods take are declared once, in the bases below, with one
 doc and one check each: where the work runs (:class:`DeviceSettings`), the seed of
 random draws (:class:`SeedSettings`), how much goes through the model at once
-(:class:`ChunkSettings`), whether long calls show progress
+(:class:`ChunkSettings`) and how model calls are padded (:class:`ModelCallSettings`),
+whether long calls show progress
 (:class:`ProgressSettings`), what a black-box predictor is handed
 (:class:`PredictorSettings`), and the names of tabular columns and categories
 (:class:`ColumnSettings`, :class:`TabularSettings`).
@@ -23,16 +24,18 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from torchexplain import _checks
+from torchexplain.models.calls import DEFAULT_PAD_TO_MULTIPLE
 
 __all__ = [
     "ChunkSettings",
     "ColumnSettings",
     "DeviceSettings",
+    "ModelCallSettings",
     "PredictorSettings",
     "ProgressSettings",
     "SeedSettings",
@@ -207,6 +210,36 @@ class ChunkSettings(Settings):
     )
 
 
+def _check_padding(name: str, value: Any) -> int | str:
+    if value == "auto":
+        return value
+    if isinstance(value, str) or not _checks.is_int(value):
+        raise TypeError(f"{name} must be 'auto' or an int >= 1, got {value!r}")
+    return _checks.check_int(name, value, minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCallSettings(ChunkSettings):
+    """How a method's calls of a torch model are shaped: chunks, and padding for batch invariance."""
+
+    pad_to_multiple: int | str = setting(
+        "auto",
+        "every model call carries a multiple of this many rows (the last row repeated), so that what the model "
+        "gives a row does not depend on the other rows of its call and a batch gives exactly what each "
+        "instance gives alone (torchexplain.models.calls says why). 'auto': 4, except for the counterfactual "
+        "searches, whose steps carry few rows (a lone instance's step costs 2.4x padded on the CPU): 1 there; "
+        "1 turns padding off",
+        check=_check_padding,
+    )
+
+    #: what ``"auto"`` means for this method
+    auto_padding: ClassVar[int] = DEFAULT_PAD_TO_MULTIPLE
+
+    def padding(self) -> int:
+        """The multiple every model call is padded to."""
+        return self.auto_padding if self.pad_to_multiple == "auto" else int(self.pad_to_multiple)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProgressSettings(Settings):
     """Whether a long call draws a progress bar."""
@@ -220,7 +253,7 @@ class ProgressSettings(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
-class PredictorSettings(DeviceSettings, ChunkSettings):
+class PredictorSettings(DeviceSettings, ModelCallSettings):
     """A black-box method's predictor: what it is handed, where, how many rows at a time."""
 
     predictor_input: str = setting(

@@ -23,6 +23,7 @@ from torchexplain import _checks
 from torchexplain._progress import Progress
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.models import Rows, in_chunks
 from torchexplain.settings import ChunkSettings, ColumnSettings, ProgressSettings, setting
 
 __all__ = ["TreeShap", "TreeShapSettings", "tree_shap"]
@@ -128,7 +129,11 @@ class TreeShap(Explainer):
         """
         background = None
         if background_data is not None:
-            background = _as_rows("background_data", background_data)
+            background = _as_array(
+                Rows.of(
+                    background_data, "background_data", integers=True, exact_dim=2, layout="(N, M)"
+                )
+            )
             n_keep = _checks.check_int("n_background_samples", n_background_samples, minimum=1)
             if (
                 _checks.check_bool("summarise_background", summarise_background)
@@ -220,9 +225,8 @@ class TreeShap(Explainer):
                 "(interventional) first"
             )
         interactions = _checks.check_bool("interactions", interactions)
-        device = inputs.device if isinstance(inputs, torch.Tensor) else torch.device("cpu")
-        rows = _as_rows("inputs", inputs)
-        explainer = self._fit["explainer"]
+        checked = Rows.of(inputs, integers=True, exact_dim=2, layout="(N, M)")
+        rows = _as_array(checked)
         background = self._fit["background"]
         if interactions and background is not None:
             raise ValueError(
@@ -232,51 +236,16 @@ class TreeShap(Explainer):
             raise ValueError(
                 f"inputs must have {background.shape[1]} columns like the background, got {rows.shape[1]}"
             )
-        chunk = config.internal_batch_size
-        chunk = rows.shape[0] if chunk is None else (_AUTO_ROWS if chunk == "auto" else chunk)
-        values, pairs = [], []
-        with (
-            Progress(rows.shape[0], "TreeShap", enabled=config.progress) as bar,
-            warnings.catch_warnings(),
-        ):
-            warnings.filterwarnings(
-                "ignore", message=".*approximate.*", category=DeprecationWarning
-            )
-            for start in range(0, rows.shape[0], chunk):
-                part = rows[start : start + chunk]
-                values.append(
-                    _per_class(
-                        explainer.shap_values(
-                            part,
-                            approximate=config.approximate,
-                            check_additivity=config.check_additivity,
-                        )
-                    )
-                )
-                if interactions:
-                    pairs.append(
-                        _per_class(explainer.shap_interaction_values(part), interactions=True)
-                    )
-                bar.advance(part.shape[0])
-        shap_values = torch.from_numpy(np.concatenate(values)).to(torch.float64)
-        expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
-        if expected.shape[0] != shap_values.shape[1]:
+        values, pairs = self._values(rows, config, interactions)
+        expected = np.atleast_1d(
+            np.asarray(self._fit["explainer"].expected_value, dtype=np.float64)
+        )
+        if expected.shape[0] != values.shape[1]:
             raise ValueError(
-                f"shap returned {expected.shape[0]} expected values for {shap_values.shape[1]} outputs"
+                f"shap returned {expected.shape[0]} expected values for {values.shape[1]} outputs"
             )
-        predicted = np.asarray(explainer.model.predict(rows), dtype=np.float64).reshape(
-            rows.shape[0], -1
-        )
-        algorithm = (
-            "shap TreeExplainer"
-            if config.device is None
-            else f"xgboost pred_contribs ({config.device})"
-        )
-        if (
-            predicted.shape[1] != shap_values.shape[1]
-        ):  # e.g. a binary model whose trees carry one margin
-            predicted = shap_values.sum(-1).numpy() + expected
-        predictions = torch.from_numpy(predicted)
+        shap_values = torch.from_numpy(values)
+        predictions = torch.from_numpy(self._predictions(rows, values, expected))
         data = {
             "shap_values": shap_values,
             "expected_value": torch.from_numpy(expected),
@@ -286,21 +255,68 @@ class TreeShap(Explainer):
             "aggregated_importances": shap_values.abs().sum(1).mean(0),
         }
         if interactions:
-            data["interaction_values"] = torch.from_numpy(np.concatenate(pairs)).to(torch.float64)
+            data["interaction_values"] = torch.from_numpy(pairs)
+        device = checked.input_device
         data = {key: value.to(device) for key, value in data.items()}
-        names = config.feature_names or [f"feature_{i}" for i in range(rows.shape[1])]
         return self._explanation(
             config,
             data,
             device,
-            feature_names=names,
+            feature_names=config.feature_names or [f"feature_{i}" for i in range(rows.shape[1])],
             feature_perturbation="interventional"
             if background is not None
             else "tree_path_dependent",
             n_background=0 if background is None else int(background.shape[0]),
             model_type=type(self.model).__name__,
-            algorithm=algorithm,
+            algorithm="shap TreeExplainer"
+            if config.device is None
+            else f"xgboost pred_contribs ({config.device})",
         )
+
+    def _values(
+        self, rows: np.ndarray, config: TreeShapSettings, interactions: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(B, K, M)`` SHAP values (and ``(B, K, M, M)`` interaction values), float64, in pieces."""
+        explainer = self._fit["explainer"]
+        chunk = config.internal_batch_size
+        size = rows.shape[0] if chunk is None else (_AUTO_ROWS if chunk == "auto" else chunk)
+
+        def piece(start: int, stop: int, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+            part = rows[start:stop]
+            values = explainer.shap_values(
+                part, approximate=config.approximate, check_additivity=config.check_additivity
+            )
+            pairs = (
+                _per_class(explainer.shap_interaction_values(part), interactions=True)
+                if interactions
+                else None
+            )
+            bar.advance(stop - start)
+            return _per_class(values), pairs
+
+        with (
+            Progress(rows.shape[0], "TreeShap", enabled=config.progress) as bar,
+            warnings.catch_warnings(),
+        ):
+            warnings.filterwarnings(
+                "ignore", message=".*approximate.*", category=DeprecationWarning
+            )
+            pieces = in_chunks(rows.shape[0], size, piece, halve=False)
+        values = np.concatenate([v for v, _ in pieces]).astype(np.float64)
+        pairs = np.concatenate([p for _, p in pieces]).astype(np.float64) if interactions else None
+        return values, pairs
+
+    def _predictions(
+        self, rows: np.ndarray, values: np.ndarray, expected: np.ndarray
+    ) -> np.ndarray:
+        """``(B, K)``: the model's output in the explained space (shap's ``model.predict``)."""
+        predicted = np.asarray(self._fit["explainer"].model.predict(rows), dtype=np.float64)
+        predicted = predicted.reshape(rows.shape[0], -1)
+        if (
+            predicted.shape[1] != values.shape[1]
+        ):  # e.g. a binary model whose trees carry one margin
+            predicted = values.sum(-1) + expected
+        return predicted
 
     def explanation_map(self, explanation: Explanation, inputs: Any) -> torch.Tensor:
         """The explained class's value of each column: ``(B, M)``."""
@@ -370,23 +386,9 @@ def _per_class(values: Any, interactions: bool = False) -> np.ndarray:
     return np.moveaxis(values, -1, 1)
 
 
-def _as_rows(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if not isinstance(value, np.ndarray):
-        raise TypeError(
-            f"{name} must be a torch.Tensor or a numpy array shaped (N, M), got {type(value).__name__}"
-        )
-    if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
-        raise TypeError(f"{name} must hold numbers, got dtype {value.dtype}")
-    if value.ndim != 2 or value.shape[0] == 0:
-        raise ValueError(f"{name} must be shaped (N, M) with N >= 1, got {value.shape}")
-    rows = value.astype(np.float64) if not np.issubdtype(value.dtype, np.floating) else value
-    if not np.isfinite(rows).all():
-        raise ValueError(
-            f"{name} contains {int((~np.isfinite(rows)).sum())} non-finite value(s) (NaN or inf)"
-        )
-    return np.ascontiguousarray(rows)
+def _as_array(rows: Rows) -> np.ndarray:
+    """Checked rows as the contiguous numpy array shap takes (integer codes as float64, as given)."""
+    return np.ascontiguousarray(rows.values.cpu().numpy())
 
 
 @functional_twin(TreeShap)

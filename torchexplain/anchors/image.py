@@ -30,17 +30,17 @@ from torch import nn
 from torchexplain import _checks, _random
 from torchexplain._model_state import preserved_model_state
 from torchexplain.anchors._batches import merge_parts, parts
-from torchexplain.anchors._predictor import scores_and_labels
 from torchexplain.anchors._settings import AnchorSearchSettings
 from torchexplain.anchors.engine import EngineResult, pack_rows, run_engine
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.models import Predictor, Rows, as_labels
 from torchexplain.segmentation import (
     DEFAULT_SEGMENTATION_KWARGS,
     check_segmentation_settings,
     superpixels,
 )
-from torchexplain.settings import ChunkSettings, DeviceSettings, SeedSettings, setting
+from torchexplain.settings import DeviceSettings, ModelCallSettings, SeedSettings, setting
 
 __all__ = ["AnchorImage", "AnchorImageSettings", "anchor_image", "numpy_predictor"]
 
@@ -90,10 +90,6 @@ def numpy_predictor(
     return predict
 
 
-def _check_images(images: Any) -> torch.Tensor:
-    return _checks.check_tensor_batch("inputs", images, exact_dim=4, layout="(B, C, H, W)")
-
-
 def _grey_channels_last(images: torch.Tensor) -> torch.Tensor:
     """The same grey ``(N, 1, H, W)`` images, strided so PyTorch reads them as channels-last.
 
@@ -114,36 +110,6 @@ def _grey_channels_last(images: torch.Tensor) -> torch.Tensor:
         return images
     _, _, h, w = images.shape
     return images.as_strided(images.shape, (h * w, 1, w, 1))
-
-
-class _CountingPredictor:
-    """Calls the user's predictor, turns its output into labels, counts calls and images."""
-
-    def __init__(self, predictor: Callable[[torch.Tensor], Any], chunk: int) -> None:
-        self.predictor = predictor
-        self.chunk = chunk
-        self.calls = 0
-        self.images = 0
-
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The predictor's output on ``images`` (in chunks) and the labels it means."""
-        outputs, labels = [], []
-        for start in range(0, images.shape[0], self.chunk):
-            output, label = self._one_call(images[start : start + self.chunk])
-            outputs.append(output)
-            labels.append(label)
-        return torch.cat(outputs), torch.cat(labels)
-
-    def labels(self, images: torch.Tensor) -> torch.Tensor:
-        """Labels of ``images``, in one call of the predictor."""
-        return self._one_call(images)[1]
-
-    def _one_call(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = images.shape[0]
-        scores = self.predictor(_grey_channels_last(images))
-        self.calls += 1
-        self.images += n
-        return scores_and_labels(scores, n, images.device)
 
 
 def _segment_means(images: torch.Tensor, segments: torch.Tensor, n_segments: int) -> torch.Tensor:
@@ -248,7 +214,7 @@ def _check_background(name: str, value: Any) -> torch.Tensor | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class AnchorImageSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, ChunkSettings):
+class AnchorImageSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, ModelCallSettings):
     """The settings of :class:`AnchorImage` (Alibi's names; one definition for every use)."""
 
     segmentation_fn: str | Callable[..., Any] = setting(
@@ -335,7 +301,7 @@ class AnchorImage(Explainer):
             included; samples answered from ``cache_predictions`` are not counted).
         """
         config = self._settings_for_call(settings)
-        images = _check_images(inputs)
+        images = Rows.of(inputs, numpy=False, exact_dim=4, layout="(B, C, H, W)")
         # What this call really uses goes into meta["params"]: the drawn seed, the
         # segmentation's default settings.
         if config.seed is None:
@@ -343,10 +309,10 @@ class AnchorImage(Explainer):
         if config.segmentation_kwargs is None and isinstance(config.segmentation_fn, str):
             defaults = dict(DEFAULT_SEGMENTATION_KWARGS[config.segmentation_fn])
             config = dataclasses.replace(config, segmentation_kwargs=defaults)
-        device = torch.device(config.device) if config.device is not None else images.device
+        device = images.compute_device(config.device)
         # a stored sample: up to 256 superpixels kept or not, its replacement image, 41 bytes of bookkeeping
         datas, totals = [], []
-        for part in parts(images.shape[0], 256 + 8 + 41, device):
+        for part in parts(len(images), 256 + 8 + 41, device):
             data, total = _AnchorRun(self.model, images[part], config).explain()
             datas.append(data)
             totals.append(total)
@@ -363,16 +329,13 @@ class _AnchorRun:
     """One ``explain`` call: segmentation, the batched searches, and the results."""
 
     def __init__(
-        self,
-        predictor: Callable[[torch.Tensor], Any],
-        images: torch.Tensor,
-        config: AnchorImageSettings,
+        self, model: Callable[[torch.Tensor], Any], images: Rows, config: AnchorImageSettings
     ):
-        self.predictor = predictor
+        self.model = model
         self.config = config
-        self.input_device = images.device
-        self.device = torch.device(config.device) if config.device is not None else images.device
-        self.images = images.to(self.device)
+        self.input_device = images.input_device
+        self.device = images.compute_device(config.device)
+        self.images = images.values.to(self.device)
         b, c, h, w = self.images.shape
         background = config.images_background
         if background is not None:
@@ -383,12 +346,18 @@ class _AnchorRun:
                 )
             background = background.to(device=self.device, dtype=self.images.dtype)
         self.background = background
-        chunk = config.internal_batch_size
-        if chunk == "auto":
-            chunk = max(1, _MAX_CALL_ELEMENTS // (c * h * w))
-            if self.device.type == "cpu":
-                chunk = min(chunk, _CPU_MAX_CALL_IMAGES)
-        self.chunk = chunk  # None: every sample of a round in one call
+        auto = max(1, _MAX_CALL_ELEMENTS // (c * h * w))
+        if self.device.type == "cpu":
+            auto = min(auto, _CPU_MAX_CALL_IMAGES)
+        self.predictor = Predictor.wrap(
+            model,
+            takes="tensor",
+            device=self.device,
+            batch_size=config.internal_batch_size,
+            auto_rows=lambda total: auto,
+            pad_to_multiple=config.padding(),
+            prepare=_grey_channels_last,
+        )
 
     def segment(self) -> torch.Tensor:
         """``(B, H, W)`` superpixel labels on the compute device."""
@@ -410,10 +379,10 @@ class _AnchorRun:
         self.m_max = max(self.n_features_list, default=1)
         self.feature_valid = torch.arange(self.m_max, device=device) < self.n_features[:, None]
 
-        model = self.predictor if isinstance(self.predictor, nn.Module) else None
-        self.counter = _CountingPredictor(self.predictor, self.chunk or max(b, 1))
+        model = self.model if isinstance(self.model, nn.Module) else None
         with preserved_model_state(model), torch.no_grad():
-            predictions, self.target = self.counter.predict(images)
+            predictions = self.predictor.outputs(images)
+            self.target = as_labels(predictions)
             if self.background is None:
                 self.replacements = _segment_means(images, self.segments, self.m_max)
             else:
@@ -466,8 +435,8 @@ class _AnchorRun:
             "n_images_evaluated": torch.from_numpy(self.images_per_image).to(out),
         }
         totals = {
-            "total_model_calls": self.counter.calls,
-            "total_images_evaluated": self.counter.images,
+            "total_model_calls": self.predictor.calls,
+            "total_images_evaluated": self.predictor.rows_evaluated,
             "search_rounds": result.n_rounds,
         }
         return data, totals
@@ -476,11 +445,10 @@ class _AnchorRun:
         self, owner: torch.Tensor, present: torch.Tensor, which: torch.Tensor
     ) -> torch.Tensor:
         """Agreement of the predictor with the explained label on each perturbed sample (on the device)."""
-        agree = torch.empty(len(owner), dtype=torch.bool, device=self.device)
-        chunk = self.chunk or max(1, len(owner))
-        for start in range(0, len(owner), chunk):
-            part = slice(start, start + chunk)
-            batch = perturb(
+
+        def build(start: int, stop: int) -> torch.Tensor:
+            part = slice(start, stop)
+            return perturb(
                 self.images,
                 self.segments,
                 self.replacements,
@@ -488,13 +456,15 @@ class _AnchorRun:
                 present[part],
                 which[part],
             )
-            labels = self.counter.labels(batch)
-            agree[part] = labels == self.target[owner[part]]
-            self.calls_per_image[torch.unique(owner[part]).cpu().numpy()] += 1
+
+        def count(start: int, stop: int) -> None:
+            self.calls_per_image[torch.unique(owner[start:stop]).cpu().numpy()] += 1
+
+        labels = as_labels(self.predictor.map(len(owner), build, on_call=count))
         self.images_per_image += np.bincount(
             owner.cpu().numpy(), minlength=len(self.images_per_image)
         )
-        return agree
+        return labels == self.target[owner]
 
     needs_order = False  # the engine's sampler protocol: superpixels do not care in which order they were added
 

@@ -34,11 +34,11 @@ from torch import nn
 from torchexplain import _checks, _random
 from torchexplain._model_state import preserved_model_state
 from torchexplain.anchors._batches import merge_parts, parts
-from torchexplain.anchors._predictor import scores_and_labels
 from torchexplain.anchors._settings import AnchorSearchSettings
 from torchexplain.anchors.engine import EngineResult, pack_rows, popcount, run_engine
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
+from torchexplain.models import Predictor, Rows, as_labels
 from torchexplain.settings import PredictorSettings, SeedSettings, TabularSettings
 
 __all__ = ["AnchorTabular", "AnchorTabularSettings", "anchor_tabular"]
@@ -226,7 +226,10 @@ class AnchorTabular(Explainer):
                 "AnchorTabular needs feature_names (the name of every column) before fit: "
                 "AnchorTabular(predictor, feature_names, categorical_names)"
             )
-        train = _as_rows("train_data", train_data, len(config.feature_names))
+        train = Rows.of(train_data, "train_data", integers=True).with_columns(
+            len(config.feature_names), "train_data"
+        )
+        train = train.values
         percentiles = _check_percentiles(disc_perc)
         categorical = dict(config.categorical_names or {})
         _check_codes("train_data", train, categorical)
@@ -274,7 +277,8 @@ class AnchorTabular(Explainer):
                 f"AnchorTabular: fitted state must hold disc_perc, numerical and tensors {sorted(expected)}; "
                 f"got {sorted(data)} and {sorted(tensors)}"
             )
-        train = _as_rows("train_data", tensors["train_data"], len(self.settings.feature_names))
+        train = Rows.of(tensors["train_data"], "train_data", integers=True)
+        train = train.with_columns(len(self.settings.feature_names), "train_data").values
         categorical = dict(self.settings.categorical_names or {})
         numerical = [int(c) for c in data["numerical"]]
         if numerical != [c for c in range(train.shape[1]) if c not in categorical]:
@@ -314,18 +318,15 @@ class AnchorTabular(Explainer):
             raise ValueError("AnchorTabular is not fitted: call explainer.fit(train_data) first")
         if config.seed is None:
             config = dataclasses.replace(config, seed=secrets.randbits(62))
-        rows = _as_rows("inputs", inputs, len(config.feature_names))
-        device = (
-            torch.device(config.device)
-            if config.device is not None
-            else (inputs.device if isinstance(inputs, torch.Tensor) else torch.device("cpu"))
-        )
+        rows = Rows.of(inputs, integers=True).with_columns(len(config.feature_names))
+        _check_codes("inputs", rows.values, dict(config.categorical_names or {}))
+        device = rows.compute_device(config.device)
         # a stored sample: its row (payload), its predicates, and the engine's 41 bytes of bookkeeping
         n_predicates = len(self._fit["predicates"].column)
-        per_sample = rows.shape[1] * rows.element_size() + n_predicates + 41
+        per_sample = rows.shape[1] * rows.values.element_size() + n_predicates + 41
         datas, totals = [], []
-        for part in parts(rows.shape[0], per_sample, device):
-            data, total = _TabularRun(self, config, inputs[part]).explain()
+        for part in parts(len(rows), per_sample, device):
+            data, total = _TabularRun(self, config, rows[part]).explain()
             datas.append(data)
             totals.append(total)
         data, total = merge_parts(datas, totals)
@@ -347,22 +348,16 @@ class _TabularRun:
 
     needs_order = True  # the fallbacks drop the anchor's last-added columns first
 
-    def __init__(
-        self, explainer: AnchorTabular, config: AnchorTabularSettings, inputs: Any
-    ) -> None:
+    def __init__(self, explainer: AnchorTabular, config: AnchorTabularSettings, rows: Rows) -> None:
+        """``rows``: checked (their columns and category codes too) by ``AnchorTabular.explain``."""
         self.explainer = explainer
         self.config = config
         fit = explainer._fit
         self.fit = fit
-        self.numpy_input = not isinstance(inputs, torch.Tensor)
-        rows = _as_rows("inputs", inputs, len(config.feature_names))
-        self.input_device = torch.device("cpu") if self.numpy_input else inputs.device
-        self.device = (
-            torch.device(config.device) if config.device is not None else self.input_device
-        )
+        self.input_device = rows.input_device
+        self.device = rows.compute_device(config.device)
         self.categorical = dict(config.categorical_names or {})
-        _check_codes("inputs", rows, self.categorical)
-        self.rows = rows.to(self.device, fit["train"].dtype)
+        self.rows = rows.values.to(self.device, fit["train"].dtype)
         self.train = fit["train"].to(self.device)
         self.train_codes = fit["codes"].to(self.device)
         self.train_bits = fit["train_bits"].to(self.device)
@@ -374,33 +369,22 @@ class _TabularRun:
         self.discretiser: _Discretiser = fit["discretiser"]
         self.minimum = fit["minimum"].to(self.device, torch.float64)
         self.maximum = fit["maximum"].to(self.device, torch.float64)
-        mode = config.predictor_input
-        predictor = explainer.model
-        if mode == "auto":
-            mode = "tensor" if isinstance(predictor, nn.Module) else "numpy"
-        self.mode = mode
-        chunk = config.internal_batch_size
-        self.chunk = _AUTO_ROWS if chunk == "auto" else chunk
-        self.calls = 0
-        self.rows_evaluated = 0
+        self.predictor = Predictor.wrap(
+            explainer.model,
+            takes=config.predictor_input,
+            device=self.device,
+            batch_size=config.internal_batch_size,
+            auto_rows=lambda total: _AUTO_ROWS,
+            pad_to_multiple=config.padding(),
+        )
         self.unknown_warned: set[int] = set()
 
     # ----------------------------------------------------------------- the predictor
 
     def predict(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs, labels = [], []
-        chunk = self.chunk or max(1, rows.shape[0])
-        for start in range(0, rows.shape[0], chunk):
-            part = rows[start : start + chunk]
-            given = part.cpu().numpy() if self.mode == "numpy" else part
-            output, label = scores_and_labels(
-                self.explainer.model(given), part.shape[0], self.device
-            )
-            self.calls += 1
-            self.rows_evaluated += part.shape[0]
-            outputs.append(output)
-            labels.append(label)
-        return torch.cat(outputs), torch.cat(labels)
+        """The predictor's outputs on ``rows`` and the classes they mean."""
+        outputs = self.predictor.outputs(rows)
+        return outputs, as_labels(outputs)
 
     # ----------------------------------------------------------------- the search
 
@@ -429,8 +413,8 @@ class _TabularRun:
             )
         self.result = result
         return self._data(result, predictions), {
-            "total_model_calls": self.calls,
-            "total_rows_evaluated": self.rows_evaluated,
+            "total_model_calls": self.predictor.calls,
+            "total_rows_evaluated": self.predictor.rows_evaluated,
             "search_rounds": result.n_rounds,
         }
 
@@ -792,21 +776,6 @@ class _TabularRun:
             "covered_false": covered_false,
             "n_samples": result.n_samples.to(out),
         }
-
-
-def _as_rows(name: str, value: Any, n_columns: int) -> torch.Tensor:
-    rows = _checks.as_numeric_tensor(name, value, f"(N, {n_columns})")
-    if rows.dim() != 2 or rows.shape[1] != n_columns:
-        raise ValueError(
-            f"{name} must be shaped (N, {n_columns}) (one column per feature name), got {tuple(rows.shape)}"
-        )
-    if rows.shape[0] == 0:
-        raise ValueError(f"{name} has batch size 0; give at least one row")
-    if rows.is_complex():
-        raise TypeError(f"{name} must be real, got {rows.dtype}")
-    if not rows.is_floating_point():
-        rows = rows.to(torch.float32)
-    return _checks.check_finite(name, rows)
 
 
 def _check_codes(name: str, rows: torch.Tensor, categorical: dict[int, list[str]]) -> None:

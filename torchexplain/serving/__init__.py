@@ -12,7 +12,7 @@ Needs the ``serve`` extra (``pip install "torchexplain[serve]"``): urllib3 for t
 HTTP client, MLServer for the servers. Importing this package needs neither.
 """
 
-from torchexplain.serving.remote import PROTOCOLS, RemoteModel, RemoteModelError
+from torchexplain.models.remote import PROTOCOLS, RemoteModel, RemoteModelError
 from torchexplain.serving.service import ExplainerService, ServiceError
 
 __all__ = ["PROTOCOLS", "ExplainerService", "RemoteModel", "RemoteModelError", "ServiceError"]

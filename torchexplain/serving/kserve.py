@@ -29,7 +29,7 @@ import json
 import logging
 from typing import Any
 
-from torchexplain.serving.remote import PROTOCOLS
+from torchexplain.models.remote import PROTOCOLS
 from torchexplain.serving.service import ExplainerService, ServiceError
 
 __all__ = ["build_app", "build_parser", "main"]

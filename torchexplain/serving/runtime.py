@@ -60,7 +60,7 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 from mlserver.utils import get_model_uri
 
-from torchexplain.serving.remote import V2_NUMERIC_DATATYPES
+from torchexplain.models.remote import V2_NUMERIC_DATATYPES
 from torchexplain.serving.service import ExplainerService, ServiceError, torch_thread
 
 __all__ = ["ExplainerRuntime", "TorchModelRuntime"]
@@ -116,7 +116,7 @@ class TorchModelRuntime(MLModel):
     """
 
     async def load(self) -> bool:
-        from torchexplain.saving import load_exported_model
+        from torchexplain.models.exported import load_exported_model
 
         uri = await get_model_uri(self.settings, wellknown_filenames=["model.pt2"])
         extra = dict(self.settings.parameters.extra or {}) if self.settings.parameters else {}

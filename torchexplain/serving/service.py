@@ -31,8 +31,9 @@ import torch
 from torchexplain import _checks
 from torchexplain.base import Explainer
 from torchexplain.explanation import Explanation
+from torchexplain.models import Rows
+from torchexplain.models.remote import PROTOCOLS, RemoteModel, RemoteModelError
 from torchexplain.registry import by_explainer_type, registered_explainers
-from torchexplain.serving.remote import PROTOCOLS, RemoteModel, RemoteModelError
 
 __all__ = ["ExplainerService", "ServiceError", "service_options", "stored_kind", "torch_thread"]
 
@@ -153,7 +154,7 @@ class ExplainerService:
         >>> service.explain([[0.5, float("nan")]])  # doctest: +IGNORE_EXCEPTION_DETAIL
         Traceback (most recent call last):
         ...
-        torchexplain.serving.service.ServiceError: the inputs hold NaN or infinite values (first at index [0, 1])
+        torchexplain.serving.service.ServiceError: inputs contains 1 non-finite value(s) (NaN or inf), the first at index (0, 1); explanations of non-finite inputs are meaningless
     """
 
     def __init__(
@@ -214,7 +215,7 @@ class ExplainerService:
                     f"{folder} holds a black-box {stored_name}: it calls a model endpoint "
                     "(infer_uri), not a model file (model_uri)"
                 )
-            from torchexplain.saving import load_exported_model
+            from torchexplain.models.exported import load_exported_model
 
             model_path = Path(options["model_uri"])
             model = load_exported_model(
@@ -303,36 +304,40 @@ class ExplainerService:
         names = self.explainer.settings_class.names(per_call_only=True)
         return (["target"] if self.explainer.accepts_target else []) + sorted(names)
 
-    def rows_to_explain(self, inputs: Any) -> np.ndarray:
-        """The request's rows as a numeric ``(N, ...)`` array, checked; a 1-D input is one row
-        (``(C,)`` → ``(1, C)``, what a curl user sends for one tabular row)."""
+    def rows_to_explain(self, inputs: Any) -> Rows:
+        """The request's rows, checked once, as the :class:`~torchexplain.models.Rows` the explainer
+        takes (it checks them no further); a 1-D input is one row (``(C,)`` → ``(1, C)``, what a curl
+        user sends for one tabular row). White-box explainers get them in their model's dtype."""
         try:
-            rows = np.asarray(inputs)
+            array = np.asarray(inputs)
         except (TypeError, ValueError) as err:  # ragged nested lists
             raise ServiceError(
                 f"the inputs are not a rectangular array of numbers ({err})"
             ) from None
-        if rows.dtype == object or rows.dtype.kind not in "biuf":
+        if array.dtype == object or array.dtype.kind not in "biuf":
             raise ServiceError(
-                f"the inputs must be numbers (int or float), got {rows.dtype} values"
+                f"the inputs must be numbers (int or float), got {array.dtype} values"
             )
-        if rows.ndim == 0:
+        if array.ndim == 0:
             raise ServiceError("the inputs must be a batch of rows (N, ...), got a single number")
-        if rows.ndim == 1:
-            rows = rows[None]
-        if rows.shape[0] == 0 or math.prod(rows.shape[1:]) == 0:
-            raise ServiceError(f"the inputs are empty (shape {list(rows.shape)})")
-        if rows.shape[0] > self.max_rows:
+        if array.ndim == 1:
+            array = array[None]
+        if array.shape[0] == 0 or math.prod(array.shape[1:]) == 0:
+            raise ServiceError(f"the inputs are empty (shape {list(array.shape)})")
+        if array.shape[0] > self.max_rows:
             raise ServiceError(
-                f"the request holds {rows.shape[0]} rows; this server explains at most {self.max_rows} per "
+                f"the request holds {array.shape[0]} rows; this server explains at most {self.max_rows} per "
                 "request (max_rows): send fewer rows per request",
                 status=413,
             )
-        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
-            bad = np.argwhere(~np.isfinite(rows))[0].tolist()
-            raise ServiceError(f"the inputs hold NaN or infinite values (first at index {bad})")
         if self.rows == "first":
-            rows = rows[:1]
+            array = array[:1]
+        try:
+            rows = Rows.of(array, integers=True)
+        except (TypeError, ValueError) as err:  # NaN or infinite values
+            raise ServiceError(str(err)) from None
+        if self.explainer.kind == "whitebox":
+            rows = rows.to(dtype=_model_dtype(self.explainer.model))
         return rows
 
     def explain(self, inputs: Any, parameters: Any = None) -> Explanation:
@@ -346,7 +351,7 @@ class ExplainerService:
         settings = self.parameters(parameters)
         with self._slots:
             try:
-                return self.explainer.explain(self._as_model_input(rows), **settings)
+                return self.explainer.explain(rows, **settings)
             except RemoteModelError as err:
                 status = 504 if err.timed_out else 502
                 raise ServiceError(
@@ -366,12 +371,6 @@ class ExplainerService:
     def explain_json(self, inputs: Any, parameters: Any = None) -> str:
         """:meth:`explain`, as the explanation's JSON (``Explanation.to_json()``)."""
         return self.explain(inputs, parameters).to_json()
-
-    def _as_model_input(self, rows: np.ndarray) -> Any:
-        """Black-box explainers take numpy rows as they are; white-box ones a float tensor."""
-        if self.explainer.kind == "blackbox":
-            return rows
-        return torch.from_numpy(np.ascontiguousarray(rows)).to(_model_dtype(self.explainer.model))
 
 
 def _blackbox_pool(threads: int) -> ThreadPoolExecutor:

@@ -1,10 +1,12 @@
-"""A model behind an HTTP prediction endpoint, callable like a local predictor.
+"""A model behind an HTTP prediction endpoint, a :class:`~torchexplain.models.Predictor` like any other.
 
 A black-box explainer (anchors, KernelShap) only needs a function from a batch to
 the model's outputs. :class:`RemoteModel` is that function for a model served
-elsewhere: it encodes the batch for the server's protocol, sends it in pieces of
-``batch_size`` rows over one pooled HTTP connection per host, and decodes the
-outputs back into an array (or a tensor, when it was given one).
+elsewhere, and it is a Predictor itself: an explainer given one calls it through the
+same layer as a local model (chunks, padding, counts). It encodes each batch for the
+server's protocol, sends it in requests of ``batch_size`` rows over one pooled HTTP
+connection per host, and decodes the outputs back into an array (or a tensor, when it
+was given one).
 
 Protocols:
 
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from torchexplain import _checks
+from torchexplain.models.predictor import Predictor
 
 __all__ = ["PROTOCOLS", "RemoteModel", "RemoteModelError"]
 
@@ -75,7 +78,7 @@ class RemoteModelError(RuntimeError):
         super().__init__(f"{where}: {message}")
 
 
-class RemoteModel:
+class RemoteModel(Predictor):
     """A predictor that calls a model served over HTTP.
 
     Args:
@@ -96,7 +99,8 @@ class RemoteModel:
 
     Calling it with an ``(N, ...)`` numpy array returns a numpy array; with a tensor,
     a tensor on the same device. Outputs keep the server's dtype (floats as float32
-    or float64).
+    or float64). Called directly it sends exactly the rows it is given; an explainer
+    configures it like any Predictor (its rows per call, its padding).
 
     Examples:
         >>> model = RemoteModel("http://127.0.0.1:8080", protocol="v2", model_name="income")
@@ -135,8 +139,42 @@ class RemoteModel:
         self.batch_size, self.timeout, self.retries = batch_size, float(timeout), retries
         self.headers = dict(headers or {})
         self.endpoint = self._endpoint()
-        self._metadata: dict[str, Any] | None = None
-        self._pool: Any = None
+        # The connection pool and the v2 metadata, shared with the copies explainers configure.
+        self._shared: dict[str, Any] = {"pool": None, "metadata": None}
+        # As a Predictor: numpy arrays, every row given in one call (split into requests by
+        # _forward), no padding unless an explainer asks for it.
+        super().__init__(self._forward, takes="numpy", batch_size=None, pad_to_multiple=1)
+
+    #: the keys of :meth:`config`, which a saved explainer stores and :meth:`from_config` takes
+    CONFIG_KEYS = (
+        "url",
+        "protocol",
+        "model_name",
+        "batch_size",
+        "timeout",
+        "retries",
+        "output_name",
+    )
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RemoteModel:
+        """Rebuild a RemoteModel from :meth:`config` (what a saved explainer stores: plain data only).
+
+        Raises:
+            ValueError: a key that is not one of :data:`CONFIG_KEYS`, or a value the constructor refuses.
+        """
+        unknown = sorted(set(config) - set(cls.CONFIG_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown remote model keys {unknown}; the keys are {list(cls.CONFIG_KEYS)}"
+            )
+        try:
+            return cls(**config)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"the stored remote model is not valid: {err}") from err
+
+    def _resolve_takes(self, takes: str) -> str:
+        return "numpy"  # JSON is made from arrays
 
     # -- addresses ------------------------------------------------------------------
 
@@ -164,16 +202,9 @@ class RemoteModel:
         return url if url.endswith("/predictions") else f"{url}/api/v1.0/predictions"
 
     def config(self) -> dict[str, Any]:
-        """The constructor's arguments as plain data (what a saved explainer stores)."""
-        return {
-            "url": self.url,
-            "protocol": self.protocol,
-            "model_name": self.model_name,
-            "batch_size": self.batch_size,
-            "timeout": self.timeout,
-            "retries": self.retries,
-            "output_name": self.output_name,
-        }
+        """The constructor's arguments as plain data (what a saved explainer stores), headers excepted
+        (they may hold credentials)."""
+        return {key: getattr(self, key) for key in self.CONFIG_KEYS}
 
     def __repr__(self) -> str:
         return f"RemoteModel({self.endpoint!r}, protocol={self.protocol!r}, batch_size={self.batch_size})"
@@ -181,29 +212,24 @@ class RemoteModel:
     # -- calling ----------------------------------------------------------------------
 
     def __call__(self, inputs: Any) -> Any:
-        as_tensor = isinstance(inputs, torch.Tensor)
-        if as_tensor:
-            rows = inputs.detach().cpu().numpy()
-        elif isinstance(inputs, np.ndarray):
-            rows = inputs
-        else:
-            raise TypeError(
-                f"RemoteModel takes a numpy array or a tensor, got {type(inputs).__name__}"
-            )
-        if rows.ndim < 1 or rows.shape[0] == 0:
-            raise ValueError(
-                f"RemoteModel needs a batch (N, ...) with N >= 1, got shape {rows.shape}"
-            )
-        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
-            raise ValueError("RemoteModel inputs hold NaN or infinite values")
+        """The served model's outputs on ``inputs`` ``(N, ...)``: numpy in, numpy out; a tensor in, a tensor out."""
+        rows = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else inputs
+        if isinstance(rows, np.ndarray):
+            if rows.ndim < 1 or rows.shape[0] == 0:
+                raise ValueError(
+                    f"RemoteModel needs a batch (N, ...) with N >= 1, got shape {rows.shape}"
+                )
+            if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+                raise ValueError("RemoteModel inputs hold NaN or infinite values")
+        return super().__call__(inputs)
+
+    def _forward(self, rows: np.ndarray) -> np.ndarray:
+        """One call of the model: the rows in requests of ``batch_size`` rows, the answers joined."""
         step = self.rows_per_request(rows)
         pieces = [
             self._predict(rows[start : start + step]) for start in range(0, rows.shape[0], step)
         ]
-        outputs = np.concatenate(pieces, axis=0)
-        if as_tensor:
-            return torch.from_numpy(outputs).to(inputs.device)
-        return outputs
+        return np.concatenate(pieces, axis=0)
 
     def rows_per_request(self, rows: np.ndarray) -> int:
         """How many rows of ``rows`` one request carries (``batch_size``, or what ``"auto"`` picks)."""
@@ -257,15 +283,15 @@ class RemoteModel:
         """v2: the model's metadata (``GET /v2/models/{name}``), read once; ``{}`` otherwise."""
         if self.protocol != "v2":
             return {}
-        if self._metadata is None:
+        if self._shared["metadata"] is None:
             url = self.endpoint.removesuffix("/infer")
             meta = self._send("GET", url, None)
             if not isinstance(meta, dict):
                 raise RemoteModelError(
                     url, 200, f"metadata must be a JSON object, got {_short(meta)}"
                 )
-            self._metadata = meta
-        return self._metadata
+            self._shared["metadata"] = meta
+        return self._shared["metadata"]
 
     def _decode(self, answer: Any) -> np.ndarray:
         try:
@@ -295,10 +321,10 @@ class RemoteModel:
     # -- HTTP -------------------------------------------------------------------------
 
     def _connections(self) -> Any:
-        if self._pool is None:
+        if self._shared["pool"] is None:
             import urllib3
 
-            self._pool = urllib3.PoolManager(
+            self._shared["pool"] = urllib3.PoolManager(
                 maxsize=8,
                 timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
                 # Only failed connections are retried: once a request reached the
@@ -314,7 +340,7 @@ class RemoteModel:
                     backoff_factor=0.1,
                 ),
             )
-        return self._pool
+        return self._shared["pool"]
 
     def _send(self, method: str, url: str, body: Any) -> Any:
         import urllib3
@@ -349,9 +375,15 @@ class RemoteModel:
                 url, response.status, f"the answer is not JSON: {text[:_MESSAGE_CHARS]!r}"
             ) from None
 
+    def __copy__(self) -> RemoteModel:
+        # A configured copy (Predictor.configured) shares the connections and the metadata.
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
     def __getstate__(self) -> dict[str, Any]:
-        # Connection pools do not travel (copy, worker processes): a copy opens its own.
-        return {**self.__dict__, "_pool": None}
+        # Connection pools do not travel to other processes: a copy there opens its own.
+        return {**self.__dict__, "_shared": {"pool": None, "metadata": self._shared["metadata"]}}
 
 
 def _as_array(values: Any) -> np.ndarray:
