@@ -201,9 +201,9 @@ def _last_iterate(explainer: CounterfactualProto, x: torch.Tensor) -> torch.Tens
     captured = {}
     original = module._ProtoSearch.next_round
 
-    def spy(self, rows, x_, adv, *args):
-        captured.update({int(r): adv[r].clone() for r in rows})
-        return original(self, rows, x_, adv, *args)
+    def spy(self, rows, x_, state):
+        captured.update({int(r): state.adv[r].clone() for r in rows})
+        return original(self, rows, x_, state)
 
     module._ProtoSearch.next_round = spy
     try:

@@ -80,18 +80,23 @@ def rows_per_chunk(bytes_per_row: float, device: torch.device, total_rows: int) 
     """
     if total_rows <= 0:
         return 1
+    return even_split(total_rows, max_rows(bytes_per_row, device))
+
+
+def max_rows(bytes_per_row: float, device: torch.device) -> int:
+    """The most rows of work costing ``bytes_per_row`` one chunk may hold on ``device`` (see
+    :func:`rows_per_chunk`), whatever the total."""
     per_row = max(float(bytes_per_row), 1.0)
     if device.type == "cuda":
-        most = _cuda_free_share(device, per_row)
-    else:
-        most = max(int(CPU_CHUNK_BYTES // per_row), CPU_MIN_ROWS)
-        available = _available_host_bytes()
-        if available is not None:
-            most = min(most, int(available * CPU_MAX_FREE_FRACTION // per_row))
-    return _even_split(total_rows, most)
+        return max(1, _cuda_free_share(device, per_row))
+    most = max(int(CPU_CHUNK_BYTES // per_row), CPU_MIN_ROWS)
+    available = _available_host_bytes()
+    if available is not None:
+        most = min(most, int(available * CPU_MAX_FREE_FRACTION // per_row))
+    return max(1, most)
 
 
-def _even_split(total: int, most: int) -> int:
+def even_split(total: int, most: int) -> int:
     """The size of equal chunks of at most ``most`` covering ``total``: no chunk is left with a small tail."""
     most = max(1, min(total, most))
     n_chunks = -(-total // most)
@@ -116,7 +121,7 @@ def instances_per_search(bytes_per_instance: float, device: torch.device, total:
         most = (
             total if available is None else int(available * CPU_MAX_FREE_FRACTION // per_instance)
         )
-    return _even_split(total, most)
+    return even_split(total, most)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

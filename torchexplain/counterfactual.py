@@ -34,11 +34,10 @@ from typing import Any, ClassVar
 import torch
 
 from torchexplain import _checks
-from torchexplain._memory import is_out_of_memory
 from torchexplain._model_state import preserved_model_state
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
-from torchexplain.models import Rows
+from torchexplain.models import Rows, as_probabilities, call_padded, in_chunks
 from torchexplain.settings import ModelCallSettings, setting
 
 __all__ = [
@@ -326,9 +325,7 @@ class Counterfactual(Explainer):
         model = self.model
         with input_gradients_only(model):
             search = _Search(model, low, high, weights, config)
-            parts = _run_in_chunks(search, x, targets, config.internal_batch_size)
-
-        data = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+            data = search_in_chunks(search, x, targets, config.internal_batch_size)
         return self._explanation(config, data, x.device, mad_scaled=self.mad is not None)
 
     def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
@@ -437,33 +434,25 @@ def input_gradients_only(*models: Any) -> Iterator[None]:
         yield
 
 
-def _run_in_chunks(
+def search_in_chunks(
     search: Any, x: torch.Tensor, targets: Any, internal_batch_size: int | str | None
-) -> list[dict]:
-    """``search.run`` over chunks of ``x``: ``"auto"`` is everything on CUDA (halving on
-    out-of-memory) and ``_CPU_CHUNK`` on the CPU, None everything, an int that many."""
-    halve = internal_batch_size == "auto"
+) -> dict[str, torch.Tensor]:
+    """``search.run`` over chunks of instances, the results joined: ``"auto"`` is every instance at
+    once on CUDA (halving a chunk that runs out of memory) and :data:`_CPU_CHUNK` on the CPU, None
+    every instance, an int that many. Instances are independent, so the chunking changes nothing
+    but speed."""
     if internal_batch_size == "auto":
-        chunk = x.shape[0] if x.device.type == "cuda" else _CPU_CHUNK
+        size = x.shape[0] if x.device.type == "cuda" else _CPU_CHUNK
     else:
-        chunk = x.shape[0] if internal_batch_size is None else int(internal_batch_size)
-    parts: list[dict] = []
-    start = 0
-    while start < x.shape[0]:
-        stop = min(start + chunk, x.shape[0])
-        part_targets = targets if isinstance(targets, str) else targets[start:stop]
-        try:
-            parts.append(search.run(x[start:stop], part_targets))
-        except Exception as err:
-            # Instances are independent, so a smaller chunk changes nothing but speed.
-            if not halve or chunk == 1 or not is_out_of_memory(err):
-                raise
-            chunk = max(1, chunk // 2)
-            if x.device.type == "cuda":
-                torch.cuda.empty_cache()
-            continue
-        start = stop
-    return parts
+        size = x.shape[0] if internal_batch_size is None else int(internal_batch_size)
+
+    def run(start: int, stop: int, size: int) -> dict[str, torch.Tensor]:
+        return search.run(
+            x[start:stop], targets if isinstance(targets, str) else targets[start:stop]
+        )
+
+    parts = in_chunks(x.shape[0], size, run, halve=internal_batch_size == "auto", device=x.device)
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 def _top_class(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -474,20 +463,26 @@ def _top_class(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ModelCalls:
-    """The model's outputs as probabilities, checked; shared by the counterfactual searches."""
+    """The model's outputs as probabilities, checked, padded by the model-call layer
+    (:func:`~torchexplain.models.call_padded`); shared by the counterfactual searches."""
 
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], model_output: str) -> None:
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        model_output: str,
+        pad_to_multiple: int = 1,
+    ) -> None:
         self.model = model
-        self.output_is_logits = model_output == "logits"
-
-    # -- model evaluation -------------------------------------------------------
+        self.model_output = model_output
+        self.pad_to_multiple = pad_to_multiple
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_probabilities(self.outputs(x))
+        return as_probabilities(self.outputs(x), self.model_output)
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output on ``x``, checked to be ``(B, classes)``."""
-        out = self.model(x)
+        # the instances still searching, in one call (search_in_chunks chunks the instances)
+        out = call_padded(self.model, [x], self.pad_to_multiple)
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
@@ -498,18 +493,8 @@ class ModelCalls:
             raise ValueError(f"the model must return at least 2 classes, got {out.shape[1]}")
         return out
 
-    def to_probabilities(self, out: torch.Tensor) -> torch.Tensor:
-        if self.output_is_logits:
-            # Written out rather than torch.softmax: its CPU kernel opens a
-            # parallel region even for a (B, 10) tensor, which costs milliseconds
-            # per call (forward and backward) on a busy machine.
-            shifted = out - out.detach().amax(dim=1, keepdim=True)
-            exp = shifted.exp()
-            return exp / exp.sum(dim=1, keepdim=True)
-        return out
-
     def check_probabilities(self, probs: torch.Tensor) -> None:
-        if self.output_is_logits:
+        if self.model_output == "logits":
             return
         sums = probs.detach().sum(1)
         if (
@@ -523,6 +508,64 @@ class ModelCalls:
                 "use model_output='logits'"
             )
 
+    def start(
+        self, x: torch.Tensor, targets: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What both searches begin with: the model's output at ``x`` (checked), its class, and
+        the number of classes; a ``(n,)`` tensor of target classes is checked against it."""
+        with torch.no_grad():
+            predictions = self.outputs(x)
+            orig_probs = as_probabilities(predictions, self.model_output)
+        self.check_probabilities(orig_probs)
+        n_classes = orig_probs.shape[1]
+        if isinstance(targets, torch.Tensor) and (targets >= n_classes).any():
+            raise ValueError(
+                f"target_class {targets.max().item()} is out of range for a model with "
+                f"{n_classes} classes (expected 0..{n_classes - 1})"
+            )
+        return predictions, orig_probs.argmax(1), n_classes
+
+
+@dataclasses.dataclass
+class _Best:
+    """Per instance, the best iterate so far: the closest valid one, or, until one is valid,
+    the one nearest to becoming valid (smallest ``miss``); ``knob`` is the search's weight
+    (lam, c) of the round that produced it."""
+
+    iterate: torch.Tensor
+    found: torch.Tensor
+    distance: torch.Tensor
+    miss: torch.Tensor
+    knob: torch.Tensor
+
+    @classmethod
+    def start(cls, x: torch.Tensor, knob: torch.Tensor) -> _Best:
+        inf = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
+        found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        return cls(x.clone(), found, inf, inf.clone(), knob.clone())
+
+    def record(
+        self,
+        rows: torch.Tensor,
+        iterate: torch.Tensor,
+        valid: torch.Tensor,
+        distance: torch.Tensor,
+        miss: torch.Tensor,
+        knob: torch.Tensor,
+    ) -> None:
+        """Consider the iterates of instances ``rows``."""
+        found = self.found[rows]
+        closer = valid & (~found | (distance < self.distance[rows]))
+        nearer = ~valid & ~found & (miss < self.miss[rows])
+        keep = closer | nearer
+        if keep.any():
+            kept = rows[keep]
+            self.iterate[kept] = iterate[keep]
+            self.distance[kept] = torch.where(valid[keep], distance[keep], math.inf)
+            self.miss[kept] = torch.minimum(self.miss[kept], miss[keep])
+            self.knob[kept] = knob[keep]
+            self.found[kept] = found[keep] | valid[keep]
+
 
 class _Search(ModelCalls):
     """The batched lambda search and Adam loop over one chunk of instances."""
@@ -535,7 +578,7 @@ class _Search(ModelCalls):
         weights: torch.Tensor | None,
         config: CounterfactualSettings,
     ) -> None:
-        super().__init__(model, config.model_output)
+        super().__init__(model, config.model_output, config.padding())
         self.low, self.high, self.weights = low, high, weights
         self.target_proba = float(config.target_proba)
         self.tol = float(config.tol)
@@ -571,141 +614,116 @@ class _Search(ModelCalls):
     # -- the search -------------------------------------------------------------
 
     def run(self, x: torch.Tensor, targets: Any) -> dict[str, torch.Tensor]:
-        n, device, dtype = x.shape[0], x.device, x.dtype
-        with torch.no_grad():
-            predictions = self.outputs(x)
-            orig_probs = self.to_probabilities(predictions)
-        self.check_probabilities(orig_probs)
-        n_classes = orig_probs.shape[1]
-        orig_class = orig_probs.argmax(1)
+        """Search counterfactuals of ``x`` ``(n, ...)``: step the instances still searching until
+        every schedule is done, then describe the best iterate of each."""
+        predictions, orig_class, _ = self.start(x, targets)
         if isinstance(targets, str) and targets == "same":
             targets = orig_class.clone()
-        if isinstance(targets, torch.Tensor) and (targets >= n_classes).any():
-            raise ValueError(
-                f"target_class {targets.max().item()} is out of range for a model with "
-                f"{n_classes} classes (expected 0..{n_classes - 1})"
-            )
-
-        def zeros(kind: torch.dtype = dtype) -> torch.Tensor:
-            return torch.zeros(n, dtype=kind, device=device)
-
-        state = _State(
-            x_cf=x.clone(),
-            adam_m=torch.zeros_like(x),
-            adam_v=torch.zeros_like(x),
-            step=zeros(torch.long),
-            total_steps=zeros(torch.long),
-            round_valid=zeros(torch.long),
-            run_valid=zeros(torch.long),
-            run_invalid=zeros(torch.long),
-            sweep_valid=torch.zeros(n, self.sweep_orders, dtype=torch.long, device=device),
-            phase=zeros(torch.long),
-            round_index=zeros(torch.long),
-            lam=torch.full((n,), self.lam_init, dtype=dtype, device=device),
-            lam_low=zeros(),
-            lam_high=zeros(),
-        )
+        state = _State.start(x, self.lam_init, self.sweep_orders)
         if self.sweep_steps == 0:  # max_iter < 10: no sweep, bisection from lam_init
-            self.start_bisection(torch.arange(n, device=device), x, state, skip_sweep=True)
-
-        best = x.clone()
-        best_found = zeros(torch.bool)
-        best_distance = torch.full((n,), math.inf, dtype=dtype, device=device)
-        best_miss = torch.full((n,), math.inf, dtype=dtype, device=device)  # |p_t - target_proba|
-        best_lam = state.lam.clone()
-
-        trailing = (1,) * (x.ndim - 1)
-        while True:
-            active = (state.phase != _DONE).nonzero().flatten()
-            if active.numel() == 0:
-                break
-            xa = state.x_cf.index_select(0, active).requires_grad_(True)
-            with torch.enable_grad():
-                probs = self.probabilities(xa)
-                p_target, target = self.target_terms(
-                    probs,
-                    orig_class[active],
-                    targets if isinstance(targets, str) else targets[active],
-                )
-                delta = xa - x.index_select(0, active)
-                distance = self.distance(delta)
-                lam_a = state.lam[active]
-                loss = ((p_target - self.target_proba) ** 2 + lam_a * distance).sum()
-                (grad,) = torch.autograd.grad(loss, xa)
-
+            self.start_bisection(
+                torch.arange(x.shape[0], device=x.device), x, state, skip_sweep=True
+            )
+        best = _Best.start(x, state.lam)
+        while (active := (state.phase != _DONE).nonzero().flatten()).numel():
+            probs, p_target, target, distance, grad = self.evaluate(
+                x, active, state, orig_class, targets
+            )
             with torch.no_grad():
-                xa = xa.detach()
-                distance = distance.detach()
-                p_target = p_target.detach()
-                valid = self.is_valid(probs.detach(), p_target, target)
-
-                # Record the iterate just evaluated: the closest valid one, or,
-                # until one is valid, the one nearest the target probability.
+                valid = self.is_valid(probs, p_target, target)
                 miss = (p_target - self.target_proba).abs()
-                found_a = best_found[active]
-                closer = valid & (~found_a | (distance < best_distance[active]))
-                nearer = ~valid & ~found_a & (miss < best_miss[active])
-                keep = closer | nearer
-                if keep.any():
-                    rows = active[keep]
-                    best[rows] = xa[keep]
-                    best_distance[rows] = distance[keep]
-                    best_miss[rows] = miss[keep]
-                    best_lam[rows] = lam_a[keep]
-                    best_found[rows] = found_a[keep] | valid[keep]
-                state.round_valid[active] += valid.long()
-                run_valid = torch.where(valid, state.run_valid[active] + 1, 0)
-                run_invalid = torch.where(valid, 0, state.run_invalid[active] + 1)
-                state.run_valid[active] = run_valid
-                state.run_invalid[active] = run_invalid
+                best.record(active, state.x_cf[active], valid, distance, miss, state.lam[active])
+                self.count_valid(active, valid, state)
+                self.adam_step(active, grad, state)
+                self.advance_schedule(active, x, state)
+        return self.result(x, best, state, orig_class, targets, predictions)
 
-                # Adam, each instance with its own step count; the learning rate
-                # decays linearly to 0 over max_iter steps (Alibi's decay=True).
-                t = state.step[active] + 1
-                m = state.adam_m[active].mul_(_ADAM_BETA1).add_(grad, alpha=1 - _ADAM_BETA1)
-                v = (
-                    state.adam_v[active]
-                    .mul_(_ADAM_BETA2)
-                    .addcmul_(grad, grad, value=1 - _ADAM_BETA2)
-                )
-                tf = t.to(dtype)
-                if self.decay:
-                    lr = self.lr_init * (1 - (tf - 1) / self.max_iter).clamp_min(0)
-                else:
-                    lr = torch.full_like(tf, self.lr_init)
-                m_hat = m / (1 - _ADAM_BETA1**tf).view(-1, *trailing)
-                v_hat = v / (1 - _ADAM_BETA2**tf).view(-1, *trailing)
-                xa = xa - lr.view(-1, *trailing) * m_hat / (v_hat.sqrt() + _ADAM_EPS)
-                xa = torch.maximum(torch.minimum(xa, self.high), self.low)
-                state.x_cf[active] = xa
-                state.adam_m[active] = m
-                state.adam_v[active] = v
-                state.step[active] = t
-                state.total_steps[active] += 1
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        active: torch.Tensor,
+        state: _State,
+        orig_class: torch.Tensor,
+        targets: Any,
+    ) -> tuple[torch.Tensor, ...]:
+        """The active instances' iterates through the model: probabilities, the target's probability
+        and class, the distance, and the loss's gradient (all detached)."""
+        xa = state.x_cf.index_select(0, active).requires_grad_(True)
+        with torch.enable_grad():
+            probs = self.probabilities(xa)
+            p_target, target = self.target_terms(
+                probs, orig_class[active], targets if isinstance(targets, str) else targets[active]
+            )
+            distance = self.distance(xa - x.index_select(0, active))
+            loss = ((p_target - self.target_proba) ** 2 + state.lam[active] * distance).sum()
+            (grad,) = torch.autograd.grad(loss, xa)
+        return probs.detach(), p_target.detach(), target, distance.detach(), grad
 
-                in_sweep = state.phase[active] == _SWEEP
-                settled = ~in_sweep & (
-                    (run_valid >= self.early_stop) | (run_invalid >= self.early_stop)
-                )
-                ended = settled | (t >= torch.where(in_sweep, self.sweep_steps, self.max_iter))
-                if ended.any():
-                    rows = active[ended]
-                    sweeping = in_sweep[ended]
-                    if sweeping.any():
-                        self.next_sweep_round(rows[sweeping], x, state)
-                    if (~sweeping).any():
-                        self.next_bisection_round(rows[~sweeping], state)
+    @staticmethod
+    def count_valid(active: torch.Tensor, valid: torch.Tensor, state: _State) -> None:
+        """Valid iterates of the round, and the runs of consecutive valid / invalid ones."""
+        state.round_valid[active] += valid.long()
+        state.run_valid[active] = torch.where(valid, state.run_valid[active] + 1, 0)
+        state.run_invalid[active] = torch.where(valid, 0, state.run_invalid[active] + 1)
 
-        # Re-evaluate what is returned, so every reported field describes it.
+    def adam_step(self, active: torch.Tensor, grad: torch.Tensor, state: _State) -> None:
+        """One Adam step of each active instance, with its own step count; the learning rate
+        decays linearly to 0 over max_iter steps (Alibi's decay=True); the iterate is projected
+        into the feature range."""
+        dtype = state.x_cf.dtype
+        trailing = (1,) * (state.x_cf.ndim - 1)
+        t = state.step[active] + 1
+        m = state.adam_m[active].mul_(_ADAM_BETA1).add_(grad, alpha=1 - _ADAM_BETA1)
+        v = state.adam_v[active].mul_(_ADAM_BETA2).addcmul_(grad, grad, value=1 - _ADAM_BETA2)
+        tf = t.to(dtype)
+        if self.decay:
+            lr = self.lr_init * (1 - (tf - 1) / self.max_iter).clamp_min(0)
+        else:
+            lr = torch.full_like(tf, self.lr_init)
+        m_hat = m / (1 - _ADAM_BETA1**tf).view(-1, *trailing)
+        v_hat = v / (1 - _ADAM_BETA2**tf).view(-1, *trailing)
+        xa = state.x_cf[active] - lr.view(-1, *trailing) * m_hat / (v_hat.sqrt() + _ADAM_EPS)
+        state.x_cf[active] = torch.maximum(torch.minimum(xa, self.high), self.low)
+        state.adam_m[active] = m
+        state.adam_v[active] = v
+        state.step[active] = t
+        state.total_steps[active] += 1
+
+    def advance_schedule(self, active: torch.Tensor, x: torch.Tensor, state: _State) -> None:
+        """End the rounds that are over: a sweep round after max_iter // 10 steps; a bisection
+        round after max_iter steps or early_stop consecutive valid (or invalid) iterates."""
+        t = state.step[active]
+        in_sweep = state.phase[active] == _SWEEP
+        run_valid, run_invalid = state.run_valid[active], state.run_invalid[active]
+        settled = ~in_sweep & ((run_valid >= self.early_stop) | (run_invalid >= self.early_stop))
+        ended = settled | (t >= torch.where(in_sweep, self.sweep_steps, self.max_iter))
+        if ended.any():
+            rows = active[ended]
+            sweeping = in_sweep[ended]
+            if sweeping.any():
+                self.next_sweep_round(rows[sweeping], x, state)
+            if (~sweeping).any():
+                self.next_bisection_round(rows[~sweeping], state)
+
+    def result(
+        self,
+        x: torch.Tensor,
+        best: _Best,
+        state: _State,
+        orig_class: torch.Tensor,
+        targets: Any,
+        predictions: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """The best iterates, evaluated again so that every reported field describes them."""
         with torch.no_grad():
-            probs = self.probabilities(best)
+            probs = self.probabilities(best.iterate)
             cf_class, cf_proba = _top_class(probs)
             # For "other", the target is the class the result lies in.
             p_target, target = self.target_terms(probs, orig_class, targets)
-            success = best_found & self.is_valid(probs, p_target, target)
-            delta = best - x
+            success = best.found & self.is_valid(probs, p_target, target)
+            delta = best.iterate - x
         return {
-            "counterfactual": best,
+            "counterfactual": best.iterate,
             "success": success,
             "cf_class": cf_class,
             "cf_proba": cf_proba,
@@ -713,7 +731,7 @@ class _Search(ModelCalls):
             "target_class": target,
             "distance": self.distance(delta),
             "l1_distance": delta.abs().flatten(1).sum(1),
-            "lam": best_lam,
+            "lam": best.knob,
             "n_iter": state.total_steps,
             "predictions": predictions,
         }
@@ -826,3 +844,28 @@ class _State:
     lam: torch.Tensor
     lam_low: torch.Tensor  # largest lam known to find counterfactuals (0: none yet)
     lam_high: torch.Tensor  # smallest lam known not to
+
+    @classmethod
+    def start(cls, x: torch.Tensor, lam_init: float, sweep_orders: int) -> _State:
+        """Every instance at the start of the sweep: the iterate at ``x``, ``lam = lam_init``."""
+        n, device, dtype = x.shape[0], x.device, x.dtype
+
+        def zeros(kind: torch.dtype = torch.long) -> torch.Tensor:
+            return torch.zeros(n, dtype=kind, device=device)
+
+        return cls(
+            x_cf=x.clone(),
+            adam_m=torch.zeros_like(x),
+            adam_v=torch.zeros_like(x),
+            step=zeros(),
+            total_steps=zeros(),
+            round_valid=zeros(),
+            run_valid=zeros(),
+            run_invalid=zeros(),
+            sweep_valid=torch.zeros(n, sweep_orders, dtype=torch.long, device=device),
+            phase=zeros(),
+            round_index=zeros(),
+            lam=torch.full((n,), lam_init, dtype=dtype, device=device),
+            lam_low=zeros(dtype),
+            lam_high=zeros(dtype),
+        )

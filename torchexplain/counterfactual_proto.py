@@ -44,16 +44,17 @@ from torchexplain.counterfactual import (
     ModelCalls,
     SearchSettings,
     TargetClass,
+    _Best,
     _resolve_feature_range,
     _resolve_target_class,
-    _run_in_chunks,
     _top_class,
     check_feature_range,
     input_gradients_only,
+    search_in_chunks,
     target_class_check,
 )
 from torchexplain.explanation import Explanation
-from torchexplain.models import Rows
+from torchexplain.models import Rows, call_padded
 from torchexplain.settings import setting
 
 __all__ = ["CounterfactualProto", "CounterfactualProtoSettings", "counterfactual_proto", "shrink"]
@@ -343,9 +344,7 @@ class CounterfactualProto(Explainer):
             search = _ProtoSearch(
                 self.model, low, high, config, self.points if uses_prototypes else None, self.labels
             )
-            parts = _run_in_chunks(search, x, targets, config.internal_batch_size)
-
-        data = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+            data = search_in_chunks(search, x, targets, config.internal_batch_size)
         return self._explanation(
             config, data, x.device, prototypes=self.space if uses_prototypes else None
         )
@@ -401,12 +400,20 @@ class _ProtoSearch(ModelCalls):
         points: torch.Tensor | None,
         labels: torch.Tensor | None,
     ) -> None:
-        super().__init__(model, config.model_output)
+        super().__init__(model, config.model_output, config.padding())
         self.low, self.high = low, high
         self.config = config
         self.points, self.labels = points, labels
         self.kappa, self.beta = float(config.kappa), float(config.beta)
         self.gamma, self.theta = float(config.gamma), float(config.theta)
+        self.pad = config.padding()
+
+    def _padded(
+        self, function: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor
+    ) -> torch.Tensor:
+        """``function(rows)`` through the model-call layer's padding (the encoder, the autoencoder,
+        the distance products): each row's result does not depend on the other rows."""
+        return call_padded(function, [rows], self.pad)
 
     # -- prototypes ---------------------------------------------------------------
 
@@ -419,7 +426,11 @@ class _ProtoSearch(ModelCalls):
         labels = self.labels.to(x.device)
         encoded = config.enc_model is not None
         with torch.no_grad():
-            query = _encode(config.enc_model, x) if encoded else x.flatten(1)
+            query = (
+                self._padded(lambda rows: _encode(config.enc_model, rows), x)
+                if encoded
+                else x.flatten(1)
+            )
         if query.shape[1] != points.shape[1]:
             raise ValueError(
                 f"the prototypes have {points.shape[1]} dimensions but the instances give {query.shape[1]}; "
@@ -438,7 +449,7 @@ class _ProtoSearch(ModelCalls):
                 dist = (query - proto).norm(dim=1)
             else:
                 k = min(config.k or 1, members.shape[0])
-                dist, index = _nearest(query, members, k)
+                dist, index = _nearest(query, members, k, self.pad)
                 if encoded:
                     proto = members[index].mean(1)
                     dist = dist.mean(1) if config.k_type == "mean" else dist[:, -1]
@@ -470,7 +481,7 @@ class _ProtoSearch(ModelCalls):
         if with_l1:
             loss = loss + self.beta * delta.abs().sum(1)
         if self.gamma > 0:
-            reconstruction = self.config.ae_model(y)
+            reconstruction = self._padded(self.config.ae_model, y)
             if not isinstance(reconstruction, torch.Tensor) or reconstruction.shape != y.shape:
                 shape = (
                     tuple(reconstruction.shape)
@@ -482,11 +493,10 @@ class _ProtoSearch(ModelCalls):
                 )
             loss = loss + self.gamma * (reconstruction - y).flatten(1).square().sum(1)
         if proto is not None and self.theta > 0:
-            code = (
-                _encode(self.config.enc_model, y)
-                if self.config.enc_model is not None
-                else y.flatten(1)
-            )
+            if self.config.enc_model is not None:
+                code = self._padded(lambda rows: _encode(self.config.enc_model, rows), y)
+            else:
+                code = y.flatten(1)
             loss = loss + self.theta * (code - proto).square().sum(1)
         return loss, probs
 
@@ -503,143 +513,145 @@ class _ProtoSearch(ModelCalls):
     # -- the search ----------------------------------------------------------------
 
     def run(self, x: torch.Tensor, targets: Any) -> dict[str, torch.Tensor]:
-        config = self.config
-        n, device, dtype = x.shape[0], x.device, x.dtype
-        with torch.no_grad():
-            predictions = self.outputs(x)
-            orig_probs = self.to_probabilities(predictions)
-        self.check_probabilities(orig_probs)
-        n_classes = orig_probs.shape[1]
-        orig_class = orig_probs.argmax(1)
-        if isinstance(targets, torch.Tensor):
-            if (targets >= n_classes).any():
-                raise ValueError(
-                    f"target_class {targets.max().item()} is out of range for a model with "
-                    f"{n_classes} classes (expected 0..{n_classes - 1})"
-                )
-            allowed = torch.nn.functional.one_hot(targets, n_classes).bool()
-        else:  # "other"
-            allowed = torch.ones(n, n_classes, dtype=torch.bool, device=device)
-        allowed[torch.arange(n, device=device), orig_class] = False
+        """Search counterfactuals of ``x`` ``(n, ...)``: FISTA steps of the instances still searching
+        until each has run its ``c_steps`` rounds, then describe the best iterate of each."""
+        predictions, orig_class, n_classes = self.start(x, targets)
+        allowed = _allowed_classes(orig_class, n_classes, targets)
         if self.points is not None:
             proto, proto_class = self.prototypes(x, allowed)
         else:
-            proto, proto_class = None, torch.full((n,), -1, dtype=torch.long, device=device)
-
-        fista = config.optimizer == "fista"
-        clip_low, clip_high = config.clip
-        lr_init, max_iter, trailing = (
-            float(config.learning_rate_init),
-            config.max_iterations,
-            (1,) * (x.ndim - 1),
-        )
-        adv, adv_s = x.clone(), x.clone()  # FISTA's x_k and its momentum point y_k
-        step = torch.zeros(n, dtype=torch.long, device=device)
-        total = torch.zeros_like(step)
-        rounds = torch.zeros_like(step)
-        c = torch.full((n,), float(config.c_init), dtype=dtype, device=device)
-        c_low = torch.zeros_like(c)
-        c_high = torch.full_like(c, 1e10)
-        round_best = torch.full_like(c, math.inf)
-        stale = torch.zeros_like(step)  # steps since round_best last improved
-        done = torch.zeros(n, dtype=torch.bool, device=device)
-
-        best = x.clone()
-        best_found = torch.zeros_like(done)
-        best_dist = torch.full_like(c, math.inf)
-        best_margin = torch.full_like(c, math.inf)
-        best_c = c.clone()
-
-        while True:
-            active = (~done).nonzero().flatten()
-            if active.numel() == 0:
-                break
-            xa = x.index_select(0, active)
-            y = adv_s.index_select(0, active).requires_grad_(True)
-            proto_a = None if proto is None else proto.index_select(0, active)
-            c_a = c[active]
-            with torch.enable_grad():
-                loss, _ = self.smooth_loss(
-                    y, xa, c_a, orig_class[active], proto_a, with_l1=not fista
-                )
-                (grad,) = torch.autograd.grad(loss.sum(), y)
+            proto, proto_class = None, torch.full_like(orig_class, -1)
+        state = _FistaState.start(x, float(self.config.c_init))
+        best = _Best.start(x, state.c)
+        while (active := (~state.done).nonzero().flatten()).numel():
+            grad = self.gradient(x, active, state, orig_class, proto)
             with torch.no_grad():
-                grad = grad.clamp(clip_low, clip_high)
-                g = step[active]
-                lr = lr_init * (1 - g.to(dtype) / max_iter).clamp_min(0).sqrt()
-                z = y.detach() - lr.view(-1, *trailing) * grad
-                old = adv.index_select(0, active)
-                if fista:
-                    new = shrink(z, xa, self.beta, self.low, self.high)
-                    g = g + 1
-                    momentum = (g.to(dtype) / (g.to(dtype) + 3)).view(-1, *trailing)
-                    new_s = torch.maximum(
-                        torch.minimum(new + momentum * (new - old), self.high), self.low
-                    )
-                else:
-                    new = torch.maximum(torch.minimum(z, self.high), self.low)
-                    g = g + 1
-                    new_s = new
-                adv[active] = new
-                adv_s[active] = new_s
-                step[active] = g
-                total[active] += 1
-
-                # The new iterate is the candidate.
+                new = self.step(x, active, grad, state)
                 probs = self.probabilities(new)
                 valid = self.is_valid(probs, orig_class[active], allowed[active])
-                delta = (new - xa).flatten(1)
+                delta = (new - x.index_select(0, active)).flatten(1)
                 dist = delta.square().sum(1) + self.beta * delta.abs().sum(1)
                 margin = (
                     probs.gather(1, orig_class[active, None]).squeeze(1)
                     + self.kappa
                     - probs.masked_fill(~allowed[active], -math.inf).amax(1)
                 )
-                found_a = best_found[active]
-                closer = valid & (~found_a | (dist < best_dist[active]))
-                nearer = ~valid & ~found_a & (margin < best_margin[active])
-                keep = closer | nearer
-                if keep.any():
-                    rows = active[keep]
-                    best[rows] = new[keep]
-                    best_dist[rows] = torch.where(valid[keep], dist[keep], math.inf)
-                    best_margin[rows] = torch.minimum(best_margin[rows], margin[keep])
-                    best_c[rows] = c_a[keep]
-                    best_found[rows] = found_a[keep] | valid[keep]
-                improved = valid & (dist < round_best[active])
-                round_best[active] = torch.where(improved, dist, round_best[active])
-                stale_a = torch.where(improved, 0, stale[active] + 1)
-                stale[active] = stale_a
+                best.record(active, new, valid, dist, margin, state.c[active])
+                self.end_rounds(active, valid, dist, x, state)
+        return self.result(x, best, state, orig_class, allowed, targets, proto_class, predictions)
 
-                ended = g >= max_iter
-                if config.early_stop is not None:
-                    ended |= stale_a >= config.early_stop
-                if ended.any():
-                    self.next_round(
-                        active[ended],
-                        x,
-                        adv,
-                        adv_s,
-                        step,
-                        stale,
-                        rounds,
-                        done,
-                        c,
-                        c_low,
-                        c_high,
-                        round_best,
-                    )
+    def gradient(
+        self,
+        x: torch.Tensor,
+        active: torch.Tensor,
+        state: _FistaState,
+        orig_class: torch.Tensor,
+        proto: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The smooth loss's gradient at the active instances' momentum points, clipped."""
+        y = state.adv_s.index_select(0, active).requires_grad_(True)
+        proto_a = None if proto is None else proto.index_select(0, active)
+        with torch.enable_grad():
+            loss, _ = self.smooth_loss(
+                y,
+                x.index_select(0, active),
+                state.c[active],
+                orig_class[active],
+                proto_a,
+                with_l1=self.config.optimizer != "fista",
+            )
+            (grad,) = torch.autograd.grad(loss.sum(), y)
+        return grad.clamp(*self.config.clip)
 
+    def step(
+        self, x: torch.Tensor, active: torch.Tensor, grad: torch.Tensor, state: _FistaState
+    ) -> torch.Tensor:
+        """One step of each active instance: FISTA (a gradient step on the smooth terms, the L1
+        shrinkage, momentum) or a projected gradient step; the step size falls as sqrt(1 - t/T)."""
+        dtype, trailing = x.dtype, (1,) * (x.ndim - 1)
+        g = state.step[active]
+        lr = (
+            float(self.config.learning_rate_init)
+            * (1 - g.to(dtype) / self.config.max_iterations).clamp_min(0).sqrt()
+        )
+        z = state.adv_s.index_select(0, active) - lr.view(-1, *trailing) * grad
+        if self.config.optimizer == "fista":
+            old = state.adv.index_select(0, active)
+            new = shrink(z, x.index_select(0, active), self.beta, self.low, self.high)
+            g = g + 1
+            momentum = (g.to(dtype) / (g.to(dtype) + 3)).view(-1, *trailing)
+            new_s = torch.maximum(torch.minimum(new + momentum * (new - old), self.high), self.low)
+        else:
+            new = torch.maximum(torch.minimum(z, self.high), self.low)
+            g = g + 1
+            new_s = new
+        state.adv[active] = new
+        state.adv_s[active] = new_s
+        state.step[active] = g
+        state.total[active] += 1
+        return new
+
+    def end_rounds(
+        self,
+        active: torch.Tensor,
+        valid: torch.Tensor,
+        dist: torch.Tensor,
+        x: torch.Tensor,
+        state: _FistaState,
+    ) -> None:
+        """Track each round's closest valid iterate; end a round after max_iterations steps (or
+        early_stop steps without a closer one) and start the next with a new c."""
+        improved = valid & (dist < state.round_best[active])
+        state.round_best[active] = torch.where(improved, dist, state.round_best[active])
+        stale = torch.where(improved, 0, state.stale[active] + 1)
+        state.stale[active] = stale
+        ended = state.step[active] >= self.config.max_iterations
+        if self.config.early_stop is not None:
+            ended |= stale >= self.config.early_stop
+        if ended.any():
+            self.next_round(active[ended], x, state)
+
+    def next_round(self, rows: torch.Tensor, x: torch.Tensor, state: _FistaState) -> None:
+        """Alibi's rule for c: found -> c_high = c, bisect; not found -> c_low = c, x10 until bracketed."""
+        found = torch.isfinite(state.round_best[rows])
+        cr, low, high = state.c[rows], state.c_low[rows], state.c_high[rows]
+        high = torch.where(found, torch.minimum(high, cr), high)
+        low = torch.where(found, low, torch.maximum(low, cr))
+        bracketed = high < _C_OPEN
+        state.c[rows] = torch.where(bracketed, (low + high) / 2, torch.where(found, cr, cr * 10))
+        state.c_low[rows], state.c_high[rows] = low, high
+        state.rounds[rows] += 1
+        state.done[rows] = state.rounds[rows] >= self.config.c_steps
+        state.adv[rows] = x[rows]
+        state.adv_s[rows] = x[rows]
+        state.step[rows] = 0
+        state.stale[rows] = 0
+        state.round_best[rows] = math.inf
+
+    def result(
+        self,
+        x: torch.Tensor,
+        best: _Best,
+        state: _FistaState,
+        orig_class: torch.Tensor,
+        allowed: torch.Tensor,
+        targets: Any,
+        proto_class: torch.Tensor,
+        predictions: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """The best iterates, evaluated again so that every reported field describes them."""
         with torch.no_grad():
-            probs = self.probabilities(best)
+            probs = self.probabilities(best.iterate)
             cf_class, cf_proba = _top_class(probs)
-            success = best_found & self.is_valid(probs, orig_class, allowed)
-            delta = (best - x).flatten(1)
-            target = torch.where(success, cf_class, proto_class)
-            if isinstance(targets, torch.Tensor):
-                target = targets
+            success = best.found & self.is_valid(probs, orig_class, allowed)
+            delta = (best.iterate - x).flatten(1)
+            target = (
+                targets
+                if isinstance(targets, torch.Tensor)
+                else torch.where(success, cf_class, proto_class)
+            )
         return {
-            "counterfactual": best,
+            "counterfactual": best.iterate,
             "success": success,
             "cf_class": cf_class,
             "cf_proba": cf_proba,
@@ -649,41 +661,57 @@ class _ProtoSearch(ModelCalls):
             "distance": delta.square().sum(1) + self.beta * delta.abs().sum(1),
             "l1_distance": delta.abs().sum(1),
             "l2_distance": delta.square().sum(1).sqrt(),
-            "c": best_c,
-            "n_iter": total,
+            "c": best.knob,
+            "n_iter": state.total,
             "predictions": predictions,
         }
 
-    def next_round(
-        self,
-        rows: torch.Tensor,
-        x: torch.Tensor,
-        adv: torch.Tensor,
-        adv_s: torch.Tensor,
-        step: torch.Tensor,
-        stale: torch.Tensor,
-        rounds: torch.Tensor,
-        done: torch.Tensor,
-        c: torch.Tensor,
-        c_low: torch.Tensor,
-        c_high: torch.Tensor,
-        round_best: torch.Tensor,
-    ) -> None:
-        """Alibi's rule for c: found -> c_high = c, bisect; not found -> c_low = c, x10 until bracketed."""
-        found = torch.isfinite(round_best[rows])
-        cr, low, high = c[rows], c_low[rows], c_high[rows]
-        high = torch.where(found, torch.minimum(high, cr), high)
-        low = torch.where(found, low, torch.maximum(low, cr))
-        bracketed = high < _C_OPEN
-        c[rows] = torch.where(bracketed, (low + high) / 2, torch.where(found, cr, cr * 10))
-        c_low[rows], c_high[rows] = low, high
-        rounds[rows] += 1
-        done[rows] = rounds[rows] >= self.config.c_steps
-        adv[rows] = x[rows]
-        adv_s[rows] = x[rows]
-        step[rows] = 0
-        stale[rows] = 0
-        round_best[rows] = math.inf
+
+def _allowed_classes(orig_class: torch.Tensor, n_classes: int, targets: Any) -> torch.Tensor:
+    """``(n, K)`` bool: the classes each instance's counterfactual may lie in (never its own)."""
+    n = orig_class.shape[0]
+    if isinstance(targets, torch.Tensor):
+        allowed = torch.nn.functional.one_hot(targets, n_classes).bool()
+    else:  # "other"
+        allowed = torch.ones(n, n_classes, dtype=torch.bool, device=orig_class.device)
+    allowed[torch.arange(n, device=orig_class.device), orig_class] = False
+    return allowed
+
+
+@dataclasses.dataclass
+class _FistaState:
+    """Per-instance state of the search over c, each tensor indexed by instance."""
+
+    adv: torch.Tensor  # FISTA's iterate x_k
+    adv_s: torch.Tensor  # its momentum point y_k
+    step: torch.Tensor  # steps in the current round
+    total: torch.Tensor  # steps over all rounds
+    rounds: torch.Tensor
+    c: torch.Tensor
+    c_low: torch.Tensor
+    c_high: torch.Tensor
+    round_best: torch.Tensor  # the round's closest valid distance (inf: none yet)
+    stale: torch.Tensor  # steps since round_best last improved
+    done: torch.Tensor
+
+    @classmethod
+    def start(cls, x: torch.Tensor, c_init: float) -> _FistaState:
+        n, device, dtype = x.shape[0], x.device, x.dtype
+        step = torch.zeros(n, dtype=torch.long, device=device)
+        c = torch.full((n,), c_init, dtype=dtype, device=device)
+        return cls(
+            adv=x.clone(),
+            adv_s=x.clone(),
+            step=step,
+            total=step.clone(),
+            rounds=step.clone(),
+            c=c,
+            c_low=torch.zeros_like(c),
+            c_high=torch.full_like(c, 1e10),
+            round_best=torch.full_like(c, math.inf),
+            stale=step.clone(),
+            done=torch.zeros(n, dtype=torch.bool, device=device),
+        )
 
 
 def hinge(probs: torch.Tensor, orig_class: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -694,13 +722,17 @@ def hinge(probs: torch.Tensor, orig_class: torch.Tensor, kappa: float) -> torch.
 
 
 def _nearest(
-    query: torch.Tensor, points: torch.Tensor, k: int
+    query: torch.Tensor, points: torch.Tensor, k: int, pad_to_multiple: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` smallest Euclidean distances from each query row to ``points``, ascending, and their indices."""
+    """The ``k`` smallest Euclidean distances from each query row to ``points``, ascending, and their
+    indices. ``cdist`` takes a matrix product for large inputs, so its query rows are padded like a
+    model call's (:func:`~torchexplain.models.call_padded`)."""
     rows = max(1, _DISTANCE_ELEMENTS // max(1, points.shape[0]))
     dists, indices = [], []
     for start in range(0, query.shape[0], rows):
-        d = torch.cdist(query[start : start + rows], points)
+        d = call_padded(
+            lambda q: torch.cdist(q, points), [query[start : start + rows]], pad_to_multiple
+        )
         values, index = d.topk(k, dim=1, largest=False, sorted=True)
         dists.append(values)
         indices.append(index)

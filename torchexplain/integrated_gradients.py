@@ -30,7 +30,7 @@ from torchexplain._targets import ResolvedTarget, TargetType, resolve_target
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
 from torchexplain.kernels import ig as ig_ops
-from torchexplain.models import Rows
+from torchexplain.models import Rows, call_padded, in_chunks
 from torchexplain.settings import ModelCallSettings, setting
 
 TensorOrTuple = torch.Tensor | tuple[torch.Tensor, ...]
@@ -156,6 +156,7 @@ class IntegratedGradients(Explainer):
                 alphas,
                 weights,
                 config.mixed_precision,
+                config.padding(),
             )
             predictions, start_scores, end_scores, resolved = run.endpoints(target)
             totals = run.integrate(config.internal_batch_size, config.multiply_by_inputs)
@@ -213,9 +214,11 @@ class _PathIntegral:
         alphas: torch.Tensor,
         weights: torch.Tensor,
         mixed_precision: torch.dtype | None = None,
+        pad_to_multiple: int = 1,
     ) -> None:
         self.model = model
         self.mixed_precision = mixed_precision
+        self.pad_to_multiple = pad_to_multiple
         self.inputs = inputs
         self.n_examples = inputs[0].shape[0]
         self.device = inputs[0].device
@@ -247,6 +250,15 @@ class _PathIntegral:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision)
 
+    def _call(self, inputs: Sequence[torch.Tensor], args: Sequence[Any]) -> Any:
+        """The model on ``inputs`` (rows first) and its extra arguments, through the model-call
+        layer's padding: a row's output does not depend on the other rows of the call."""
+        flags = [True] * len(inputs) + [
+            per and isinstance(a, torch.Tensor)
+            for a, per in zip(args, self.per_example_arg, strict=True)
+        ]
+        return call_padded(self.model, [*inputs, *args], self.pad_to_multiple, flags)
+
     # -- endpoints -----------------------------------------------------------------
 
     def _forward_chunked(self, batches: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -257,7 +269,7 @@ class _PathIntegral:
                 a[start:stop] if per else a for a, per in zip(self.extra_args, self.per_example_arg)
             ]
             with self._autocast():
-                outputs.append(self.model(*(b[start:stop] for b in batches), *args))
+                outputs.append(self._call([b[start:stop] for b in batches], args))
         if not all(isinstance(o, torch.Tensor) for o in outputs):
             raise TypeError(f"the model must return a tensor, got {type(outputs[0]).__name__}")
         return torch.cat(outputs)
@@ -331,35 +343,65 @@ class _PathIntegral:
         ]
         with torch.enable_grad():
             with self._autocast():
-                output = self.model(*paths, *args)
+                output = self._call(paths, args)
             scores = self.target.scores(output, row_examples)
             # One scalar backward: rows are independent, so d(sum)/d(row) is each row's gradient.
             grads = torch.autograd.grad(scores.sum(), paths, allow_unused=True)
         return rects, grads
 
-    def _reduce_chunk(self, rects, grads, totals: list[torch.Tensor], multiply: bool) -> None:
+    def _reduce_chunk(self, rects, grads, multiply: bool) -> list[list[torch.Tensor | None]]:
+        """Per input and rectangle, the chunk's weighted sum over steps ``(e1 - e0, D)``."""
+        sums: list[list[torch.Tensor | None]] = []
         for i, grad in enumerate(grads):
             if grad is None:  # the model ignores this input: its attribution is zero
+                sums.append([None] * len(rects))
                 continue
             flat_grad = grad.reshape(grad.shape[0], -1)
-            offset = 0
+            offset, mine = 0, []
             for e0, e1, s0, s1 in rects:
                 size = (e1 - e0) * (s1 - s0)
                 block = flat_grad[offset : offset + size].view(e1 - e0, s1 - s0, -1)
-                ig_ops.reduce_path(
-                    block,
-                    self.step_weights[i][s0:s1],
-                    self.flat_inputs[i][e0:e1] if multiply else None,
-                    self._baseline_rows(i, e0, e1) if multiply else None,
-                    out=totals[i][e0:e1],
-                    accumulate=True,
+                mine.append(
+                    ig_ops.reduce_path(
+                        block,
+                        self.step_weights[i][s0:s1],
+                        self.flat_inputs[i][e0:e1] if multiply else None,
+                        self._baseline_rows(i, e0, e1) if multiply else None,
+                    )
                 )
                 offset += size
+            sums.append(mine)
+        return sums
+
+    def _chunk_end(self, start: int, size: int) -> int:
+        """Where a chunk of ``size`` rows from ``start`` stops: an example's steps stay in one chunk
+        when the chunk holds one (so each example's sum over steps is one reduction, whatever else
+        is in the batch); smaller chunks split an example into equal pieces, never two examples."""
+        steps = self.n_steps
+        next_example = (start // steps + 1) * steps
+        if start % steps == 0 and size >= steps:
+            return start + (size // steps) * steps
+        return min(start + size, next_example)
+
+    def _chunk_rows(self, bytes_per_row: float, rows_left: int) -> int:
+        """Rows per chunk for the rest of the path: whole examples, spread evenly over the
+        examples left, or equal pieces of one example's steps when one does not fit."""
+        most = _memory.max_rows(bytes_per_row, self.device)
+        steps = self.n_steps
+        if most >= steps:
+            examples_left = max(1, -(-rows_left // steps))
+            return _memory.even_split(examples_left, most // steps) * steps
+        return _memory.even_split(steps, most)
 
     def integrate(
         self, internal_batch_size: int | str | None, multiply: bool
     ) -> list[torch.Tensor]:
-        """Per-input ``(N, D)`` attributions in the accumulation dtype."""
+        """Per-input ``(N, D)`` attributions in the accumulation dtype.
+
+        With ``"auto"`` the first chunk (whole examples, :data:`_memory.PROBE_ROWS` rows at most)
+        measures what autograd keeps per row; the other chunks are sized from it, and a chunk
+        that runs out of memory is retried with half the rows.
+        """
         total_rows = self.n_examples * self.n_steps
         totals = [
             torch.zeros((self.n_examples, fx.shape[1]), dtype=self.acc_dtype, device=self.device)
@@ -370,35 +412,42 @@ class _PathIntegral:
         io_bytes_per_row = sum(2 * fx.shape[1] * fx.element_size() for fx in self.flat_inputs)
         if auto:
             first_guess = _memory.PROBE_ACTIVATION_FACTOR * io_bytes_per_row
-            rows = _memory.rows_per_chunk(
-                first_guess, self.device, min(total_rows, _memory.PROBE_ROWS)
-            )
+            probe = min(_memory.PROBE_ROWS, _memory.max_rows(first_guess, self.device))
+            size = max(1, probe // self.n_steps) * self.n_steps if probe >= self.n_steps else probe
         else:
-            rows = total_rows if internal_batch_size is None else int(internal_batch_size)
-        measured = not auto
-        start = 0
-        while start < total_rows:
-            stop = min(total_rows, start + rows)
-            counter = None if measured else _memory.SavedBytesCounter()
-            try:
-                with counter.recording() if counter is not None else contextlib.nullcontext():
-                    rects, grads = self._chunk_gradients(start, stop)
-            except Exception as err:
-                if not (auto and _memory.is_out_of_memory(err) and stop - start > 1):
-                    raise
-                # Nothing was accumulated yet, so the chunk is simply retried smaller.
-                del err
-                rows = max(1, (stop - start) // 2)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            self._reduce_chunk(rects, grads, totals, multiply)
+            size = total_rows if internal_batch_size is None else int(internal_batch_size)
+        # The first chunk measures what a row keeps (bytes, 0: not yet); the next chunks are sized by it.
+        per_row = {"measure": auto, "bytes": 0.0}
+
+        def chunk(start: int, stop: int, size: int) -> None:
+            counter = _memory.SavedBytesCounter() if per_row["measure"] else None
+            with counter.recording() if counter is not None else contextlib.nullcontext():
+                rects, grads = self._chunk_gradients(start, stop)
+            sums = self._reduce_chunk(rects, grads, multiply)
             del grads
+            # added once the chunk has succeeded: a chunk retried smaller is not counted twice
+            for i, per_rect in enumerate(sums):
+                for (e0, e1, _, _), piece in zip(rects, per_rect, strict=True):
+                    if piece is not None:
+                        totals[i][e0:e1] += piece
             if counter is not None:
-                per_row = (counter.total / (stop - start)) + io_bytes_per_row
-                rows = _memory.rows_per_chunk(per_row, self.device, total_rows - stop)
-                measured = True
-            start = stop
+                per_row["measure"] = False
+                per_row["bytes"] = counter.total / (stop - start) + io_bytes_per_row
+
+        def resize(stop: int, size: int) -> int:
+            if per_row["bytes"]:
+                size, per_row["bytes"] = self._chunk_rows(per_row["bytes"], total_rows - stop), 0.0
+            return size
+
+        in_chunks(
+            total_rows,
+            size,
+            chunk,
+            halve=auto,
+            end=self._chunk_end,
+            resize=resize,
+            device=self.device,
+        )
         return totals
 
 

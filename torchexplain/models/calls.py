@@ -20,10 +20,20 @@ different results. Convolutions (oneDNN) were invariant at every size measured. 
 padding costs the padded rows' compute: nothing for the anchors' and KernelShap's
 calls (thousands of rows), up to 3 rows of a search's step.
 
-Not covered, measured: float64 ``nn.Linear`` with K = 9216 inputs on 8 or more
-threads rounds differently below 64 rows than above (two regimes of MKL's threading);
-``pad_to_multiple=64`` removes that too, at the price of 64-row calls. CUDA (cuBLAS
-picks kernels by shape) has not been measured.
+What padding does not cover, measured on the same machine:
+
+- position: a product ``A @ B`` whose ``B`` is stored row-major with a few columns
+  (float32: 5-7 and 9-11 columns; float64: 3, 7, 9, ... columns, depending on the inner
+  size) rounds a row by its position in the call. ``nn.Linear``'s forward is not such a
+  product, but its backward (the input gradient) is, with as many columns as the layer
+  has inputs: a gradient search over a model whose first layer takes 5 float64
+  features differs between a batch and each instance alone by about 1e-12 relative
+  (the contract tests' toy counterfactual model). The MNIST CNN and the census MLP
+  (12 inputs) have no such layer.
+- threads: float64 ``nn.Linear`` with 9216 inputs on 8 or more threads rounds
+  differently below 64 rows than above (two regimes of MKL's threading);
+  ``pad_to_multiple=64`` removes that, at the price of 64-row calls.
+- CUDA (cuBLAS picks kernels by shape) has not been measured.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ def in_chunks(
     work: Callable[[int, int, int], _T],
     *,
     halve: bool,
-    step: Callable[[int], int] | None = None,
+    end: Callable[[int, int], int] | None = None,
     resize: Callable[[int, int], int] | None = None,
     device: torch.device | None = None,
 ) -> list[_T]:
@@ -61,8 +71,9 @@ def in_chunks(
         work: runs one chunk; must be repeatable (it may be called again with a smaller size).
         halve: a chunk that runs out of memory is retried with half the size (down to 1);
             without it the error propagates.
-        step: items one chunk of ``size`` covers (default: ``size``), for work counted in
-            units larger than the chunk's (a KernelShap coalition holds many rows).
+        end: where a chunk of ``size`` starting at ``start`` stops, ``end(start, size)``
+            (default: ``start + size``): work whose chunks must not cross some boundaries
+            (Integrated Gradients keeps an example's steps together).
         resize: called after each successful chunk as ``resize(stop, size)``; returns the
             size of the next chunks (a first chunk that measured the memory per row).
         device: freed cached CUDA memory after an out-of-memory error on this device.
@@ -70,7 +81,7 @@ def in_chunks(
     results: list[_T] = []
     start = 0
     while start < total:
-        stop = min(total, start + max(1, step(size) if step is not None else size))
+        stop = min(total, end(start, size) if end is not None else start + size)
         try:
             results.append(work(start, stop, size))
         except Exception as err:
@@ -103,28 +114,27 @@ def pad_rows(batch: torch.Tensor, rows: int) -> torch.Tensor:
 
 def call_padded(
     model: Callable[..., Any],
-    inputs: Sequence[torch.Tensor],
+    args: Sequence[Any],
     multiple: int,
-    *,
-    per_row: Sequence[Any] = (),
-    shared: Sequence[Any] = (),
+    padded: Sequence[bool] | None = None,
 ) -> Any:
-    """``model(*inputs, *per_row, *shared)`` on rows padded to a multiple of ``multiple``, unpadded.
+    """``model(*args)`` on rows padded to a multiple of ``multiple``, the padding dropped again.
 
     Args:
         model: the callable; its output (a tensor, or a tuple/list of them) has the rows first.
-        inputs: ``(n, ...)`` tensors, padded with their last row.
+        args: its positional arguments; the first is an ``(n, ...)`` tensor of rows.
         multiple: pad to this many rows (1: no padding).
-        per_row: further ``(n, ...)`` tensor arguments, padded the same way.
-        shared: arguments passed as they are.
+        padded: which arguments are ``(n, ...)`` tensors padded with their last row (default:
+            all of them); the others are passed as they are.
     """
-    n = inputs[0].shape[0]
+    n = args[0].shape[0]
     rows = padded_size(n, multiple)
     if rows == n:
-        return model(*inputs, *per_row, *shared)
-    padded = [pad_rows(x, rows) for x in inputs]
-    extra = [pad_rows(a, rows) for a in per_row]
-    return unpad(model(*padded, *extra, *shared), n)
+        return model(*args)
+    flags = [True] * len(args) if padded is None else list(padded)
+    return unpad(
+        model(*(pad_rows(a, rows) if flag else a for a, flag in zip(args, flags, strict=True))), n
+    )
 
 
 def unpad(output: Any, n: int) -> Any:
