@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from torchexplain import Explanation, _bench, cli, integrated_gradients
+from torchexplain import Explanation, cli, integrated_gradients
 from torchexplain._progress import Progress
 
 from .conftest import TOLERANCES
@@ -198,30 +197,15 @@ def test_explain_user_mistakes_name_the_file_or_flag(small_model, inputs, tmp_pa
     )
 
 
-def test_a_method_missing_from_the_installed_version_says_so(
-    small_model, inputs, tmp_path, capsys, monkeypatch
-):
-    import torchexplain
+def test_the_methods_are_the_registered_explainers_that_declare_a_cli_name(capsys):
+    from torchexplain.base import registered_explainers
 
-    monkeypatch.delattr(torchexplain, "AnchorImage")
-    model_path = tmp_path / "model.ts"
-    torch.jit.save(torch.jit.script(small_model), model_path)
-    run_cli_expecting_error(
-        [
-            "explain",
-            "--model",
-            str(model_path),
-            "--input",
-            str(inputs["png"]),
-            "--out",
-            str(tmp_path / "out"),
-            "--method",
-            "anchor",
-        ],
-        capsys,
-        "method 'anchor' is not available in this version",
-        "available: ig, counterfactual",
-    )
+    declared = {cls.cli_name: cls for cls in registered_explainers().values() if cls.cli_name}
+    assert cli.cli_methods() == declared
+    assert set(declared) == {"ig", "counterfactual", "anchor", "kernel_shap"}
+    with pytest.raises(SystemExit):
+        cli.main(["explain", "--help"])
+    assert f"one of {', '.join(declared)}" in capsys.readouterr().out
 
 
 def test_explain_counterfactual_matches_the_library(small_model, inputs, tmp_path):
@@ -330,279 +314,60 @@ def test_console_errors_exit_nonzero_without_traceback(tmp_path):
     )
 
 
-# -- bench ---------------------------------------------------------------------------------
+# -- bench and demo: tooling of the source checkout ------------------------------------------
+
+
+def test_bench_runs_the_checkouts_runner_with_the_flags_given(tmp_path, capfd):
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    (folder / "bench_alpha.py").write_text(FAKE_BENCH)
+    out = tmp_path / "all.json"
+    args = [
+        "bench",
+        "--benchmarks-dir",
+        str(folder),
+        "--device",
+        "cpu",
+        "--quick",
+        "--out",
+        str(out),
+    ]
+    assert cli.main(args) == 0
+    assert "bench_alpha.py: ok" in capfd.readouterr().out
+    assert [row["config"] for row in json.loads(out.read_text())["rows"]] == ["tiny N=4 quick"]
+    # its exit status is the command's: a usage error of the runner is 2, one line, no traceback
+    assert cli.main(["bench", "--benchmarks-dir", str(tmp_path / "nowhere")]) == cli.EXIT_USAGE
+    err = capfd.readouterr().err
+    assert "torchexplain bench: error: --benchmarks-dir" in err and "Traceback" not in err
+
 
 FAKE_BENCH = """
-import argparse, json, os, sys
+import argparse, json
 from pathlib import Path
 p = argparse.ArgumentParser()
 p.add_argument("--device"); p.add_argument("--out"); p.add_argument("--quick", action="store_true")
 a = p.parse_args()
-if os.environ.get("FAKE_FAIL") == "{name}":
-    print("boom", file=sys.stderr); sys.exit(5)
-ours = float(os.environ.get("FAKE_OURS", "2.0"))
-rows = [{{"config": "tiny N=4" + (" quick" if a.quick else ""), "providers": {{
-    "torchexplain": {{"median_s": ours}}, "captum": {{"median_s": 4.0}}, "floor": {{"median_s": 1.0}}}}}}]
-Path(a.out).write_text(json.dumps({{"meta": {{"device": a.device}}, "results": rows}}))
+rows = [{"config": "tiny N=4" + (" quick" if a.quick else ""), "providers": {
+    "torchexplain": {"median_s": 2.0}, "captum": {"median_s": 4.0}, "floor": {"median_s": 1.0}}}]
+Path(a.out).write_text(json.dumps({"meta": {"device": a.device}, "results": rows}))
 """
 
 
-@pytest.fixture
-def fake_benchmarks(tmp_path) -> Path:
-    folder = tmp_path / "benchmarks"
-    folder.mkdir()
-    shutil.copy(REPO / "benchmarks" / "_common.py", folder / "_common.py")
-    for name in ("alpha", "beta"):
-        (folder / f"bench_{name}.py").write_text(FAKE_BENCH.format(name=f"bench_{name}"))
-    return folder
-
-
-def bench(folder: Path, out: Path, *extra: str) -> int:
-    return cli.main(
-        [
-            "bench",
-            "--benchmarks-dir",
-            str(folder),
-            "--device",
-            "cpu",
-            "--quick",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
-
-
-def test_bench_runs_every_script_into_one_table_and_json(fake_benchmarks, tmp_path, capsys):
-    out = tmp_path / "all.json"
-    assert bench(fake_benchmarks, out) == 0
-    printed = capsys.readouterr().out
-    header = printed.splitlines()[
-        printed.splitlines().index(
-            next(ln for ln in printed.splitlines() if ln.startswith("method"))
-        )
-    ]
-    for column in (
-        "method",
-        "configuration",
-        "torchexplain",
-        "peer",
-        "floor",
-        "vs peer",
-        "vs floor",
-        "device",
-    ):
-        assert column in header
-    result = json.loads(out.read_text())
-    assert {"device", "versions", "commit", "date"} <= set(result["meta"])
-    assert [(r["benchmark"], r["config"]) for r in result["rows"]] == [
-        ("bench_alpha", "tiny N=4 quick"),
-        ("bench_beta", "tiny N=4 quick"),
-    ]
-    row = result["rows"][0]
-    assert row["peer"] == "captum" and row["ratio_vs_peer"] == 0.5 and row["ratio_vs_floor"] == 2.0
-    assert set(result["raw"]) == {"bench_alpha", "bench_beta"}
-
-
-def test_bench_compare_exits_nonzero_beyond_the_margin(
-    fake_benchmarks, tmp_path, monkeypatch, capsys
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_without_a_source_checkout_demo_and_bench_say_how_to_get_one(
+    command, tmp_path, monkeypatch, capsys
 ):
-    baseline = tmp_path / "baseline.json"
-    rows = [
-        {
-            "benchmark": "bench_alpha",
-            "method": "alpha",
-            "config": "tiny N=4 quick",
-            "ratio_vs_peer": 0.5,
-            "ratio_vs_floor": 2.0,
-        }
-    ]
-    baseline.write_text(json.dumps({"meta": {}, "rows": rows}))
-    # 2.4 s is 20 % slower than the baseline's 2.0 s: inside the 25 % margin
-    monkeypatch.setenv("FAKE_OURS", "2.4")
-    assert (
-        bench(fake_benchmarks, tmp_path / "a.json", "--compare", str(baseline), "--only", "alpha")
-        == 0
-    )
-    # 2.6 s is 30 % slower: both ratios regress
-    monkeypatch.setenv("FAKE_OURS", "2.6")
-    assert (
-        bench(fake_benchmarks, tmp_path / "b.json", "--compare", str(baseline), "--only", "alpha")
-        == 1
-    )
-    err = capsys.readouterr().err
-    assert err.count("REGRESSION bench_alpha | alpha | tiny N=4 quick") == 2 and "+30%" in err
-    compared = json.loads((tmp_path / "b.json").read_text())["compare"]
-    assert len(compared["regressions"]) == 2 and compared["margin"] == _bench.DEFAULT_MARGIN
-    # a wider margin lets it pass; faster is never a regression
-    assert (
-        bench(
-            fake_benchmarks,
-            tmp_path / "c.json",
-            "--compare",
-            str(baseline),
-            "--only",
-            "alpha",
-            "--margin",
-            "0.5",
-        )
-        == 0
-    )
-    monkeypatch.setenv("FAKE_OURS", "1.0")
-    assert (
-        bench(fake_benchmarks, tmp_path / "d.json", "--compare", str(baseline), "--only", "alpha")
-        == 0
-    )
-
-
-def test_compare_does_not_judge_ratios_of_too_short_times():
-    now = [_bench._row("bench_k", "op", "tiny", "cpu", 0.004, "captum", 0.002, "floor", 0.5)]
-    baseline = {
-        "rows": [_bench._row("bench_k", "op", "tiny", "cpu", 0.001, "captum", 0.002, "floor", 0.5)]
-    }
-    judged_all = _bench.compare(now, baseline, margin=0.25, min_time_s=0.0)
-    assert len(judged_all["regressions"]) == 2  # 4x on both ratios
-    short_skipped = _bench.compare(now, baseline, margin=0.25, min_time_s=0.010)
-    assert short_skipped["regressions"] == [] and len(short_skipped["too_short"]) == 2
-    # a ratio of long times is still judged
-    long_now = [_bench._row("bench_k", "op", "tiny", "cpu", 0.2, None, None, "floor", 0.05)]
-    long_base = {
-        "rows": [_bench._row("bench_k", "op", "tiny", "cpu", 0.1, None, None, "floor", 0.05)]
-    }
-    (check,) = _bench.compare(long_now, long_base, margin=0.25, min_time_s=0.010)["regressions"]
-    assert check["change"] == pytest.approx(1.0)
-
-
-def test_bench_failed_script_and_bad_files(fake_benchmarks, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("FAKE_FAIL", "bench_beta")
-    assert bench(fake_benchmarks, tmp_path / "x.json") == cli.EXIT_BENCH_FAILED
-    err = capsys.readouterr().err
-    assert "bench_beta.py: FAILED (exit 5)" in err and "boom" in err
-    assert [r["benchmark"] for r in json.loads((tmp_path / "x.json").read_text())["rows"]] == [
-        "bench_alpha"
-    ]
-    (tmp_path / "bad.json").write_text("{not json")
-    run_cli_expecting_error(
-        [
-            "bench",
-            "--benchmarks-dir",
-            str(fake_benchmarks),
-            "--compare",
-            str(tmp_path / "bad.json"),
-        ],
-        capsys,
-        "--compare",
-        "bad.json",
-        "not valid JSON",
-    )
-    (tmp_path / "other.json").write_text(json.dumps({"results": []}))
-    run_cli_expecting_error(
-        [
-            "bench",
-            "--benchmarks-dir",
-            str(fake_benchmarks),
-            "--compare",
-            str(tmp_path / "other.json"),
-        ],
-        capsys,
-        "other.json",
-        "'rows' list",
-    )
-    run_cli_expecting_error(
-        ["bench", "--benchmarks-dir", str(fake_benchmarks), "--only", "gamma"],
-        capsys,
-        "--only gamma",
-        "alpha, beta",
-    )
-    run_cli_expecting_error(
-        ["bench", "--benchmarks-dir", str(tmp_path / "nowhere")], capsys, "--benchmarks-dir"
-    )
-    if not torch.cuda.is_available():
-        run_cli_expecting_error(
-            ["bench", "--device", "cuda"], capsys, "--device cuda", "no CUDA device"
-        )
-
-
-def test_quick_adds_the_per_script_restrictions(tmp_path):
-    script = tmp_path / "bench_counterfactual.py"
-    script.write_text(
-        "import json, sys\n"
-        "out = sys.argv[sys.argv.index('--out') + 1]\n"
-        "json.dump({'meta': {'device': 'cpu'}, 'argv': sys.argv[1:]}, open(out, 'w'))\n"
-    )
-    quick = _bench.run_script(script, "cpu", True, tmp_path, timeout=60)
-    assert quick.payload["argv"][-3:] == ["--quick", *_bench.QUICK_ARGS["bench_counterfactual"]]
-    full = _bench.run_script(script, "cpu", False, tmp_path, timeout=60)
-    assert "--quick" not in full.payload["argv"] and "--sizes" not in full.payload["argv"]
-
-
-def test_bench_without_a_source_checkout_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        _bench, "__file__", str(tmp_path / "site-packages" / "torchexplain" / "_bench.py")
+        cli, "__file__", str(tmp_path / "site-packages" / "torchexplain" / "cli.py")
     )
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(_bench.BenchError, match="not installed with the package.*--benchmarks-dir"):
-        _bench.find_benchmarks_dir()
-
-
-def test_kernel_adapter_uses_the_dispatch_and_copy_bandwidth_floor():
-    payload = {
-        "meta": {"device": "cpu", "copy_bandwidth_gbps": 2.0},
-        "rows": [
-            {
-                "size": "s",
-                "op": "path",
-                "dtype": "float32",
-                "N": 4,
-                "steps": 8,
-                "provider": p,
-                "bytes": 4e6,
-                "median_ms": ms,
-            }
-            for p, ms in (("reference", 4.0), ("captum_style", 8.0))
-        ],
-    }
-    (row,) = _bench.normalise("bench_kernels", payload)
-    assert row["method"] == "ig_kernel_path" and "eager reference" in row["config"]
-    assert row["ratio_vs_peer"] == pytest.approx(0.5)
-    assert row["floor_s"] == pytest.approx(4e6 / 2e9) and row["ratio_vs_floor"] == pytest.approx(
-        0.004 / 0.002
+    assert cli.main([command]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert (
+        "source checkout" in err
+        and "not installed with the package" in err
+        and err.count("\n") == 1
     )
-
-
-@pytest.mark.parametrize(
-    "result_file",
-    sorted(
-        p.name
-        for p in (REPO / "benchmarks" / "results").glob("*.json")
-        if not p.name.startswith("torchexplain_bench")
-    ),
-)
-def test_every_committed_benchmark_result_reads_into_common_rows(result_file):
-    """The contract a new bench_<method>.py signs: `torchexplain bench` can read its JSON."""
-    payload = json.loads((REPO / "benchmarks" / "results" / result_file).read_text())
-    benchmark = result_file.split("-")[0].removesuffix(".json")
-    benchmark = benchmark if benchmark.startswith("bench_") else f"bench_{benchmark}"
-    assert (REPO / "benchmarks" / f"{benchmark}.py").is_file()
-    rows = _bench.normalise(benchmark, payload)
-    assert rows, f"{result_file}: no rows with a torchexplain time"
-    for row in rows:
-        assert row["torchexplain_s"] > 0 and row["device"] == payload["meta"]["device"]
-        assert row["ratio_vs_peer"] is not None or row["ratio_vs_floor"] is not None
-
-
-def test_generic_adapter_reads_flat_provider_rows():
-    payload = {
-        "meta": {"device": "cuda"},
-        "rows": [
-            {"size": "a", "provider": "torchexplain", "median_s": 1.0},
-            {"size": "a", "provider": "alibi", "median_s": 3.0},
-            {"size": "a", "provider": "floor", "median_s": 0.5},
-        ],
-    }
-    (row,) = _bench.normalise("bench_newmethod", payload)
-    assert (row["method"], row["peer"], row["device"]) == ("newmethod", "alibi", "cuda")
-    assert row["ratio_vs_peer"] == pytest.approx(1 / 3) and row["ratio_vs_floor"] == 2.0
 
 
 def test_progress_bar_draws_only_when_enabled():
@@ -622,27 +387,20 @@ def test_progress_bar_draws_only_when_enabled():
 # -- demo ----------------------------------------------------------------------------------
 
 
-def test_demo_command_and_the_example_wrapper_write_the_same_summary(mnist_cnn, tmp_path, capsys):
+def test_the_demo_command_runs_the_example(mnist_cnn, tmp_path, capfd):
     args = ["--n-explain", "2", "--n-steps", "4", "--device", "cpu"]
     assert cli.main(["demo", "--out", str(tmp_path / "cli"), *args]) == 0
-    printed = capsys.readouterr().out
-    assert "integrated gradients: 2 digits x 4 steps" in printed
-    done = subprocess.run(
-        [sys.executable, "examples/mnist_cnn.py", "--out", str(tmp_path / "example"), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr
-    from_cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
-    from_example = json.loads((tmp_path / "example" / "summary.json").read_text())
-    assert from_cli["accuracy"] == from_example["accuracy"]
-    assert from_cli["integrated_gradients"]["mean_abs_delta"] == pytest.approx(
-        from_example["integrated_gradients"]["mean_abs_delta"], rel=1e-6
-    )
+    assert "integrated gradients: 2 digits x 4 steps" in capfd.readouterr().out
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    model, test = mnist_cnn
+    with torch.no_grad():
+        accuracy = float((model(test.images).argmax(1) == test.labels).float().mean())
+    assert summary["accuracy"] == pytest.approx(accuracy)
+    for name in ("integrated_gradients.png", "counterfactuals.png", "mnist_anchor.png"):
+        assert (tmp_path / "cli" / name).is_file()
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["explain"], ["bench"]])
+@pytest.mark.parametrize("command", [[], ["explain"], ["serve"], ["kserve"]])
 def test_every_help_page_prints(command, capsys):
     from torchexplain.cli import main
 
@@ -650,6 +408,12 @@ def test_every_help_page_prints(command, capsys):
         main([*command, "--help"])
     assert raised.value.code == 0
     assert "usage: torchexplain" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_the_checkout_scripts_print_their_help_as_the_command(command, capfd):
+    assert cli.main([command, "--help"]) == 0
+    assert f"usage: torchexplain {command}" in capfd.readouterr().out
 
 
 def test_explain_kernel_shap_matches_the_library(small_model, inputs, tmp_path, capsys):
@@ -703,27 +467,3 @@ def test_explain_kernel_shap_matches_the_library(small_model, inputs, tmp_path, 
         "--target 99",
         "outputs",
     )
-
-
-def test_serving_adapter_compares_each_server_with_the_same_explainer_in_process():
-    payload = {
-        "meta": {"device": "cpu"},
-        "results": [
-            {
-                "method": "IntegratedGradients",
-                "config": "32 rows",
-                "providers": {
-                    "torchexplain": {"median_s": 5.0},
-                    "kserve": {"median_s": 4.5},
-                    "in_process": {"median_s": 4.0},
-                    "floor": {"median_s": 0.25},
-                },
-            }
-        ],
-    }
-    mlserver, kserve = _bench.normalise("bench_serving", payload)
-    assert mlserver["config"] == "32 rows via MLServer" and kserve["config"] == "32 rows via KServe"
-    assert mlserver["ratio_vs_peer"] == pytest.approx(1.25) and kserve[
-        "ratio_vs_peer"
-    ] == pytest.approx(1.125)
-    assert mlserver["peer"] == "in_process" and mlserver["ratio_vs_floor"] == pytest.approx(20.0)

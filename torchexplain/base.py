@@ -83,6 +83,12 @@ class Explainer(abc.ABC):
     paper: ClassVar[str] = ""
     #: ``torchexplain explain --method NAME`` (None: the command does not offer the method)
     cli_name: ClassVar[str | None] = None
+    #: the command explains only images with it (``(C, H, W)``, 1 or 3 channels)
+    cli_needs_images: ClassVar[bool] = False
+    #: ``explain`` explains every output at once (SHAP values); ``target`` only picks the one drawn
+    explains_every_class: ClassVar[bool] = False
+    #: the title of the map's column in :meth:`draw`
+    map_title: ClassVar[str] = "attribution"
 
     def __init__(self, model: Any, *positional: Any, **settings: Any) -> None:
         if len(positional) > len(self.positional_settings):
@@ -213,6 +219,33 @@ class Explainer(abc.ABC):
             )
         return maps
 
+    def default_fit(self, inputs: torch.Tensor) -> Explainer:
+        """Fit with nothing but the inputs to explain, as the command line does (methods that
+        learn from data override it); returns the explainer."""
+        return self
+
+    def draw(self, inputs: torch.Tensor, explanation: Explanation, path: str | Path) -> Path | None:
+        """Save a captioned PNG of the explanation of images ``(B, C, H, W)`` (1 or 3 channels):
+        per example the image, the method's map (:meth:`explanation_map`) as a heatmap, and the
+        map over the image. Returns the file, or None when the inputs are not images.
+        """
+        if not is_image_batch(inputs):
+            return None
+        from torchexplain import visualize
+
+        maps = self.explanation_map(explanation, inputs).detach().cpu()
+        rows = [
+            [image, visualize.heatmap(maps[i]), visualize.overlay(image, maps[i])]
+            for i, image in enumerate(inputs.detach().cpu())
+        ]
+        captions = [self.caption(explanation, i) for i in range(inputs.shape[0])]
+        return visualize.save_grid(rows, captions, path, titles=["input", self.map_title, "overlay"])
+
+    def caption(self, explanation: Explanation, i: int) -> str:
+        """One line under example ``i``'s row of :meth:`draw`."""
+        target = explanation.data.get("target")
+        return f"#{i} target {int(target[i])}" if isinstance(target, torch.Tensor) else f"#{i}"
+
     def _explanation(
         self,
         settings: Settings,
@@ -230,6 +263,11 @@ class Explainer(abc.ABC):
             **extra_meta,
         }
         return Explanation(meta, data)
+
+
+def is_image_batch(inputs: Any) -> bool:
+    """``(B, C, H, W)`` with 1 or 3 channels: what the pictures draw."""
+    return isinstance(inputs, torch.Tensor) and inputs.dim() == 4 and inputs.shape[1] in (1, 3)
 
 
 def _short(value: Any) -> str:

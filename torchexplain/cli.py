@@ -1,10 +1,14 @@
 """The ``torchexplain`` command.
 
-    torchexplain demo [--out DIR] [--device cpu|cuda]
     torchexplain explain --model FILE --input FILE [FILE ...] [--method ig] --out DIR
-    torchexplain bench [--device cuda|cpu] [--quick] [--out results.json] [--compare baseline.json]
     torchexplain serve PATH [--infer-uri URL | --model PT2] [--http-port 8080] [--name NAME] [--write-only]
     torchexplain kserve --model_name NAME --predictor_host HOST [--http_port 8080] [--storage_uri DIR]
+    torchexplain demo [--out DIR] [--device cpu|cuda]        (a source checkout's examples/mnist_cnn.py)
+    torchexplain bench [--device cuda|cpu] [--quick] [--compare baseline.json]   (its benchmarks/run.py)
+
+``explain``, ``serve`` and ``kserve`` are part of the installed package. ``demo`` and
+``bench`` run tooling of a source checkout (examples and benchmarks are not installed)
+and say so when there is none.
 
 Exit status: 0 success; 1 ``bench --compare`` found a regression; 2 a usage error
 (a bad flag or file: one line on stderr naming it, no traceback); 3 a benchmark
@@ -14,8 +18,9 @@ script failed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +31,11 @@ import numpy as np
 import torch
 
 import torchexplain
-from torchexplain import _bench, visualize
 from torchexplain._progress import Progress
+from torchexplain.base import Explainer, is_image_batch
 from torchexplain.explanation import Explanation
 from torchexplain.models.exported import load_exported_model
+from torchexplain.registry import registered_explainers
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_BENCH_FAILED = 0, 1, 2, 3
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -171,77 +177,20 @@ def _load_image(path: Path, expected: tuple[int, ...] | None, channels: int | No
 # -- methods -----------------------------------------------------------------------------
 
 
-@dataclass
-class CliMethod:
-    """One ``--method``: the torchexplain attribute it needs and how to run and draw it."""
-
-    attribute: str
-    explain: Callable[[Callable, torch.Tensor, argparse.Namespace], Explanation]
-    draw: Callable[[torch.Tensor, Explanation, Path], Path | None]
-
-    @property
-    def available(self) -> bool:
-        return hasattr(torchexplain, self.attribute)
+def cli_methods() -> dict[str, type[Explainer]]:
+    """``--method`` name -> explainer: every registered explainer that declares a ``cli_name``."""
+    return {cls.cli_name: cls for cls in registered_explainers().values() if cls.cli_name}
 
 
-def _explain_ig(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
-    explainer = torchexplain.IntegratedGradients(model, n_steps=args.n_steps)
-    return explainer.explain(inputs, target=args.target)
+#: flags that set the method's setting of the same name, for the methods that have one
+SETTING_FLAGS = ("n_steps", "max_lam_steps", "max_iter", "threshold", "seed")
 
 
-def _is_image(x: torch.Tensor) -> bool:
-    return x.dim() == 3 and x.shape[0] in (1, 3)
-
-
-def _draw_attributions(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Path | None:
-    if not _is_image(inputs[0]):
-        return None
-    attributions = explanation.attributions.detach().cpu()
-    rows, captions = [], []
-    for i in range(inputs.shape[0]):
-        image = inputs[i].cpu()
-        rows.append(
-            [image, visualize.heatmap(attributions[i]), visualize.overlay(image, attributions[i])]
-        )
-        caption = (
-            f"#{i} target {int(explanation.target[i])}"
-            if explanation.target is not None
-            else f"#{i}"
-        )
-        delta = explanation.data.get("convergence_delta")
-        if delta is not None:
-            caption += f"  delta {float(delta[i]):+.1e}"
-        captions.append(caption)
-    return visualize.save_grid(rows, captions, path, titles=["input", "attribution", "overlay"])
-
-
-def _explain_counterfactual(
-    model: Callable, inputs: torch.Tensor, args: argparse.Namespace
-) -> Explanation:
-    settings: dict[str, Any] = {"target_class": "other" if args.target is None else args.target}
-    if args.max_lam_steps is not None:
-        settings["max_lam_steps"] = args.max_lam_steps
-    if args.max_iter is not None:
-        settings["max_iter"] = args.max_iter
-    return torchexplain.Counterfactual(model, **settings).explain(inputs)
-
-
-def _draw_counterfactual(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Path | None:
-    if not _is_image(inputs[0]):
-        return None
-    found = explanation.counterfactual.detach().cpu()
-    rows, captions = [], []
-    for i in range(inputs.shape[0]):
-        original = inputs[i].cpu()
-        rows.append([original, found[i], visualize.heatmap(found[i] - original)])
-        outcome = "" if bool(explanation.success[i]) else " (not found; closest)"
-        captions.append(
-            f"#{i} {int(explanation.target[i])} -> {int(explanation.cf_class[i])}{outcome}  "
-            f"p {float(explanation.cf_proba[i]):.2f}  L1 {float(explanation.l1_distance[i]):.1f}"
-        )
-    return visualize.save_grid(
-        rows, captions, path, titles=["input", "counterfactual", "difference"]
-    )
+def _method(name: str) -> type[Explainer]:
+    methods = cli_methods()
+    if name not in methods:
+        raise UsageError(f"--method {name}: unknown method; expected one of {', '.join(methods)}")
+    return methods[name]
 
 
 def _slic_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -254,98 +203,48 @@ def _slic_settings(args: argparse.Namespace) -> dict[str, Any]:
     return segmentation
 
 
-def _explain_anchor(model: Callable, inputs: torch.Tensor, args: argparse.Namespace) -> Explanation:
-    if not _is_image(inputs[0]):
+def explain_with(
+    cls: type[Explainer], model: Callable, inputs: torch.Tensor, args: argparse.Namespace
+) -> tuple[Explainer, Explanation]:
+    """Explain ``inputs`` with the method ``cls``, its settings taken from the flags it has;
+    returns the explainer (which draws the picture) and the explanation.
+
+    ``--target`` is the class explained (methods taking ``target``), the class to reach
+    (``target_class``), or, for methods that explain every class, the one drawn.
+    """
+    if cls.cli_needs_images and not is_image_batch(inputs):
         raise UsageError(
-            f"--method anchor explains images (C, H, W) with C 1 or 3; got examples shaped "
+            f"--method {cls.cli_name} explains images (C, H, W) with C 1 or 3; got examples shaped "
             f"{tuple(inputs.shape[1:])}"
         )
+    names = cls.settings_class.names()
+    settings = {
+        flag: getattr(args, flag)
+        for flag in SETTING_FLAGS
+        if flag in names and getattr(args, flag) is not None
+    }
+    if "segmentation_kwargs" in names:
+        settings["segmentation_kwargs"] = _slic_settings(args)
+    call: dict[str, Any] = {}
     if args.target is not None:
-        raise UsageError(
-            "--target: anchors explain the model's own prediction; drop --target for --method anchor"
-        )
-    segmentation = _slic_settings(args)
-    explainer = torchexplain.AnchorImage(model, segmentation_kwargs=segmentation, seed=args.seed)
-    return explainer.explain(inputs, threshold=args.threshold)
-
-
-def _draw_anchor(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Path | None:
-    rows, captions = [], []
-    for i in range(inputs.shape[0]):
-        image = inputs[i].cpu()
-        rows.append(
-            [
-                image,
-                visualize.mask_overlay(
-                    image, explanation.mask[i], outline=visualize.ANCHOR_OUTLINE
-                ),
-            ]
-        )
-        status = "" if bool(explanation.success[i]) else " (no valid anchor)"
-        captions.append(
-            f"#{i} pred {int(explanation.target[i])}: precision {float(explanation.precision[i]):.2f}, "
-            f"coverage {float(explanation.coverage[i]):.2f}{status}"
-        )
-    return visualize.save_grid(rows, captions, path, titles=["input", "anchor"])
-
-
-def _explain_kernel_shap(
-    model: Callable, inputs: torch.Tensor, args: argparse.Namespace
-) -> Explanation:
-    if not _is_image(inputs[0]):
-        raise UsageError(
-            f"--method kernel_shap explains images (C, H, W) with C 1 or 3; got examples shaped "
-            f"{tuple(inputs.shape[1:])}"
-        )
-    segmentation = _slic_settings(args)
-    explainer = torchexplain.KernelShap(model, segmentation_kwargs=segmentation, seed=args.seed)
-    # a black image stands for "feature absent", as a zero baseline does for IG
-    explanation = explainer.fit(torch.zeros_like(inputs[:1])).explain(inputs)
-    if args.target is not None:  # every class is explained; --target picks the one drawn
+        if cls.accepts_target:
+            call["target"] = args.target
+        elif "target_class" in names:
+            settings["target_class"] = args.target
+        elif not cls.explains_every_class:
+            raise UsageError(
+                f"--target: {cls.name} explains the model's own prediction; drop --target for --method {cls.cli_name}"
+            )
+    explainer = cls(model, **settings).default_fit(inputs)
+    explanation = explainer.explain(inputs, **call)
+    if args.target is not None and cls.explains_every_class:  # --target picks the class drawn
         n_classes = explanation.shap_values.shape[1]
         if not 0 <= args.target < n_classes:
             raise UsageError(
                 f"--target {args.target}: the model has {n_classes} outputs (0..{n_classes - 1})"
             )
         explanation.data["target"] = torch.full_like(explanation.target, args.target)
-    return explanation
-
-
-def _draw_shap(inputs: torch.Tensor, explanation: Explanation, path: Path) -> Path | None:
-    maps = torchexplain.KernelShap(None).explanation_map(explanation, inputs).cpu()
-    rows, captions = [], []
-    for i in range(inputs.shape[0]):
-        image = inputs[i].cpu()
-        rows.append([image, visualize.heatmap(maps[i]), visualize.overlay(image, maps[i])])
-        target = int(explanation.target[i])
-        total = float(explanation.shap_values[i, target].sum())
-        captions.append(
-            f"#{i} pred {target}: base {float(explanation.expected_value[target]):.2f} + {total:+.2f}"
-        )
-    return visualize.save_grid(
-        rows, captions, path, titles=["input", "SHAP per superpixel", "overlay"]
-    )
-
-
-#: ``--method`` name -> how to run it. A method whose class is missing from the installed
-#: torchexplain answers with a clear error instead of a traceback.
-METHODS: dict[str, CliMethod] = {
-    "ig": CliMethod("IntegratedGradients", _explain_ig, _draw_attributions),
-    "counterfactual": CliMethod("Counterfactual", _explain_counterfactual, _draw_counterfactual),
-    "anchor": CliMethod("AnchorImage", _explain_anchor, _draw_anchor),
-    "kernel_shap": CliMethod("KernelShap", _explain_kernel_shap, _draw_shap),
-}
-
-
-def _method(name: str) -> CliMethod:
-    if name in METHODS and METHODS[name].available:
-        return METHODS[name]
-    if name in METHODS:
-        raise UsageError(
-            f"--method {name}: method {name!r} is not available in this version of torchexplain "
-            f"({torchexplain.__version__}); available: {', '.join(n for n, m in METHODS.items() if m.available)}"
-        )
-    raise UsageError(f"--method {name}: unknown method; expected one of {', '.join(METHODS)}")
+    return explainer, explanation
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
@@ -355,6 +254,18 @@ def _unique_stems(paths: list[Path]) -> list[str]:
         seen[stem] = seen.get(stem, 0) + 1
         stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return stems
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageError(f"--device {name}: expected cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {name}: no CUDA device is available (torch.cuda.is_available() is False)"
+        )
+    return torch.device(name)
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -383,7 +294,7 @@ def run_explain(args: argparse.Namespace) -> int:
         for path, stem, batch in zip(paths, _unique_stems(paths), batches, strict=True):
             bar.update(path.name)
             try:
-                explanation = method.explain(model.forward, batch.to(device), args)
+                explainer, explanation = explain_with(method, model.forward, batch.to(device), args)
             except (RuntimeError, ValueError, TypeError, IndexError) as err:
                 # The model refusing this input (wrong shape, channels, dtype) is a user mistake.
                 first_line = (
@@ -394,7 +305,7 @@ def run_explain(args: argparse.Namespace) -> int:
                 ) from err
             json_path = out / f"{stem}.json"
             json_path.write_text(explanation.to_json())
-            picture = method.draw(batch, explanation, out / f"{stem}.png")
+            picture = explainer.draw(batch, explanation, out / f"{stem}.png")
             entry = {
                 "input": str(path),
                 "json": str(json_path),
@@ -417,160 +328,42 @@ def run_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- bench -------------------------------------------------------------------------------
+# -- tooling in the source checkout: the demo and the benchmarks ---------------------------
+
+#: commands that run a script of the source checkout (tooling, not installed with the package)
+CHECKOUT_SCRIPTS = {
+    "demo": Path("examples") / "mnist_cnn.py",
+    "bench": Path("benchmarks") / "run.py",
+}
 
 
-def _load_common(folder: Path):
-    """The checkout's benchmarks/_common.py (metadata for the combined JSON)."""
-    spec = importlib.util.spec_from_file_location(
-        "_torchexplain_bench_common", folder / "_common.py"
+def checkout_script(command: str) -> Path:
+    """The checkout's script that ``command`` runs: next to the installed package (an editable
+    install), or under the current directory."""
+    relative = CHECKOUT_SCRIPTS[command]
+    package_parent = Path(__file__).resolve().parent.parent
+    for root in (package_parent, Path.cwd()):
+        if (root / relative).is_file():
+            return (root / relative).resolve()
+    raise UsageError(
+        f"torchexplain {command} runs {relative.as_posix()} of a source checkout (examples and benchmarks "
+        f"are not installed with the package), and none was found next to the package ({package_parent}) "
+        f"or in the current directory ({Path.cwd()}); clone the repository and run the command inside it "
+        f"(or python {relative.as_posix()} there)"
     )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-def _print_table(rows: list[dict[str, str]], stream=None) -> None:
-    stream = stream or sys.stdout
-    if not rows:
-        print("(no comparable rows)", file=stream)
-        return
-    columns = list(rows[0])
-    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in columns]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), file=stream)
-    for row in rows:
-        print("  ".join(row[c].ljust(w) for c, w in zip(columns, widths, strict=True)), file=stream)
+def run_checkout_script(command: str, arguments: list[str]) -> int:
+    """Run the checkout's script for ``command`` with ``arguments``; its exit status."""
+    script = checkout_script(command)
+    env = dict(os.environ, TORCHEXPLAIN_PROG=f"torchexplain {command}")
+    return subprocess.run([sys.executable, str(script), *arguments], env=env).returncode
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    device = _device(args.device)
-    if not 0 <= args.margin < 10:
-        raise UsageError(f"--margin must be a fraction such as 0.25 (25 %), got {args.margin}")
-    if args.min_time is not None and args.min_time < 0:
-        raise UsageError(f"--min-time must be seconds >= 0, got {args.min_time}")
-    min_time = (
-        _bench.DEFAULT_MIN_TIME_S.get(device.type, 0.0) if args.min_time is None else args.min_time
-    )
-    baseline = _bench.load_baseline(args.compare) if args.compare else None
-    folder = _bench.find_benchmarks_dir(args.benchmarks_dir)
-    scripts = _bench.discover(folder, args.only.split(",") if args.only else None)
-    runs = []
-    with (
-        _bench.temporary_workdir() as tmp,
-        Progress(len(scripts), "bench", enabled=None if not args.quiet else False) as bar,
-    ):
-        for script in scripts:
-            bar.update(script.stem)
-            run = _bench.run_script(script, device.type, args.quick, Path(tmp), args.timeout)
-            runs.append(run)
-            bar.advance()
-            status = "ok" if run.returncode == 0 else f"FAILED (exit {run.returncode})"
-            if run.returncode != 0:
-                bar.write(
-                    f"{script.name}: {status} in {run.seconds:.1f} s\n"
-                    + "\n".join("    " + line for line in run.log_tail.splitlines()),
-                    file=sys.stderr,
-                )
-            elif not args.quiet:
-                bar.write(f"{script.name}: {status} in {run.seconds:.1f} s")
-    rows = [row for run in runs if run.payload for row in _bench.normalise(run.name, run.payload)]
-    if not args.quiet:
-        _print_table(_bench.table_rows(rows))
-    common = _load_common(folder)
-    payload: dict[str, Any] = {
-        "meta": common.metadata(
-            device,
-            benchmark="torchexplain bench",
-            quick=args.quick,
-            margin=args.margin,
-            ratio="torchexplain_s / other_s (lower is better)",
-        ),
-        "rows": rows,
-        "scripts": [
-            {
-                "name": r.name,
-                "returncode": r.returncode,
-                "seconds": r.seconds,
-                **({"log_tail": r.log_tail} if r.returncode else {}),
-            }
-            for r in runs
-        ],
-        "raw": {r.name: r.payload for r in runs if r.payload},
-    }
-    status = EXIT_OK
-    if baseline is not None:
-        comparison = _bench.compare(rows, baseline, args.margin, min_time)
-        payload["compare"] = {"baseline": str(args.compare), **comparison}
-        status = _report_comparison(comparison, device_name=payload["meta"].get("device_name"))
-    out = (
-        Path(args.out)
-        if args.out
-        else folder
-        / "results"
-        / (f"torchexplain_bench-{device.type}{'-quick' if args.quick else ''}.json")
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    if not args.quiet:
-        print(f"wrote {out}")
-    if any(r.returncode != 0 for r in runs):
-        failed = ", ".join(r.name for r in runs if r.returncode)
-        print(f"torchexplain bench: error: benchmark(s) failed: {failed}", file=sys.stderr)
-        return EXIT_BENCH_FAILED
-    return status
-
-
-def _report_comparison(comparison: dict[str, Any], device_name: str | None) -> int:
-    margin = comparison["margin"]
-    if comparison["baseline_device"] and comparison["baseline_device"] != device_name:
-        print(
-            f"note: the baseline was measured on {comparison['baseline_device']}, this run on {device_name}",
-            file=sys.stderr,
-        )
-    for key in comparison["missing_now"]:
-        print(f"note: baseline row not measured now: {key}", file=sys.stderr)
-    print(
-        f"compared {len(comparison['checks'])} ratios with the baseline (margin {margin:.0%})"
-        + (
-            f"; {len(comparison['too_short'])} not judged (times under {comparison['min_time_s'] * 1e3:g} ms)"
-            if comparison["too_short"]
-            else ""
-        )
-    )
-    for check in comparison["regressions"]:
-        print(
-            f"REGRESSION {check['row']}: {check['ratio']} {check['baseline']:.3g} -> {check['now']:.3g} "
-            f"({check['change']:+.0%})",
-            file=sys.stderr,
-        )
-    if comparison["regressions"]:
-        print(
-            f"torchexplain bench: {len(comparison['regressions'])} ratio(s) regressed by more than "
-            f"{margin:.0%}",
-            file=sys.stderr,
-        )
-        return EXIT_REGRESSION
-    return EXIT_OK
-
-
-# -- entry point -------------------------------------------------------------------------
-
-
-def _device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise UsageError(f"--device {name}: expected cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(
-            f"--device {name}: no CUDA device is available (torch.cuda.is_available() is False)"
-        )
-    return torch.device(name)
+# -- the parser ---------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from torchexplain import demo
-
     parser = argparse.ArgumentParser(
         prog="torchexplain", description="Fast explanations for PyTorch models."
     )
@@ -578,175 +371,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"torchexplain {torchexplain.__version__}"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    demo_parser = commands.add_parser(
-        "demo", help="the MNIST demo: train (or reuse) a CNN and explain it"
-    )
-    demo.add_arguments(demo_parser)
-
-    explain = commands.add_parser(
-        "explain", help="explain a saved model's predictions on input files"
-    )
-    explain.add_argument(
-        "--model", required=True, help="torch.export archive (.pt2) or TorchScript file"
-    )
-    explain.add_argument(
-        "--input",
-        required=True,
-        nargs="+",
-        metavar="FILE",
-        help="PNG/JPEG images, or .pt/.npy tensors (one example or a batch)",
-    )
-    explain.add_argument("--method", default="ig", help=f"one of {', '.join(METHODS)} (default ig)")
-    explain.add_argument(
-        "--out", required=True, help="folder for <input>.json, <input>.png and summary.json"
-    )
-    explain.add_argument(
-        "--target", type=int, default=None, help="class to explain (default: the prediction)"
-    )
-    explain.add_argument(
-        "--n-steps", type=int, default=50, help="ig: steps on the path (default 50)"
-    )
-    explain.add_argument(
-        "--max-lam-steps",
-        type=int,
-        default=None,
-        help="counterfactual: rounds of the lambda search (default: the library's, 10)",
-    )
-    explain.add_argument(
-        "--max-iter",
-        type=int,
-        default=None,
-        help="counterfactual: optimiser steps per round (default: the library's, 1000)",
-    )
-    explain.add_argument(
-        "--threshold", type=float, default=0.95, help="anchor: precision to reach (default 0.95)"
-    )
-    explain.add_argument(
-        "--n-segments",
-        type=int,
-        default=None,
-        help="anchor, kernel_shap: SLIC superpixels per image (default: the library's, 10)",
-    )
-    explain.add_argument(
-        "--seed", type=int, default=0, help="anchor, kernel_shap: seed of the sampling (default 0)"
-    )
-    explain.add_argument(
-        "--channels",
-        type=int,
-        choices=(1, 3),
-        default=None,
-        help="images: 1 (grey) or 3 (RGB); default from the exported model, else the file",
-    )
-    explain.add_argument(
-        "--device", default=None, help="cpu or cuda (default: cuda when available)"
-    )
-    explain.add_argument("--quiet", action="store_true", help="no progress bar or per-file lines")
-
-    bench = commands.add_parser(
-        "bench", help="run every benchmarks/bench_*.py; one table, one JSON"
-    )
-    bench.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    bench.add_argument(
-        "--quick", action="store_true", help="small configurations (under 2 minutes on a CPU)"
-    )
-    bench.add_argument(
-        "--out",
-        default=None,
-        help="combined JSON (default benchmarks/results/torchexplain_bench-<device>[-quick].json)",
-    )
-    bench.add_argument(
-        "--compare",
-        default=None,
-        metavar="BASELINE",
-        help="a previous --out file: exit 1 when a ratio regressed by more than --margin",
-    )
-    bench.add_argument(
-        "--margin",
-        type=float,
-        default=_bench.DEFAULT_MARGIN,
-        help=f"allowed growth of a ratio over the baseline (default {_bench.DEFAULT_MARGIN}, i.e. "
-        f"{_bench.DEFAULT_MARGIN * 100:.0f} %%)",
-    )  # argparse %-formats help
-    bench.add_argument(
-        "--min-time",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="--compare judges only ratios whose times are all at least this long "
-        "(default 0.01 on cpu, where shorter ops are too noisy; 0 on cuda)",
-    )
-    bench.add_argument(
-        "--only", default=None, help="comma list of benchmarks to run, e.g. ig,monitor"
-    )
-    bench.add_argument(
-        "--benchmarks-dir",
-        default=None,
-        help="the checkout's benchmarks/ folder (found by default)",
-    )
-    bench.add_argument(
-        "--timeout", type=float, default=None, help="seconds allowed per benchmark script"
-    )
-    bench.add_argument(
-        "--quiet", action="store_true", help="no progress bar, table or per-script lines"
-    )
-    serve = commands.add_parser(
-        "serve", help="serve a saved explainer with MLServer (writes its settings for you)"
-    )
-    serve.add_argument("path", help="the folder explainer.save() wrote")
-    serve.add_argument(
-        "--infer-uri",
-        default=None,
-        help="the model's prediction endpoint (black-box explainers), e.g. "
-        "http://127.0.0.1:8080/v2/models/income/infer",
-    )
-    serve.add_argument(
-        "--infer-protocol",
-        default="v2",
-        choices=("v2", "kserve_v1", "seldon_v1"),
-        help="protocol that endpoint speaks (default v2)",
-    )
-    serve.add_argument(
-        "--model",
-        default=None,
-        metavar="PT2",
-        help="also serve this torch.export archive (probabilities) in the same server; "
-        "--infer-uri then defaults to it",
-    )
-    serve.add_argument("--model-name", default="model", help="name of the --model (default model)")
-    serve.add_argument(
-        "--name", default="explainer", help="the explainer's model name (default explainer)"
-    )
-    serve.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
-    serve.add_argument("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    serve.add_argument(
-        "--rows",
-        default="all",
-        choices=("all", "first"),
-        help="explain every row of a request (default) or only the first, as Alibi's runtime",
-    )
-    serve.add_argument(
-        "--max-rows", type=int, default=1024, help="most rows per request (default 1024)"
-    )
-    serve.add_argument(
-        "--settings-dir",
-        default=None,
-        help="where to write the MLServer settings (default: a new temporary folder)",
-    )
-    serve.add_argument(
-        "--init-parameters",
-        default=None,
-        metavar="JSON",
-        help='settings to set on load, as a JSON object, e.g. \'{"device": "cuda"}\'',
-    )
-    serve.add_argument(
-        "--debug", action="store_true", help="MLServer's debug mode: a log line per request"
-    )
-    serve.add_argument(
-        "--write-only", action="store_true", help="write the settings, print where, do not start"
-    )
-
+    for name, text in (
+        (
+            "demo",
+            "the MNIST demo: a source checkout's examples/mnist_cnn.py (its flags, --help too, pass through)",
+        ),
+        (
+            "bench",
+            "run every benchmark: a source checkout's benchmarks/run.py (its flags, --help too, pass through)",
+        ),
+    ):
+        commands.add_parser(name, help=text, description=text, add_help=False)
+    _add_explain_parser(commands)
+    _add_serve_parser(commands)
     kserve = commands.add_parser(
         "kserve", help="serve a saved explainer as a KServe explainer (v1 :explain)"
     )
@@ -754,6 +391,104 @@ def build_parser() -> argparse.ArgumentParser:
 
     kserve_module.add_arguments(kserve)
     return parser
+
+
+def _add_explain_parser(commands: Any) -> None:
+    explain = commands.add_parser(
+        "explain", help="explain a saved model's predictions on input files"
+    )
+    add = explain.add_argument
+    add("--model", required=True, help="torch.export archive (.pt2) or TorchScript file")
+    add(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="PNG/JPEG images, or .pt/.npy tensors (one example or a batch)",
+    )
+    add("--method", default="ig", help=f"one of {', '.join(cli_methods())} (default ig)")
+    add("--out", required=True, help="folder for <input>.json, <input>.png and summary.json")
+    add("--target", type=int, default=None, help="class to explain (default: the prediction)")
+    add("--n-steps", type=int, default=50, help="ig: steps on the path (default 50)")
+    add(
+        "--max-lam-steps",
+        type=int,
+        default=None,
+        help="counterfactual: rounds of the lambda search (default: the library's, 10)",
+    )
+    add(
+        "--max-iter",
+        type=int,
+        default=None,
+        help="counterfactual: optimiser steps per round (default: the library's, 1000)",
+    )
+    add("--threshold", type=float, default=0.95, help="anchor: precision to reach (default 0.95)")
+    add(
+        "--n-segments",
+        type=int,
+        default=None,
+        help="anchor, kernel_shap: SLIC superpixels per image (default: the library's, 10)",
+    )
+    add("--seed", type=int, default=0, help="anchor, kernel_shap: seed of the sampling (default 0)")
+    add(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="images: 1 (grey) or 3 (RGB); default from the exported model, else the file",
+    )
+    add("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add("--quiet", action="store_true", help="no progress bar or per-file lines")
+
+
+def _add_serve_parser(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve a saved explainer with MLServer (writes its settings for you)"
+    )
+    add = serve.add_argument
+    add("path", help="the folder explainer.save() wrote")
+    add(
+        "--infer-uri",
+        default=None,
+        help="the model's prediction endpoint (black-box explainers), e.g. http://127.0.0.1:8080/v2/models/income/infer",
+    )
+    add(
+        "--infer-protocol",
+        default="v2",
+        choices=("v2", "kserve_v1", "seldon_v1"),
+        help="protocol that endpoint speaks (default v2)",
+    )
+    add(
+        "--model",
+        default=None,
+        metavar="PT2",
+        help="also serve this torch.export archive (probabilities) in the same server; --infer-uri then defaults to it",
+    )
+    add("--model-name", default="model", help="name of the --model (default model)")
+    add("--name", default="explainer", help="the explainer's model name (default explainer)")
+    add("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
+    add("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
+    add("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    add(
+        "--rows",
+        default="all",
+        choices=("all", "first"),
+        help="explain every row of a request (default) or only the first, as Alibi's runtime",
+    )
+    add("--max-rows", type=int, default=1024, help="most rows per request (default 1024)")
+    add(
+        "--settings-dir",
+        default=None,
+        help="where to write the MLServer settings (default: a new temporary folder)",
+    )
+    add(
+        "--init-parameters",
+        default=None,
+        metavar="JSON",
+        help='settings to set on load, as a JSON object, e.g. \'{"device": "cuda"}\'',
+    )
+    add("--debug", action="store_true", help="MLServer's debug mode: a log line per request")
+    add("--write-only", action="store_true", help="write the settings, print where, do not start")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -811,20 +546,19 @@ def run_kserve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docs)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, passed_on = parser.parse_known_args(argv)
+    if args.command not in CHECKOUT_SCRIPTS and passed_on:
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     try:
-        if args.command == "demo":
-            from torchexplain import demo
-
-            return demo.run(args)
+        if args.command in CHECKOUT_SCRIPTS:
+            return run_checkout_script(args.command, [a for a in passed_on if a != "--"])
         if args.command == "explain":
             return run_explain(args)
         if args.command == "serve":
             return run_serve(args)
-        if args.command == "kserve":
-            return run_kserve(args)
-        return run_bench(args)
-    except (UsageError, _bench.BenchError) as err:
+        return run_kserve(args)
+    except UsageError as err:
         print(f"torchexplain {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -29,13 +29,14 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from torchexplain import _checks
 from torchexplain._model_state import preserved_model_state
-from torchexplain.base import Explainer, functional_twin, register_explainer
+from torchexplain.base import Explainer, functional_twin, is_image_batch, register_explainer
 from torchexplain.explanation import Explanation
 from torchexplain.models import Rows, as_probabilities, call_padded, in_chunks
 from torchexplain.settings import ModelCallSettings, setting
@@ -332,6 +333,9 @@ class Counterfactual(Explainer):
         """The change the counterfactual makes to each input, ``(B, ...)``."""
         return explanation.data["counterfactual"].to(inputs.device, inputs.dtype) - inputs
 
+    def draw(self, inputs: torch.Tensor, explanation: Explanation, path: str | Path) -> Path | None:
+        return draw_counterfactuals(inputs, explanation, path)
+
 
 @functional_twin(Counterfactual)
 def counterfactual(
@@ -356,6 +360,26 @@ def counterfactual(
     if train_data is not None:
         explainer.fit(train_data)
     return explainer.explain(inputs)
+
+
+def draw_counterfactuals(inputs: torch.Tensor, explanation: Explanation, path: str | Path) -> Path | None:
+    """Per image: the input, its counterfactual and the difference (red: ink added, blue: removed),
+    captioned with the classes, the counterfactual's probability and the L1 distance. None when
+    the inputs are not images."""
+    if not is_image_batch(inputs):
+        return None
+    from torchexplain import visualize
+
+    found = explanation.counterfactual.detach().cpu()
+    rows, captions = [], []
+    for i, original in enumerate(inputs.detach().cpu()):
+        rows.append([original, found[i], visualize.heatmap(found[i] - original)])
+        outcome = "" if bool(explanation.success[i]) else " (not found; closest)"
+        captions.append(
+            f"#{i} {int(explanation.target[i])} -> {int(explanation.cf_class[i])}{outcome}  "
+            f"p {float(explanation.cf_proba[i]):.2f}  L1 {float(explanation.l1_distance[i]):.1f}"
+        )
+    return visualize.save_grid(rows, captions, path, titles=["input", "counterfactual", "difference"])
 
 
 # ----------------------------------------------------------------------------- checks

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,6 +50,7 @@ from torchexplain.counterfactual import (
     _resolve_target_class,
     _top_class,
     check_feature_range,
+    draw_counterfactuals,
     input_gradients_only,
     search_in_chunks,
     target_class_check,
@@ -352,6 +354,9 @@ class CounterfactualProto(Explainer):
     def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
         """The change the counterfactual makes to each input, ``(B, ...)``."""
         return explanation.data["counterfactual"].to(inputs.device, inputs.dtype) - inputs
+
+    def draw(self, inputs: torch.Tensor, explanation: Explanation, path: str | Path) -> Path | None:
+        return draw_counterfactuals(inputs, explanation, path)
 
 
 @functional_twin(CounterfactualProto)

@@ -173,6 +173,11 @@ class IntegratedGradients(Explainer):
         }
         return self._explanation(config, data, inputs_tuple[0].device)
 
+    def caption(self, explanation: Explanation, i: int) -> str:
+        """The class explained and the convergence delta (sum of attributions minus F(x) - F(b))."""
+        delta = explanation.data.get("convergence_delta")
+        return super().caption(explanation, i) + (f"  delta {float(delta[i]):+.1e}" if delta is not None else "")
+
 
 @functional_twin(IntegratedGradients)
 def integrated_gradients(

@@ -178,10 +178,11 @@ def coalition_plan(
     """shap's KernelExplainer coalitions for ``n_features >= 2`` varying features.
 
     Whole subset sizes are enumerated, smallest first with their complements, while
-    the budget covers them under the kernel weights; the remaining budget is drawn
-    by size from a ``numpy.random.RandomState(seed)`` exactly as shap draws from the
-    global stream (one ``choice`` of sizes, one ``permutation`` per draw), so
-    ``coalition_plan(M, n, s)`` is what shap evaluates after ``np.random.seed(s)``.
+    the budget covers them under the kernel weights (:func:`_enumerated_sizes`); the
+    remaining budget is drawn by size from a ``numpy.random.RandomState(seed)`` exactly
+    as shap draws from the global stream (:func:`_drawn_coalitions`: one ``choice`` of
+    sizes, one ``permutation`` per draw), so ``coalition_plan(M, n, s)`` is what shap
+    evaluates after ``np.random.seed(s)``.
 
     Examples:
         >>> plan = coalition_plan(3)
@@ -196,77 +197,104 @@ def coalition_plan(
     if m <= 30:
         max_samples = 2**m - 2
         budget = min(budget, max_samples)
-    n_sizes = math.ceil((m - 1) / 2)
-    n_paired = (m - 1) // 2
-    weight_vector = np.array([(m - 1.0) / (i * (m - i)) for i in range(1, n_sizes + 1)])
-    weight_vector[:n_paired] *= 2
-    weight_vector /= weight_vector.sum()
+    sizes = _SubsetSizes.of(m)
+    masks, weights, n_full = _enumerated_sizes(sizes, budget)
+    if n_full != sizes.count and budget > len(masks):
+        drawn_masks, drawn_weights = _drawn_coalitions(sizes, n_full, budget - len(masks), seed)
+        masks += drawn_masks
+        weights += drawn_weights
+    return CoalitionPlan(
+        np.stack(masks), np.asarray(weights, dtype=np.float64), budget, max_samples
+    )
 
+
+@dataclasses.dataclass(frozen=True)
+class _SubsetSizes:
+    """The Shapley kernel's weight of each coalition size ``1..count`` for ``m`` features (a size
+    and its complement share one entry; sizes up to ``paired`` have a distinct complement)."""
+
+    m: int
+    count: int
+    paired: int
+    weights: np.ndarray
+
+    @classmethod
+    def of(cls, m: int) -> _SubsetSizes:
+        count, paired = math.ceil((m - 1) / 2), (m - 1) // 2
+        weights = np.array([(m - 1.0) / (i * (m - i)) for i in range(1, count + 1)])
+        weights[:paired] *= 2
+        return cls(m, count, paired, weights / weights.sum())
+
+
+def _enumerated_sizes(
+    sizes: _SubsetSizes, budget: int
+) -> tuple[list[np.ndarray], list[float], int]:
+    """Every coalition of the smallest sizes (and their complements) while the budget covers a size
+    under its kernel weight; returns the masks, their weights and how many sizes were enumerated."""
+    m = sizes.m
     masks: list[np.ndarray] = []
     weights: list[float] = []
-
-    def add(mask: np.ndarray, weight: float) -> None:
-        masks.append(mask.copy())
-        weights.append(weight)
-
-    # whole subset sizes while the budget covers them
     n_full = 0
     left = float(budget)
-    remaining = weight_vector.copy()
-    for size in range(1, n_sizes + 1):
-        n_subsets = math.comb(m, size) * (2 if size <= n_paired else 1)
+    remaining = sizes.weights.copy()
+    for size in range(1, sizes.count + 1):
+        paired = size <= sizes.paired
+        n_subsets = math.comb(m, size) * (2 if paired else 1)
         if left * remaining[size - 1] / n_subsets < 1.0 - 1e-8:
             break
         n_full += 1
         left -= n_subsets
         if remaining[size - 1] < 1.0:
             remaining /= 1 - remaining[size - 1]
-        weight = weight_vector[size - 1] / math.comb(m, size)
-        if size <= n_paired:
-            weight /= 2.0
+        weight = sizes.weights[size - 1] / math.comb(m, size) / (2.0 if paired else 1.0)
         for kept in itertools.combinations(range(m), size):
             mask = np.zeros(m, dtype=bool)
             mask[list(kept)] = True
-            add(mask, weight)
-            if size <= n_paired:
-                add(~mask, weight)
+            masks += [mask, ~mask] if paired else [mask]
+            weights += [weight, weight] if paired else [weight]
+    return masks, weights, n_full
 
-    # the rest drawn by size, complements paired, repeats added to their weight
-    n_fixed = len(masks)
-    samples_left = budget - n_fixed
-    if n_full != n_sizes and samples_left > 0:
-        rng = _legacy_stream(0 if seed is None else seed)
-        size_weights = weight_vector.copy()
-        size_weights[:n_paired] /= 2  # each draw below adds two coalitions
-        size_weights = size_weights[n_full:]
-        size_weights /= size_weights.sum()
-        draws = rng.choice(len(size_weights), 4 * samples_left, p=size_weights)
-        seen: dict[bytes, int] = {}
-        position = 0
-        while samples_left > 0 and position < len(draws):
-            size = int(draws[position]) + n_full + 1
-            position += 1
-            mask = np.zeros(m, dtype=bool)
-            mask[rng.permutation(m)[:size]] = True
-            key = mask.tobytes()
-            new = key not in seen
+
+def _drawn_coalitions(
+    sizes: _SubsetSizes, n_full: int, samples_left: int, seed: int | None
+) -> tuple[list[np.ndarray], list[float]]:
+    """``samples_left`` coalitions of the sizes not enumerated, drawn as shap draws them: sizes by
+    their kernel weights, members by a permutation, complements paired; a coalition drawn again
+    adds to its weight. The weights are scaled to the sizes' share of the kernel."""
+    m = sizes.m
+    rng = _legacy_stream(0 if seed is None else seed)
+    size_weights = sizes.weights.copy()
+    size_weights[: sizes.paired] /= 2  # each draw below adds two coalitions
+    size_weights = size_weights[n_full:]
+    size_weights /= size_weights.sum()
+    draws = rng.choice(len(size_weights), 4 * samples_left, p=size_weights)
+    masks: list[np.ndarray] = []
+    weights: list[float] = []
+    seen: dict[bytes, int] = {}
+    position = 0
+    while samples_left > 0 and position < len(draws):
+        size = int(draws[position]) + n_full + 1
+        position += 1
+        mask = np.zeros(m, dtype=bool)
+        mask[rng.permutation(m)[:size]] = True
+        key = mask.tobytes()
+        new = key not in seen
+        if new:
+            seen[key] = len(masks)
+            samples_left -= 1
+            masks.append(mask)
+            weights.append(1.0)
+        else:
+            weights[seen[key]] += 1.0
+        if samples_left > 0 and size <= sizes.paired:
             if new:
-                seen[key] = len(masks)
                 samples_left -= 1
-                add(mask, 1.0)
+                masks.append(~mask)
+                weights.append(1.0)
             else:
-                weights[seen[key]] += 1.0
-            if samples_left > 0 and size <= n_paired:
-                if new:
-                    samples_left -= 1
-                    add(~mask, 1.0)
-                else:
-                    weights[seen[key] + 1] += 1.0
-        drawn = np.asarray(weights[n_fixed:])
-        weights[n_fixed:] = list(drawn * (weight_vector[n_full:].sum() / drawn.sum()))
-    return CoalitionPlan(
-        np.stack(masks), np.asarray(weights, dtype=np.float64), budget, max_samples
-    )
+                weights[seen[key] + 1] += 1.0
+    drawn = np.asarray(weights)
+    return masks, list(drawn * (sizes.weights[n_full:].sum() / drawn.sum()))
 
 
 def _legacy_stream(seed: int) -> np.random.RandomState:
@@ -295,11 +323,14 @@ class KernelShap(Explainer):
         >>> background = np.zeros((1, 3))
         >>> predict = lambda x: x @ np.array([[1.0], [2.0], [-1.0]])
         >>> explainer = KernelShap(predict).fit(background)
-        >>> explainer.explain(np.array([[1.0, 1.0, 1.0]])).shap_values.tolist()
+        >>> explainer.explain(np.array([[1.0, 1.0, 1.0]])).shap_values.round(decimals=12).tolist()
         [[[1.0, 2.0, -1.0]]]
     """
 
     name = "KernelShap"
+    explains_every_class = True
+    cli_needs_images = True  # the command's background is a black image
+    map_title = "SHAP per superpixel"
     explainer_type = "kernel_shap"
     peer = "shap.KernelExplainer; alibi.explainers.KernelShap"
     paper = 'Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017'
@@ -460,6 +491,17 @@ class KernelShap(Explainer):
             config = dataclasses.replace(config, seed=secrets.randbits(32))
         data, meta = _KernelShapRun(self, config, inputs, feature_mask).explain()
         return self._explanation(config, data, meta.pop("device"), **meta)
+
+    def default_fit(self, inputs: torch.Tensor) -> KernelShap:
+        """A black image (zeros shaped like one input) as the background: "feature absent", as a
+        zero baseline is for Integrated Gradients."""
+        return self.fit(torch.zeros_like(inputs[:1]))
+
+    def caption(self, explanation: Explanation, i: int) -> str:
+        """The class drawn, the expected value and the sum of the values (efficiency: their sum is f(x))."""
+        target = int(explanation.target[i])
+        total = float(explanation.shap_values[i, target].sum())
+        return f"#{i} pred {target}: base {float(explanation.expected_value[target]):.2f} + {total:+.2f}"
 
     def explanation_map(self, explanation: Explanation, inputs: Any) -> torch.Tensor:
         """Each element's feature value for the explained class, shaped like ``inputs``."""
@@ -967,22 +1009,22 @@ def _products(rows: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
 def _solve_rows(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor | None:
     """``x`` with ``gram @ x_r = rhs_r`` for every row ``r`` of ``rhs`` ``(R, m)``; None when ``gram`` is singular.
 
-    One LU factorisation (partial pivoting), then forward and back substitution with each row's
-    sums taken along the row, so a row's solution does not depend on the others.
+    One LU factorisation (partial pivoting), then forward and back substitution in LAPACK's
+    column order (``getrs``: each solved unknown is taken out of the rows below, or above),
+    one elementwise update of every row at a time, so a row's solution does not depend on
+    the others.
     """
     lu, pivots, info = torch.linalg.lu_factor_ex(gram)
     if int(info) != 0:
         return None
     permutation, lower, upper = torch.lu_unpack(lu, pivots)
-    order = permutation.argmax(dim=0)  # gram = P L U: solve L U x = P^T b
-    b = rhs[:, order]
+    x = rhs[:, permutation.argmax(dim=0)].clone()  # gram = P L U: solve L U x = P^T b
     m = gram.shape[0]
-    forward = torch.empty_like(b)
-    for i in range(m):
-        forward[:, i] = b[:, i] - (forward[:, :i] * lower[i, :i]).sum(-1)
-    x = torch.empty_like(b)
-    for i in range(m - 1, -1, -1):
-        x[:, i] = (forward[:, i] - (x[:, i + 1 :] * upper[i, i + 1 :]).sum(-1)) / upper[i, i]
+    for j in range(m - 1):
+        x[:, j + 1 :] -= x[:, j : j + 1] * lower[j + 1 :, j]
+    for j in range(m - 1, -1, -1):
+        x[:, j] /= upper[j, j]
+        x[:, :j] -= x[:, j : j + 1] * upper[:j, j]
     return x
 
 
@@ -1130,7 +1172,7 @@ def kernel_shap(
 
     Examples:
         >>> predict = lambda x: x @ np.array([[1.0], [2.0], [-1.0]])
-        >>> kernel_shap(predict, np.ones((1, 3)), np.zeros((1, 3))).shap_values.tolist()
+        >>> kernel_shap(predict, np.ones((1, 3)), np.zeros((1, 3))).shap_values.round(decimals=12).tolist()
         [[[1.0, 2.0, -1.0]]]
     """
     explainer = KernelShap(predictor, **settings).fit(

@@ -92,6 +92,7 @@ class TreeShap(Explainer):
     """
 
     name = "TreeShap"
+    explains_every_class = True
     explainer_type = "tree_shap"
     peer = "shap.TreeExplainer; alibi.explainers.TreeShap"
     paper = 'Lundberg et al., "From local explanations to global understanding with explainable AI for trees", Nat. Mach. Intell. 2020'

@@ -419,8 +419,25 @@ class _Engine:
         self.result_slot[idx] = 0
 
     def _propose(self, idx: torch.Tensor) -> None:
+        """The candidates of the next size (each beam anchor plus one feature), their slots filled,
+        and the KL-LUCB selection started among those that could beat the best coverage."""
+        cand_valid, cand_feat, cand_parent = self._candidates(idx)
+        coverage = self._fill_candidates(idx, cand_valid, cand_feat, cand_parent)
+        inst = idx[:, None]
+        slots = self.cand0 + torch.arange(self.n_cand, device=self.device)
+        active = cand_valid & (coverage > self.best_cov[idx][:, None])
+        self.kl_active[idx] = False
+        self.kl_active[inst, slots] = active
+        n_active = active.sum(1)
+        self.kl_t[idx] = 1
+        self.kl_top[idx] = n_active.clamp(max=self.beam)
+        self.kl_final[idx] = False
+        self.phase[idx] = torch.where(n_active == 0, _FINISH, _KL_START)
+
+    def _candidates(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(n, C)`` candidates in the reference's order (feature-major, then parent), compacted to
+        the front: valid or not, the added feature, the parent slot."""
         dev, m, beam = self.device, self.m, self.beam
-        n = idx.shape[0]
         size = self.size[idx]
         first = size == 1
         # Parents: the empty anchor at size 1, else the beam of the previous size.
@@ -431,9 +448,7 @@ class _Engine:
         )
         n_parent = torch.where(first, 1, self.n_beam[idx, (size - 1).clamp_min(0)])
         parents = torch.where(torch.arange(beam, device=dev) < n_parent[:, None], parents, -1)
-        inst = idx[:, None]
-        parent_features = self.slot_features[inst, parents.clamp_min(0)]  # (n, beam, M)
-        # Raw candidates in the reference's order: feature-major, then parent.
+        parent_features = self.slot_features[idx[:, None], parents.clamp_min(0)]  # (n, beam, M)
         f = torch.arange(m, device=dev)
         raw_valid = (
             (parents >= 0)[:, None, :]
@@ -441,33 +456,29 @@ class _Engine:
             & ~parent_features.transpose(1, 2)
         )  # (n, M, beam)
         if beam > 1:
-            # parent_j + {b} equals parent_j' + {a} when the parents differ in exactly a (in j)
-            # and b (in j'); keep the first of the two in (feature, parent) order.
-            diff = parent_features[:, :, None, :] ^ parent_features[:, None, :, :]  # (n, j, j', M)
-            pair = (diff.sum(-1) == 2) & (parents >= 0)[:, :, None] & (parents >= 0)[:, None, :]
-            only_j = parent_features[:, :, None, :] & diff  # features in j, not in j'
-            a_feat = only_j.float().argmax(-1)  # (n, j, j')
-            b_feat = only_j.transpose(1, 2).float().argmax(-1)  # in j', not in j
-            # (b, j) and (a, j') coincide; the later one in (f, parent) order is dropped.
-            drop_jprime = pair & (b_feat < a_feat)
-            drop = torch.zeros(n, m, beam, dtype=torch.bool, device=dev)
-            jj = torch.arange(beam, device=dev)
-            for j in range(beam):
-                for jp in range(beam):
-                    if j == jp:
-                        continue
-                    sel = drop_jprime[:, j, jp]  # drop (a, j')
-                    drop[torch.arange(n, device=dev)[sel], a_feat[sel, j, jp], jj[jp]] = True
-            raw_valid &= ~drop
-        flat_valid = raw_valid.reshape(n, m * beam)
+            raw_valid &= ~_repeated_candidates(parents, parent_features)
+        flat_valid = raw_valid.reshape(idx.shape[0], m * beam)
         # Stable compaction of the valid raw candidates to the front.
         order = torch.sort((~flat_valid).to(torch.int8), dim=1, stable=True).indices[
             :, : self.n_cand
         ]
         cand_valid = flat_valid.gather(1, order)
-        cand_feat = order // beam
-        cand_parent = parents.gather(1, order % beam)
-        cand_parent = torch.where(cand_valid, cand_parent, 0)
+        cand_parent = torch.where(cand_valid, parents.gather(1, order % beam), 0)
+        return cand_valid, order // beam, cand_parent
+
+    def _fill_candidates(
+        self,
+        idx: torch.Tensor,
+        cand_valid: torch.Tensor,
+        cand_feat: torch.Tensor,
+        cand_parent: torch.Tensor,
+    ) -> torch.Tensor:
+        """Write the candidates into their slots (features, order, coverage, the samples they reuse);
+        returns their coverage ``(n, C)``."""
+        dev, m = self.device, self.m
+        n = idx.shape[0]
+        inst = idx[:, None]
+        size = self.size[idx]
         slots = self.cand0 + torch.arange(self.n_cand, device=dev)
         onehot = (
             torch.nn.functional.one_hot(cand_feat, m).bool()
@@ -477,8 +488,7 @@ class _Engine:
         features = (self.slot_features[inst, cand_parent] | onehot) & cand_valid[..., None]
         self.slot_features[inst, slots] = features
         parent_order = self.slot_order[inst, cand_parent]  # (n, C, L)
-        pos = torch.arange(self.length, device=dev)
-        at_end = pos == (size - 1)[:, None, None]
+        at_end = torch.arange(self.length, device=dev) == (size - 1)[:, None, None]
         self.slot_order[inst, slots] = torch.where(
             cand_valid[..., None], torch.where(at_end, cand_feat[..., None], parent_order), -1
         )
@@ -498,15 +508,7 @@ class _Engine:
         self.positives[inst, slots] = popcount(member & self.agree_bits[idx][:, None, :]).to(
             torch.float64
         )
-        active = cand_valid & (coverage > self.best_cov[idx][:, None])
-        self.kl_active[idx] = False
-        self.kl_active[inst, slots] = active
-        n_active = active.sum(1)
-        none = n_active == 0
-        self.kl_t[idx] = 1
-        self.kl_top[idx] = n_active.clamp(max=beam)
-        self.kl_final[idx] = False
-        self.phase[idx] = torch.where(none, _FINISH, _KL_START)
+        return coverage
 
     def _kl_start(self, idx: torch.Tensor) -> None:
         unsampled = self.kl_active[idx] & (self.n[idx] == 0)
@@ -839,3 +841,27 @@ def run_engine(
         stop_on_first=stop_on_first,
     )
     return engine.run()
+
+
+def _repeated_candidates(parents: torch.Tensor, parent_features: torch.Tensor) -> torch.Tensor:
+    """``(n, M, beam)``: raw candidates (feature, parent) that repeat an earlier one.
+
+    ``parent_j + {b}`` equals ``parent_j' + {a}`` when the parents differ in exactly ``a`` (in
+    ``j``) and ``b`` (in ``j'``); the first of the two in (feature, parent) order is kept.
+    """
+    n, beam, m = parent_features.shape
+    dev = parent_features.device
+    diff = parent_features[:, :, None, :] ^ parent_features[:, None, :, :]  # (n, j, j', M)
+    pair = (diff.sum(-1) == 2) & (parents >= 0)[:, :, None] & (parents >= 0)[:, None, :]
+    only_j = parent_features[:, :, None, :] & diff  # features in j, not in j'
+    a_feat = only_j.float().argmax(-1)  # (n, j, j')
+    b_feat = only_j.transpose(1, 2).float().argmax(-1)  # in j', not in j
+    # (b, j) and (a, j') coincide; the later one in (f, parent) order is dropped.
+    drop_jprime = pair & (b_feat < a_feat)
+    drop = torch.zeros(n, m, beam, dtype=torch.bool, device=dev)
+    for j in range(beam):
+        for jp in range(beam):
+            if j != jp:
+                sel = drop_jprime[:, j, jp]  # drop (a, j')
+                drop[torch.arange(n, device=dev)[sel], a_feat[sel, j, jp], jp] = True
+    return drop

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -261,14 +262,17 @@ class AnchorImage(Explainer):
     ``nn.Module`` is run in eval mode under ``torch.no_grad`` and left as found.
 
     Examples:
+        >>> # class 0 when the top half is bright; superpixels: the top half (0) and the bottom (1)
         >>> predict = lambda x: torch.stack([x[:, 0, :4].mean((1, 2)) - 0.5, 0.5 - x[:, 0, :4].mean((1, 2))], 1)
         >>> image = torch.zeros(1, 1, 8, 8); image[:, :, :4] = 1.0
-        >>> explainer = AnchorImage(predict, segmentation_fn=lambda im: np.arange(64).reshape(8, 8) // 32, seed=0)
+        >>> halves = lambda im: np.arange(64).reshape(8, 8) // 32
+        >>> explainer = AnchorImage(predict, segmentation_fn=halves, images_background=torch.zeros(1, 1, 8, 8), seed=0)
         >>> explainer.explain(image).anchor
         [[0]]
     """
 
     name = "AnchorImage"
+    cli_needs_images = True
     explainer_type = "anchor_image"
     peer = "alibi.explainers.AnchorImage"
     paper = 'Ribeiro, Singh & Guestrin, "Anchors: High-Precision Model-Agnostic Explanations", AAAI 2018'
@@ -323,6 +327,22 @@ class AnchorImage(Explainer):
         """The anchor's pixels as 1.0 (0.0 elsewhere), in every channel: ``(B, C, H, W)``."""
         mask = explanation.data["mask"].to(inputs.device)
         return mask[:, None].expand(-1, inputs.shape[1], -1, -1).to(inputs.dtype)
+
+    def draw(self, inputs: torch.Tensor, explanation: Explanation, path: str | Path) -> Path | None:
+        """Per image: the image, and its anchor kept over a dimmed rest, outlined; captioned with the
+        class, precision and coverage."""
+        from torchexplain import visualize
+
+        rows, captions = [], []
+        for i, image in enumerate(inputs.detach().cpu()):
+            anchor = visualize.mask_overlay(image, explanation.mask[i], outline=visualize.ANCHOR_OUTLINE)
+            rows.append([image, anchor])
+            status = "" if bool(explanation.success[i]) else " (no valid anchor)"
+            captions.append(
+                f"#{i} pred {int(explanation.target[i])}: precision {float(explanation.precision[i]):.2f}, "
+                f"coverage {float(explanation.coverage[i]):.2f}{status}"
+            )
+        return visualize.save_grid(rows, captions, path, titles=["input", "anchor"])
 
 
 class _AnchorRun:
@@ -535,7 +555,8 @@ def anchor_image(
     Examples:
         >>> predict = lambda x: torch.stack([x[:, 0, :4].mean((1, 2)) - 0.5, 0.5 - x[:, 0, :4].mean((1, 2))], 1)
         >>> image = torch.zeros(1, 1, 8, 8); image[:, :, :4] = 1.0
-        >>> exp = anchor_image(predict, image, segmentation_fn=lambda im: np.arange(64).reshape(8, 8) // 32, seed=0)
+        >>> halves = lambda im: np.arange(64).reshape(8, 8) // 32
+        >>> exp = anchor_image(predict, image, segmentation_fn=halves, images_background=torch.zeros(1, 1, 8, 8), seed=0)
         >>> exp.anchor
         [[0]]
     """

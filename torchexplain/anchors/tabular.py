@@ -195,7 +195,7 @@ class AnchorTabular(Explainer):
         >>> predict = lambda x: (x[:, 1] > 4).astype(np.int64)
         >>> explainer = AnchorTabular(predict, ["Kind", "Size"], {0: ["a", "b"]}, seed=0).fit(train)
         >>> explainer.explain(train[:1]).anchor
-        [['Size <= 1.75']]
+        [['Size <= 3.50']]
     """
 
     name = "AnchorTabular"
@@ -341,6 +341,42 @@ class AnchorTabular(Explainer):
         for i, columns in enumerate(explanation.data["feature"]):
             out[i, columns] = 1.0
         return out
+
+
+@dataclasses.dataclass
+class _Requests:
+    """A round's requests that fall back (fewer matching training rows than samples), G of them.
+
+    Per sample (n): ``rows`` its row in the round's values, ``owner`` its instance, ``stream``
+    its position in the instance's stream, ``group`` its request (0..G-1). Per request: the
+    anchor's ``order``, ``pred`` (predicate index) and ``column`` at each position ``(G, L)``
+    (-1 padded), the samples asked for (``size``) and the first sample's row (``first_row``).
+    """
+
+    rows: torch.Tensor
+    owner: torch.Tensor
+    stream: torch.Tensor
+    group: torch.Tensor
+    order: torch.Tensor
+    pred: torch.Tensor
+    column: torch.Tensor
+    size: torch.Tensor
+    first_row: torch.Tensor
+
+
+@dataclasses.dataclass
+class _AnchorColumns:
+    """Per request, its anchor's columns some training row satisfies ("known"), in order of first
+    appearance: ``bits`` ``(G, L, W)`` the training rows satisfying each, ``own`` a selector over
+    them, ``column`` ``(G, L)`` (-1 past the last), ``n_known`` ``(G,)``; and ``unknown`` ``(G, L)``
+    the ranks no training row satisfies, with ``column_of_rank`` ``(G, L)`` every rank's column."""
+
+    bits: torch.Tensor
+    own: _BitSelector
+    column: torch.Tensor
+    n_known: torch.Tensor
+    unknown: torch.Tensor
+    column_of_rank: torch.Tensor
 
 
 class _TabularRun:
@@ -527,134 +563,183 @@ class _TabularRun:
             # Renumber the hard requests 0..G'-1 and fill them with Alibi's fallbacks.
             renumber = torch.full((n_groups,), -1, dtype=torch.int64, device=dev)
             renumber[hard] = torch.arange(hard.numel(), device=dev)
-            self._fallback_rows(
-                values,
-                rows,
-                owner[rows],
-                stream[rows],
-                renumber[group[rows]],
-                g_order[hard],
-                g_pred[hard],
-                g_col[hard],
-                size[hard],
-                first_row[hard],
+            requests = _Requests(
+                rows=rows,
+                owner=owner[rows],
+                stream=stream[rows],
+                group=renumber[group[rows]],
+                order=g_order[hard],
+                pred=g_pred[hard],
+                column=g_col[hard],
+                size=size[hard],
+                first_row=first_row[hard],
             )
+            self._fallback_rows(values, requests)
         return values
 
-    def _fallback_rows(
-        self, values, rows, owner, stream, group, g_order, g_pred, g_col, size, first_row
-    ) -> None:
-        """Requests with fewer matching training rows than samples: Alibi's levels and fallbacks."""
+    def _fallback_rows(self, values: torch.Tensor, requests: _Requests) -> None:
+        """Requests with fewer matching training rows than samples: Alibi's levels and fallbacks.
+
+        Named steps: the anchor's columns and the training rows satisfying each
+        (:meth:`_anchor_columns`), the level each sample draws its row from
+        (:meth:`_level_rows`), each column from that row or drawn on its own
+        (:meth:`_fill_columns`), and columns no training row satisfies (:meth:`_fill_unknown`).
+        """
+        sub = values[requests.rows]
+        columns = self._anchor_columns(requests)
+        level_row, from_level = self._level_rows(requests, columns)
+        self._fill_columns(sub, requests, columns, level_row, from_level)
+        if bool(columns.unknown.any()):
+            self._fill_unknown(
+                sub,
+                requests.owner,
+                requests.stream,
+                requests.group,
+                columns.unknown,
+                columns.column_of_rank,
+            )
+        values[requests.rows] = sub
+
+    def _anchor_columns(self, requests: _Requests) -> _AnchorColumns:
+        """Per request, the anchor's columns in order of first appearance, each with the training rows
+        satisfying all of its predicates; the columns some training row satisfies ("known")
+        compacted to the front, in order, the others set apart (as Alibi)."""
         dev = self.device
-        key = self.sample_key
-        n = rows.shape[0]
+        g_order, g_pred, g_col = requests.order, requests.pred, requests.column
         n_groups, length = g_order.shape
         valid = g_order >= 0
-        global_rows, sub = rows, values[rows]
         # Columns in order of first appearance, and each predicate's column rank.
         same = (g_col[:, :, None] == g_col[:, None, :]) & valid[:, :, None] & valid[:, None, :]
         earlier = torch.tril(torch.ones(length, length, dtype=torch.bool, device=dev), diagonal=-1)
         is_first = valid & ~(same & earlier).any(2)
         rank_of_first = torch.cumsum(is_first.to(torch.int64), 1) - 1
-        first_pos = (
-            (same & (earlier | torch.eye(length, dtype=torch.bool, device=dev)))
-            .to(torch.int8)
-            .argmax(2)
-        )
+        itself = torch.eye(length, dtype=torch.bool, device=dev)
+        first_pos = (same & (earlier | itself)).to(torch.int8).argmax(2)
         rank = rank_of_first.gather(1, first_pos)  # (G, L)
         words = self.train_bits.shape[1]
-        all_rows = self.all_rows
-        col_bits = all_rows.expand(n_groups, length, words).clone()
+        col_bits = self.all_rows.expand(n_groups, length, words).clone()
         for position in range(length):
             bits = torch.where(
-                valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows
+                valid[:, position, None], self.train_bits[g_pred[:, position]], self.all_rows
             )
-            target = rank[:, position].clamp_min(0)
-            col_bits[torch.arange(n_groups, device=dev), target] &= bits
-        n_cols = is_first.sum(1)
+            col_bits[torch.arange(n_groups, device=dev), rank[:, position].clamp_min(0)] &= bits
         # Column of each rank (a spare last slot takes the positions that are not first).
         col_of_rank = torch.full((n_groups, length + 1), -1, dtype=torch.int64, device=dev)
         col_of_rank.scatter_(
             1, torch.where(is_first, rank_of_first, length), torch.where(is_first, g_col, -1)
         )
         col_of_rank = col_of_rank[:, :length]
-        col_used = torch.arange(length, device=dev) < n_cols[:, None]
+        col_used = torch.arange(length, device=dev) < is_first.sum(1)[:, None]
         col_word_counts = popcount(col_bits[..., None])  # (G, L, W)
-        col_count = col_word_counts.sum(-1)
-        unknown = col_used & (col_count == 0)
-        # Known columns, compacted to the front in order; unknown ones are set apart (as Alibi).
+        unknown = col_used & (col_word_counts.sum(-1) == 0)
         known = col_used & ~unknown
         known_order = torch.sort((~known).to(torch.int8), dim=1, stable=True).indices
-        k_bits = col_bits.gather(1, known_order[..., None].expand(-1, -1, words))
-        own = _BitSelector(
-            k_bits.reshape(-1, words),
-            col_word_counts.gather(1, known_order[..., None].expand(-1, -1, words)).reshape(
-                -1, words
+        by_known = known_order[..., None].expand(-1, -1, words)
+        k_bits = col_bits.gather(1, by_known)
+        return _AnchorColumns(
+            bits=k_bits,
+            own=_BitSelector(
+                k_bits.reshape(-1, words), col_word_counts.gather(1, by_known).reshape(-1, words)
             ),
+            column=torch.where(
+                known.gather(1, known_order), col_of_rank.gather(1, known_order), -1
+            ),
+            n_known=known.sum(1),
+            unknown=unknown,
+            column_of_rank=col_of_rank,
         )
-        k_col = torch.where(known.gather(1, known_order), col_of_rank.gather(1, known_order), -1)
-        n_known = known.sum(1)
-        prefix = k_bits.clone()
+
+    def _level_rows(
+        self, requests: _Requests, columns: _AnchorColumns
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample, the training row its request's level gives it, and which of its columns take
+        their value from that row.
+
+        Level j holds the training rows satisfying the first ``n_known - j`` known columns; a
+        request uses every row of level 0, then of level 1, ... (the last level used at random)
+        until it has its samples; with enough rows at level 0, random rows of it.
+        """
+        dev = self.device
+        group, size = requests.group, requests.size
+        n_groups, length = requests.order.shape
+        words = self.train_bits.shape[1]
+        prefix = columns.bits.clone()
         for r in range(1, length):
-            prefix[:, r] = prefix[:, r - 1] & k_bits[:, r]
+            prefix[:, r] = prefix[:, r - 1] & columns.bits[:, r]
         levels_bits = _BitSelector(prefix.reshape(-1, words))
         prefix_count = levels_bits.totals.view(
             n_groups, length
         )  # rows satisfying the first r + 1 known columns
-        # Level j drops the last j known columns: its rows satisfy the first n_known - j.
-        levels = torch.arange(length, device=dev)
-        level_prefix = n_known[:, None] - 1 - levels  # prefix index of level j
+        n_known = columns.n_known
+        level_prefix = (
+            n_known[:, None] - 1 - torch.arange(length, device=dev)
+        )  # prefix index of level j
         level_count = torch.where(
             level_prefix >= 0, prefix_count.gather(1, level_prefix.clamp_min(0)), 0
         )
-        full = level_count[:, 0]
-        enough = full >= size
+        enough = level_count[:, 0] >= size
         cum = torch.cumsum(level_count, 1)
         # Per sample: its slot in the request, its level, its rank within the level.
-        slot = global_rows - first_row[group]
+        slot = requests.rows - requests.first_row[group]
         s_cum = cum[group]
         level = torch.searchsorted(s_cum, slot[:, None], right=True)[:, 0]
         level = torch.where(enough[group], 0, level)
-        beyond = level >= n_known[group]
+        last = level.clamp(max=length - 1)[:, None]
         prev = torch.where(
             level > 0, s_cum.gather(1, (level - 1).clamp(0, length - 1)[:, None])[:, 0], 0
         )
-        this_count = level_count[group].gather(1, level.clamp(max=length - 1)[:, None])[:, 0]
-        fully_used = s_cum.gather(1, level.clamp(max=length - 1)[:, None])[:, 0] <= size[group]
+        this_count = level_count[group].gather(1, last)[:, 0]
+        fully_used = s_cum.gather(1, last)[:, 0] <= size[group]
         random_rank = _random.integers(
-            key, stream, torch.tensor([1], device=dev), this_count.clamp_min(1)[:, None]
+            self.sample_key,
+            requests.stream,
+            torch.tensor([1], device=dev),
+            this_count.clamp_min(1)[:, None],
         )[:, 0]
         in_level = torch.where(enough[group] | ~fully_used, random_rank, slot - prev)
-        has_level = ~beyond & (n_known[group] > 0)
-        which = group * length + level_prefix[group].gather(
-            1, level.clamp(max=length - 1)[:, None]
-        )[:, 0].clamp_min(0)
+        has_level = (level < n_known[group]) & (n_known[group] > 0)
+        which = group * length + level_prefix[group].gather(1, last)[:, 0].clamp_min(0)
         take = torch.nonzero(has_level).flatten()
-        level_row = torch.zeros(n, dtype=torch.int64, device=dev)
+        level_row = torch.zeros(requests.rows.shape[0], dtype=torch.int64, device=dev)
         if take.numel():
             level_row[take] = levels_bits.select(which[take], in_level[take])
-        # Columns: kept ones from the level's row, dropped ones (and all, beyond) on their own.
         kept = n_known[group] - level  # known columns taken from the level row
-        own_count = own.totals.view(n_groups, length)
+        from_level = has_level[:, None] & (
+            torch.arange(length, device=dev) < kept[:, None]
+        )  # (n, L)
+        return level_row, from_level
+
+    def _fill_columns(
+        self,
+        values: torch.Tensor,
+        requests: _Requests,
+        columns: _AnchorColumns,
+        level_row: torch.Tensor,
+        from_level: torch.Tensor,
+    ) -> None:
+        """Each known column of each sample: from its level's row, or (dropped by the level, or beyond
+        every level) from a training row satisfying that column's predicates alone."""
+        dev = self.device
+        group = requests.group
+        length = requests.order.shape[1]
+        own_count = columns.own.totals.view(-1, length)
         for r in range(length):
-            column = k_col[group, r]
+            column = columns.column[group, r]
             active = column >= 0
             if not bool(active.any()):
                 break
-            from_level = has_level & (r < kept)
-            count = own_count[group, r]
             own_rank = _random.integers(
-                key, stream, torch.tensor([2 + r], device=dev), count.clamp_min(1)[:, None]
+                self.sample_key,
+                requests.stream,
+                torch.tensor([2 + r], device=dev),
+                own_count[group, r].clamp_min(1)[:, None],
             )[:, 0]
-            alone = torch.nonzero(active & ~from_level).flatten()
+            alone = torch.nonzero(active & ~from_level[:, r]).flatten()
             source = level_row.clone()
             if alone.numel():
-                source[alone] = own.select(group[alone] * length + r, own_rank[alone])
+                source[alone] = columns.own.select(group[alone] * length + r, own_rank[alone])
             hit = torch.nonzero(active).flatten()
-            sub[hit, column[hit]] = self.train[source[hit], column[hit]]
-        if bool(unknown.any()):
-            self._fill_unknown(sub, owner, stream, group, unknown, col_of_rank)
-        values[global_rows] = sub
+            values[hit, column[hit]] = self.train[source[hit], column[hit]]
 
     def _fill_unknown(self, values, owner, stream, group, unknown, col_of_rank) -> None:
         """Columns of an anchor no training row satisfies: the row's category, or uniform over the range."""
@@ -815,6 +900,6 @@ def anchor_tabular(
         >>> train = np.array([[0, 1.0], [1, 5.0], [0, 2.0], [1, 7.0]] * 50, dtype=np.float32)
         >>> predict = lambda x: (x[:, 1] > 4).astype(np.int64)
         >>> anchor_tabular(predict, train[:1], train, feature_names=["Kind", "Size"], seed=0).anchor
-        [['Size <= 1.75']]
+        [['Size <= 3.50']]
     """
     return AnchorTabular(predictor, **settings).fit(train_data, disc_perc).explain(inputs)

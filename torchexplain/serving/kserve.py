@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The KServe explainer container's flags (KServe's own names, and ours)."""
+    # long: one statement per flag, nothing else to name
     parser.add_argument(
         "--model_name",
         "--model-name",

@@ -27,17 +27,24 @@ def free_port() -> int:
 
 class Process:
     """A server command in a subprocess: started, waited for until ``ready_url`` answers 200,
-    stopped (SIGTERM, then SIGKILL) by :meth:`stop`. Its output goes to ``log``."""
+    stopped (SIGTERM, then SIGKILL) by :meth:`stop`. Its output goes to ``log``; ``env`` is its
+    environment (default: this process's)."""
 
     def __init__(
-        self, command: list[str], ready_urls: list[str], log: str | Path, timeout: float = 90.0
+        self,
+        command: list[str],
+        ready_urls: list[str],
+        log: str | Path,
+        timeout: float = 90.0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.command, self.ready_urls, self.log_path = command, ready_urls, Path(log)
         self.timeout = timeout
+        self.env = dict(os.environ if env is None else env)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Process:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**self.env, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env

@@ -1,4 +1,13 @@
-"""``torchexplain bench``: run every ``benchmarks/bench_*.py``, one table, one JSON, a gate.
+"""Run every ``benchmarks/bench_*.py``: one table, one JSON, a gate.
+
+    python benchmarks/run.py [--device cuda|cpu] [--quick] [--out results.json]
+                             [--compare baseline.json] [--margin 0.25] [--only ig,monitor]
+
+``torchexplain bench ARGS`` runs this script of the source checkout with the same
+arguments (benchmarks are tooling: they are not installed with the package).
+
+Exit status: 0 success; 1 ``--compare`` found a regression; 2 a usage error (one line
+on stderr, no traceback); 3 a benchmark script failed.
 
 Each script keeps its own JSON layout (they measure different things); a small
 adapter per script turns its results into common rows::
@@ -19,6 +28,7 @@ reported but not judged.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -29,6 +39,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import metadata  # noqa: E402
+
+from torchexplain._progress import Progress  # noqa: E402
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_BENCH_FAILED = 0, 1, 2, 3
 
 #: A ratio regresses when ``new > baseline * (1 + margin)``. 25 %: between two
 #: back-to-back quick runs on the shared 2-core CPU the judged ratios moved by up to
@@ -56,25 +75,12 @@ class BenchError(Exception):
     """A user-facing problem (missing folder, bad baseline file): printed, no traceback."""
 
 
-def find_benchmarks_dir(explicit: str | Path | None = None) -> Path:
-    """The source checkout's ``benchmarks/`` folder (benchmarks are not installed)."""
-    if explicit is not None:
-        folder = Path(explicit)
-        if not folder.is_dir() or not any(folder.glob("bench_*.py")):
-            raise BenchError(f"--benchmarks-dir {folder}: no bench_*.py scripts there")
-        return folder.resolve()
-    package_dir = Path(__file__).resolve().parent
-    candidates = [package_dir.parent / "benchmarks", Path.cwd() / "benchmarks"]
-    for folder in candidates:
-        if folder.is_dir() and any(folder.glob("bench_*.py")) and (folder / "_common.py").is_file():
-            return folder.resolve()
-    raise BenchError(
-        "torchexplain bench runs the scripts in the source checkout's benchmarks/ folder, which "
-        "is not installed with the package, and none was found next to the package "
-        f"({package_dir.parent}) or in the current directory ({Path.cwd()}). Clone the repository "
-        "and install it from there (pip install -e '.[bench]'), run the command inside the "
-        "checkout, or pass --benchmarks-dir PATH."
-    )
+def benchmarks_dir(explicit: str | Path | None = None) -> Path:
+    """Where the ``bench_*.py`` scripts are: ``explicit``, else this script's folder."""
+    folder = Path(explicit) if explicit is not None else Path(__file__).resolve().parent
+    if not folder.is_dir() or not any(folder.glob("bench_*.py")):
+        raise BenchError(f"--benchmarks-dir {folder}: no bench_*.py scripts there")
+    return folder.resolve()
 
 
 def discover(folder: Path, only: list[str] | None = None) -> list[Path]:
@@ -628,3 +634,207 @@ def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def temporary_workdir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="torchexplain-bench-")
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def _print_table(rows: list[dict[str, str]], stream=None) -> None:
+    stream = stream or sys.stdout
+    if not rows:
+        print("(no comparable rows)", file=stream)
+        return
+    columns = list(rows[0])
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), file=stream)
+    for row in rows:
+        print("  ".join(row[c].ljust(w) for c, w in zip(columns, widths, strict=True)), file=stream)
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise BenchError(f"--device {name}: expected cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(
+            f"--device {name}: no CUDA device is available (torch.cuda.is_available() is False)"
+        )
+    return torch.device(name)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Run every benchmarks/bench_*.py; one table, one JSON."
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--quick", action="store_true", help="small configurations (the CI gate)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="combined JSON (default benchmarks/results/torchexplain_bench-<device>[-quick].json)",
+    )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="BASELINE",
+        help="a previous --out file: exit 1 when a ratio regressed by more than --margin",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        help=f"allowed growth of a ratio over the baseline (default {DEFAULT_MARGIN}, i.e. "
+        f"{DEFAULT_MARGIN * 100:.0f} %%)",  # argparse %-formats help
+    )
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="--compare judges only ratios whose times are all at least this long "
+        "(default 0.01 on cpu, where shorter ops are too noisy; 0 on cuda)",
+    )
+    parser.add_argument(
+        "--only", default=None, help="comma list of benchmarks to run, e.g. ig,monitor"
+    )
+    parser.add_argument(
+        "--benchmarks-dir", default=None, help="where the bench_*.py scripts are (default: here)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds allowed per benchmark script"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar, table or per-script lines"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the scripts, print the table, write the JSON, compare with a baseline; the exit status."""
+    device = _device(args.device)
+    if not 0 <= args.margin < 10:
+        raise BenchError(f"--margin must be a fraction such as 0.25 (25 %), got {args.margin}")
+    if args.min_time is not None and args.min_time < 0:
+        raise BenchError(f"--min-time must be seconds >= 0, got {args.min_time}")
+    min_time = DEFAULT_MIN_TIME_S.get(device.type, 0.0) if args.min_time is None else args.min_time
+    baseline = load_baseline(args.compare) if args.compare else None
+    folder = benchmarks_dir(args.benchmarks_dir)
+    scripts = discover(folder, args.only.split(",") if args.only else None)
+    runs = _run_scripts(scripts, device, args)
+    rows = [row for run in runs if run.payload for row in normalise(run.name, run.payload)]
+    if not args.quiet:
+        _print_table(table_rows(rows))
+    payload: dict[str, Any] = {
+        "meta": metadata(
+            device,
+            benchmark="torchexplain bench",
+            quick=args.quick,
+            margin=args.margin,
+            ratio="torchexplain_s / other_s (lower is better)",
+        ),
+        "rows": rows,
+        "scripts": [
+            {
+                "name": r.name,
+                "returncode": r.returncode,
+                "seconds": r.seconds,
+                **({"log_tail": r.log_tail} if r.returncode else {}),
+            }
+            for r in runs
+        ],
+        "raw": {r.name: r.payload for r in runs if r.payload},
+    }
+    status = EXIT_OK
+    if baseline is not None:
+        comparison = compare(rows, baseline, args.margin, min_time)
+        payload["compare"] = {"baseline": str(args.compare), **comparison}
+        status = _report_comparison(comparison, device_name=payload["meta"].get("device_name"))
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(__file__).resolve().parent
+        / "results"
+        / (f"torchexplain_bench-{device.type}{'-quick' if args.quick else ''}.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    if not args.quiet:
+        print(f"wrote {out}")
+    if any(r.returncode != 0 for r in runs):
+        failed = ", ".join(r.name for r in runs if r.returncode)
+        print(f"bench: error: benchmark(s) failed: {failed}", file=sys.stderr)
+        return EXIT_BENCH_FAILED
+    return status
+
+
+def _run_scripts(
+    scripts: list[Path], device: torch.device, args: argparse.Namespace
+) -> list[ScriptRun]:
+    runs = []
+    with (
+        temporary_workdir() as tmp,
+        Progress(len(scripts), "bench", enabled=None if not args.quiet else False) as bar,
+    ):
+        for script in scripts:
+            bar.update(script.stem)
+            run = run_script(script, device.type, args.quick, Path(tmp), args.timeout)
+            runs.append(run)
+            bar.advance()
+            if run.returncode != 0:
+                bar.write(
+                    f"{script.name}: FAILED (exit {run.returncode}) in {run.seconds:.1f} s\n"
+                    + "\n".join("    " + line for line in run.log_tail.splitlines()),
+                    file=sys.stderr,
+                )
+            elif not args.quiet:
+                bar.write(f"{script.name}: ok in {run.seconds:.1f} s")
+    return runs
+
+
+def _report_comparison(comparison: dict[str, Any], device_name: str | None) -> int:
+    margin = comparison["margin"]
+    if comparison["baseline_device"] and comparison["baseline_device"] != device_name:
+        print(
+            f"note: the baseline was measured on {comparison['baseline_device']}, this run on {device_name}",
+            file=sys.stderr,
+        )
+    for key in comparison["missing_now"]:
+        print(f"note: baseline row not measured now: {key}", file=sys.stderr)
+    print(
+        f"compared {len(comparison['checks'])} ratios with the baseline (margin {margin:.0%})"
+        + (
+            f"; {len(comparison['too_short'])} not judged (times under {comparison['min_time_s'] * 1e3:g} ms)"
+            if comparison["too_short"]
+            else ""
+        )
+    )
+    for check in comparison["regressions"]:
+        print(
+            f"REGRESSION {check['row']}: {check['ratio']} {check['baseline']:.3g} -> {check['now']:.3g} "
+            f"({check['change']:+.0%})",
+            file=sys.stderr,
+        )
+    if comparison["regressions"]:
+        print(
+            f"bench: {len(comparison['regressions'])} ratio(s) regressed by more than {margin:.0%}",
+            file=sys.stderr,
+        )
+        return EXIT_REGRESSION
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return run(args)
+    except BenchError as err:
+        print(f"{prog or 'bench'}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog or 'bench'}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog=os.environ.get("TORCHEXPLAIN_PROG")))
