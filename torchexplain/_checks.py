@@ -146,30 +146,6 @@ def as_numeric_tensor(name: str, value: Any, layout: str) -> torch.Tensor:
     )
 
 
-def check_tensor_batch(
-    name: str,
-    value: Any,
-    min_dim: int = 1,
-    exact_dim: int | None = None,
-    layout: str = "(B, ...)",
-) -> torch.Tensor:
-    """A non-empty floating-point ``(B, ...)`` tensor with only finite values."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor shaped {layout}, got {type(value).__name__}"
-        )
-    if not value.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor, got dtype {value.dtype} (convert with .float())"
-        )
-    if (exact_dim is not None and value.dim() != exact_dim) or value.dim() < min_dim:
-        raise ValueError(f"{name} must be shaped {layout}, got shape {tuple(value.shape)}")
-    if value.shape[0] == 0:
-        raise ValueError(f"{name} has batch size 0; nothing to explain")
-    check_finite(name, value)
-    return value
-
-
 def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
     """Refuse NaN and infinite values, saying how many and where the first is."""
     finite = torch.isfinite(value)
@@ -209,6 +185,19 @@ def number(
 def integer(minimum: int | None = None, *, optional: bool = False) -> FieldCheck:
     """An int ``>= minimum`` (or None when ``optional``)."""
     return functools.partial(check_int, minimum=minimum, allow_none=optional)
+
+
+def auto_or_integer(minimum: int) -> FieldCheck:
+    """``"auto"`` or an int ``>= minimum``."""
+
+    def check(name: str, value: Any) -> int | str:
+        if value == "auto":
+            return value
+        if isinstance(value, str) or not is_int(value):
+            raise TypeError(f"{name} must be 'auto' or an int >= {minimum}, got {_shown(value)}")
+        return check_int(name, value, minimum=minimum)
+
+    return check
 
 
 def choice(*choices: str) -> FieldCheck:

@@ -239,7 +239,9 @@ class Explainer(abc.ABC):
             for i, image in enumerate(inputs.detach().cpu())
         ]
         captions = [self.caption(explanation, i) for i in range(inputs.shape[0])]
-        return visualize.save_grid(rows, captions, path, titles=["input", self.map_title, "overlay"])
+        return visualize.save_grid(
+            rows, captions, path, titles=["input", self.map_title, "overlay"]
+        )
 
     def caption(self, explanation: Explanation, i: int) -> str:
         """One line under example ``i``'s row of :meth:`draw`."""

@@ -84,7 +84,7 @@ def median_absolute_deviation(train_data: torch.Tensor, eps: float = 1e-2) -> to
         >>> median_absolute_deviation(torch.tensor([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]))
         tensor([1.0000, 0.0100])
     """
-    _checks.check_tensor_batch("train_data", train_data, min_dim=2, layout="(N, ...)")
+    train_data = Rows.of(train_data, "train_data", numpy=False).values
     _checks.check_number("eps", eps, low=0.0, low_open=True)
     median = train_data.median(dim=0).values
     mad = (train_data - median).abs().median(dim=0).values
@@ -214,8 +214,19 @@ class CounterfactualSettings(SearchSettings):
     )
 
 
+class CounterfactualResults:
+    """What both counterfactual explainers give: maps and pictures of the change each made."""
+
+    def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
+        """The change the counterfactual makes to each input, ``(B, ...)``."""
+        return explanation.data["counterfactual"].to(inputs.device, inputs.dtype) - inputs
+
+    def draw(self, inputs: torch.Tensor, explanation: Explanation, path: str | Path) -> Path | None:
+        return draw_counterfactuals(inputs, explanation, path)
+
+
 @register_explainer
-class Counterfactual(Explainer):
+class Counterfactual(CounterfactualResults, Explainer):
     """Batched counterfactual search (Wachter et al. 2017), as Alibi's ``Counterfactual``.
 
     Per instance, ``(f_t(x') - target_proba)^2 + lam * sum(|x' - x| / mad)`` is
@@ -329,13 +340,6 @@ class Counterfactual(Explainer):
             data = search_in_chunks(search, x, targets, config.internal_batch_size)
         return self._explanation(config, data, x.device, mad_scaled=self.mad is not None)
 
-    def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
-        """The change the counterfactual makes to each input, ``(B, ...)``."""
-        return explanation.data["counterfactual"].to(inputs.device, inputs.dtype) - inputs
-
-    def draw(self, inputs: torch.Tensor, explanation: Explanation, path: str | Path) -> Path | None:
-        return draw_counterfactuals(inputs, explanation, path)
-
 
 @functional_twin(Counterfactual)
 def counterfactual(
@@ -362,7 +366,9 @@ def counterfactual(
     return explainer.explain(inputs)
 
 
-def draw_counterfactuals(inputs: torch.Tensor, explanation: Explanation, path: str | Path) -> Path | None:
+def draw_counterfactuals(
+    inputs: torch.Tensor, explanation: Explanation, path: str | Path
+) -> Path | None:
     """Per image: the input, its counterfactual and the difference (red: ink added, blue: removed),
     captioned with the classes, the counterfactual's probability and the L1 distance. None when
     the inputs are not images."""
@@ -379,7 +385,9 @@ def draw_counterfactuals(inputs: torch.Tensor, explanation: Explanation, path: s
             f"#{i} {int(explanation.target[i])} -> {int(explanation.cf_class[i])}{outcome}  "
             f"p {float(explanation.cf_proba[i]):.2f}  L1 {float(explanation.l1_distance[i]):.1f}"
         )
-    return visualize.save_grid(rows, captions, path, titles=["input", "counterfactual", "difference"])
+    return visualize.save_grid(
+        rows, captions, path, titles=["input", "counterfactual", "difference"]
+    )
 
 
 # ----------------------------------------------------------------------------- checks

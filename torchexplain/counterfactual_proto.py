@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +40,7 @@ from torchexplain import _checks
 from torchexplain._model_state import preserved_model_state
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.counterfactual import (
+    CounterfactualResults,
     FeatureRange,
     ModelCalls,
     SearchSettings,
@@ -50,7 +50,6 @@ from torchexplain.counterfactual import (
     _resolve_target_class,
     _top_class,
     check_feature_range,
-    draw_counterfactuals,
     input_gradients_only,
     search_in_chunks,
     target_class_check,
@@ -195,7 +194,7 @@ class CounterfactualProtoSettings(SearchSettings):
 
 
 @register_explainer
-class CounterfactualProto(Explainer):
+class CounterfactualProto(CounterfactualResults, Explainer):
     """Prototype-guided counterfactuals (Van Looveren & Klaise 2019), as Alibi's ``CounterfactualProto``.
 
     ``fit(train_data)`` classifies the training data with the model and keeps,
@@ -248,9 +247,7 @@ class CounterfactualProto(Explainer):
 
         ``batch_size`` rows go through the model and the encoder at a time.
         """
-        train = _checks.check_tensor_batch(
-            "train_data", train_data, min_dim=2, layout="(N, ...)"
-        ).detach()
+        train = Rows.of(train_data, "train_data", numpy=False).values
         _checks.check_int("batch_size", batch_size, minimum=1)
         config = self.settings
         if config.enc_model is None and not config.use_kdtree:
@@ -350,13 +347,6 @@ class CounterfactualProto(Explainer):
         return self._explanation(
             config, data, x.device, prototypes=self.space if uses_prototypes else None
         )
-
-    def explanation_map(self, explanation: Explanation, inputs: torch.Tensor) -> torch.Tensor:
-        """The change the counterfactual makes to each input, ``(B, ...)``."""
-        return explanation.data["counterfactual"].to(inputs.device, inputs.dtype) - inputs
-
-    def draw(self, inputs: torch.Tensor, explanation: Explanation, path: str | Path) -> Path | None:
-        return draw_counterfactuals(inputs, explanation, path)
 
 
 @functional_twin(CounterfactualProto)

@@ -176,7 +176,9 @@ class IntegratedGradients(Explainer):
     def caption(self, explanation: Explanation, i: int) -> str:
         """The class explained and the convergence delta (sum of attributions minus F(x) - F(b))."""
         delta = explanation.data.get("convergence_delta")
-        return super().caption(explanation, i) + (f"  delta {float(delta[i]):+.1e}" if delta is not None else "")
+        return super().caption(explanation, i) + (
+            f"  delta {float(delta[i]):+.1e}" if delta is not None else ""
+        )
 
 
 @functional_twin(IntegratedGradients)

@@ -33,7 +33,7 @@ import math
 import re
 import secrets
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,11 +45,12 @@ from torchexplain._progress import Progress
 from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
 from torchexplain.models import Predictor, Rows, as_scores
-from torchexplain.segmentation import check_segmentation_settings, superpixels
+from torchexplain.segmentation import superpixels
 from torchexplain.settings import (
     PredictorSettings,
     ProgressSettings,
     SeedSettings,
+    SegmentationSettings,
     TabularSettings,
     setting,
 )
@@ -74,31 +75,16 @@ _KEYS_PER_BLOCK = 1 << 23
 _MAX_CODE_PAIRS = 1 << 26
 
 
-def _check_nsamples(name: str, value: Any) -> int | str:
-    if value == "auto":
-        return value
-    if isinstance(value, str) or not _checks.is_int(value):
-        raise TypeError(f"{name} must be 'auto' or an int >= 1, got {value!r}")
-    return _checks.check_int(name, value, minimum=1)
-
-
 @dataclasses.dataclass(frozen=True)
-class KernelShapSettings(TabularSettings, SeedSettings, PredictorSettings, ProgressSettings):
+class KernelShapSettings(
+    TabularSettings, SeedSettings, PredictorSettings, ProgressSettings, SegmentationSettings
+):
     """The settings of :class:`KernelShap` (Alibi's names where they mean the same)."""
 
     link: str = setting(
         "identity",
         "'identity' or 'logit' (the values then explain log-odds; the predictor must return probabilities)",
         check=_checks.choice("identity", "logit"),
-    )
-    segmentation_fn: str | Callable[..., Any] = setting(
-        "slic",
-        "image inputs (B, C, H, W) without a feature_mask: superpixels from 'slic', 'felzenszwalb', "
-        "'quickshift' or a callable (torchexplain.segmentation.segment)",
-    )
-    segmentation_kwargs: dict[str, Any] | None = setting(
-        None,
-        "keyword arguments of the segmentation (None: the method's defaults, slic: 10 segments, compactness 10, sigma 0.5)",
     )
     cache_predictions: bool = setting(
         True,
@@ -117,7 +103,7 @@ class KernelShapSettings(TabularSettings, SeedSettings, PredictorSettings, Progr
         "auto",
         "coalitions per instance: 'auto' (2M + 2048) or an int; capped at 2**M - 2",
         per_call=True,
-        check=_check_nsamples,
+        check=_checks.auto_or_integer(1),
     )
     l1_reg: str | float | bool = setting(
         "auto",
@@ -127,10 +113,6 @@ class KernelShapSettings(TabularSettings, SeedSettings, PredictorSettings, Progr
         per_call=True,
         check=lambda name, value: _check_l1_reg(value),
     )
-
-    def validate(self) -> dict[str, Any]:
-        check_segmentation_settings(self.segmentation_fn, self.segmentation_kwargs)
-        return {}
 
 
 def _check_l1_reg(value: Any) -> str | float | bool:

@@ -9,7 +9,7 @@ of the docstrings, ``config``, ``repr``, ``meta["params"]`` and what ``save`` wr
 Settings that several methods take are declared once, in the bases below, with one
 doc and one check each: where the work runs (:class:`DeviceSettings`), the seed of
 random draws (:class:`SeedSettings`), how much goes through the model at once
-(:class:`ChunkSettings`) and how model calls are padded (:class:`ModelCallSettings`),
+(:class:`ChunkSettings`), how images are cut (:class:`SegmentationSettings`) and how model calls are padded (:class:`ModelCallSettings`),
 whether long calls show progress
 (:class:`ProgressSettings`), what a black-box predictor is handed
 (:class:`PredictorSettings`), and the names of tabular columns and categories
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -39,6 +39,7 @@ __all__ = [
     "PredictorSettings",
     "ProgressSettings",
     "SeedSettings",
+    "SegmentationSettings",
     "Settings",
     "TabularSettings",
     "describe_value",
@@ -210,14 +211,6 @@ class ChunkSettings(Settings):
     )
 
 
-def _check_padding(name: str, value: Any) -> int | str:
-    if value == "auto":
-        return value
-    if isinstance(value, str) or not _checks.is_int(value):
-        raise TypeError(f"{name} must be 'auto' or an int >= 1, got {value!r}")
-    return _checks.check_int(name, value, minimum=1)
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelCallSettings(ChunkSettings):
     """How a method's calls of a torch model are shaped: chunks, and padding for batch invariance."""
@@ -229,7 +222,7 @@ class ModelCallSettings(ChunkSettings):
         "instance gives alone (torchexplain.models.calls says why). 'auto': 4, except for the counterfactual "
         "searches, whose steps carry few rows (a lone instance's step costs 2.4x padded on the CPU): 1 there; "
         "1 turns padding off",
-        check=_check_padding,
+        check=_checks.auto_or_integer(1),
     )
 
     #: what ``"auto"`` means for this method
@@ -262,6 +255,28 @@ class PredictorSettings(DeviceSettings, ModelCallSettings):
         "nn.Module, numpy arrays for any other callable, as scikit-learn and Alibi users have)",
         check=_checks.choice("auto", "numpy", "tensor"),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationSettings(Settings):
+    """How images are cut into superpixels (the features of image explanations)."""
+
+    segmentation_fn: str | Callable[..., Any] = setting(
+        "slic",
+        "superpixels of images: 'slic', 'felzenszwalb', 'quickshift' (built-in methods see grey images "
+        "repeated to RGB, as Alibi does) or a callable (see torchexplain.segmentation.segment)",
+    )
+    segmentation_kwargs: dict[str, Any] | None = setting(
+        None,
+        "keyword arguments of the segmentation (None: torchexplain.segmentation.DEFAULT_SEGMENTATION_KWARGS, "
+        "Alibi's defaults)",
+    )
+
+    def validate(self) -> dict[str, Any]:
+        from torchexplain.segmentation import check_segmentation_settings
+
+        check_segmentation_settings(self.segmentation_fn, self.segmentation_kwargs)
+        return super().validate()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,10 +38,15 @@ from torchexplain.explanation import Explanation
 from torchexplain.models import Predictor, Rows, as_labels
 from torchexplain.segmentation import (
     DEFAULT_SEGMENTATION_KWARGS,
-    check_segmentation_settings,
     superpixels,
 )
-from torchexplain.settings import DeviceSettings, ModelCallSettings, SeedSettings, setting
+from torchexplain.settings import (
+    DeviceSettings,
+    ModelCallSettings,
+    SeedSettings,
+    SegmentationSettings,
+    setting,
+)
 
 __all__ = ["AnchorImage", "AnchorImageSettings", "anchor_image", "numpy_predictor"]
 
@@ -211,22 +216,15 @@ def perturb(
 def _check_background(name: str, value: Any) -> torch.Tensor | None:
     if value is None:
         return None
-    return _checks.check_tensor_batch(name, value, exact_dim=4, layout="(N, C, H, W)")
+    return Rows.of(value, name, numpy=False, exact_dim=4, layout="(N, C, H, W)").values
 
 
 @dataclasses.dataclass(frozen=True)
-class AnchorImageSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, ModelCallSettings):
+class AnchorImageSettings(
+    AnchorSearchSettings, SegmentationSettings, SeedSettings, DeviceSettings, ModelCallSettings
+):
     """The settings of :class:`AnchorImage` (Alibi's names; one definition for every use)."""
 
-    segmentation_fn: str | Callable[..., Any] = setting(
-        "slic",
-        "'slic', 'felzenszwalb', 'quickshift' or a callable (see torchexplain.segmentation.segment); "
-        "built-in methods see single-channel images repeated to RGB, as Alibi does",
-    )
-    segmentation_kwargs: dict[str, Any] | None = setting(
-        None,
-        "keyword arguments of the segmentation (None: Alibi's defaults for the built-in methods)",
-    )
     images_background: torch.Tensor | None = setting(
         None,
         "(N_bg, C, H, W) images whose regions replace perturbed superpixels; None replaces them with "
@@ -246,10 +244,6 @@ class AnchorImageSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, Mo
         per_call=True,
         check=_checks.number(0.0, 1.0, low_open=True, high_open=True),
     )
-
-    def validate(self) -> dict[str, Any]:
-        check_segmentation_settings(self.segmentation_fn, self.segmentation_kwargs)
-        return {}
 
 
 @register_explainer
@@ -335,7 +329,9 @@ class AnchorImage(Explainer):
 
         rows, captions = [], []
         for i, image in enumerate(inputs.detach().cpu()):
-            anchor = visualize.mask_overlay(image, explanation.mask[i], outline=visualize.ANCHOR_OUTLINE)
+            anchor = visualize.mask_overlay(
+                image, explanation.mask[i], outline=visualize.ANCHOR_OUTLINE
+            )
             rows.append([image, anchor])
             status = "" if bool(explanation.success[i]) else " (no valid anchor)"
             captions.append(
