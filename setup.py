@@ -62,11 +62,17 @@ setup(
             # RemoteModel, and MLServer (whose web stack also serves the KServe explainer).
             "urllib3>=2.0",
             "mlserver>=1.7,<1.8; python_version < '3.13'",
+            # the docs site is built (--strict) and its examples run by the tests
+            "mkdocs>=1.6",
+            "mkdocs-material>=9.5",
+            "mkdocstrings[python]>=0.26",
         ],
         # MLServer 1.7 supports Python 3.9-3.12; RemoteModel alone needs only urllib3.
         "serve": ["urllib3>=2.0", "mlserver>=1.7,<1.8; python_version < '3.13'"],
         "bench": ["captum>=0.7", "shap>=0.43", "scikit-learn>=1.2"],
         "shap": ["shap>=0.43", "scikit-learn>=1.2"],
+        # this site: MkDocs with the Material theme and mkdocstrings (API pages from the docstrings)
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
         "dev": ["ruff>=0.5"],
     },
     entry_points={"console_scripts": ["torchexplain = torchexplain.cli:console_main"]},

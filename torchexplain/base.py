@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import copy
 import inspect
+import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -116,6 +117,7 @@ class Explainer(abc.ABC):
         cls.__doc__ = (cls.__doc__ or "") + settings_docs(cls.settings_class)
         if "explain" in cls.__dict__:
             cls.explain.__signature__ = _explain_signature(cls)  # type: ignore[attr-defined]
+            cls.explain.__doc__ = _per_call_docs(cls.explain.__doc__ or "", cls.settings_class)
 
     @abc.abstractmethod
     def explain(self, inputs: Any, **settings: Any) -> Explanation:
@@ -283,7 +285,7 @@ def _setting_parameters(
     settings_class: type[Settings], per_call_only: bool
 ) -> list[inspect.Parameter]:
     return [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
         for f in settings_class.fields()
         if f.metadata.get("per_call") or not per_call_only
     ]
@@ -299,6 +301,28 @@ def _constructor_signature(cls: type[Explainer]) -> inspect.Signature:
     ]
     rest = [p for p in settings if p.name not in cls.positional_settings]
     return inspect.Signature([first, *positional, *rest])
+
+
+def _per_call_docs(doc: str, settings_class: type[Settings]) -> str:
+    """``explain``'s docstring with its ``**settings:`` argument entry replaced by one entry per
+    per-call setting (its one line of docs), as the signature lists them."""
+    lines = doc.splitlines()
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("**settings:"):
+            indent = line[: len(line) - len(line.lstrip())]
+            end = i + 1
+            while end < len(lines) and lines[end].strip() and len(lines[end]) - len(lines[end].lstrip()) > len(indent):
+                end += 1
+            entries = []
+            for field in settings_class.fields():
+                if field.metadata.get("per_call"):
+                    head = f"{field.name}: (per call; default: the explainer's) "
+                    entries += textwrap.wrap(
+                        head + field.metadata.get("doc", ""), width=88, initial_indent=indent,
+                        subsequent_indent=indent + "    ",
+                    )
+            return "\n".join([*lines[:i], *entries, *lines[end:]])
+    return doc
 
 
 def _explain_signature(cls: type[Explainer]) -> inspect.Signature:

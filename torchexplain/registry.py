@@ -61,3 +61,21 @@ def by_explainer_type(name: str) -> type[Explainer] | None:
     if name in explainers:
         return explainers[name]
     return next((cls for cls in explainers.values() if cls.explainer_type == name), None)
+
+
+def methods_table(pages: str = "methods/") -> str:
+    """The registered explainers as a Markdown table (the README's and the docs' list of methods):
+    name (linked to ``{pages}{explainer_type}.md``), kind, the servers' ``explainer_type``, the
+    command's ``--method``, the peer and the paper."""
+    lines = [
+        "| method | kind | `explainer_type` (servers) | `torchexplain explain --method` | peer | paper |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cls in registered_explainers().values():
+        peers = " / ".join(f"`{peer.strip()}`" for peer in cls.peer.split(";"))
+        cli = f"`{cls.cli_name}`" if cls.cli_name else "-"
+        lines.append(
+            f"| [`{cls.name}`]({pages}{cls.explainer_type}.md) | {cls.kind} | `{cls.explainer_type}` | {cli} "
+            f"| {peers} | {cls.paper} |"
+        )
+    return "\n".join(lines) + "\n"

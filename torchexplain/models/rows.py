@@ -66,7 +66,8 @@ class Rows:
             numpy: numpy arrays are accepted (black-box methods), else only tensors.
             integers: integer (and bool) values are accepted and become float32 (categorical
                 codes); otherwise they are refused with a hint to convert them.
-            min_dim, exact_dim: the dimensions a batch must have.
+            min_dim: the fewest dimensions a batch may have.
+            exact_dim: the dimensions a batch must have (None: at least ``min_dim``).
             layout: the expected shape, as the messages write it.
 
         Raises:
