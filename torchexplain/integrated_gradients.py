@@ -31,6 +31,7 @@ from torchexplain.base import Explainer, functional_twin, register_explainer
 from torchexplain.explanation import Explanation
 from torchexplain.kernels import ig as ig_ops
 from torchexplain.models import Rows, call_padded, in_chunks
+from torchexplain.models.calls import pad_rows, padded_size, unpad
 from torchexplain.settings import ModelCallSettings, setting
 
 TensorOrTuple = torch.Tensor | tuple[torch.Tensor, ...]
@@ -320,13 +321,20 @@ class _PathIntegral:
         return b if b.shape[0] == 1 else b[e0:e1]
 
     def _chunk_gradients(self, start: int, stop: int):
-        """Forward and backward of rows ``[start, stop)``: the rectangles and the path gradients."""
+        """Forward and backward of rows ``[start, stop)``: the rectangles and the path gradients.
+
+        The path is built with its padding rows already in place (copies of its last row, up
+        to a multiple of ``pad_to_multiple``): the model sees what :func:`call_padded` would
+        give it, without copying the whole path into a padded one and its gradient back
+        (on a cheap model over large inputs that copy cost more than the padded rows).
+        """
         rects = self._rectangles(start, stop)
         n_rows = stop - start
+        rows = padded_size(n_rows, self.pad_to_multiple)
         paths = []
         for i, x in enumerate(self.inputs):
-            path = torch.empty((n_rows, *x.shape[1:]), dtype=x.dtype, device=self.device)
-            flat = path.view(n_rows, -1)
+            path = torch.empty((rows, *x.shape[1:]), dtype=x.dtype, device=self.device)
+            flat = path.view(rows, -1)
             offset = 0
             for e0, e1, s0, s1 in rects:
                 block = flat[offset : offset + (e1 - e0) * (s1 - s0)].view(e1 - e0, s1 - s0, -1)
@@ -337,6 +345,7 @@ class _PathIntegral:
                     out=block,
                 )
                 offset += (e1 - e0) * (s1 - s0)
+            flat[n_rows:] = flat[n_rows - 1]  # the padding
             paths.append(path.requires_grad_())
         row_examples = torch.cat(
             [
@@ -344,17 +353,18 @@ class _PathIntegral:
                 for e0, e1, s0, s1 in rects
             ]
         )
+        padded_examples = pad_rows(row_examples, rows)
         args = [
-            a.index_select(0, row_examples) if per else a
+            a.index_select(0, padded_examples) if per else a
             for a, per in zip(self.extra_args, self.per_example_arg)
         ]
         with torch.enable_grad():
             with self._autocast():
-                output = self._call(paths, args)
+                output = unpad(self.model(*paths, *args), n_rows)
             scores = self.target.scores(output, row_examples)
             # One scalar backward: rows are independent, so d(sum)/d(row) is each row's gradient.
             grads = torch.autograd.grad(scores.sum(), paths, allow_unused=True)
-        return rects, grads
+        return rects, [None if g is None else g[:n_rows] for g in grads]
 
     def _reduce_chunk(self, rects, grads, multiply: bool) -> list[list[torch.Tensor | None]]:
         """Per input and rectangle, the chunk's weighted sum over steps ``(e1 - e0, D)``."""
