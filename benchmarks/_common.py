@@ -12,6 +12,7 @@ with glibc set to unmap freed tensors so the mark follows live memory.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import json
 import platform
 import statistics
@@ -179,10 +180,12 @@ def device_name(device: torch.device) -> str:
 def metadata(device: torch.device, **extra: Any) -> dict[str, Any]:
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("torchexplain", "captum", "triton", "torchvision", "numpy"):
+        # the installed distribution's version, without importing it (captum and
+        # torchvision take most of a second to import; a script that does not use them
+        # should not pay for that)
         try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", "unknown")
-        except Exception:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     cpu_model = "unknown"
     try:

@@ -382,9 +382,9 @@ def main() -> None:
         n_digits, repeats, warmup, one_by_one = (100, 2, 1, 5) if args.quick else (1000, 3, 1, 20)
         slic_cases = [(1000, 1, 28, 15), (64, 3, 224, 200)]
     else:
-        # --quick is sized for `torchexplain bench --quick` (every script in under 2 minutes).
+        # --quick is sized for `torchexplain bench --quick` (every script in under 100 s).
         n_digits, repeats, warmup, one_by_one = (2, 1, 0, 1) if args.quick else (16, 2, 1, 16)
-        slic_cases = [(64, 1, 28, 15), (2 if args.quick else 16, 3, 224, 200)]
+        slic_cases = [(64, 1, 28, 15), (1 if args.quick else 16, 3, 224, 200)]
 
     anchor = bench_anchor(device, n_digits, repeats, warmup, one_by_one, n_alibi=min(16, n_digits))
     if "s_per_image" in anchor["alibi"]:
@@ -393,8 +393,8 @@ def main() -> None:
                 anchor[name]["speedup_vs_alibi"] = (
                     anchor["alibi"]["s_per_image"] / anchor[name]["s_per_image"]
                 )
-    slic_rows = bench_slic(device, slic_cases, repeats=3 if args.quick else 5)
-    bookkeeping = bench_search_bookkeeping(50 if args.quick else 256)
+    slic_rows = bench_slic(device, slic_cases, repeats=2 if args.quick else 5)
+    bookkeeping = bench_search_bookkeeping(24 if args.quick else 256)
     payload = {
         "meta": metadata(
             device,

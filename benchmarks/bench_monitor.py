@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="10-step epochs (640 digits), 2 per run"
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs per run (default 4, quick 1)"
+        "--epochs", type=int, default=None, help="epochs per run (default 4, quick 2)"
     )
     parser.add_argument(
         "--out", default=None, help="JSON file or folder (default benchmarks/results/)"

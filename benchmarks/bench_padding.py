@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     quick = {
         "counterfactual": (1,),
         "integrated_gradients": (1,),
-        "anchor_tabular": (16,),
-        "kernel_shap": (16,),
+        "anchor_tabular": (4,),
+        "kernel_shap": (8,),
     }
     repeats = 3 if args.quick else 7
     results = []

@@ -21,7 +21,8 @@ request of ``--rows`` rows (32 by default), in one run:
 Per provider: median, p50/p99 and requests per second of sequential requests, after
 warm-up, in blocks per provider taken in turn (see ``time_blocks`` for why not one call
 each in turn); for the served ones also requests per second with 4
-concurrent clients. The serving overhead (HTTP, JSON encoding and decoding, the
+concurrent clients (not with ``--quick``, which also sends ``--anchor-rows`` rows per
+anchor request when given). The serving overhead (HTTP, JSON encoding and decoding, the
 server) is ``served / in-process - 1`` with the model in the same place; the target is
 at most 20 % for a 32-row request. Servers run on 127.0.0.1 on this machine, so client
 and server share its cores (what a sidecar explainer shares with its model too).
@@ -30,7 +31,7 @@ No peer is timed: Seldon's MLServer Alibi runtime has no release for MLServer 1.
 (it pins pydantic 2.7.1, Python < 3.12 and numpy < 2), and KServe removed its Alibi
 explainer in 2024.
 
-Usage: ``python benchmarks/bench_serving.py --device cpu|cuda [--rows 32] [--out PATH] [--quick]``
+Usage: ``python benchmarks/bench_serving.py --device cpu|cuda [--rows 32] [--anchor-rows N] [--out PATH] [--quick]``
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from torchexplain.serving.local import (  # noqa: E402
     explain_request_body,
     free_port,
     post_json,
+    running,
     torchexplain_command,
 )
 from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
@@ -140,6 +142,12 @@ def main() -> None:
     parser.add_argument(
         "--rows", type=int, default=32, help="rows per explain request (default 32)"
     )
+    parser.add_argument(
+        "--anchor-rows",
+        type=int,
+        default=None,
+        help="rows per AnchorTabular request (default: --rows; each row is a search)",
+    )
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -152,6 +160,8 @@ def main() -> None:
     model, _ = pretrained_census_mlp()
     model = model.eval()
     rows = data.X_test[:rows_n].astype(np.float32)
+    anchor_rows_n = args.anchor_rows or rows_n
+    anchor_rows = data.X_test[:anchor_rows_n].astype(np.float32)
     targets = [int(t) for t in (np.arange(rows_n) % 2)]
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     example = torch.from_numpy(data.X_train[:8])
@@ -252,15 +262,18 @@ def main() -> None:
     anchor_local = load_explainer(work / "anchor", model=local_probabilities)
     x = torch.from_numpy(rows)
 
-    def floor() -> None:
-        with torch.no_grad():
-            model(x).softmax(-1)
+    def floor_on(batch: torch.Tensor):
+        def floor() -> None:
+            with torch.no_grad():
+                model(batch).softmax(-1)
+
+        return floor
 
     results = []
-    with model_server, anchor_server, kserve:
+    with running(model_server, anchor_server, kserve):
         ig_body, anchor_body = (
             explain_request_body(rows, {"target": targets}),
-            explain_request_body(rows, {}),
+            explain_request_body(anchor_rows, {}),
         )
         ig_served = lambda: checked_post(f"{base}/v2/models/ig/infer", ig_body)  # noqa: E731
         ig_kserve = lambda: checked_post(  # noqa: E731
@@ -269,8 +282,8 @@ def main() -> None:
         )
         ig_in_process = lambda: ig_local.explain(x, target=targets).to_json()  # noqa: E731
         anchor_served = lambda: checked_post(f"{anchor_base}/v2/models/anchor/infer", anchor_body)  # noqa: E731
-        anchor_in_process = lambda: anchor_remote.explain(rows).to_json()  # noqa: E731
-        anchor_model_local = lambda: anchor_local.explain(rows).to_json()  # noqa: E731
+        anchor_in_process = lambda: anchor_remote.explain(anchor_rows).to_json()  # noqa: E731
+        anchor_model_local = lambda: anchor_local.explain(anchor_rows).to_json()  # noqa: E731
 
         # the served answers are the in-process ones (checked once, before timing). IG is timed
         # before the server has explained any anchor: a black-box explainer's threads run torch
@@ -285,7 +298,7 @@ def main() -> None:
                 "torchexplain": ig_served,
                 "kserve": ig_kserve,
                 "in_process": ig_in_process,
-                "floor": floor,
+                "floor": floor_on(x),
                 "model_served": lambda: served_model(rows),
                 "http_get": lambda: get_json(metadata_url),
             },
@@ -303,7 +316,7 @@ def main() -> None:
                 "torchexplain": anchor_served,
                 "in_process": anchor_in_process,
                 "in_process_model_local": anchor_model_local,
-                "floor": floor,
+                "floor": floor_on(torch.from_numpy(anchor_rows)),
             },
             2 if args.quick else 6,
             rounds=1 if args.quick else 3,
@@ -337,7 +350,7 @@ def main() -> None:
     results.append(
         {
             "method": "AnchorTabular",
-            "config": f"{rows_n} rows, model served",
+            "config": f"{anchor_rows_n} rows, model served",
             "providers": anchors,
             "overhead_mlserver": overhead(anchors, "torchexplain"),
             "model_remote_cost": overhead(anchors, "in_process", "in_process_model_local"),
@@ -347,6 +360,7 @@ def main() -> None:
         "meta": metadata(
             device,
             rows_per_request=rows_n,
+            anchor_rows_per_request=anchor_rows_n,
             repeats=repeats,
             ig_steps=IG_STEPS,
             target_overhead=TARGET_OVERHEAD,

@@ -5,6 +5,7 @@ they share. Not for production: there, MLServer or KServe starts the server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -13,9 +14,17 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Process", "explain_request_body", "free_port", "post_json", "torchexplain_command"]
+__all__ = [
+    "Process",
+    "explain_request_body",
+    "free_port",
+    "post_json",
+    "running",
+    "torchexplain_command",
+]
 
 
 def free_port() -> int:
@@ -44,19 +53,31 @@ class Process:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Process:
+        """Launch the command and wait until every ready URL answers 200."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> Process:
+        """Start the subprocess without waiting for it (see :func:`running` for several)."""
         env = {**self.env, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
-        deadline = time.monotonic() + self.timeout
+        self._deadline = time.monotonic() + self.timeout
+        return self
+
+    def wait_ready(self) -> Process:
+        """Poll the ready URLs until each answers 200; raise (and stop) if the process exits or
+        the timeout, counted from :meth:`launch`, passes."""
+        if self.process is None:
+            raise RuntimeError("wait_ready() before launch()")
         pending = list(self.ready_urls)
         while pending:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"{self.command[:4]} exited with {self.process.returncode}:\n{self.output()}"
                 )
-            if time.monotonic() > deadline:
+            if time.monotonic() > self._deadline:
                 self.stop()
                 raise RuntimeError(
                     f"{self.command[:4]} not ready within {self.timeout:g} s:\n{self.output()}"
@@ -75,8 +96,9 @@ class Process:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
+        """SIGTERM, up to 15 s to exit, then SIGKILL; closes the log."""
+        self.terminate()
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -86,6 +108,11 @@ class Process:
             self._log.close()
             self._log = None
 
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (:meth:`stop` waits)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
@@ -94,6 +121,23 @@ class Process:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def running(*processes: Process) -> Iterator[tuple[Process, ...]]:
+    """Several servers at once: all launched before any is waited for (their start-ups overlap),
+    all sent SIGTERM before any is waited for on the way out."""
+    try:
+        for process in processes:
+            process.launch()
+        for process in processes:
+            process.wait_ready()
+        yield processes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.stop()
 
 
 def torchexplain_command(*args: str) -> list[str]:
