@@ -285,7 +285,9 @@ def _setting_parameters(
     settings_class: type[Settings], per_call_only: bool
 ) -> list[inspect.Parameter]:
     return [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
+        )
         for f in settings_class.fields()
         if f.metadata.get("per_call") or not per_call_only
     ]
@@ -311,14 +313,20 @@ def _per_call_docs(doc: str, settings_class: type[Settings]) -> str:
         if line.lstrip().startswith("**settings:"):
             indent = line[: len(line) - len(line.lstrip())]
             end = i + 1
-            while end < len(lines) and lines[end].strip() and len(lines[end]) - len(lines[end].lstrip()) > len(indent):
+            while (
+                end < len(lines)
+                and lines[end].strip()
+                and len(lines[end]) - len(lines[end].lstrip()) > len(indent)
+            ):
                 end += 1
             entries = []
             for field in settings_class.fields():
                 if field.metadata.get("per_call"):
                     head = f"{field.name}: (per call; default: the explainer's) "
                     entries += textwrap.wrap(
-                        head + field.metadata.get("doc", ""), width=88, initial_indent=indent,
+                        head + field.metadata.get("doc", ""),
+                        width=88,
+                        initial_indent=indent,
                         subsequent_indent=indent + "    ",
                     )
             return "\n".join([*lines[:i], *entries, *lines[end:]])
