@@ -137,3 +137,32 @@ def test_integrated_gradients(digits):
     model, images, _ = digits
     explainer = IntegratedGradients(model, n_steps=20)
     _check(explainer.explain, images, digit=4)
+
+
+def test_integrated_gradients_with_examples_cut_into_pieces(monkeypatch):
+    """Images too large for one example's 50 steps in the first chunk (3x64x64 on the CPU:
+    32 rows) are cut into pieces (28 + 22 steps), the same pieces wherever the example
+    sits; before, the first example was cut 32 + 18 and the others 28 + 22, so an image
+    alone and first in a batch differed in the last bit from the same image later on."""
+    from torchexplain.integrated_gradients import _PathIntegral
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 5, stride=4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 15 * 15, 3),
+    ).eval()
+    images = torch.rand(17, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    cuts = []
+    integrate = _PathIntegral.integrate
+
+    def spy(self, *args, **kwargs):
+        out = integrate(self, *args, **kwargs)
+        cuts.append(self.piece)
+        return out
+
+    monkeypatch.setattr(_PathIntegral, "integrate", spy)
+    explain = IntegratedGradients(model, n_steps=50).explain
+    _check(lambda x: explain(x, target=1), images, digit=5)
+    assert set(cuts) == {28}  # the examples really were cut, in every call

@@ -252,6 +252,8 @@ class _PathIntegral:
         ]
         self.n_steps = alphas.numel()
         self.target: ResolvedTarget | None = None
+        #: steps per piece of an example (None: examples whole); fixed by integrate()
+        self.piece: int | None = None
 
     def _autocast(self):
         if self.mixed_precision is None:
@@ -366,58 +368,91 @@ class _PathIntegral:
             grads = torch.autograd.grad(scores.sum(), paths, allow_unused=True)
         return rects, [None if g is None else g[:n_rows] for g in grads]
 
-    def _reduce_chunk(self, rects, grads, multiply: bool) -> list[list[torch.Tensor | None]]:
-        """Per input and rectangle, the chunk's weighted sum over steps ``(e1 - e0, D)``."""
-        sums: list[list[torch.Tensor | None]] = []
+    def _reduce_chunk(self, rects, grads, multiply: bool) -> list[list[tuple]]:
+        """Per input, ``(e0, e1, sum)`` for each piece of the chunk: the weighted sum over that
+        piece's steps ``(e1 - e0, D)`` (None where the model ignores the input)."""
+        sums: list[list[tuple]] = []
         for i, grad in enumerate(grads):
-            if grad is None:  # the model ignores this input: its attribution is zero
-                sums.append([None] * len(rects))
-                continue
-            flat_grad = grad.reshape(grad.shape[0], -1)
+            flat_grad = None if grad is None else grad.reshape(grad.shape[0], -1)
             offset, mine = 0, []
             for e0, e1, s0, s1 in rects:
                 size = (e1 - e0) * (s1 - s0)
-                block = flat_grad[offset : offset + size].view(e1 - e0, s1 - s0, -1)
-                mine.append(
-                    ig_ops.reduce_path(
-                        block,
-                        self.step_weights[i][s0:s1],
+                for a, b in self._step_pieces(s0, s1):
+                    if flat_grad is None:  # the model ignores this input: its attribution is zero
+                        mine.append((e0, e1, None))
+                        continue
+                    block = flat_grad[offset : offset + size].view(e1 - e0, s1 - s0, -1)
+                    part = ig_ops.reduce_path(
+                        block[:, a - s0 : b - s0],
+                        self.step_weights[i][a:b],
                         self.flat_inputs[i][e0:e1] if multiply else None,
                         self._baseline_rows(i, e0, e1) if multiply else None,
                     )
-                )
+                    mine.append((e0, e1, part))
                 offset += size
             sums.append(mine)
         return sums
 
+    # -- chunking --------------------------------------------------------------------
+    # An example's attribution is the sum of its pieces' sums, so it is the same bits
+    # alone or in any batch only if its steps are cut into the same pieces wherever it
+    # sits. So the cut is fixed before any work, from nothing that depends on the batch:
+    # whole examples (``self.piece`` None) when the first chunk holds one, else pieces of
+    # ``self.piece`` steps, and a chunk is then some whole pieces of one example. Only a
+    # chunk halved after running out of memory cuts an example elsewhere.
+
+    def _piece(self, rows: int) -> int:
+        """Steps per piece when an example does not fit ``rows``: equal pieces, rounded to
+        a multiple of ``pad_to_multiple`` within ``rows`` (50 steps in 32 rows: 28 + 22,
+        padded to 28 + 24 rows, not 25 + 25 padded to 28 + 28)."""
+        piece = _memory.even_split(self.n_steps, rows)
+        multiple = self.pad_to_multiple
+        if padded_size(piece, multiple) <= rows:
+            return padded_size(piece, multiple)
+        return piece - piece % multiple if piece >= multiple else piece
+
+    def _step_pieces(self, s0: int, s1: int) -> list[tuple[int, int]]:
+        """Steps ``[s0, s1)`` of an example, cut where its pieces end."""
+        if self.piece is None:
+            return [(s0, s1)]
+        cuts = [s0, *range((s0 // self.piece + 1) * self.piece, s1, self.piece), s1]
+        return list(zip(cuts[:-1], cuts[1:]))
+
     def _chunk_end(self, start: int, size: int) -> int:
-        """Where a chunk of ``size`` rows from ``start`` stops: an example's steps stay in one chunk
-        when the chunk holds one (so each example's sum over steps is one reduction, whatever else
-        is in the batch); smaller chunks split an example into equal pieces, never two examples."""
+        """Where a chunk of about ``size`` rows from ``start`` stops: whole examples, or whole
+        pieces of one example (see above)."""
         steps = self.n_steps
-        next_example = (start // steps + 1) * steps
-        if start % steps == 0 and size >= steps:
-            return start + (size // steps) * steps
-        return min(start + size, next_example)
+        example_end = (start // steps + 1) * steps
+        if self.piece is None:
+            if start % steps == 0 and size >= steps:
+                return start + (size // steps) * steps
+            return min(start + size, example_end)  # halved after running out of memory
+        end = min(start + size, example_end)
+        if end < example_end and size >= self.piece:
+            base = (start // steps) * steps
+            end = max(base + (end - base) // self.piece * self.piece, start + self.piece)
+        return min(end, example_end)
 
     def _chunk_rows(self, bytes_per_row: float, rows_left: int) -> int:
-        """Rows per chunk for the rest of the path: whole examples, spread evenly over the
-        examples left, or equal pieces of one example's steps when one does not fit."""
+        """Rows per chunk for the rest of the path, from the measured bytes per row: whole
+        examples spread evenly over the examples left (at least one: the first chunk held
+        one), or as many pieces of one example as fit (at least one)."""
         most = _memory.max_rows(bytes_per_row, self.device)
         steps = self.n_steps
-        if most >= steps:
+        if self.piece is None:
             examples_left = max(1, -(-rows_left // steps))
-            return _memory.even_split(examples_left, most // steps) * steps
-        return _memory.even_split(steps, most)
+            return _memory.even_split(examples_left, max(1, most // steps)) * steps
+        return max(self.piece, most)
 
     def integrate(
         self, internal_batch_size: int | str | None, multiply: bool
     ) -> list[torch.Tensor]:
         """Per-input ``(N, D)`` attributions in the accumulation dtype.
 
-        With ``"auto"`` the first chunk (whole examples, :data:`_memory.PROBE_ROWS` rows at most)
-        measures what autograd keeps per row; the other chunks are sized from it, and a chunk
-        that runs out of memory is retried with half the rows.
+        With ``"auto"`` the first chunk (whole examples, or the first piece of one, at most
+        :data:`_memory.PROBE_ROWS` rows) measures what autograd keeps per row; the other
+        chunks are sized from it, and a chunk that runs out of memory is retried with half
+        the rows.
         """
         total_rows = self.n_examples * self.n_steps
         totals = [
@@ -429,10 +464,12 @@ class _PathIntegral:
         io_bytes_per_row = sum(2 * fx.shape[1] * fx.element_size() for fx in self.flat_inputs)
         if auto:
             first_guess = _memory.PROBE_ACTIVATION_FACTOR * io_bytes_per_row
-            probe = min(_memory.PROBE_ROWS, _memory.max_rows(first_guess, self.device))
-            size = max(1, probe // self.n_steps) * self.n_steps if probe >= self.n_steps else probe
+            size = min(_memory.PROBE_ROWS, _memory.max_rows(first_guess, self.device))
         else:
             size = total_rows if internal_batch_size is None else int(internal_batch_size)
+        self.piece = None if size >= self.n_steps else (self._piece(size) if auto else size)
+        if self.piece is not None:
+            size = self.piece
         # The first chunk measures what a row keeps (bytes, 0: not yet); the next chunks are sized by it.
         per_row = {"measure": auto, "bytes": 0.0}
 
@@ -442,11 +479,12 @@ class _PathIntegral:
                 rects, grads = self._chunk_gradients(start, stop)
             sums = self._reduce_chunk(rects, grads, multiply)
             del grads
-            # added once the chunk has succeeded: a chunk retried smaller is not counted twice
-            for i, per_rect in enumerate(sums):
-                for (e0, e1, _, _), piece in zip(rects, per_rect, strict=True):
-                    if piece is not None:
-                        totals[i][e0:e1] += piece
+            # added once the chunk has succeeded (a chunk retried smaller is not counted
+            # twice), piece after piece in step order
+            for i, pieces in enumerate(sums):
+                for e0, e1, part in pieces:
+                    if part is not None:
+                        totals[i][e0:e1] += part
             if counter is not None:
                 per_row["measure"] = False
                 per_row["bytes"] = counter.total / (stop - start) + io_bytes_per_row
