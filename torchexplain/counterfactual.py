@@ -150,7 +150,7 @@ class SearchSettings(ModelCallSettings):
     """What both counterfactual searches take: how the model's output is read."""
 
     # A step carries the instances still searching, often a handful: padding a lone instance's
-    # step to 4 rows costs 2.4x on the CPU (MNIST CNN, measured), so exactness is asked for.
+    # step to 4 rows costs 2.2x on the CPU (MNIST CNN, bench_padding.py), so exactness is asked for.
     auto_padding: ClassVar[int] = 1
 
     model_output: str = setting(
@@ -658,16 +658,16 @@ class _Search(ModelCalls):
             )
         best = _Best.start(x, state.lam)
         while (active := (state.phase != _DONE).nonzero().flatten()).numel():
-            probs, p_target, target, distance, grad = self.evaluate(
+            xa, lam, probs, p_target, target, distance, grad = self.evaluate(
                 x, active, state, orig_class, targets
             )
             with torch.no_grad():
                 valid = self.is_valid(probs, p_target, target)
                 miss = (p_target - self.target_proba).abs()
-                best.record(active, state.x_cf[active], valid, distance, miss, state.lam[active])
-                self.count_valid(active, valid, state)
-                self.adam_step(active, grad, state)
-                self.advance_schedule(active, x, state)
+                best.record(active, xa, valid, distance, miss, lam)
+                runs = self.count_valid(active, valid, state)
+                steps = self.adam_step(active, xa, grad, state)
+                self.advance_schedule(active, x, state, steps, runs)
         return self.result(x, best, state, orig_class, targets, predictions)
 
     def evaluate(
@@ -678,30 +678,40 @@ class _Search(ModelCalls):
         orig_class: torch.Tensor,
         targets: Any,
     ) -> tuple[torch.Tensor, ...]:
-        """The active instances' iterates through the model: probabilities, the target's probability
-        and class, the distance, and the loss's gradient (all detached)."""
+        """The active instances' iterates and lambdas, and the iterates through the model:
+        probabilities, the target's probability and class, the distance, and the loss's
+        gradient (all detached)."""
         xa = state.x_cf.index_select(0, active).requires_grad_(True)
+        lam = state.lam[active]
         with torch.enable_grad():
             probs = self.probabilities(xa)
             p_target, target = self.target_terms(
                 probs, orig_class[active], targets if isinstance(targets, str) else targets[active]
             )
             distance = self.distance(xa - x.index_select(0, active))
-            loss = ((p_target - self.target_proba) ** 2 + state.lam[active] * distance).sum()
+            loss = ((p_target - self.target_proba) ** 2 + lam * distance).sum()
             (grad,) = torch.autograd.grad(loss, xa)
-        return probs.detach(), p_target.detach(), target, distance.detach(), grad
+        detached = (probs.detach(), p_target.detach(), target, distance.detach(), grad)
+        return (xa.detach(), lam, *detached)
 
     @staticmethod
-    def count_valid(active: torch.Tensor, valid: torch.Tensor, state: _State) -> None:
-        """Valid iterates of the round, and the runs of consecutive valid / invalid ones."""
+    def count_valid(
+        active: torch.Tensor, valid: torch.Tensor, state: _State
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Valid iterates of the round, and the runs of consecutive valid / invalid ones (returned
+        for the active instances)."""
         state.round_valid[active] += valid.long()
-        state.run_valid[active] = torch.where(valid, state.run_valid[active] + 1, 0)
-        state.run_invalid[active] = torch.where(valid, 0, state.run_invalid[active] + 1)
+        run_valid = torch.where(valid, state.run_valid[active] + 1, 0)
+        run_invalid = torch.where(valid, 0, state.run_invalid[active] + 1)
+        state.run_valid[active], state.run_invalid[active] = run_valid, run_invalid
+        return run_valid, run_invalid
 
-    def adam_step(self, active: torch.Tensor, grad: torch.Tensor, state: _State) -> None:
-        """One Adam step of each active instance, with its own step count; the learning rate
-        decays linearly to 0 over max_iter steps (Alibi's decay=True); the iterate is projected
-        into the feature range."""
+    def adam_step(
+        self, active: torch.Tensor, xa: torch.Tensor, grad: torch.Tensor, state: _State
+    ) -> torch.Tensor:
+        """One Adam step of each active instance (iterates ``xa``), with its own step count (the
+        new counts are returned); the learning rate decays linearly to 0 over max_iter steps
+        (Alibi's decay=True); the iterate is projected into the feature range."""
         dtype = state.x_cf.dtype
         trailing = (1,) * (state.x_cf.ndim - 1)
         t = state.step[active] + 1
@@ -714,19 +724,27 @@ class _Search(ModelCalls):
             lr = torch.full_like(tf, self.lr_init)
         m_hat = m / (1 - _ADAM_BETA1**tf).view(-1, *trailing)
         v_hat = v / (1 - _ADAM_BETA2**tf).view(-1, *trailing)
-        xa = state.x_cf[active] - lr.view(-1, *trailing) * m_hat / (v_hat.sqrt() + _ADAM_EPS)
+        xa = xa - lr.view(-1, *trailing) * m_hat / (v_hat.sqrt() + _ADAM_EPS)
         state.x_cf[active] = torch.maximum(torch.minimum(xa, self.high), self.low)
         state.adam_m[active] = m
         state.adam_v[active] = v
         state.step[active] = t
         state.total_steps[active] += 1
+        return t
 
-    def advance_schedule(self, active: torch.Tensor, x: torch.Tensor, state: _State) -> None:
+    def advance_schedule(
+        self,
+        active: torch.Tensor,
+        x: torch.Tensor,
+        state: _State,
+        t: torch.Tensor,
+        runs: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
         """End the rounds that are over: a sweep round after max_iter // 10 steps; a bisection
-        round after max_iter steps or early_stop consecutive valid (or invalid) iterates."""
-        t = state.step[active]
+        round after max_iter steps or early_stop consecutive valid (or invalid) iterates.
+        ``t`` and ``runs`` are the active instances' step counts and valid/invalid runs."""
         in_sweep = state.phase[active] == _SWEEP
-        run_valid, run_invalid = state.run_valid[active], state.run_invalid[active]
+        run_valid, run_invalid = runs
         settled = ~in_sweep & ((run_valid >= self.early_stop) | (run_invalid >= self.early_stop))
         ended = settled | (t >= torch.where(in_sweep, self.sweep_steps, self.max_iter))
         if ended.any():

@@ -519,51 +519,56 @@ class _ProtoSearch(ModelCalls):
         state = _FistaState.start(x, float(self.config.c_init))
         best = _Best.start(x, state.c)
         while (active := (~state.done).nonzero().flatten()).numel():
-            grad = self.gradient(x, active, state, orig_class, proto)
+            # the active instances' rows, gathered once a step
+            x_a, c_a, class_a, allowed_a = (
+                x.index_select(0, active),
+                state.c[active],
+                orig_class[active],
+                allowed[active],
+            )
+            grad = self.gradient(x_a, active, state, c_a, class_a, proto)
             with torch.no_grad():
-                new = self.step(x, active, grad, state)
+                new, steps = self.step(x_a, active, grad, state)
                 probs = self.probabilities(new)
-                valid = self.is_valid(probs, orig_class[active], allowed[active])
-                delta = (new - x.index_select(0, active)).flatten(1)
+                valid = self.is_valid(probs, class_a, allowed_a)
+                delta = (new - x_a).flatten(1)
                 dist = delta.square().sum(1) + self.beta * delta.abs().sum(1)
                 margin = (
-                    probs.gather(1, orig_class[active, None]).squeeze(1)
+                    probs.gather(1, class_a[:, None]).squeeze(1)
                     + self.kappa
-                    - probs.masked_fill(~allowed[active], -math.inf).amax(1)
+                    - probs.masked_fill(~allowed_a, -math.inf).amax(1)
                 )
-                best.record(active, new, valid, dist, margin, state.c[active])
-                self.end_rounds(active, valid, dist, x, state)
+                best.record(active, new, valid, dist, margin, c_a)
+                self.end_rounds(active, valid, dist, steps, x, state)
         return self.result(x, best, state, orig_class, allowed, targets, proto_class, predictions)
 
     def gradient(
         self,
-        x: torch.Tensor,
+        x_a: torch.Tensor,
         active: torch.Tensor,
         state: _FistaState,
-        orig_class: torch.Tensor,
+        c_a: torch.Tensor,
+        class_a: torch.Tensor,
         proto: torch.Tensor | None,
     ) -> torch.Tensor:
-        """The smooth loss's gradient at the active instances' momentum points, clipped."""
+        """The smooth loss's gradient at the active instances' momentum points, clipped
+        (``x_a``, ``c_a``, ``class_a``: the active instances' inputs, c and classes)."""
         y = state.adv_s.index_select(0, active).requires_grad_(True)
         proto_a = None if proto is None else proto.index_select(0, active)
         with torch.enable_grad():
             loss, _ = self.smooth_loss(
-                y,
-                x.index_select(0, active),
-                state.c[active],
-                orig_class[active],
-                proto_a,
-                with_l1=self.config.optimizer != "fista",
+                y, x_a, c_a, class_a, proto_a, with_l1=self.config.optimizer != "fista"
             )
             (grad,) = torch.autograd.grad(loss.sum(), y)
         return grad.clamp(*self.config.clip)
 
     def step(
-        self, x: torch.Tensor, active: torch.Tensor, grad: torch.Tensor, state: _FistaState
-    ) -> torch.Tensor:
-        """One step of each active instance: FISTA (a gradient step on the smooth terms, the L1
-        shrinkage, momentum) or a projected gradient step; the step size falls as sqrt(1 - t/T)."""
-        dtype, trailing = x.dtype, (1,) * (x.ndim - 1)
+        self, x_a: torch.Tensor, active: torch.Tensor, grad: torch.Tensor, state: _FistaState
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of each active instance (inputs ``x_a``): FISTA (a gradient step on the
+        smooth terms, the L1 shrinkage, momentum) or a projected gradient step; the step size
+        falls as sqrt(1 - t/T). Returns the new iterates and step counts."""
+        dtype, trailing = x_a.dtype, (1,) * (x_a.ndim - 1)
         g = state.step[active]
         lr = (
             float(self.config.learning_rate_init)
@@ -572,7 +577,7 @@ class _ProtoSearch(ModelCalls):
         z = state.adv_s.index_select(0, active) - lr.view(-1, *trailing) * grad
         if self.config.optimizer == "fista":
             old = state.adv.index_select(0, active)
-            new = shrink(z, x.index_select(0, active), self.beta, self.low, self.high)
+            new = shrink(z, x_a, self.beta, self.low, self.high)
             g = g + 1
             momentum = (g.to(dtype) / (g.to(dtype) + 3)).view(-1, *trailing)
             new_s = torch.maximum(torch.minimum(new + momentum * (new - old), self.high), self.low)
@@ -584,23 +589,25 @@ class _ProtoSearch(ModelCalls):
         state.adv_s[active] = new_s
         state.step[active] = g
         state.total[active] += 1
-        return new
+        return new, g
 
     def end_rounds(
         self,
         active: torch.Tensor,
         valid: torch.Tensor,
         dist: torch.Tensor,
+        steps: torch.Tensor,
         x: torch.Tensor,
         state: _FistaState,
     ) -> None:
         """Track each round's closest valid iterate; end a round after max_iterations steps (or
-        early_stop steps without a closer one) and start the next with a new c."""
+        early_stop steps without a closer one) and start the next with a new c. ``steps``: the
+        active instances' step counts."""
         improved = valid & (dist < state.round_best[active])
         state.round_best[active] = torch.where(improved, dist, state.round_best[active])
         stale = torch.where(improved, 0, state.stale[active] + 1)
         state.stale[active] = stale
-        ended = state.step[active] >= self.config.max_iterations
+        ended = steps >= self.config.max_iterations
         if self.config.early_stop is not None:
             ended |= stale >= self.config.early_stop
         if ended.any():

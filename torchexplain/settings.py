@@ -220,7 +220,7 @@ class ModelCallSettings(ChunkSettings):
         "every model call carries a multiple of this many rows (the last row repeated), so that what the model "
         "gives a row does not depend on the other rows of its call and a batch gives exactly what each "
         "instance gives alone (torchexplain.models.calls says why). 'auto': 4, except for the counterfactual "
-        "searches, whose steps carry few rows (a lone instance's step costs 2.4x padded on the CPU): 1 there; "
+        "searches, whose steps carry few rows (a lone instance's search costs 2.2x padded on the CPU): 1 there; "
         "1 turns padding off",
         check=_checks.auto_or_integer(1),
     )
