@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="10-step epochs (640 digits), 2 per run"
+        "--quick", action="store_true", help="10-step epochs (640 digits), 1 per run"
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs per run (default 4, quick 2)"
+        "--epochs", type=int, default=None, help="epochs per run (default 4, quick 1)"
     )
     parser.add_argument(
         "--out", default=None, help="JSON file or folder (default benchmarks/results/)"
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch.cuda.is_available() is False")
-    epochs = args.epochs or (2 if args.quick else 4)
+    epochs = args.epochs or (1 if args.quick else 4)
 
     train, test = load_mnist("train"), load_mnist("test")
     n_train = QUICK_TRAIN if args.quick else train.images.shape[0]

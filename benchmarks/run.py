@@ -63,8 +63,8 @@ DEFAULT_MIN_TIME_S = {"cpu": 0.010, "cuda": 0.0}
 PEER_PREFERENCE = ("captum", "alibi", "shap", "captum_style")
 RATIO_KEYS = ("ratio_vs_peer", "ratio_vs_floor")
 #: Extra flags with ``--quick``, so that all scripts together finish in under 100 s on a
-#: 2-core CPU (each script's own ``--quick`` is a smaller run of its full set; the
-#: counterfactual's Wachter search alone takes about 9 s for its 8 digits there).
+#: 2-core CPU (each script's own ``--quick`` is a smaller run of its full set: the
+#: counterfactual's Wachter search, for one, runs 2 rounds of lambda of 250 steps at most).
 QUICK_ARGS: dict[str, list[str]] = {
     "bench_counterfactual": ["--methods", "cf"],
     "bench_serving": ["--rows", "16", "--anchor-rows", "4"],
