@@ -18,7 +18,8 @@ The workloads use the public API only, so both versions must run them. Both impo
 ``torchexplain.kernels`` from the installed package (an editable install maps it to this
 checkout's ``kernels/``): this compares the Python package, not the kernels. Each worker
 sets glibc to keep freed memory (as the benchmarks do), so page faults of a fresh
-allocation do not land on one side only. Writes ``benchmarks/results/ab-<device>.json``.
+allocation do not land on one side only. Writes ``benchmarks/results/ab/ab-<device>.json``
+(a comparison of two versions, not a benchmark result: ``torchexplain bench`` does not read it).
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pairs", type=int, default=20, help="paired calls per workload")
     parser.add_argument("--only", default=None, help="comma-separated workload names")
-    parser.add_argument("--out", default=None, help="JSON file (default results/ab-cpu.json)")
+    parser.add_argument("--out", default=None, help="JSON file (default results/ab/ab-cpu.json)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = metadata(torch.device("cpu"), benchmark="ab", old=str(args.old), new=str(args.new))
     meta["old_commit"] = _commit_of(args.old)
     meta["new_commit"] = _commit_of(args.new) if args.new != HERE.parent else git_commit()
-    print(f"wrote {write_results('ab', {'meta': meta, 'results': results}, args.out)}")
+    out = args.out or HERE / "results" / "ab"
+    print(f"wrote {write_results('ab', {'meta': meta, 'results': results}, out)}")
     return 0
 
 

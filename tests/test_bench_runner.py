@@ -315,3 +315,39 @@ def test_serving_adapter_compares_each_server_with_the_same_explainer_in_process
         "ratio_vs_peer"
     ] == pytest.approx(1.125)
     assert mlserver["peer"] == "in_process" and mlserver["ratio_vs_floor"] == pytest.approx(20.0)
+
+
+def _ab_module():
+    spec = importlib.util.spec_from_file_location("bench_ab", REPO / "benchmarks" / "ab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ab_pairs_calls_in_alternating_order_and_reports_the_median_ratio():
+    ab = _ab_module()
+    calls = []
+
+    class Fake:
+        def __init__(self, side, times):
+            self.side, self.times = side, iter(times)
+
+        def time(self, name):
+            calls.append(self.side)
+            return next(self.times)
+
+    old = Fake("old", [1.0, 1.0, 1.0, 1.0])
+    new = Fake("new", [1.1, 0.9, 1.5, 1.2])  # ratios 1.1, 0.9, 1.5, 1.2: median 1.15
+    result = ab.compare(old, new, "w", pairs=4)
+    assert calls == ["old", "new", "new", "old", "old", "new", "new", "old"]
+    assert result["change"] == pytest.approx(0.15)
+    assert result["old_median_s"] == 1.0 and result["new_median_s"] == pytest.approx(1.15)
+    assert result["change_q1"] < result["change"] < result["change_q3"]
+
+
+def test_ab_refuses_a_folder_that_is_not_a_checkout(tmp_path, capsys):
+    ab = _ab_module()
+    with pytest.raises(SystemExit) as exit_info:
+        ab.main(["--old", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "not a torchexplain checkout" in capsys.readouterr().err
