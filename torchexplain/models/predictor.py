@@ -247,7 +247,7 @@ class Predictor:
             output = self._forward(self.prepare(tensor) if self.prepare is not None else tensor)
         self.calls += 1
         self.rows_evaluated += n
-        return _as_output_tensor(output, rows, out_device, type(self).__name__)[:n]
+        return _as_output_tensor(output, rows, out_device)[:n]
 
     def _forward(self, batch: Any) -> Any:
         """The model itself on one batch (what a subclass calling something else replaces)."""
@@ -260,7 +260,7 @@ class Predictor:
         )
 
 
-def _as_output_tensor(output: Any, n: int, device: torch.device, who: str) -> torch.Tensor:
+def _as_output_tensor(output: Any, n: int, device: torch.device) -> torch.Tensor:
     if isinstance(output, np.ndarray):
         output = torch.from_numpy(np.ascontiguousarray(output))
     if not isinstance(output, torch.Tensor):
@@ -269,7 +269,7 @@ def _as_output_tensor(output: Any, n: int, device: torch.device, who: str) -> to
         )
     if output.dim() == 0 or output.shape[0] != n:
         raise ValueError(
-            f"the predictor returned shape {tuple(output.shape)} for {n} rows; expected the rows first, ({n}, ...)"
+            f"the predictor returned shape {tuple(output.shape)} for a call of {n} rows; expected the rows first, ({n}, ...)"
         )
     return output.to(device) if output.device != device else output
 
