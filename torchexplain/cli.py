@@ -10,9 +10,9 @@
 ``bench`` run tooling of a source checkout (examples and benchmarks are not installed)
 and say so when there is none.
 
-Exit status: 0 success; 1 ``bench --compare`` found a regression; 2 a usage error
-(a bad flag or file: one line on stderr naming it, no traceback); 3 a benchmark
-script failed.
+Exit status: 0 success; 2 a usage error (a bad flag or file: one line on stderr naming
+it, no traceback); ``demo`` and ``bench`` exit with their script's status (``bench``: 1
+``--compare`` found a regression, 3 a benchmark script failed; see ``benchmarks/run.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from torchexplain.explanation import Explanation
 from torchexplain.models.exported import load_exported_model
 from torchexplain.registry import registered_explainers
 
-EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_BENCH_FAILED = 0, 1, 2, 3
+EXIT_OK, EXIT_USAGE = 0, 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TENSOR_SUFFIXES = (".pt", ".pth", ".npy")
 

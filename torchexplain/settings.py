@@ -9,8 +9,8 @@ of the docstrings, ``config``, ``repr``, ``meta["params"]`` and what ``save`` wr
 Settings that several methods take are declared once, in the bases below, with one
 doc and one check each: where the work runs (:class:`DeviceSettings`), the seed of
 random draws (:class:`SeedSettings`), how much goes through the model at once
-(:class:`ChunkSettings`), how images are cut (:class:`SegmentationSettings`) and how model calls are padded (:class:`ModelCallSettings`),
-whether long calls show progress
+(:class:`ChunkSettings`) and how its calls are padded (:class:`ModelCallSettings`),
+how images are cut (:class:`SegmentationSettings`), whether long calls show progress
 (:class:`ProgressSettings`), what a black-box predictor is handed
 (:class:`PredictorSettings`), and the names of tabular columns and categories
 (:class:`ColumnSettings`, :class:`TabularSettings`).
