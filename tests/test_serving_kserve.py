@@ -131,7 +131,8 @@ def test_health_and_model_routes(kserve):
             400,
             "unknown request key(s) ['extra']",
         ),
-        ("toy:explain", {"instances": [[0, 0, 0]]}, 400, "shaped (N, 4)"),
+        ("toy:explain", {"instances": [[0, 0, 0]]}, 400, "shape [1, 3]; AnchorTabular takes (N, 4)"),
+        ("toy:explain", {"instances": [[True, False, True, True]]}, 400, "got booleans"),
         ("toy:explain", {"instances": [[0, 0], [0, 0, 0, 0]]}, 400, "rectangular"),
         ("toy:explain", {"instances": [["a", "b", "c", "d"]]}, 400, "must be numbers"),
         (
@@ -150,6 +151,7 @@ def test_health_and_model_routes(kserve):
         "no-instances",
         "unknown-key",
         "shape",
+        "booleans",
         "ragged",
         "strings",
         "unknown-parameter",

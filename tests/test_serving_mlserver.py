@@ -182,7 +182,7 @@ def test_white_box_ig_loads_its_model_from_the_folder_and_matches(deployment):
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        (explain_request_body(np.zeros((2, 5))), 400, "shaped (N, 12)"),
+        (explain_request_body(np.zeros((2, 5))), 400, "shape [2, 5]; AnchorTabular takes (N, 12)"),
         (
             {
                 "inputs": [
@@ -199,7 +199,25 @@ def test_white_box_ig_loads_its_model_from_the_folder_and_matches(deployment):
                 ]
             },
             400,
-            "could not be decoded",
+            "its data holds strings",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "rows", "shape": [1, 12], "datatype": "FP32", "data": ["1.5"] * 12}
+                ]
+            },
+            400,
+            "its data holds strings",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "rows", "shape": [1, 12], "datatype": "BOOL", "data": [True] * 12}
+                ]
+            },
+            400,
+            "has datatype BOOL",
         ),
         (
             {
@@ -248,6 +266,8 @@ def test_white_box_ig_loads_its_model_from_the_folder_and_matches(deployment):
         "shape",
         "dtype-bytes",
         "dtype-strings",
+        "numeric-strings",
+        "dtype-bool",
         "infinite",
         "nan-literal",
         "unknown-parameter",

@@ -163,6 +163,17 @@ class Explainer(abc.ABC):
         """The model or predictor this explainer calls (black-box methods' name for it)."""
         return self.model
 
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The shape of one input, the batch dimension left out (``-1`` where any size goes), when the
+        explainer knows it; None when it does not. Servers declare it in their metadata and refuse
+        requests that do not fit it before anything runs.
+
+        By default it is the model's, when the model is a ``torch.export`` program; methods that
+        learn the columns from data (anchors on tables, SHAP) say what they learnt.
+        """
+        shape = getattr(self.model, "input_shape", None)
+        return tuple(shape[1:]) if shape else None
+
     def with_model(self, model: Any) -> Explainer:
         """A copy with the same settings (and fitted state) that explains ``model``."""
         self._check_model(model)

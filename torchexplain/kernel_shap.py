@@ -419,6 +419,10 @@ class KernelShap(Explainer):
             "feature_of": feature_of,
         }
 
+    def input_shape(self) -> tuple[int, ...] | None:
+        """One background row's shape once fitted (None before :meth:`fit`)."""
+        return None if self._fit is None else tuple(self._fit["background"].shape[1:])
+
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         if self._fit is None:
             return {}, {}

@@ -177,6 +177,14 @@ class TreeShap(Explainer):
             bound._set_fitted(self._fit["background"])
         return bound
 
+    def input_shape(self) -> tuple[int, ...] | None:
+        """``(M,)``: the background's columns, else the model's ``n_features_in_`` (scikit-learn, XGBoost)."""
+        background = None if self._fit is None else self._fit["background"]
+        if background is not None:
+            return tuple(background.shape[1:])
+        n = getattr(self.model, "n_features_in_", None)
+        return (int(n),) if isinstance(n, (int, np.integer)) else None
+
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         if self._fit is None:
             return {}, {}

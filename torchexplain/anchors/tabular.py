@@ -258,6 +258,11 @@ class AnchorTabular(Explainer):
             "maximum": train[:, numerical].max(0).values if numerical else torch.zeros(0),
         }
 
+    def input_shape(self) -> tuple[int, ...] | None:
+        """``(C,)``: one column per feature name (None before the names are set)."""
+        names = self.settings.feature_names
+        return (len(names),) if names else None
+
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         if self._fit is None:
             return {}, {}

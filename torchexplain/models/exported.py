@@ -31,17 +31,26 @@ class ExportedModel:
     dynamic) is run on larger batches in pieces of that size, the last one padded
     with zeros and the padding dropped.
 
+    Inputs are checked against the program's input spec before it runs: a batch of
+    the wrong shape or kind raises a ``ValueError`` naming the expected and the given
+    shape, where the program itself would fail a shape guard with an ``AssertionError``
+    (which servers cannot tell from a bug).
+
     Attributes:
         program: the ``torch.export.ExportedProgram``.
-        input_shape: the shape of its first example input, ``-1`` for dynamic
-            dimensions (None when the program does not record one).
+        input_name: the name of its first input (the ``forward`` argument's).
+        input_shape: the shape of its first input, ``-1`` for dynamic dimensions
+            (None when the program does not record one).
+        input_dtype: that input's dtype (None when not recorded).
+        output_shape, output_dtype: the same for its first output.
         static_batch: the batch size it was exported for, when that is fixed.
     """
 
     def __init__(self, program: torch.export.ExportedProgram) -> None:
         self.program = program
         self.module = program.module()
-        self.input_shape = _example_input_shape(program)
+        self.input_name, self.input_shape, self.input_dtype = _user_input_spec(program)
+        self.output_shape, self.output_dtype = _output_spec(program)
         self.static_batch = None
         if self.input_shape and self.input_shape[0] != -1:
             self.static_batch = self.input_shape[0]
@@ -51,7 +60,28 @@ class ExportedModel:
         self.module = self.module.to(device)
         return self
 
+    def check_input(self, shape: tuple[int, ...] | list[int], what: str = "inputs") -> None:
+        """Raise a ``ValueError`` when a batch of ``shape`` does not fit the program's first input
+        (its rank or a fixed dimension other than the batch's differs)."""
+        expected = self.input_shape
+        if expected is None:
+            return
+        shape = tuple(int(d) for d in shape)
+        fits = len(shape) == len(expected) and all(
+            want in (-1, got) for want, got in zip(expected[1:], shape[1:])
+        )
+        if not fits:
+            layout = ", ".join(
+                "N" if i == 0 else ("*" if d == -1 else str(d)) for i, d in enumerate(expected)
+            )
+            raise ValueError(
+                f"{what} have shape {list(shape)}; the model takes ({layout}) "
+                f"(its torch.export program's input {self.input_name!r})"
+            )
+
     def __call__(self, *args: Any) -> Any:
+        if len(args) == 1 and hasattr(args[0], "shape"):
+            self.check_input(tuple(args[0].shape))
         batch = self.static_batch
         if batch is None or len(args) != 1 or args[0].shape[0] == batch:
             return self.module(*args)
@@ -67,16 +97,31 @@ class ExportedModel:
         return f"ExportedModel({type(self.program).__name__}, input_shape={self.input_shape})"
 
 
-def _example_input_shape(program: Any) -> tuple[int, ...] | None:
-    """The first user input's shape as the program records it, ``-1`` for dynamic dimensions."""
-    names = set(program.graph_signature.user_inputs)
+def _spec(value: Any) -> tuple[tuple[int, ...] | None, torch.dtype | None]:
+    """A traced value's shape (``-1`` for dynamic dimensions) and dtype, None where not a tensor."""
+    if value is None or not hasattr(value, "shape"):
+        return None, None
+    shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
+    return shape, getattr(value, "dtype", None)
+
+
+def _user_input_spec(program: Any) -> tuple[str | None, tuple[int, ...] | None, torch.dtype | None]:
+    """The first user input's name, shape and dtype as the program records them."""
+    names = program.graph_signature.user_inputs
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in names:
-            value = node.meta.get("val")
-            if value is None or not hasattr(value, "shape"):
-                return None
-            return tuple(d if isinstance(d, int) else -1 for d in value.shape)
-    return None
+            return (node.name, *_spec(node.meta.get("val")))
+    return None, None, None
+
+
+def _output_spec(program: Any) -> tuple[tuple[int, ...] | None, torch.dtype | None]:
+    """The first user output's shape and dtype."""
+    for node in program.graph.nodes:
+        if node.op == "output":
+            values = node.meta.get("val")
+            first = values[0] if isinstance(values, (tuple, list)) and values else values
+            return _spec(first)
+    return None, None
 
 
 # Entries torch.export.save writes for an ordinary model; anything else is refused.

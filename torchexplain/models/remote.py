@@ -34,11 +34,11 @@ import torch
 from torchexplain import _checks
 from torchexplain.models.predictor import Predictor
 
-__all__ = ["PROTOCOLS", "RemoteModel", "RemoteModelError"]
+__all__ = ["PROTOCOLS", "V2_DATATYPES", "RemoteModel", "RemoteModelError"]
 
 PROTOCOLS = ("v2", "kserve_v1", "seldon_v1")
-# Open Inference Protocol datatypes of the numpy dtypes a batch may have.
-_V2_DATATYPES = {
+#: the Open Inference Protocol datatype of each numpy dtype
+V2_DATATYPES = {
     np.dtype(np.float32): "FP32",
     np.dtype(np.float64): "FP64",
     np.dtype(np.float16): "FP16",
@@ -52,9 +52,10 @@ _V2_DATATYPES = {
     np.dtype(np.uint64): "UINT64",
     np.dtype(np.bool_): "BOOL",
 }
-_V2_NUMPY = {name: dtype for dtype, name in _V2_DATATYPES.items()}
-#: the Open Inference Protocol's numeric datatypes (everything but BYTES)
-V2_NUMERIC_DATATYPES = frozenset(_V2_NUMPY)
+_V2_NUMPY = {name: dtype for dtype, name in V2_DATATYPES.items()}
+#: the Open Inference Protocol's datatypes of numbers (not BYTES, and not BOOL: a yes/no is no
+#: quantity to explain, and taking it as 0/1 would answer a question nobody asked)
+V2_NUMERIC_DATATYPES = frozenset(_V2_NUMPY) - {"BOOL"}
 #: numbers per request with ``batch_size="auto"``: a few MB of JSON
 _AUTO_VALUES = 2**18
 # How much of a server's error body an exception quotes.
@@ -262,7 +263,7 @@ class RemoteModel(Predictor):
                 f"model {self.model_name!r} has {len(inputs)} inputs; RemoteModel sends one",
             )
         name = inputs[0].get("name", "input-0")
-        datatype = inputs[0].get("datatype") or _V2_DATATYPES.get(rows.dtype)
+        datatype = inputs[0].get("datatype") or V2_DATATYPES.get(rows.dtype)
         if datatype not in _V2_NUMPY:
             raise ValueError(
                 f"cannot send a batch of dtype {rows.dtype} as v2 datatype {datatype!r}"

@@ -74,11 +74,13 @@ def build_app(
         try:
             body = await _read_body(request, max_request_bytes)
             rows, parameters = _parse_request(body)
-            text = await asyncio.get_running_loop().run_in_executor(
-                service.executor(), service.explain_json, rows, parameters
+            texts = await asyncio.get_running_loop().run_in_executor(
+                service.executor(), service.explain_texts, rows, parameters
             )
         except ServiceError as err:
             return error(str(err), err.status)
+        # one explanation is the body itself; several (Alibi's layout, one per row) a JSON array
+        text = texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
         return Response(text, media_type="application/json")
 
     async def other_verbs(request: Request) -> JSONResponse:

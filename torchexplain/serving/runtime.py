@@ -51,22 +51,58 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec, StringCodec
 from mlserver.errors import MLServerError
-from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor, RequestInput
 from mlserver.utils import get_model_uri
 
 from torchexplain.models.remote import V2_NUMERIC_DATATYPES
-from torchexplain.serving.service import ExplainerService, ServiceError, torch_thread
+from torchexplain.serving.service import (
+    ExplainerService,
+    ServiceError,
+    torch_thread,
+    v2_datatype,
+)
 
 __all__ = ["ExplainerRuntime", "TorchModelRuntime"]
 
 #: the name of the answer's output, as Seldon's Alibi runtime names it
 OUTPUT_NAME = "explanation"
+
+
+def _extend_grpc_status_codes() -> None:
+    """Give MLServer's gRPC server a code for the HTTP statuses these runtimes answer with.
+
+    MLServer 1.7 turns a runtime's ``MLServerError`` into a gRPC status through one table
+    (``mlserver.grpc.utils.STATUS_CODE_MAPPING``: 400, 404, 422, 500) and sends
+    ``UNKNOWN`` for any other status. The table is read at each error, so adding to it
+    is how a runtime chooses: 413 (too many rows) and 507 (out of device memory) become
+    ``RESOURCE_EXHAUSTED``, 502 (the model endpoint failed) ``UNAVAILABLE``, 504 (it did
+    not answer in time) ``DEADLINE_EXCEEDED``. Existing entries are left as they are.
+    """
+    try:
+        import grpc
+        from mlserver.grpc import utils as grpc_utils
+    except ImportError:  # pragma: no cover - MLServer without its gRPC server
+        return
+    table = getattr(grpc_utils, "STATUS_CODE_MAPPING", None)
+    if not isinstance(table, dict):  # pragma: no cover - a later MLServer changed it
+        return
+    for status, code in (
+        (413, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (502, grpc.StatusCode.UNAVAILABLE),
+        (504, grpc.StatusCode.DEADLINE_EXCEEDED),
+        (507, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ):
+        table.setdefault(status, code)
+
+
+_extend_grpc_status_codes()
 
 
 class ExplainerRuntime(MLModel):
@@ -80,6 +116,7 @@ class ExplainerRuntime(MLModel):
             self.service = await asyncio.to_thread(ExplainerService.load, folder, **extra)
         except (TypeError, ValueError) as err:
             raise MLServerError(f"{self.name}: cannot load the explainer: {err}", 422) from None
+        _declare(self, [self.service.input_metadata()], [explanation_metadata()])
         return True
 
     async def unload(self) -> bool:
@@ -93,8 +130,8 @@ class ExplainerRuntime(MLModel):
         # MLServer's Parameters keep unknown keys as attributes: explain_parameters is one.
         parameters = getattr(payload.parameters, "explain_parameters", None)
         try:
-            text = await asyncio.get_running_loop().run_in_executor(
-                self.service.executor(), self.service.explain_json, rows, parameters
+            texts = await asyncio.get_running_loop().run_in_executor(
+                self.service.executor(), self.service.explain_texts, rows, parameters
             )
         except ServiceError as err:
             raise MLServerError(str(err), err.status) from None
@@ -102,7 +139,7 @@ class ExplainerRuntime(MLModel):
             model_name=self.name,
             model_version=self.version,
             id=payload.id,
-            outputs=[StringCodec.encode_output(OUTPUT_NAME, [text])],
+            outputs=[StringCodec.encode_output(OUTPUT_NAME, texts)],
         )
 
 
@@ -143,6 +180,11 @@ class TorchModelRuntime(MLModel):
             )
         except ValueError as err:
             raise MLServerError(f"{self.name}: {err}", 422) from None
+        _declare(
+            self,
+            [model_input_metadata(self.model, self.dtype)],
+            [model_output_metadata(self.model, self.output)],
+        )
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -150,13 +192,26 @@ class TorchModelRuntime(MLModel):
         if rows.dtype.kind == "f" and not np.isfinite(rows).all():
             raise MLServerError("the inputs hold NaN or infinite values", 400)
         try:
+            # before the program runs: its own shape guards raise AssertionError, which would be a 500
+            self.model.check_input(rows.shape, what=f"input {payload.inputs[0].name!r}")
+        except ValueError as err:
+            raise MLServerError(str(err), 400) from None
+        try:
             outputs = await asyncio.get_running_loop().run_in_executor(
                 torch_thread(), self._run, rows
             )
         except (RuntimeError, ValueError, TypeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise MLServerError(
-                f"{self.name} could not run on inputs of shape {list(rows.shape)}: {first}", 400
+                f"{self.name} could not run on inputs of shape {list(rows.shape)}: {_first_line(err)}",
+                400,
+            ) from None
+        except (
+            Exception
+        ) as err:  # the model's fault, not the request's: a 500 that keeps the connection
+            raise MLServerError(
+                f"{self.name} failed on inputs of shape {list(rows.shape)}: "
+                f"{type(err).__name__}: {_first_line(err)}",
+                500,
             ) from None
         return InferenceResponse(
             model_name=self.name,
@@ -171,6 +226,42 @@ class TorchModelRuntime(MLModel):
             if self.output == "probabilities":
                 out = out.softmax(-1)
         return out.numpy()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def explanation_metadata() -> dict[str, Any]:
+    """The explainer's one output, as v2 metadata: ``explanation``, BYTES, one JSON text per answer
+    (one in all, or one per row with ``explanation_format="alibi"`` for per-instance methods)."""
+    return {"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [-1]}
+
+
+def model_input_metadata(model: Any, dtype: torch.dtype) -> dict[str, Any]:
+    """A served ``torch.export`` model's input, as v2 metadata, from its program's input spec."""
+    shape = list(model.input_shape) if model.input_shape is not None else [-1]
+    if shape and model.static_batch is not None:
+        shape[0] = -1  # any batch: it is run in pieces of the exported size
+    return {"name": model.input_name or "input-0", "datatype": v2_datatype(dtype), "shape": shape}
+
+
+def model_output_metadata(model: Any, output: str) -> dict[str, Any]:
+    """Its output ``output``: the program's output spec (probabilities: float, same shape)."""
+    shape = list(model.output_shape) if model.output_shape is not None else [-1]
+    if shape:
+        shape[0] = -1
+    return {"name": "output", "datatype": v2_datatype(model.output_dtype), "shape": shape}
+
+
+def _declare(runtime: MLModel, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+    """Fill the model's metadata (``GET /v2/models/{name}``) where its settings declare none."""
+    settings = runtime.settings
+    if not settings.inputs:
+        settings.inputs = [MetadataTensor(**spec) for spec in inputs]
+    if not settings.outputs:
+        settings.outputs = [MetadataTensor(**spec) for spec in outputs]
 
 
 def _decode_one_input(payload: InferenceRequest) -> np.ndarray:
@@ -192,6 +283,12 @@ def _decode_one_input(payload: InferenceRequest) -> np.ndarray:
         raise MLServerError(
             f"input {request_input.name!r} has shape {shape}; dimensions must be >= 0", 400
         )
+    if _holds_text(request_input.data):
+        raise MLServerError(
+            f"input {request_input.name!r} is declared {request_input.datatype} but its data holds "
+            "strings; send numbers (JSON numbers, not quoted)",
+            400,
+        )
     try:
         rows = NumpyCodec.decode_input(request_input)
     except (ValueError, TypeError) as err:
@@ -201,3 +298,14 @@ def _decode_one_input(payload: InferenceRequest) -> np.ndarray:
             400,
         ) from None
     return np.asarray(rows)
+
+
+def _holds_text(data: Any) -> bool:
+    """Whether a v2 input's JSON data holds strings (MLServer would read ``"1.5"`` as 1.5)."""
+    values = getattr(data, "root", data)
+    while isinstance(values, list) and values:
+        if any(isinstance(v, (str, bytes)) for v in values):
+            return True
+        values = [v for v in values if isinstance(v, list)]
+        values = [item for v in values for item in v] if values else []
+    return False

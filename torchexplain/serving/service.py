@@ -32,13 +32,16 @@ from torchexplain import _checks
 from torchexplain.base import Explainer
 from torchexplain.explanation import Explanation
 from torchexplain.models import Rows
-from torchexplain.models.remote import PROTOCOLS, RemoteModel, RemoteModelError
+from torchexplain.models.remote import PROTOCOLS, V2_DATATYPES, RemoteModel, RemoteModelError
 from torchexplain.registry import by_explainer_type, registered_explainers
 
 __all__ = ["ExplainerService", "ServiceError", "service_options", "stored_kind", "torch_thread"]
 
 #: ``rows``: explain every row of a request, or only its first (Alibi's runtime does this silently).
 ROW_MODES = ("all", "first")
+#: ``explanation_format``: torchexplain's exact JSON (``Explanation.to_json``), or Alibi's layout
+#: (:mod:`torchexplain.alibi_layout`), which Seldon users' ``alibi`` code parses.
+FORMATS = ("torchexplain", "alibi")
 #: The service's own settings, with their defaults (read from MLServer's
 #: ``parameters.extra`` or the KServe command's flags).
 _DEFAULTS: dict[str, Any] = {
@@ -53,6 +56,7 @@ _DEFAULTS: dict[str, Any] = {
     "max_rows": 1024,
     "max_concurrency": 1,
     "explain_parameters": None,
+    "explanation_format": "torchexplain",
 }
 
 
@@ -120,6 +124,7 @@ def service_options(extra: Mapping[str, Any] | None) -> dict[str, Any]:
     _checks.check_choice("rows", options["rows"], ROW_MODES)
     _checks.check_int("max_rows", options["max_rows"], minimum=1)
     _checks.check_int("max_concurrency", options["max_concurrency"], minimum=1)
+    _checks.check_choice("explanation_format", options["explanation_format"], FORMATS)
     for key in ("init_parameters", "explain_parameters"):
         options[key] = _as_object(key, options[key], status=None) or {}
     return options
@@ -142,6 +147,11 @@ class ExplainerService:
             the model's state while they run, which concurrent calls must not see.
         explain_parameters: per-request settings applied to every request (a request's
             own ``explain_parameters`` override them).
+        explanation_format: ``"torchexplain"`` (default: one ``Explanation.to_json()``
+            text, exact dtypes and shapes) or ``"alibi"`` (Alibi's layout, see
+            :mod:`torchexplain.alibi_layout`: one text per row for anchors and
+            counterfactuals, one per request for SHAP and IG). A request may choose
+            with ``explain_parameters: {"explanation_format": ...}``.
 
     Examples:
         >>> import numpy as np, torchexplain as te
@@ -164,6 +174,7 @@ class ExplainerService:
         max_rows: int = 1024,
         max_concurrency: int = 1,
         explain_parameters: Mapping[str, Any] | None = None,
+        explanation_format: str = "torchexplain",
     ) -> None:
         if not isinstance(explainer, Explainer):
             raise TypeError(
@@ -177,6 +188,7 @@ class ExplainerService:
         self.max_concurrency = 1 if explainer.kind == "whitebox" else max_concurrency
         self.defaults = dict(explain_parameters or {})
         self._check_parameter_names(self.defaults, status=None)
+        self.explanation_format = self._check_format(explanation_format, status=None)
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
 
     @classmethod
@@ -241,6 +253,7 @@ class ExplainerService:
             max_rows=options["max_rows"],
             max_concurrency=options["max_concurrency"],
             explain_parameters=options["explain_parameters"],
+            explanation_format=options["explanation_format"],
         )
 
     def executor(self) -> ThreadPoolExecutor:
@@ -285,6 +298,8 @@ class ExplainerService:
         """A request's ``explain_parameters`` (an object, a JSON string of one, or None), checked."""
         parsed = _as_object("explain_parameters", raw, status=400) or {}
         self._check_parameter_names(parsed, status=400)
+        if "explanation_format" in parsed:
+            self._check_format(parsed["explanation_format"], status=400)
         return {**self.defaults, **parsed}
 
     def _check_parameter_names(self, values: Mapping[str, Any], status: int | None) -> None:
@@ -302,7 +317,25 @@ class ExplainerService:
     def allowed_parameters(self) -> list[str]:
         """The names a request's ``explain_parameters`` may hold."""
         names = self.explainer.settings_class.names(per_call_only=True)
-        return (["target"] if self.explainer.accepts_target else []) + sorted(names)
+        extra = ["explanation_format"] + (["target"] if self.explainer.accepts_target else [])
+        return extra + sorted(names)
+
+    def _check_format(self, value: Any, status: int | None) -> str:
+        from torchexplain.alibi_layout import ALIBI_METHODS
+
+        message = None
+        if value not in FORMATS:
+            message = f"explanation_format must be one of {list(FORMATS)}, got {value!r}"
+        elif value == "alibi" and self.explainer.name not in ALIBI_METHODS:
+            message = (
+                f"explanation_format 'alibi': Alibi has no {self.explainer.name}; its layout exists "
+                f"for {', '.join(sorted(ALIBI_METHODS))}"
+            )
+        if message is not None:
+            if status is None:
+                raise ValueError(message)
+            raise ServiceError(message, status)
+        return value
 
     def rows_to_explain(self, inputs: Any) -> Rows:
         """The request's rows, checked once, as the :class:`~torchexplain.models.Rows` the explainer
@@ -314,10 +347,9 @@ class ExplainerService:
             raise ServiceError(
                 f"the inputs are not a rectangular array of numbers ({err})"
             ) from None
-        if array.dtype == object or array.dtype.kind not in "biuf":
-            raise ServiceError(
-                f"the inputs must be numbers (int or float), got {array.dtype} values"
-            )
+        if array.dtype == object or array.dtype.kind not in "iuf":
+            what = "booleans" if array.dtype.kind == "b" else f"{array.dtype} values"
+            raise ServiceError(f"the inputs must be numbers (int or float), got {what}")
         if array.ndim == 0:
             raise ServiceError("the inputs must be a batch of rows (N, ...), got a single number")
         if array.ndim == 1:
@@ -330,6 +362,7 @@ class ExplainerService:
                 "request (max_rows): send fewer rows per request",
                 status=413,
             )
+        self.check_shape(array.shape)
         if self.rows == "first":
             array = array[:1]
         try:
@@ -340,6 +373,32 @@ class ExplainerService:
             rows = rows.to(dtype=_model_dtype(self.explainer.model))
         return rows
 
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """A 400 naming the expected and the received shape when a batch of ``shape`` does not fit
+        what the explainer takes (:meth:`~torchexplain.base.Explainer.input_shape`), before
+        anything runs."""
+        expected = self.explainer.input_shape()
+        if expected is None:
+            return
+        fits = len(shape) == len(expected) + 1 and all(
+            want in (-1, got) for want, got in zip(expected, shape[1:])
+        )
+        if not fits:
+            layout = ", ".join(["N", *("*" if d == -1 else str(d) for d in expected)])
+            raise ServiceError(
+                f"the inputs have shape {list(shape)}; {self.explainer.name} takes ({layout})"
+            )
+
+    def input_metadata(self, name: str = "rows") -> dict[str, Any]:
+        """What a request's one input is, as v2 metadata: ``name``, ``datatype``, ``shape`` (``-1``: any)."""
+        expected = self.explainer.input_shape()
+        shape = [-1, *expected] if expected is not None else [-1]
+        if self.explainer.kind == "whitebox":
+            datatype = v2_datatype(_model_dtype(self.explainer.model))
+        else:  # any numbers are taken; float32 is what a client of a float model sends
+            datatype = "FP32"
+        return {"name": name, "datatype": datatype, "shape": shape}
+
     def explain(self, inputs: Any, parameters: Any = None) -> Explanation:
         """Explain a request's rows with its ``explain_parameters``.
 
@@ -347,8 +406,10 @@ class ExplainerService:
             ServiceError: with status 400/413 (bad request), 502 (the model endpoint
                 failed), 504 (it did not answer in time) or 500 (anything else).
         """
-        rows = self.rows_to_explain(inputs)
-        settings = self.parameters(parameters)
+        return self._explain(self.rows_to_explain(inputs), self.parameters(parameters))
+
+    def _explain(self, rows: Rows, settings: dict[str, Any]) -> Explanation:
+        settings.pop("explanation_format", None)
         with self._slots:
             try:
                 return self.explainer.explain(rows, **settings)
@@ -367,6 +428,19 @@ class ExplainerService:
                 raise ServiceError(
                     f"{self.explainer.name} failed: {type(err).__name__}: {err}", 500
                 ) from None
+
+    def explain_texts(self, inputs: Any, parameters: Any = None) -> list[str]:
+        """:meth:`explain`, as JSON in the request's (or the server's) ``explanation_format``: one
+        ``Explanation.to_json()`` text, or Alibi's layout (one text per row or per request)."""
+        from torchexplain.alibi_layout import to_alibi_json
+
+        rows = self.rows_to_explain(inputs)
+        settings = self.parameters(parameters)
+        chosen = settings.get("explanation_format", self.explanation_format)
+        explanation = self._explain(rows, settings)
+        if chosen == "alibi":
+            return to_alibi_json(explanation, rows.values)
+        return [explanation.to_json()]
 
     def explain_json(self, inputs: Any, parameters: Any = None) -> str:
         """:meth:`explain`, as the explanation's JSON (``Explanation.to_json()``)."""
@@ -391,6 +465,14 @@ def _as_object(name: str, raw: Any, status: int | None) -> dict[str, Any] | None
         message = f"{name} must be a JSON object of settings, got {type(raw).__name__} {raw!r:.100}"
         raise ServiceError(message, status) if status else TypeError(message)
     return raw
+
+
+def v2_datatype(dtype: torch.dtype | None) -> str:
+    """The Open Inference Protocol datatype of a torch dtype (``"FP32"`` when it has none, e.g. bfloat16)."""
+    try:
+        return V2_DATATYPES.get(np.dtype(str(dtype).removeprefix("torch.")), "FP32")
+    except TypeError:
+        return "FP32"
 
 
 def _model_dtype(model: Any) -> torch.dtype:
