@@ -3,7 +3,8 @@
 1. trains the small loan classifier on the bundled census table (or loads it from the cache)
    and exports it as a ``torch.export`` program (``income.pt2``: no pickled code);
 2. fits an AnchorTabular explainer whose predictor is the *served* model's endpoint
-   (``RemoteModel``: every sample batch the search draws is one HTTP request) and saves it;
+   (``RemoteModel`` over gRPC: every sample batch the search draws is one request, its
+   rows as raw bytes) and saves it;
 3. ``torchexplain serve`` writes the MLServer settings and starts one MLServer on
    127.0.0.1 with two models: ``income`` (the classifier) and ``income-explainer``;
 4. sends explain requests over HTTP, as ``curl`` would (the command is printed), prints
@@ -93,9 +94,9 @@ def run(
     torch.export.save(program, str(out / "income.pt2"))
 
     # 2. the explainer, whose predictor is the served model
-    port = port or free_port()
+    port, grpc_port = port or free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
-    endpoint = RemoteModel(base, protocol="v2", model_name=MODEL)
+    endpoint = RemoteModel(f"grpc://127.0.0.1:{grpc_port}", model_name=MODEL)
     explainer = torchexplain.AnchorTabular(
         endpoint, data.feature_names, data.categorical_names, seed=seed
     )
@@ -117,7 +118,7 @@ def run(
         "--http-port",
         str(port),
         "--grpc-port",
-        str(free_port()),
+        str(grpc_port),
         "--settings-dir",
         str(out / "repository"),
     )

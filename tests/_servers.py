@@ -51,6 +51,8 @@ class Handler(BaseHTTPRequestHandler):
                     "outputs": [{"name": "proba", "datatype": "FP64", "shape": [-1, 3]}],
                 },
             )
+        elif self.path in ("/v1/models/toy", "/v1/models/slow"):
+            self.reply(200, {"name": self.path.rsplit("/", 1)[-1], "ready": True})
         else:
             self.reply(404, {"error": f"no model at {self.path}"})
 

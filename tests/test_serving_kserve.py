@@ -8,6 +8,7 @@ v1 ``:predict``. Answers are compared with the same saved explainer run in this 
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 
 import numpy as np
@@ -41,7 +42,7 @@ def predictor():
         yield httpd
 
 
-def _start(tmp_path_factory, predictor_host: str, name: str):
+def _start(tmp_path_factory, predictor_host: str, name: str, *extra: str):
     root = tmp_path_factory.mktemp(name)
     explainer = AnchorTabular(
         RemoteModel("http://127.0.0.1:9", protocol="kserve_v1", model_name="toy"),
@@ -72,6 +73,7 @@ def _start(tmp_path_factory, predictor_host: str, name: str):
             "50",
             "--predictor_timeout",
             "5",
+            *extra,
         ),
         [f"{base}/v1/models/toy"],
         root / "kserve.log",
@@ -115,7 +117,8 @@ def test_explain_equals_the_in_process_explainer(kserve):
 def test_health_and_model_routes(kserve):
     assert get(f"{kserve['base']}/") == (200, {"status": "alive"})
     assert get(f"{kserve['base']}/v1/models") == (200, {"models": ["toy"]})
-    assert get(f"{kserve['base']}/v1/models/toy") == (200, {"name": "toy", "ready": True})
+    status, ready = get(f"{kserve['base']}/v1/models/toy")
+    assert status == 200 and ready["name"] == "toy" and ready["ready"] is True
     status, answer = get(f"{kserve['base']}/v1/models/other")
     assert status == 404 and "'other' not found" in answer["error"]
 
@@ -131,7 +134,12 @@ def test_health_and_model_routes(kserve):
             400,
             "unknown request key(s) ['extra']",
         ),
-        ("toy:explain", {"instances": [[0, 0, 0]]}, 400, "shape [1, 3]; AnchorTabular takes (N, 4)"),
+        (
+            "toy:explain",
+            {"instances": [[0, 0, 0]]},
+            400,
+            "shape [1, 3]; AnchorTabular takes (N, 4)",
+        ),
         ("toy:explain", {"instances": [[True, False, True, True]]}, 400, "got booleans"),
         ("toy:explain", {"instances": [[0, 0], [0, 0, 0, 0]]}, 400, "rectangular"),
         ("toy:explain", {"instances": [["a", "b", "c", "d"]]}, 400, "must be numbers"),
@@ -172,7 +180,9 @@ def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(kserve, path, body,
 
 
 def test_a_predictor_that_is_down_is_a_502(tmp_path_factory):
-    process, base, _ = _start(tmp_path_factory, f"127.0.0.1:{free_port()}", "kserve-down")
+    process, base, _ = _start(
+        tmp_path_factory, f"127.0.0.1:{free_port()}", "kserve-down", "--skip_predictor_check"
+    )
     try:
         status, answer = post_json(
             f"{base}/v1/models/toy:explain", {"instances": ROWS.tolist()}, timeout=30
@@ -215,8 +225,47 @@ def test_predictor_host_becomes_the_endpoint_kserve_means(tmp_path, host, protoc
             protocol,
             "--storage_uri",
             str(tmp_path / "e"),
+            "--skip_predictor_check",
         ]
     )
     service = kserve_module.load_service(args)
     assert service.explainer.model.endpoint == endpoint
     service.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "host", "message"),
+    [
+        ("income", None, "GET http://127.0.0.1:{port}/v1/models/income answered HTTP 404"),
+        ("toy", "127.0.0.1:{down}", "could not be reached"),
+    ],
+    ids=["wrong-model-name", "predictor-down"],
+)
+def test_a_wrong_model_name_or_host_fails_at_start_not_at_the_first_explain(
+    predictor, tmp_path, name, host, message
+):
+    """KServe names the explainer after the predictor's model; a mismatch used to surface only as a
+    502 on every explain. The start reads the predictor's metadata and says what is wrong."""
+    from torchexplain import cli
+
+    port, down = predictor.server_address[1], free_port()
+    AnchorTabular(toy_model, FEATURES, seed=0, coverage_samples=100).fit(TRAIN).save(tmp_path / "e")
+    argv = ["kserve", "--model_name", name, "--storage_uri", str(tmp_path / "e")]
+    argv += ["--predictor_host", (host or "127.0.0.1:{port}").format(port=port, down=down)]
+    completed = subprocess.run(
+        torchexplain_command(*argv), capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == cli.EXIT_USAGE
+    assert message.format(port=port) in completed.stderr, completed.stderr
+    assert "--skip_predictor_check" in completed.stderr
+
+
+def test_metadata_declares_the_input_the_explainer_takes(kserve):
+    status, answer = get(f"{kserve['base']}/v2/models/toy")
+    assert status == 200
+    assert answer["inputs"] == [{"name": "rows", "datatype": "FP32", "shape": [-1, 4]}]
+    assert answer["outputs"] == [{"name": "explanation", "datatype": "BYTES", "shape": [-1]}]
+    assert get(f"{kserve['base']}/v1/models/toy")[1]["inputs"] == answer["inputs"]
+    assert get(f"{kserve['base']}/v2/health/ready") == (200, {"ready": True})
+    assert get(f"{kserve['base']}/v2/models/toy/ready")[0] == 200
+    assert get(f"{kserve['base']}/v2/models/other")[0] == 404

@@ -63,8 +63,18 @@ def test_explain_parameters_as_object_or_json_string_and_defaults(anchor):
             r"non-finite value\(s\) \(NaN or inf\), the first at index \(0, 0\)",
         ),
         (np.zeros((11, 4)), None, 413, "holds 11 rows; this server explains at most 10"),
-        (np.zeros((1, 5)), None, 400, r"the inputs have shape \[1, 5\]; AnchorTabular takes \(N, 4\)"),
-        (np.zeros((1, 4, 1)), None, 400, r"the inputs have shape \[1, 4, 1\]; AnchorTabular takes \(N, 4\)"),
+        (
+            np.zeros((1, 5)),
+            None,
+            400,
+            r"the inputs have shape \[1, 5\]; AnchorTabular takes \(N, 4\)",
+        ),
+        (
+            np.zeros((1, 4, 1)),
+            None,
+            400,
+            r"the inputs have shape \[1, 4, 1\]; AnchorTabular takes \(N, 4\)",
+        ),
         (np.ones((1, 4), dtype=bool), None, 400, "must be numbers .*got booleans"),
         ([["1.5", "2", "3", "4"]], None, 400, "must be numbers"),
         (ROWS, {"explanation_format": "shap"}, 400, "explanation_format must be one of"),
@@ -157,7 +167,11 @@ def test_from_folder_replaces_the_saved_address_and_checks_the_type(anchor, tmp_
 
 def test_write_repository_writes_what_mlserver_reads(anchor, tmp_path):
     anchor.save(tmp_path / "a")
-    (tmp_path / "m.pt2").write_bytes(b"")
+    linear = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    program = torch.export.export(
+        linear, (torch.zeros(2, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
+    torch.export.save(program, str(tmp_path / "m.pt2"))
     repo = write_repository(
         tmp_path / "a",
         tmp_path / "repo",
@@ -173,11 +187,18 @@ def test_write_repository_writes_what_mlserver_reads(anchor, tmp_path):
     explainer = json.loads((repo / "expl" / "model-settings.json").read_text())
     assert explainer["parameters"]["extra"] == {
         "rows": "first",
-        "infer_uri": "http://127.0.0.1:9000/v2/models/m/infer",
+        "infer_uri": "grpc://127.0.0.1:9001/v2/models/m",
     }
-    assert json.loads((repo / "m" / "model-settings.json").read_text())["implementation"].endswith(
-        "TorchModelRuntime"
-    )
+    # what a v2 client discovers (GET /v2/models/{name}): the program's spec, the explainer's columns
+    assert explainer["inputs"] == [{"name": "rows", "datatype": "FP32", "shape": [-1, 4]}]
+    assert explainer["outputs"] == [{"name": "explanation", "datatype": "BYTES", "shape": [-1]}]
+    model = json.loads((repo / "m" / "model-settings.json").read_text())
+    assert model["implementation"].endswith("TorchModelRuntime")
+    assert model["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    assert model["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}]
+    (tmp_path / "bad.pt2").write_bytes(b"")
+    with pytest.raises(ValueError, match="bad.pt2"):
+        write_repository(tmp_path / "a", tmp_path / "r4", model_path=tmp_path / "bad.pt2")
     with pytest.raises(ValueError, match="must differ"):
         write_repository(tmp_path / "a", tmp_path / "r2", http_port=9000, grpc_port=9000)
     with pytest.raises(ValueError, match="no explainer.json"):

@@ -57,8 +57,10 @@ def write_repository(
         folder: where to write (default: a new temporary folder).
         name: the explainer's model name (``/v2/models/{name}/infer``).
         http_port, grpc_port, host: where MLServer listens.
-        infer_uri: the model's prediction endpoint (black-box explainers only). When
-            ``model_path`` is given and this is None, the model served beside it.
+        infer_uri: the model's prediction endpoint (black-box explainers only): an
+            ``http://`` v2/v1 endpoint or a ``grpc://host:port/v2/models/NAME`` address.
+            When ``model_path`` is given and this is None, the model served beside it,
+            over gRPC.
         model_path: a ``torch.export`` archive (``.pt2``) to serve as ``model_name`` in
             the same server (its output: ``model_output``, ``"probabilities"`` or ``"raw"``).
         debug: MLServer's debug mode (a log line per request).
@@ -98,19 +100,17 @@ def write_repository(
     _write_json(repository / "settings.json", server)
     if model_path is not None:
         model_path = Path(model_path).resolve()
-        if not model_path.is_file():
-            raise ValueError(f"{model_path}: no such file (expected a torch.export archive, .pt2)")
-        _write_json(
-            repository / model_name / "model-settings.json",
-            {
-                "name": model_name,
-                "implementation": MODEL_RUNTIME,
-                "parameters": {"uri": str(model_path), "extra": {"output": model_output}},
-            },
-        )
+        model_settings = {
+            "name": model_name,
+            "implementation": MODEL_RUNTIME,
+            "parameters": {"uri": str(model_path), "extra": {"output": model_output}},
+            **_model_metadata(model_path),
+        }
+        _write_json(repository / model_name / "model-settings.json", model_settings)
         if infer_uri is None and not _white_box(explainer_path):
+            # the model beside it, over gRPC: samples travel as raw bytes, not JSON text
             local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-            infer_uri = f"http://{local}:{http_port}/v2/models/{model_name}/infer"
+            infer_uri = f"grpc://{local}:{grpc_port}/v2/models/{model_name}"
     if infer_uri is not None:
         if _white_box(explainer_path):
             raise ValueError(
@@ -118,11 +118,40 @@ def write_repository(
                 "with; it takes no infer_uri"
             )
         extra["infer_uri"] = infer_uri
-    _write_json(
-        repository / name / "model-settings.json",
-        explainer_model_settings(name, explainer_path, **extra),
-    )
+    settings = explainer_model_settings(name, explainer_path, **extra)
+    settings.update(_explainer_metadata(explainer_path, extra))
+    _write_json(repository / name / "model-settings.json", settings)
     return repository
+
+
+def _model_metadata(model_path: Path) -> dict[str, Any]:
+    """The v2 ``inputs``/``outputs`` of a ``.pt2`` model, from its program (refusing a bad file now,
+    not when MLServer loads it)."""
+    import torch
+
+    from torchexplain.models.exported import load_exported_model
+    from torchexplain.serving.service import model_input_metadata, model_output_metadata
+
+    model = load_exported_model(model_path)  # ValueError naming the file when it is not one
+    return {
+        "inputs": [model_input_metadata(model, model.input_dtype or torch.float32)],
+        "outputs": [model_output_metadata(model)],
+    }
+
+
+def _explainer_metadata(explainer_path: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """The explainer's v2 ``inputs``/``outputs``, read by loading it as the server will; nothing
+    when it cannot be loaded here (the runtime then declares them when it loads)."""
+    from torchexplain.serving.service import ExplainerService, explanation_metadata
+
+    try:
+        service = ExplainerService.from_folder(explainer_path, **extra)
+    except Exception:  # noqa: BLE001 - MLServer's load reports what is wrong, with its context
+        return {}
+    try:
+        return {"inputs": [service.input_metadata()], "outputs": [explanation_metadata()]}
+    finally:
+        service.close()
 
 
 def start(repository: str | Path) -> None:

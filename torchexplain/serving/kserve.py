@@ -15,7 +15,16 @@ Run it as KServe's controller runs a custom explainer::
         --http_port 8080 --storage_uri /mnt/models
 
 Routes: ``GET /`` (alive), ``GET /v1/models`` (the model list), ``GET
-/v1/models/{name}`` (ready), ``POST /v1/models/{name}:explain``. Per-request
+/v1/models/{name}`` (ready, with the input it takes), ``POST /v1/models/{name}:explain``;
+and for v2 clients and probes ``GET /v2/health/live``, ``/v2/health/ready``,
+``/v2/models/{name}/ready`` and ``/v2/models/{name}`` (metadata: the ``rows`` input's
+datatype and shape, the ``explanation`` output). Explaining is v1 JSON only: a v2
+``/infer`` (and binary tensor data) is not served here.
+
+At start the predictor's metadata is read (``GET /v1/models/{name}`` or
+``/v2/models/{name}``), so a wrong ``--model_name`` or ``--predictor_host`` fails
+then, naming what the predictor answered, not at the first explain;
+``--skip_predictor_check`` starts without it (for a predictor that starts later). Per-request
 settings go in an optional top-level ``"explain_parameters"`` (an object or a JSON
 string of one). Errors are answered ``{"error": "..."}`` with a 4xx (bad request),
 413 (too large), 502/504 (the predictor failed / did not answer in time) or 500.
@@ -30,7 +39,7 @@ import logging
 from typing import Any
 
 from torchexplain.models.remote import PROTOCOLS
-from torchexplain.serving.service import ExplainerService, ServiceError
+from torchexplain.serving.service import ExplainerService, ServiceError, explanation_metadata
 
 __all__ = ["build_app", "build_parser", "main"]
 
@@ -62,6 +71,28 @@ def build_app(
         return JSONResponse({"models": [model_name]})
 
     async def ready(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        if name != model_name:
+            return unknown_model(name)
+        return JSONResponse({"name": model_name, "ready": True, **declared()})
+
+    def declared() -> dict[str, Any]:
+        return {"inputs": [service.input_metadata()], "outputs": [explanation_metadata()]}
+
+    # v2 health and metadata (what v2 clients and KServe's probes ask); explaining stays v1
+    async def v2_live(request: Request) -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    async def v2_ready(request: Request) -> JSONResponse:
+        return JSONResponse({"ready": True})
+
+    async def v2_metadata(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        if name != model_name:
+            return unknown_model(name)
+        return JSONResponse({"name": model_name, "platform": "torchexplain", **declared()})
+
+    async def v2_model_ready(request: Request) -> JSONResponse:
         name = request.path_params["name"]
         if name != model_name:
             return unknown_model(name)
@@ -97,6 +128,10 @@ def build_app(
         Route("/v1/models/{name}:explain", explain, methods=["POST"]),
         Route("/v1/models/{name}:{verb}", other_verbs, methods=["POST"]),
         Route("/v1/models/{name}", ready, methods=["GET"]),
+        Route("/v2/health/live", v2_live, methods=["GET"]),
+        Route("/v2/health/ready", v2_ready, methods=["GET"]),
+        Route("/v2/models/{name}/ready", v2_model_ready, methods=["GET"]),
+        Route("/v2/models/{name}", v2_metadata, methods=["GET"]),
     ]
     return Starlette(routes=routes, on_shutdown=[service.close])
 
@@ -227,6 +262,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"largest request body read (default {DEFAULT_MAX_BYTES}; more: HTTP 413)",
     )
     parser.add_argument(
+        "--skip_predictor_check",
+        "--skip-predictor-check",
+        dest="skip_predictor_check",
+        action="store_true",
+        help="start without checking that the predictor serves --model_name (it may start later)",
+    )
+    parser.add_argument(
+        "--explanation_format",
+        "--explanation-format",
+        dest="explanation_format",
+        default="torchexplain",
+        choices=("torchexplain", "alibi"),
+        help="answers as torchexplain's JSON (default) or in Alibi's layout (what alibi's "
+        "Explanation.from_json parses); a request may choose with explain_parameters",
+    )
+    parser.add_argument(
         "--init_parameters",
         dest="init_parameters",
         default=None,
@@ -246,6 +297,7 @@ def load_service(args: argparse.Namespace) -> ExplainerService:
         "max_rows": args.max_rows,
         "max_concurrency": args.max_concurrency,
         "init_parameters": args.init_parameters,
+        "explanation_format": args.explanation_format,
     }
     if infer_uri is not None:
         # the predictor's model is served under the same name as the explainer (KServe's convention)
@@ -258,7 +310,44 @@ def load_service(args: argparse.Namespace) -> ExplainerService:
             if infer_uri.endswith((":predict", "/infer", "/predictions"))
             else infer_uri + suffix
         )
+    if "infer_uri" in extra and not args.skip_predictor_check:
+        check_predictor(extra["infer_uri"], args.predictor_protocol, args.predictor_timeout)
     return ExplainerService.load(args.storage_uri, **extra)  # on the thread(s) that will explain
+
+
+def check_predictor(infer_uri: str, protocol: str, timeout: float) -> None:
+    """Read the predictor's model metadata once; a ``ValueError`` saying what it answered when it
+    does not serve the model (a wrong ``--model_name`` would otherwise fail every explain with 502).
+
+    Seldon v1 has no metadata route: nothing is checked for it.
+    """
+    import urllib.error
+    import urllib.request
+
+    if protocol == "kserve_v1" and infer_uri.endswith(":predict"):
+        url = infer_uri.removesuffix(":predict")
+    elif protocol == "v2" and infer_uri.endswith("/infer"):
+        url = infer_uri.removesuffix("/infer")
+    else:
+        return
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - http(s) only
+            if answer.status == 200:
+                return
+            status, text = answer.status, answer.read(300).decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        status, text = err.code, err.read(300).decode(errors="replace")
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ValueError(
+            f"the predictor at {url} could not be reached ({reason}); check --predictor_host, or "
+            "pass --skip_predictor_check when the predictor starts after the explainer"
+        ) from None
+    raise ValueError(
+        f"the predictor does not serve this model: GET {url} answered HTTP {status} ({text.strip()}); "
+        "check --model_name (the predictor's model name) and --predictor_host, or pass "
+        "--skip_predictor_check"
+    )
 
 
 def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:

@@ -61,18 +61,20 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor, RequestInput
 from mlserver.utils import get_model_uri
 
-from torchexplain.models.remote import V2_NUMERIC_DATATYPES
+from torchexplain.models.remote import V2_DATATYPES, V2_NUMERIC_DATATYPES
 from torchexplain.serving.service import (
+    OUTPUT_NAME,
     ExplainerService,
     ServiceError,
+    explanation_metadata,
+    model_input_metadata,
+    model_output_metadata,
     torch_thread,
-    v2_datatype,
 )
 
 __all__ = ["ExplainerRuntime", "TorchModelRuntime"]
 
-#: the name of the answer's output, as Seldon's Alibi runtime names it
-OUTPUT_NAME = "explanation"
+_NUMPY_OF = {name: dtype for dtype, name in V2_DATATYPES.items()}
 
 
 def _extend_grpc_status_codes() -> None:
@@ -183,7 +185,7 @@ class TorchModelRuntime(MLModel):
         _declare(
             self,
             [model_input_metadata(self.model, self.dtype)],
-            [model_output_metadata(self.model, self.output)],
+            [model_output_metadata(self.model)],
         )
         return True
 
@@ -233,28 +235,6 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def explanation_metadata() -> dict[str, Any]:
-    """The explainer's one output, as v2 metadata: ``explanation``, BYTES, one JSON text per answer
-    (one in all, or one per row with ``explanation_format="alibi"`` for per-instance methods)."""
-    return {"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [-1]}
-
-
-def model_input_metadata(model: Any, dtype: torch.dtype) -> dict[str, Any]:
-    """A served ``torch.export`` model's input, as v2 metadata, from its program's input spec."""
-    shape = list(model.input_shape) if model.input_shape is not None else [-1]
-    if shape and model.static_batch is not None:
-        shape[0] = -1  # any batch: it is run in pieces of the exported size
-    return {"name": model.input_name or "input-0", "datatype": v2_datatype(dtype), "shape": shape}
-
-
-def model_output_metadata(model: Any, output: str) -> dict[str, Any]:
-    """Its output ``output``: the program's output spec (probabilities: float, same shape)."""
-    shape = list(model.output_shape) if model.output_shape is not None else [-1]
-    if shape:
-        shape[0] = -1
-    return {"name": "output", "datatype": v2_datatype(model.output_dtype), "shape": shape}
-
-
 def _declare(runtime: MLModel, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
     """Fill the model's metadata (``GET /v2/models/{name}``) where its settings declare none."""
     settings = runtime.settings
@@ -283,29 +263,39 @@ def _decode_one_input(payload: InferenceRequest) -> np.ndarray:
         raise MLServerError(
             f"input {request_input.name!r} has shape {shape}; dimensions must be >= 0", 400
         )
-    if _holds_text(request_input.data):
+    values = getattr(request_input.data, "root", request_input.data)
+    if not isinstance(values, list):  # binary data: MLServer's codec reads it
+        try:
+            return np.asarray(NumpyCodec.decode_input(request_input))
+        except (ValueError, TypeError) as err:
+            raise MLServerError(
+                f"input {request_input.name!r} (shape {shape}, {request_input.datatype}) could not "
+                f"be decoded: {err}",
+                400,
+            ) from None
+    # One conversion of the JSON list, which also shows what it holds: MLServer's codec would
+    # read quoted numbers ("1.5") as numbers, and its list walk cost more than the model.
+    try:
+        array = np.asarray(values)
+    except ValueError as err:  # ragged
+        raise MLServerError(
+            f"input {request_input.name!r}: its data is not a rectangular array ({err})", 400
+        ) from None
+    if array.dtype.kind in "USO":
         raise MLServerError(
             f"input {request_input.name!r} is declared {request_input.datatype} but its data holds "
             "strings; send numbers (JSON numbers, not quoted)",
             400,
         )
     try:
-        rows = NumpyCodec.decode_input(request_input)
-    except (ValueError, TypeError) as err:
+        with np.errstate(
+            over="ignore", invalid="ignore"
+        ):  # out-of-range values: inf, refused later
+            rows = array.astype(_NUMPY_OF[request_input.datatype], copy=False).reshape(shape)
+    except (ValueError, TypeError, OverflowError) as err:
         raise MLServerError(
             f"input {request_input.name!r} (shape {shape}, {request_input.datatype}) could not "
             f"be decoded: {err}",
             400,
         ) from None
     return np.asarray(rows)
-
-
-def _holds_text(data: Any) -> bool:
-    """Whether a v2 input's JSON data holds strings (MLServer would read ``"1.5"`` as 1.5)."""
-    values = getattr(data, "root", data)
-    while isinstance(values, list) and values:
-        if any(isinstance(v, (str, bytes)) for v in values):
-            return True
-        values = [v for v in values if isinstance(v, list)]
-        values = [item for v in values for item in v] if values else []
-    return False

@@ -39,6 +39,8 @@ __all__ = ["ExplainerService", "ServiceError", "service_options", "stored_kind",
 
 #: ``rows``: explain every row of a request, or only its first (Alibi's runtime does this silently).
 ROW_MODES = ("all", "first")
+#: the name of the answer's output, as Seldon's Alibi runtime names it
+OUTPUT_NAME = "explanation"
 #: ``explanation_format``: torchexplain's exact JSON (``Explanation.to_json``), or Alibi's layout
 #: (:mod:`torchexplain.alibi_layout`), which Seldon users' ``alibi`` code parses.
 FORMATS = ("torchexplain", "alibi")
@@ -465,6 +467,28 @@ def _as_object(name: str, raw: Any, status: int | None) -> dict[str, Any] | None
         message = f"{name} must be a JSON object of settings, got {type(raw).__name__} {raw!r:.100}"
         raise ServiceError(message, status) if status else TypeError(message)
     return raw
+
+
+def explanation_metadata() -> dict[str, Any]:
+    """The explainer's one output, as v2 metadata: ``explanation``, BYTES, one JSON text per answer
+    (one in all, or one per row with ``explanation_format="alibi"`` for per-instance methods)."""
+    return {"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [-1]}
+
+
+def model_input_metadata(model: Any, dtype: torch.dtype) -> dict[str, Any]:
+    """A served ``torch.export`` model's input, as v2 metadata, from its program's input spec."""
+    shape = list(model.input_shape) if model.input_shape is not None else [-1]
+    if shape and model.static_batch is not None:
+        shape[0] = -1  # any batch: it is run in pieces of the exported size
+    return {"name": model.input_name or "input-0", "datatype": v2_datatype(dtype), "shape": shape}
+
+
+def model_output_metadata(model: Any) -> dict[str, Any]:
+    """A served model's output ``output``, from its program's output spec (softmax keeps shape and dtype)."""
+    shape = list(model.output_shape) if model.output_shape is not None else [-1]
+    if shape:
+        shape[0] = -1
+    return {"name": "output", "datatype": v2_datatype(model.output_dtype), "shape": shape}
 
 
 def v2_datatype(dtype: torch.dtype | None) -> str:
