@@ -24,8 +24,9 @@ Where the layouts differ (each also in the docs' serving page):
   and the gradient fields are None.
 - Integrated Gradients: ``baselines`` are the explanation's when it records them,
   else zeros (the default baseline).
-- ``meta["version"]`` is torchexplain's version, and ``params`` are torchexplain's
-  settings (Alibi's names where Alibi has the setting).
+- ``meta["version"]`` is torchexplain's version; ``params`` holds Alibi's keys (None
+  where torchexplain has no such setting, e.g. ``binary_cache_size``), then
+  torchexplain's other settings.
 """
 
 from __future__ import annotations
@@ -58,12 +59,42 @@ def plain(value: Any) -> Any:
     return value
 
 
+#: the keys of Alibi 0.9.6's ``meta["params"]`` per method (``alibi.api.defaults`` and the explainers'
+#: constructors); ours fill them where torchexplain has the setting, None where it has no equivalent
+_ALIBI_PARAMS = {
+    "AnchorTabular": (
+        "seed", "disc_perc", "threshold", "delta", "tau", "batch_size", "coverage_samples",
+        "beam_size", "stop_on_first", "max_anchor_size", "min_samples_start", "n_covered_ex",
+        "binary_cache_size", "cache_margin", "verbose", "verbose_every", "kwargs",
+    ),
+    "KernelShap": (
+        "link", "group_names", "grouped", "groups", "weights", "summarise_background",
+        "summarise_result", "transpose", "kwargs",
+    ),
+    "TreeShap": (
+        "model_output", "summarise_background", "summarise_result", "approximate",
+        "interactions", "explain_loss", "algorithm", "kwargs",
+    ),
+}  # fmt: skip
+
+
 def _meta(
-    explanation: Explanation, name: str, kind: str, explanations: list[str], **extra: Any
+    explanation: Explanation,
+    name: str,
+    kind: str,
+    explanations: list[str],
+    params: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    ours = dict(explanation.meta.get("params") or {}) if params is None else dict(params)
+    alibi = {
+        key: ours.pop(key, {} if key == "kwargs" else None) for key in _ALIBI_PARAMS.get(name, ())
+    }
     meta = {"name": name, "type": [kind], "explanations": explanations}
     meta.update(extra)
-    meta["params"] = plain(dict(explanation.meta.get("params") or {}))
+    meta["params"] = plain(
+        {**alibi, **ours}
+    )  # Alibi's keys first, then torchexplain's other settings
     meta["version"] = __version__
     return meta
 
@@ -95,8 +126,7 @@ def _anchor_tabular(explanation: Explanation, inputs: Any) -> list[dict[str, Any
             "instance": None if instances is None else instances[i],
             "instances": None if instances is None else [instances[i]],
         }
-        meta = _meta(explanation, "AnchorTabular", "blackbox", ["local"])
-        meta["params"] = plain(params)
+        meta = _meta(explanation, "AnchorTabular", "blackbox", ["local"], params=params)
         answers.append(
             {
                 "meta": meta,

@@ -75,7 +75,7 @@ class ExportedModel:
                 "N" if i == 0 else ("*" if d == -1 else str(d)) for i, d in enumerate(expected)
             )
             raise ValueError(
-                f"{what} have shape {list(shape)}; the model takes ({layout}) "
+                f"{what}: shape {list(shape)}, but the model takes ({layout}) "
                 f"(its torch.export program's input {self.input_name!r})"
             )
 
