@@ -62,12 +62,17 @@ setup(
             # RemoteModel, and MLServer (whose web stack also serves the KServe explainer).
             "urllib3>=2.0",
             "mlserver>=1.7,<1.8; python_version < '3.13'",
+            # clients nobody here wrote, run against the servers (tests/test_serving_clients.py);
+            # Alibi's parser and the kserve SDK get environments of their own (tests/_venvs.py)
+            "tritonclient[http,grpc]>=2.42; python_version < '3.13'",
+            "requests>=2.28",
             # the docs site is built (--strict) and its examples run by the tests
             "mkdocs>=1.6",
             "mkdocs-material>=9.5",
             "mkdocstrings[python]>=0.26",
         ],
-        # MLServer 1.7 supports Python 3.9-3.12; RemoteModel alone needs only urllib3.
+        # MLServer 1.7 supports Python 3.9-3.12; RemoteModel alone needs only urllib3 (http://)
+        # or grpcio with MLServer's v2 messages (grpc://), which MLServer brings.
         "serve": ["urllib3>=2.0", "mlserver>=1.7,<1.8; python_version < '3.13'"],
         "bench": ["captum>=0.7", "shap>=0.43", "scikit-learn>=1.2"],
         "shap": ["shap>=0.43", "scikit-learn>=1.2"],

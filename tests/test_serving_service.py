@@ -248,12 +248,25 @@ def test_serve_command_write_only_writes_the_settings(anchor, tmp_path, capsys):
             "expl",
             "--settings-dir",
             str(tmp_path / "repo"),
+            "--init-parameters",
+            '{"threshold": 0.8}',
+            "--explanation-format",
+            "alibi",
             "--write-only",
         ]
     )
     assert code == cli.EXIT_OK
     settings = json.loads((tmp_path / "repo" / "expl" / "model-settings.json").read_text())
-    assert settings["parameters"]["extra"]["infer_uri"] == "http://127.0.0.1:9/v2/models/m/infer"
+    assert settings["parameters"]["extra"] == {
+        "rows": "all",
+        "max_rows": 1024,
+        "init_parameters": '{"threshold": 0.8}',
+        "explanation_format": "alibi",
+        "infer_uri": "http://127.0.0.1:9/v2/models/m/infer",
+    }
+    # and the service MLServer builds from them uses both
+    service = ExplainerService.from_folder(tmp_path / "a", **settings["parameters"]["extra"])
+    assert service.explainer.settings.threshold == 0.8 and service.explanation_format == "alibi"
     assert str(tmp_path / "repo") in capsys.readouterr().out
 
 

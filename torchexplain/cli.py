@@ -1,8 +1,8 @@
 """The ``torchexplain`` command.
 
     torchexplain explain --model FILE --input FILE [FILE ...] [--method ig] --out DIR
-    torchexplain serve PATH [--infer-uri URL | --model PT2] [--http-port 8080] [--name NAME] [--write-only]
-    torchexplain kserve --model_name NAME --predictor_host HOST [--http_port 8080] [--storage_uri DIR]
+    torchexplain serve PATH [--infer-uri URL | --model PT2] [--host 0.0.0.0] [--http-port 8080] [--name NAME] [--write-only]
+    torchexplain kserve --model_name NAME --predictor_host HOST [--host 0.0.0.0] [--http_port 8080] [--storage_uri DIR]
     torchexplain demo [--out DIR] [--device cpu|cuda]        (a source checkout's examples/mnist_cnn.py)
     torchexplain bench [--device cuda|cpu] [--quick] [--compare baseline.json]   (its benchmarks/run.py)
 
@@ -450,7 +450,8 @@ def _add_serve_parser(commands: Any) -> None:
     add(
         "--infer-uri",
         default=None,
-        help="the model's prediction endpoint (black-box explainers), e.g. http://127.0.0.1:8080/v2/models/income/infer",
+        help="the model's prediction endpoint (black-box explainers), e.g. grpc://127.0.0.1:8081/v2/models/income "
+        "(v2 over gRPC) or http://127.0.0.1:8080/v2/models/income/infer",
     )
     add(
         "--infer-protocol",
@@ -462,13 +463,17 @@ def _add_serve_parser(commands: Any) -> None:
         "--model",
         default=None,
         metavar="PT2",
-        help="also serve this torch.export archive (probabilities) in the same server; --infer-uri then defaults to it",
+        help="also serve this torch.export archive (probabilities) in the same server; --infer-uri then defaults to it (over gRPC)",
     )
     add("--model-name", default="model", help="name of the --model (default model)")
     add("--name", default="explainer", help="the explainer's model name (default explainer)")
     add("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
     add("--grpc-port", type=int, default=8081, help="gRPC port (default 8081)")
-    add("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    add(
+        "--host",
+        default="0.0.0.0",
+        help="address to listen on (default 0.0.0.0, every interface, for containers; 127.0.0.1: this machine only)",
+    )
     add(
         "--rows",
         default="all",
@@ -487,6 +492,13 @@ def _add_serve_parser(commands: Any) -> None:
         metavar="JSON",
         help='settings to set on load, as a JSON object, e.g. \'{"device": "cuda"}\'',
     )
+    add(
+        "--explanation-format",
+        default="torchexplain",
+        choices=("torchexplain", "alibi"),
+        help="answers as torchexplain's JSON (default) or in Alibi's layout (what alibi's "
+        "Explanation.from_json parses); a request may choose with explain_parameters",
+    )
     add("--debug", action="store_true", help="MLServer's debug mode: a log line per request")
     add("--write-only", action="store_true", help="write the settings, print where, do not start")
 
@@ -500,6 +512,8 @@ def run_serve(args: argparse.Namespace) -> int:
         extra["infer_protocol"] = args.infer_protocol
     if args.init_parameters:
         extra["init_parameters"] = args.init_parameters
+    if args.explanation_format != "torchexplain":
+        extra["explanation_format"] = args.explanation_format
     try:
         repository = deploy.write_repository(
             args.path,
