@@ -128,5 +128,28 @@ def toy_server(slow_seconds: float = 1.5) -> Iterator[ThreadingHTTPServer]:
         thread.join(timeout=5)
 
 
+def probabilities(model):
+    """The in-process twin of a served census model: numpy rows -> float32 softmax, as the server
+    computes it."""
+    import torch
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(rows)).float()).softmax(-1).numpy()
+
+    return predict
+
+
+def export_census_model(model, data, path) -> None:
+    """Save the census classifier as a ``torch.export`` archive with a dynamic batch dimension."""
+    import torch
+
+    example = torch.from_numpy(data.X_train[:8])
+    program = torch.export.export(
+        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
+    torch.export.save(program, str(path))
+
+
 # the subprocess servers live in the package: the demo and the benchmark start theirs the same way
 from torchexplain.serving.local import Process, free_port, post_json, torchexplain_command  # noqa: E402,F401

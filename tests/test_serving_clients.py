@@ -26,7 +26,16 @@ tritonclient_http = pytest.importorskip("tritonclient.http")
 requests = pytest.importorskip("requests")
 
 from tests import _venvs  # noqa: E402
-from tests._servers import Process, free_port, torchexplain_command, toy_model  # noqa: E402
+from tests._servers import (  # noqa: E402
+    BIAS,
+    WEIGHTS,
+    Process,
+    export_census_model,
+    free_port,
+    probabilities,
+    torchexplain_command,
+    toy_model,
+)
 from torchexplain import AnchorTabular, IntegratedGradients, load_explainer  # noqa: E402
 from torchexplain.alibi_layout import to_alibi_json  # noqa: E402
 from torchexplain.datasets import load_census  # noqa: E402
@@ -47,24 +56,13 @@ def census():
     return data, model.eval()
 
 
-def probabilities(model):
-    def predict(rows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(np.ascontiguousarray(rows)).float()).softmax(-1).numpy()
-
-    return predict
-
-
 @pytest.fixture(scope="module")
 def server(census, tmp_path_factory):
     _venvs.start("alibi", "kserve")  # created in the background while this server runs
     data, model = census
     root = tmp_path_factory.mktemp("clients")
     example = torch.from_numpy(data.X_train[:8])
-    program = torch.export.export(
-        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
-    )
-    torch.export.save(program, str(root / "income.pt2"))
+    export_census_model(model, data, root / "income.pt2")
     anchor = AnchorTabular(
         RemoteModel("http://127.0.0.1:9", model_name="income"),
         data.feature_names,
@@ -472,7 +470,6 @@ def _alibi_answers(server, census) -> dict:
     from sklearn.tree import DecisionTreeClassifier
 
     import torchexplain as te
-    from tests._servers import BIAS, WEIGHTS
     from torchexplain.datasets import load_mnist
     from torchexplain.zoo import pretrained_mnist_cnn
 
@@ -633,7 +630,6 @@ KSERVE_CLIENT = textwrap.dedent(
 
 
 def test_kserve_sdk_explains_through_torchexplain_kserve_in_front_of_a_kserve_predictor(tmp_path):
-    from tests._servers import BIAS, WEIGHTS
 
     python = _venvs.ready("kserve")
     if isinstance(python, str):

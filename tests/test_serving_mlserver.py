@@ -26,7 +26,15 @@ import torch
 pytest.importorskip("mlserver")
 pytest.importorskip("urllib3")
 
-from tests._servers import Process, free_port, post_json, torchexplain_command, toy_server  # noqa: E402
+from tests._servers import (  # noqa: E402
+    Process,
+    export_census_model,
+    free_port,
+    post_json,
+    probabilities,
+    torchexplain_command,
+    toy_server,
+)
 from torchexplain import AnchorTabular, IntegratedGradients, load_explainer  # noqa: E402
 from torchexplain.datasets import load_census  # noqa: E402
 from torchexplain.serving import ExplainerService, RemoteModel  # noqa: E402
@@ -46,25 +54,12 @@ def census():
     return data, model.eval()
 
 
-def probabilities(model):
-    """The in-process twin of the served model: numpy rows -> float32 softmax, as the server computes it."""
-
-    def predict(rows: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(np.ascontiguousarray(rows)).float()).softmax(-1).numpy()
-
-    return predict
-
-
 @pytest.fixture(scope="module")
 def deployment(census, tmp_path_factory):
     data, model = census
     root = tmp_path_factory.mktemp("serving")
     example = torch.from_numpy(data.X_train[:8])
-    program = torch.export.export(
-        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
-    )
-    torch.export.save(program, str(root / "income.pt2"))
+    export_census_model(model, data, root / "income.pt2")
 
     port, grpc = free_port(), free_port()
     # the address stored here is replaced by infer_uri when the server loads it

@@ -92,9 +92,8 @@ def _meta(
     }
     meta = {"name": name, "type": [kind], "explanations": explanations}
     meta.update(extra)
-    meta["params"] = plain(
-        {**alibi, **ours}
-    )  # Alibi's keys first, then torchexplain's other settings
+    # Alibi's keys first, then torchexplain's other settings
+    meta["params"] = plain({**alibi, **ours})
     meta["version"] = __version__
     return meta
 
@@ -112,20 +111,8 @@ def _anchor_tabular(explanation: Explanation, inputs: Any) -> list[dict[str, Any
     answers = []
     for i in range(_rows(explanation)):
         precision, coverage = float(data["precision"][i]), float(data["coverage"][i])
-        raw = {
-            "feature": plain(data["feature"][i]),
-            "mean": [precision],
-            "precision": [precision],
-            "coverage": [coverage],
-            "examples": [_examples(data, i)],
-            "all_precision": 0,
-            "num_preds": int(data["n_samples"][i]),
-            "success": bool(data["success"][i]),
-            "names": list(data["anchor"][i]),
-            "prediction": [int(data["target"][i])],
-            "instance": None if instances is None else instances[i],
-            "instances": None if instances is None else [instances[i]],
-        }
+        names = list(data["anchor"][i])
+        raw = _anchor_raw(data, i, data["feature"][i], data["n_samples"][i], instances, names)
         meta = _meta(explanation, "AnchorTabular", "blackbox", ["local"], params=params)
         answers.append(
             {
@@ -141,12 +128,35 @@ def _anchor_tabular(explanation: Explanation, inputs: Any) -> list[dict[str, Any
     return answers
 
 
-def _examples(data: dict[str, Any], i: int) -> dict[str, Any]:
-    return {
+def _anchor_raw(
+    data: dict[str, Any],
+    i: int,
+    feature: Any,
+    samples: Any,
+    instances: list | None,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Alibi's ``raw`` of row ``i``'s anchor (the per-partial-anchor lists hold the final anchor's value)."""
+    precision, coverage = float(data["precision"][i]), float(data["coverage"][i])
+    examples = {
         "covered_true": plain(data["covered_true"][i]),
         "covered_false": plain(data["covered_false"][i]),
         "uncovered_true": [],
         "uncovered_false": [],
+    }
+    return {
+        "feature": plain(feature),
+        "mean": [precision],
+        "precision": [precision],
+        "coverage": [coverage],
+        "examples": [examples],
+        "all_precision": 0,
+        "num_preds": None if samples is None else int(samples),
+        "success": bool(data["success"][i]),
+        **({} if names is None else {"names": names}),  # tabular only, as in Alibi
+        "prediction": [int(data["target"][i])],
+        "instance": None if instances is None else instances[i],
+        "instances": None if instances is None else [instances[i]],
     }
 
 
@@ -165,19 +175,11 @@ def _anchor_image(explanation: Explanation, inputs: Any) -> list[dict[str, Any]]
                 channel_first = images[i].shape[-2:] == mask.shape
                 mask = mask.unsqueeze(0) if channel_first else mask.unsqueeze(-1)
             anchor_image = plain(images[i] * mask)
-        raw = {
-            "feature": plain(data["anchor"][i]),
-            "mean": [precision],
-            "precision": [precision],
-            "coverage": [coverage],
-            "examples": [_examples(data, i)],
-            "all_precision": 0,
-            "num_preds": int(data["n_model_calls"][i]) if "n_model_calls" in data else None,
-            "success": bool(data["success"][i]),
-            "instance": None if images is None else plain(images[i]),
-            "instances": None if images is None else [plain(images[i])],
-            "prediction": [int(data["target"][i])],
-        }
+        samples = data.get("n_images_evaluated")
+        instances = None if images is None else plain(images)
+        raw = _anchor_raw(
+            data, i, data["anchor"][i], None if samples is None else samples[i], instances
+        )
         answers.append(
             {
                 "meta": _meta(explanation, "AnchorImage", "blackbox", ["local"]),

@@ -18,7 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["explainer_model_settings", "start", "write_repository"]
+__all__ = [
+    "explainer_model_settings",
+    "model_settings",
+    "server_settings",
+    "start",
+    "write_repository",
+]
 
 RUNTIME = "torchexplain.serving.runtime.ExplainerRuntime"
 MODEL_RUNTIME = "torchexplain.serving.runtime.TorchModelRuntime"
@@ -85,28 +91,14 @@ def write_repository(
         Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="torchexplain-serve-"))
     )
     repository.mkdir(parents=True, exist_ok=True)
-    server = {
-        "host": host,
-        "http_port": http_port,
-        "grpc_port": grpc_port,
-        # MLServer 1.7.1's worker processes crash at start with uvloop >= 0.22; our
-        # runtimes run their work in threads, so the server process is enough.
-        "parallel_workers": 0,
-        "metrics_endpoint": None,
-        # MLServer's default (debug: true) logs every request line; measured at about 8 %
-        # of the server's busy time on small IG requests. Errors are logged either way.
-        "debug": debug,
-    }
+    server = server_settings(host, http_port, grpc_port, debug)
     _write_json(repository / "settings.json", server)
     if model_path is not None:
         model_path = Path(model_path).resolve()
-        model_settings = {
-            "name": model_name,
-            "implementation": MODEL_RUNTIME,
-            "parameters": {"uri": str(model_path), "extra": {"output": model_output}},
-            **_model_metadata(model_path),
-        }
-        _write_json(repository / model_name / "model-settings.json", model_settings)
+        _write_json(
+            repository / model_name / "model-settings.json",
+            model_settings(model_name, model_path, model_output),
+        )
         if infer_uri is None and not _white_box(explainer_path):
             # the model beside it, over gRPC: samples travel as raw bytes, not JSON text
             local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -122,6 +114,42 @@ def write_repository(
     settings.update(_explainer_metadata(explainer_path, extra))
     _write_json(repository / name / "model-settings.json", settings)
     return repository
+
+
+def server_settings(
+    host: str, http_port: int, grpc_port: int, debug: bool = False
+) -> dict[str, Any]:
+    """MLServer's ``settings.json`` as ``torchexplain serve`` writes it."""
+    return {
+        "host": host,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        # MLServer 1.7.1's worker processes crash at start with uvloop >= 0.22; our
+        # runtimes run their work in threads, so the server process is enough.
+        "parallel_workers": 0,
+        "metrics_endpoint": None,
+        # MLServer's default (debug: true) logs every request line; measured at about 8 %
+        # of the server's busy time on small IG requests. Errors are logged either way.
+        "debug": debug,
+    }
+
+
+def model_settings(
+    name: str, model_path: str | Path, output: str = "probabilities"
+) -> dict[str, Any]:
+    """The ``model-settings.json`` of a ``torch.export`` model served by MLServer, with its v2
+    inputs and outputs read from the program.
+
+    Raises:
+        ValueError: the file is not a loadable ``torch.export`` archive.
+    """
+    model_path = Path(model_path).resolve()
+    return {
+        "name": name,
+        "implementation": MODEL_RUNTIME,
+        "parameters": {"uri": str(model_path), "extra": {"output": output}},
+        **_model_metadata(model_path),
+    }
 
 
 def _model_metadata(model_path: Path) -> dict[str, Any]:
