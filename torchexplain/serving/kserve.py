@@ -64,44 +64,31 @@ def build_app(
     def unknown_model(name: str) -> JSONResponse:
         return error(f"model {name!r} not found; this explainer serves {model_name!r}", 404)
 
-    async def alive(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "alive"})
+    def constant(body: dict[str, Any]) -> Any:
+        async def answer(request: Request) -> JSONResponse:
+            return JSONResponse(body)
 
-    async def models(request: Request) -> JSONResponse:
-        return JSONResponse({"models": [model_name]})
+        return answer
 
-    async def ready(request: Request) -> JSONResponse:
-        name = request.path_params["name"]
-        if name != model_name:
-            return unknown_model(name)
-        return JSONResponse({"name": model_name, "ready": True, **declared()})
+    def of_the_model(answer: Any) -> Any:
+        """A route about one model: 404 for any name but ``model_name``."""
+
+        async def route(request: Request) -> Response:
+            name = request.path_params["name"]
+            return unknown_model(name) if name != model_name else await answer(request)
+
+        return route
 
     def declared() -> dict[str, Any]:
         return {"inputs": [service.input_metadata()], "outputs": [explanation_metadata()]}
 
-    # v2 health and metadata (what v2 clients and KServe's probes ask); explaining stays v1
-    async def v2_live(request: Request) -> JSONResponse:
-        return JSONResponse({"live": True})
+    async def ready(request: Request) -> JSONResponse:
+        return JSONResponse({"name": model_name, "ready": True, **declared()})
 
-    async def v2_ready(request: Request) -> JSONResponse:
-        return JSONResponse({"ready": True})
-
-    async def v2_metadata(request: Request) -> JSONResponse:
-        name = request.path_params["name"]
-        if name != model_name:
-            return unknown_model(name)
+    async def metadata(request: Request) -> JSONResponse:
         return JSONResponse({"name": model_name, "platform": "torchexplain", **declared()})
 
-    async def v2_model_ready(request: Request) -> JSONResponse:
-        name = request.path_params["name"]
-        if name != model_name:
-            return unknown_model(name)
-        return JSONResponse({"name": model_name, "ready": True})
-
     async def explain(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name != model_name:
-            return unknown_model(name)
         try:
             body = await _read_body(request, max_request_bytes)
             rows, parameters = _parse_request(body)
@@ -123,15 +110,16 @@ def build_app(
         )
 
     routes = [
-        Route("/", alive, methods=["GET"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/models/{name}:explain", explain, methods=["POST"]),
+        Route("/", constant({"status": "alive"}), methods=["GET"]),
+        Route("/v1/models", constant({"models": [model_name]}), methods=["GET"]),
+        Route("/v1/models/{name}:explain", of_the_model(explain), methods=["POST"]),
         Route("/v1/models/{name}:{verb}", other_verbs, methods=["POST"]),
-        Route("/v1/models/{name}", ready, methods=["GET"]),
-        Route("/v2/health/live", v2_live, methods=["GET"]),
-        Route("/v2/health/ready", v2_ready, methods=["GET"]),
-        Route("/v2/models/{name}/ready", v2_model_ready, methods=["GET"]),
-        Route("/v2/models/{name}", v2_metadata, methods=["GET"]),
+        Route("/v1/models/{name}", of_the_model(ready), methods=["GET"]),
+        # v2 health and metadata (what v2 clients and KServe's probes ask); explaining stays v1
+        Route("/v2/health/live", constant({"live": True}), methods=["GET"]),
+        Route("/v2/health/ready", constant({"ready": True}), methods=["GET"]),
+        Route("/v2/models/{name}/ready", of_the_model(ready), methods=["GET"]),
+        Route("/v2/models/{name}", of_the_model(metadata), methods=["GET"]),
     ]
     return Starlette(routes=routes, on_shutdown=[service.close])
 
