@@ -101,3 +101,26 @@ def test_a_method_alibi_does_not_have_is_refused_by_name():
     explanation = te.Explanation({"name": "ExplanationMonitor"}, {})
     with pytest.raises(ValueError, match="'ExplanationMonitor' has no Alibi layout"):
         to_alibi(explanation)
+
+
+def test_text_anchors_carry_alibis_names_positions_and_examples():
+    def predict(texts):
+        return np.array([[0.0, 1.0] if "good" in t.split() else [1.0, 0.0] for t in texts])
+
+    texts = ["a good film", "so good , so good"]
+    explanation = te.AnchorText(predict, seed=0).explain(texts)
+    answers = to_alibi(explanation, texts)
+    assert [a["data"]["anchor"] for a in answers] == [["good"], ["good"]]
+    raw = answers[0]["data"]["raw"]
+    assert raw["names"] == ["good"] and raw["positions"] == [2] and raw["feature"] == [1]
+    assert raw["instance"] == "a good film" and raw["instances"] == ["a good film"]
+    assert raw["prediction"] == [1]
+    assert raw["examples"][0]["covered_true"] == explanation.covered_true[0]
+    assert list(answers[0]["meta"]["params"])[:5] == [
+        "seed",
+        "sample_proba",
+        "top_n",
+        "temperature",
+        "use_proba",
+    ]
+    assert [json.loads(t) for t in to_alibi_json(explanation, texts)] == answers

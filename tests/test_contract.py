@@ -21,6 +21,7 @@ import torchexplain
 from torchexplain import (
     AnchorImage,
     AnchorTabular,
+    AnchorText,
     Counterfactual,
     CounterfactualProto,
     Explanation,
@@ -28,6 +29,7 @@ from torchexplain import (
     KernelShap,
     anchor_image,
     anchor_tabular,
+    anchor_text,
     counterfactual,
     counterfactual_proto,
     integrated_gradients,
@@ -137,6 +139,38 @@ def tabular_rows(n: int, seed: int) -> torch.Tensor:
 TABULAR_TRAIN = tabular_rows(300, seed=8)
 
 
+class TextToy(nn.Module):
+    """Texts -> counts of four words -> BatchNorm -> Dropout -> 2 classes (positive when 'good' or
+    'great' outweigh 'bad' and 'dull'); a model of text for the invariants: modes, buffers, hooks."""
+
+    WORDS = ("good", "great", "bad", "dull")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(4)
+        self.dropout = nn.Dropout(0.2)
+        self.linear = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor([[0.0, 0, 0, 0], [2.0, 1.5, -2.0, -1.5]]))
+            self.linear.bias.copy_(torch.tensor([0.0, 0.3]))
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        counts = torch.tensor(
+            [[t.lower().split().count(w) for w in self.WORDS] for t in texts],
+            dtype=torch.float32,
+            device=self.linear.weight.device,
+        )
+        return self.linear(self.dropout(self.norm(counts)))
+
+
+TEXTS = [
+    "a good film with a great cast",
+    "dull and bad , though the music is good",
+    "nothing to say here",
+    "great",
+]
+
+
 def _uniform(shape: tuple[int, ...], seed: int, dtype: torch.dtype = F64) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
@@ -157,6 +191,8 @@ class Case:
     twin_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: integer inputs are meaningful (categorical codes) rather than refused
     integer_inputs: bool = False
+    #: the inputs are a list of texts, not a tensor (no dtype, no device of their own)
+    texts: bool = False
     #: batch vs alone: 0 means exactly equal (every case but one, see CASES)
     rtol: float = 0.0
     atol: float = 0.0
@@ -274,6 +310,25 @@ CASES = [
         ),
     ),
     Case(
+        "AnchorText",
+        AnchorText,
+        anchor_text,
+        TextToy,
+        lambda: list(TEXTS),
+        {"seed": 0, "coverage_samples": 500, "batch_size": 50, "stop_on_first": False},
+        seeded=True,
+        texts=True,
+        batch_dependent=("n_model_calls",),  # a call carries the samples of several texts
+        expected_map=lambda exp, inputs: torch.stack(
+            [
+                torch.isin(
+                    torch.arange(max(len(w) for w in exp.words)), torch.tensor(f, dtype=torch.long)
+                ).float()
+                for f in exp.feature
+            ]
+        ),
+    ),
+    Case(
         "KernelShap",
         KernelShap,
         kernel_shap,
@@ -346,6 +401,11 @@ def _explain(case: Case, explainer: Explainer, inputs: torch.Tensor) -> Explanat
     return explainer.explain(inputs, **case.call)
 
 
+def _device_of(inputs: Any) -> str:
+    """Where results go: the inputs' device (texts have none: the CPU)."""
+    return str(inputs.device) if isinstance(inputs, torch.Tensor) else "cpu"
+
+
 # ----------------------------------------------------------------------------- the invariants
 
 
@@ -358,7 +418,7 @@ def test_meta_and_data_follow_the_contract(case):
     assert exp.meta["name"] == case.cls.name == case.name
     assert exp.meta["type"] == case.cls.kind
     assert exp.meta["version"] == torchexplain.__version__
-    assert exp.meta["device"] == str(inputs.device)
+    assert exp.meta["device"] == _device_of(inputs)
     # every setting used is recorded
     assert set(exp.meta["params"]) == set(case.cls.settings_class.names())
     # the model's predictions at the inputs, and the class explained per instance
@@ -366,7 +426,7 @@ def test_meta_and_data_follow_the_contract(case):
         model = explainer.model.eval()
         expected = model(inputs)
     torch.testing.assert_close(exp.predictions, expected, rtol=1e-6, atol=1e-7)
-    assert exp.target.dtype == torch.int64 and exp.target.shape == (inputs.shape[0],)
+    assert exp.target.dtype == torch.int64 and exp.target.shape == (len(inputs),)
     assert torch.equal(exp.target, expected.argmax(1))
 
 
@@ -375,7 +435,7 @@ def test_a_batch_gives_what_each_instance_gives_alone(case):
     explainer = case.explainer()
     inputs = case.inputs()
     batch = _explain(case, explainer, inputs)
-    for i in range(inputs.shape[0]):
+    for i in range(len(inputs)):
         alone = _explain(case, explainer, inputs[i : i + 1])
         assert set(alone.data) == set(batch.data)
         for key, value in batch.data.items():
@@ -437,9 +497,10 @@ def _snapshot(model: nn.Module) -> dict[str, Any]:
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_the_model_is_left_as_found(case):
     model = case.model().train()
-    model(
-        case.inputs()[:2].to(next(model.parameters()).dtype)
-    ).sum().backward()  # live .grad buffers
+    first = case.inputs()[:2]
+    if not case.texts:
+        first = first.to(next(model.parameters()).dtype)
+    model(first).sum().backward()  # live .grad buffers
     parameters = list(model.parameters())
     parameters[0].requires_grad_(False)
     list(model.modules())[-1].eval()  # mixed modes must survive too
@@ -469,6 +530,12 @@ def test_results_stay_on_the_inputs_device(case, device):
         explainer = AnchorImage(
             explainer.model, **{**case.settings, "images_background": background}
         )
+    if case.texts:  # texts: the work runs on the device asked for, results come back on the CPU
+        exp = explainer.__class__(explainer.model, **{**case.settings, "device": str(device)})
+        exp = _explain(case, exp, case.inputs())
+        assert exp.meta["device"] == str(torch.device(device))
+        assert exp.predictions.device.type == "cpu" and exp.precision.device.type == "cpu"
+        return
     inputs = case.inputs().to(device)
     exp = _explain(case, explainer, inputs)
     assert exp.meta["device"] == str(inputs.device)
@@ -553,6 +620,14 @@ def test_one_definition_of_the_settings_feeds_signature_docs_config_and_repr(cas
 def test_bad_inputs_are_refused_with_the_argument_named(case):
     explainer = case.explainer()
     inputs = case.inputs()
+    if case.texts:
+        with pytest.raises(TypeError, match="explains a list of texts"):
+            explainer.explain(torch.zeros(2, 3), **case.call)
+        with pytest.raises(TypeError, match="item 1 is float"):
+            explainer.explain([inputs[0], float("nan")], **case.call)
+        with pytest.raises(ValueError, match="at least one text"):
+            explainer.explain(inputs[:0], **case.call)
+        return
     with pytest.raises(TypeError, match="inputs must be a torch.Tensor"):
         explainer.explain(inputs.tolist(), **case.call)
     if case.integer_inputs:
@@ -607,5 +682,8 @@ def test_the_explanation_map_is_shaped_like_the_inputs_and_is_the_methods_own(ca
     inputs = case.inputs()
     exp = _explain(case, explainer, inputs)
     maps = explainer.explanation_map(exp, inputs)
-    assert maps.shape == inputs.shape and maps.device == inputs.device
+    if case.texts:  # one value per word of each text
+        assert maps.shape == (len(inputs), max(len(w) for w in exp.words))
+    else:
+        assert maps.shape == inputs.shape and maps.device == inputs.device
     torch.testing.assert_close(maps, case.expected_map(exp, inputs))

@@ -1,7 +1,14 @@
 """torchexplain: fast, batched explanations for PyTorch models."""
 
 from torchexplain._version import __version__
-from torchexplain.anchors import AnchorImage, AnchorTabular, anchor_image, anchor_tabular
+from torchexplain.anchors import (
+    AnchorImage,
+    AnchorTabular,
+    AnchorText,
+    anchor_image,
+    anchor_tabular,
+    anchor_text,
+)
 from torchexplain.base import Explainer
 from torchexplain.counterfactual import Counterfactual, counterfactual
 from torchexplain.counterfactual_proto import CounterfactualProto, counterfactual_proto
@@ -15,6 +22,7 @@ from torchexplain.tree_shap import TreeShap, tree_shap
 __all__ = [
     "AnchorImage",
     "AnchorTabular",
+    "AnchorText",
     "Counterfactual",
     "CounterfactualProto",
     "Explainer",
@@ -26,6 +34,7 @@ __all__ = [
     "__version__",
     "anchor_image",
     "anchor_tabular",
+    "anchor_text",
     "counterfactual",
     "counterfactual_proto",
     "integrated_gradients",

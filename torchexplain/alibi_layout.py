@@ -67,6 +67,7 @@ _ALIBI_PARAMS = {
         "beam_size", "stop_on_first", "max_anchor_size", "min_samples_start", "n_covered_ex",
         "binary_cache_size", "cache_margin", "verbose", "verbose_every", "kwargs",
     ),
+    "AnchorText": ("seed", "sample_proba", "top_n", "temperature", "use_proba"),
     "KernelShap": (
         "link", "group_names", "grouped", "groups", "weights", "summarise_background",
         "summarise_result", "transpose", "kwargs",
@@ -153,11 +154,33 @@ def _anchor_raw(
         "all_precision": 0,
         "num_preds": None if samples is None else int(samples),
         "success": bool(data["success"][i]),
-        **({} if names is None else {"names": names}),  # tabular only, as in Alibi
+        **({} if names is None else {"names": names}),  # tabular and text, as in Alibi
         "prediction": [int(data["target"][i])],
         "instance": None if instances is None else instances[i],
         "instances": None if instances is None else [instances[i]],
     }
+
+
+def _anchor_text(explanation: Explanation, inputs: Any) -> list[dict[str, Any]]:
+    data = explanation.data
+    texts = None if inputs is None else ([inputs] if isinstance(inputs, str) else list(inputs))
+    answers = []
+    for i in range(_rows(explanation)):
+        raw = _anchor_raw(data, i, data["feature"][i], data["n_samples"][i], texts)
+        raw["names"] = list(data["anchor"][i])
+        raw["positions"] = list(data["positions"][i])
+        answers.append(
+            {
+                "meta": _meta(explanation, "AnchorText", "blackbox", ["local"]),
+                "data": {
+                    "anchor": list(data["anchor"][i]),
+                    "precision": float(data["precision"][i]),
+                    "coverage": float(data["coverage"][i]),
+                    "raw": raw,
+                },
+            }
+        )
+    return answers
 
 
 def _anchor_image(explanation: Explanation, inputs: Any) -> list[dict[str, Any]]:
@@ -323,6 +346,7 @@ def _counterfactual(explanation: Explanation, inputs: Any, name: str) -> list[di
 ALIBI_METHODS: dict[str, Callable[[Explanation, Any], list[dict[str, Any]]]] = {
     "AnchorTabular": _anchor_tabular,
     "AnchorImage": _anchor_image,
+    "AnchorText": _anchor_text,
     "KernelShap": lambda e, x: _shap(e, x, "KernelShap", "blackbox"),
     "TreeShap": lambda e, x: _shap(e, x, "TreeShap", "whitebox"),
     "IntegratedGradients": _integrated_gradients,

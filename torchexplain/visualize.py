@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -302,6 +303,67 @@ def save_signed_bars(
                 )
             top += line_h
         draw.line([zero, first, zero, top], fill=(120, 120, 120))
+        top += pad
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+#: the background of an anchor's words in :func:`save_text_anchors`
+ANCHOR_HIGHLIGHT = (255, 214, 102)
+
+
+def save_text_anchors(explanation: Any, path: str | Path, width: int = 720) -> Path:
+    """Write a PNG of text anchors: per text, its words wrapped to ``width`` pixels with the
+    anchor's words on a highlight, under a line giving the predicted class, precision and coverage.
+
+    Args:
+        explanation: an :class:`~torchexplain.AnchorText` explanation (``words``, ``feature``,
+            ``target``, ``precision``, ``coverage``, ``success``).
+        path: the PNG to write (parent folders are created).
+        width: the picture's width in pixels.
+    """
+    data = explanation.data
+    font = ImageFont.load_default()
+    char_w, line_h, pad = 6, 15, 8
+    layout: list[tuple[int, list[list[tuple[str, bool]]]]] = []
+    height = pad
+    for i, words in enumerate(data["words"]):
+        anchor = set(data["feature"][i])
+        lines: list[list[tuple[str, bool]]] = [[]]
+        used = 0
+        for j, word in enumerate(words):
+            need = (len(word) + 1) * char_w
+            if used + need > width - 2 * pad and lines[-1]:
+                lines.append([])
+                used = 0
+            lines[-1].append((word, j in anchor))
+            used += need
+        layout.append((i, lines))
+        height += line_h * (len(lines) + 1) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    top = pad
+    for i, lines in layout:
+        status = "" if bool(data["success"][i]) else " (no valid anchor)"
+        caption = (
+            f"#{i} pred {int(data['target'][i])}: precision {float(data['precision'][i]):.2f}, "
+            f"coverage {float(data['coverage'][i]):.2f}{status}"
+        )
+        draw.text((pad, top), caption, fill=(90, 90, 90), font=font)
+        top += line_h
+        for line in lines:
+            left = pad
+            for word, highlighted in line:
+                if highlighted:
+                    draw.rectangle(
+                        [left - 1, top - 1, left + len(word) * char_w, top + line_h - 3],
+                        fill=ANCHOR_HIGHLIGHT,
+                    )
+                draw.text((left, top), word, fill="black", font=font)
+                left += (len(word) + 1) * char_w
+            top += line_h
         top += pad
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

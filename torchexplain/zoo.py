@@ -296,3 +296,92 @@ def pretrained_mnist_autoencoder(
             seed,
         ),
     )
+
+
+class ReviewClassifier(nn.Module):
+    """The movie-review sentiment classifier: texts -> words (lower case, the default tokeniser of
+    :mod:`torchexplain.anchors.tokens`) -> mean of 64-d word embeddings -> 64 -> 2 logits
+    (rotten, fresh).
+
+    It takes a list of N strings and returns ``(N, 2)`` logits, so it is an AnchorText
+    predictor as it is. Words outside ``vocab`` (and ``UNK``) share embedding 0.
+    """
+
+    def __init__(self, vocab: list[str], dim: int = 64) -> None:
+        super().__init__()
+        self.vocab = list(vocab)
+        self.index = {word: i + 1 for i, word in enumerate(self.vocab)}
+        self.embedding = nn.EmbeddingBag(len(self.vocab) + 1, dim, mode="mean")
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.3), nn.Linear(dim, 2))
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ids, offsets)`` of the texts' words, as ``nn.EmbeddingBag`` takes them (an empty text
+        counts as one unknown word)."""
+        from torchexplain.anchors.tokens import WORD_PATTERN
+
+        index = self.index
+        ids: list[int] = []
+        offsets: list[int] = []
+        for text in texts:
+            offsets.append(len(ids))
+            words = WORD_PATTERN.findall(text.lower())
+            ids.extend([index.get(w, 0) for w in words] or [0])
+        device = self.embedding.weight.device
+        return torch.tensor(ids, device=device), torch.tensor(offsets, device=device)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise TypeError(
+                f"ReviewClassifier takes a list of texts (str), got {type(texts).__name__}"
+            )
+        return self.head(self.embedding(*self.encode(list(texts))))
+
+
+def review_vocabulary(texts: list[str], min_count: int = 2) -> list[str]:
+    """The words (lower case) seen at least ``min_count`` times, most frequent first (ties alphabetical)."""
+    from collections import Counter
+
+    from torchexplain.anchors.tokens import WORD_PATTERN
+
+    counts = Counter(w for text in texts for w in WORD_PATTERN.findall(text.lower()))
+    return [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
+
+
+def pretrained_review_classifier(
+    cache_dir: str | Path | None = None, epochs: int = 6, seed: int = 0, retrain: bool = False
+) -> tuple[ReviewClassifier, bool]:
+    """A trained :class:`ReviewClassifier` in eval mode (bundled movie reviews, default split), from the
+    cache when possible. Its accuracy on the held-out films is in the docs (AnchorText page).
+
+    Returns:
+        ``(model, from_cache)``.
+    """
+    from torchexplain.datasets import load_movie_reviews
+
+    data = load_movie_reviews()
+    vocab = review_vocabulary(data.texts_train)
+    key = hashlib.sha1(f"reviews|{len(vocab)}|{epochs}|{seed}|v1".encode()).hexdigest()[:12]
+    path = Path(cache_dir or default_cache_dir()) / f"review_classifier-{key}.pt"
+
+    def train() -> ReviewClassifier:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = ReviewClassifier(vocab)
+            optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+            targets = torch.from_numpy(data.y_train)
+            shuffle = torch.Generator().manual_seed(seed)
+            model.train()
+            for _ in range(epochs):
+                order = torch.randperm(len(targets), generator=shuffle).tolist()
+                for start in range(0, len(order), 64):
+                    batch = order[start : start + 64]
+                    optimizer.zero_grad(set_to_none=True)
+                    logits = model([data.texts_train[i] for i in batch])
+                    nn.functional.cross_entropy(logits, targets[batch]).backward()
+                    optimizer.step()
+        model.eval()
+        for p in model.parameters():
+            p.grad = None
+        return model
+
+    return _cached(path, ReviewClassifier(vocab), retrain, train)

@@ -140,6 +140,24 @@ class GrpcV2Client:
             name=name, datatype=datatype, shape=list(rows.shape)
         )
         raw = np.ascontiguousarray(rows).astype(rows.dtype.newbyteorder("<"), copy=False).tobytes()
+        return self._infer_raw(model, tensor, raw, output)
+
+    def infer_texts(
+        self, model: str, name: str, texts: list[str], output: str | None
+    ) -> np.ndarray:
+        """The model's output on ``texts``, sent as a ``BYTES`` tensor ``(N,)`` (each element's
+        4-byte little-endian length, then its UTF-8 bytes: the protocol's raw layout)."""
+        tensor = self.pb.ModelInferRequest.InferInputTensor(
+            name=name, datatype="BYTES", shape=[len(texts)]
+        )
+        pieces = []
+        for text in texts:
+            data = text.encode("utf-8")
+            pieces.append(len(data).to_bytes(4, "little"))
+            pieces.append(data)
+        return self._infer_raw(model, tensor, b"".join(pieces), output)
+
+    def _infer_raw(self, model: str, tensor: Any, raw: bytes, output: str | None) -> np.ndarray:
         request = self.pb.ModelInferRequest(
             model_name=model, inputs=[tensor], raw_input_contents=[raw]
         )

@@ -37,8 +37,8 @@ from torchexplain.models.calls import DEFAULT_PAD_TO_MULTIPLE, in_chunks, pad_ro
 
 __all__ = ["Predictor", "as_labels", "as_probabilities", "as_scores"]
 
-#: ``takes``: what the model is handed.
-TAKES = ("auto", "numpy", "tensor")
+#: ``takes``: what the model is handed (``"text"``: lists of strings, for models of text).
+TAKES = ("auto", "numpy", "tensor", "text")
 
 
 class Predictor:
@@ -46,8 +46,9 @@ class Predictor:
 
     Args:
         model: any callable from a batch ``(N, ...)`` to outputs with N rows first.
-        takes: ``"tensor"`` (tensors on the device), ``"numpy"`` (numpy arrays), or
-            ``"auto"``: tensors for an ``nn.Module``, numpy for any other callable.
+        takes: ``"tensor"`` (tensors on the device), ``"numpy"`` (numpy arrays), ``"text"``
+            (lists of strings: the rows are texts), or ``"auto"``: tensors for an
+            ``nn.Module``, numpy for any other callable.
         device: where outputs come back (and where tensors are handed to the model); None:
             where the rows are.
         batch_size: most rows per call: an int, None (every row of a request in one call)
@@ -136,7 +137,10 @@ class Predictor:
     # -- the user's view: called like the model ------------------------------------------
 
     def __call__(self, inputs: Any) -> Any:
-        """The model's outputs on ``inputs``, in chunks: numpy in, numpy out; a tensor in, a tensor out."""
+        """The model's outputs on ``inputs``, in chunks: numpy in, numpy out; a tensor in, a tensor out;
+        a list of texts in, numpy out."""
+        if isinstance(inputs, list):
+            return self.outputs(inputs, device="cpu").numpy()
         if isinstance(inputs, np.ndarray):
             return self.outputs(
                 torch.from_numpy(np.ascontiguousarray(inputs)), device="cpu"
@@ -149,9 +153,11 @@ class Predictor:
 
     # -- the explainers' view ---------------------------------------------------------------
 
-    def outputs(self, rows: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-        """The model's outputs on ``rows`` ``(N, ...)``, as a tensor on the device (or ``device``)."""
-        return self.map(rows.shape[0], lambda start, stop: rows[start:stop], device=device)
+    def outputs(
+        self, rows: torch.Tensor | list[str], device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """The model's outputs on ``rows`` ``(N, ...)`` (or N texts), as a tensor on the device (or ``device``)."""
+        return self.map(len(rows), lambda start, stop: rows[start:stop], device=device)
 
     def map(
         self,
@@ -167,8 +173,8 @@ class Predictor:
 
         Args:
             total: rows to evaluate.
-            build: the rows ``[start, stop)`` as a tensor; called again for a chunk retried
-                after running out of memory.
+            build: the rows ``[start, stop)`` as a tensor (a list of texts for a model of
+                text); called again for a chunk retried after running out of memory.
             unit: rows per unit: outputs are handed to ``reduce`` in whole units, so a unit
                 split over two calls is reduced once, in one piece, whatever the chunking.
             reduce: ``(u * unit, ...) -> (u, ...)`` outputs of ``u`` whole units (default: the
@@ -234,17 +240,25 @@ class Predictor:
             rows -= rows % self.pad_to_multiple
         return max(1, rows)
 
-    def _call(self, batch: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    def _call(
+        self, batch: torch.Tensor | list[str], device: torch.device | str | None
+    ) -> torch.Tensor:
         """One call of the model on ``batch``, padded; outputs ``(n, ...)`` on the output device."""
-        n = batch.shape[0]
-        out_device = torch.device(device) if device is not None else (self.device or batch.device)
+        n = len(batch)
         rows = padded_size(n, self.pad_to_multiple)
-        if self.takes == "numpy":
+        if isinstance(batch, list):
+            out_device = torch.device(device or self.device or "cpu")
+            output = self._forward(batch + batch[-1:] * (rows - n))
+        elif self.takes == "numpy":
             array = pad_rows(batch, rows).detach().cpu().numpy()
             output = self._forward(array)
         else:
             tensor = pad_rows(batch.to(self.device) if self.device is not None else batch, rows)
             output = self._forward(self.prepare(tensor) if self.prepare is not None else tensor)
+        if not isinstance(batch, list):
+            out_device = (
+                torch.device(device) if device is not None else (self.device or batch.device)
+            )
         self.calls += 1
         self.rows_evaluated += n
         return _as_output_tensor(output, rows, out_device)[:n]

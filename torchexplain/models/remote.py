@@ -63,6 +63,8 @@ _V2_NUMPY = {name: dtype for dtype, name in V2_DATATYPES.items()}
 V2_NUMERIC_DATATYPES = frozenset(_V2_NUMPY) - {"BOOL"}
 #: numbers per request with ``batch_size="auto"``: a few MB of JSON
 _AUTO_VALUES = 2**18
+#: texts per request with ``batch_size="auto"`` (review-length texts: about 1 MB of JSON)
+_AUTO_TEXTS = 8192
 # How much of a server's error body an exception quotes.
 _MESSAGE_CHARS = 500
 
@@ -227,7 +229,12 @@ class RemoteModel(Predictor):
     # -- calling ----------------------------------------------------------------------
 
     def __call__(self, inputs: Any) -> Any:
-        """The served model's outputs on ``inputs`` ``(N, ...)``: numpy in, numpy out; a tensor in, a tensor out."""
+        """The served model's outputs on ``inputs`` ``(N, ...)``: numpy in, numpy out; a tensor in, a tensor
+        out; a list of texts (sent as v2 ``BYTES``, or JSON strings for v1) in, numpy out."""
+        if isinstance(inputs, list):
+            if not inputs or not all(isinstance(text, str) for text in inputs):
+                raise ValueError("RemoteModel needs a non-empty list of str when it is given texts")
+            return super().__call__(inputs)
         rows = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else inputs
         if isinstance(rows, np.ndarray):
             if rows.ndim < 1 or rows.shape[0] == 0:
@@ -238,21 +245,23 @@ class RemoteModel(Predictor):
                 raise ValueError("RemoteModel inputs hold NaN or infinite values")
         return super().__call__(inputs)
 
-    def _forward(self, rows: np.ndarray) -> np.ndarray:
+    def _forward(self, rows: np.ndarray | list[str]) -> np.ndarray:
         """One call of the model: the rows in requests of ``batch_size`` rows, the answers joined."""
         step = self.rows_per_request(rows)
-        pieces = [
-            self._predict(rows[start : start + step]) for start in range(0, rows.shape[0], step)
-        ]
+        pieces = [self._predict(rows[start : start + step]) for start in range(0, len(rows), step)]
         return np.concatenate(pieces, axis=0)
 
     def rows_per_request(self, rows: np.ndarray) -> int:
         """How many rows of ``rows`` one request carries (``batch_size``, or what ``"auto"`` picks)."""
         if self.batch_size != "auto":
             return int(self.batch_size)
+        if isinstance(rows, list):
+            return _AUTO_TEXTS
         return max(1, _AUTO_VALUES // max(1, int(np.prod(rows.shape[1:]))))
 
-    def _predict(self, rows: np.ndarray) -> np.ndarray:
+    def _predict(self, rows: np.ndarray | list[str]) -> np.ndarray:
+        if isinstance(rows, list):
+            return self._predict_texts(rows)
         if self.transport == "grpc":
             name, datatype = self._v2_input(rows)
             outputs = self._grpc().infer(
@@ -282,6 +291,51 @@ class RemoteModel(Predictor):
                 self.endpoint, 200, f"returned {outputs.shape[0]} rows for {rows.shape[0]} inputs"
             )
         return outputs
+
+    def _predict_texts(self, texts: list[str]) -> np.ndarray:
+        """One request of texts: a v2 ``BYTES`` tensor ``(N,)`` (over gRPC too), or v1 JSON strings."""
+        if self.transport == "grpc":
+            name = self._v2_text_input()
+            outputs = self._grpc().infer_texts(self.model_name, name, texts, self.output_name)
+        else:
+            if self.protocol == "v2":
+                body = {
+                    "inputs": [
+                        {
+                            "name": self._v2_text_input(),
+                            "shape": [len(texts)],
+                            "datatype": "BYTES",
+                            "data": texts,
+                        }
+                    ]
+                }
+            elif self.protocol == "kserve_v1":
+                body = {"instances": texts}
+            else:
+                body = {"data": {"ndarray": texts}}
+            outputs = self._decode(self._send("POST", self.endpoint, body))
+        if outputs.shape[0] != len(texts):
+            raise RemoteModelError(
+                self.endpoint, 200, f"returned {outputs.shape[0]} rows for {len(texts)} texts"
+            )
+        return outputs
+
+    def _v2_text_input(self) -> str:
+        """The name of the model's one input, which must take ``BYTES`` when the metadata says."""
+        inputs = self.metadata().get("inputs") or [{}]
+        if len(inputs) != 1:
+            raise RemoteModelError(
+                self.url,
+                200,
+                f"model {self.model_name!r} has {len(inputs)} inputs; RemoteModel sends one",
+            )
+        datatype = inputs[0].get("datatype")
+        if datatype not in (None, "BYTES"):
+            raise ValueError(
+                f"model {self.model_name!r} takes {datatype}, not texts (BYTES); explain it with a "
+                "method of numbers, or serve a model that takes strings"
+            )
+        return inputs[0].get("name", "input-0")
 
     def _v2_request(self, rows: np.ndarray) -> dict[str, Any]:
         name, datatype = self._v2_input(rows)
