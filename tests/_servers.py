@@ -23,6 +23,19 @@ def toy_model(rows: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+TEXT_WEIGHTS = {"good": 2.0, "great": 1.5, "bad": -2.0, "dull": -1.5}
+
+
+def toy_text_model(texts: list[str]) -> np.ndarray:
+    """The served model of text: softmax([0, 0.3 + sum of the weights of its words]), float64."""
+    scores = np.array(
+        [0.3 + sum(TEXT_WEIGHTS.get(w, 0.0) for w in t.lower().split()) for t in texts]
+    )
+    logits = np.stack([np.zeros_like(scores), scores], axis=1)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse can be seen
 
@@ -51,7 +64,16 @@ class Handler(BaseHTTPRequestHandler):
                     "outputs": [{"name": "proba", "datatype": "FP64", "shape": [-1, 3]}],
                 },
             )
-        elif self.path in ("/v1/models/toy", "/v1/models/slow"):
+        elif self.path == "/v2/models/words":
+            self.reply(
+                200,
+                {
+                    "name": "words",
+                    "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+                    "outputs": [{"name": "proba", "datatype": "FP64", "shape": [-1, 2]}],
+                },
+            )
+        elif self.path in ("/v1/models/toy", "/v1/models/slow", "/v1/models/words"):
             self.reply(200, {"name": self.path.rsplit("/", 1)[-1], "ready": True})
         else:
             self.reply(404, {"error": f"no model at {self.path}"})
@@ -84,6 +106,26 @@ class Handler(BaseHTTPRequestHandler):
                     ],
                 },
             )
+        elif self.path == "/v2/models/words/infer":
+            (inp,) = body["inputs"]
+            assert inp["name"] == "text" and inp["datatype"] == "BYTES"
+            out = toy_text_model(inp["data"])
+            self.reply(
+                200,
+                {
+                    "model_name": "words",
+                    "outputs": [
+                        {
+                            "name": "proba",
+                            "datatype": "FP64",
+                            "shape": list(out.shape),
+                            "data": out.reshape(-1).tolist(),
+                        }
+                    ],
+                },
+            )
+        elif self.path == "/v1/models/words:predict":
+            self.reply(200, {"predictions": toy_text_model(body["instances"]).tolist()})
         elif self.path == "/v1/models/toy:predict":
             self.reply(200, {"predictions": toy_model(body["instances"]).tolist()})
         elif self.path == "/api/v1.0/predictions":

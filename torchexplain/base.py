@@ -86,6 +86,8 @@ class Explainer(abc.ABC):
     cli_name: ClassVar[str | None] = None
     #: the command explains only images with it (``(C, H, W)``, 1 or 3 channels)
     cli_needs_images: ClassVar[bool] = False
+    #: ``explain`` takes a list of texts, not an array of numbers (servers take v2 ``BYTES``)
+    takes_texts: ClassVar[bool] = False
     #: ``explain`` explains every output at once (SHAP values); ``target`` only picks the one drawn
     explains_every_class: ClassVar[bool] = False
     #: the title of the map's column in :meth:`draw`

@@ -172,6 +172,7 @@ class AnchorText(Explainer):
     paper = 'Ribeiro, Singh & Guestrin, "Anchors: High-Precision Model-Agnostic Explanations", AAAI 2018'
     kind = "blackbox"
     settings_class = AnchorTextSettings
+    takes_texts = True
 
     def input_shape(self) -> tuple[int, ...] | None:
         """``()``: each input is one text (a batch is ``(N,)`` strings)."""

@@ -128,7 +128,10 @@ class ExplainerRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        rows = _decode_one_input(payload)
+        if self.service.explainer.takes_texts:
+            rows: Any = _decode_texts(payload)
+        else:
+            rows = _decode_one_input(payload)
         # MLServer's Parameters keep unknown keys as attributes: explain_parameters is one.
         parameters = getattr(payload.parameters, "explain_parameters", None)
         try:
@@ -244,6 +247,30 @@ def _declare(runtime: MLModel, inputs: list[dict[str, Any]], outputs: list[dict[
         settings.inputs = [MetadataTensor(**spec) for spec in inputs]
     if not settings.outputs:
         settings.outputs = [MetadataTensor(**spec) for spec in outputs]
+
+
+def _decode_texts(payload: InferenceRequest) -> list[str]:
+    """The request's one input as texts: a v2 ``BYTES`` tensor of strings (JSON strings, or binary
+    data MLServer's codec reads); an MLServerError (HTTP 400) naming what is wrong otherwise."""
+    if len(payload.inputs) != 1:
+        names = [i.name for i in payload.inputs]
+        raise MLServerError(
+            f"the request must hold exactly one input (the texts), got {len(names)}: {names}", 400
+        )
+    request_input: RequestInput = payload.inputs[0]
+    if request_input.datatype != "BYTES":
+        raise MLServerError(
+            f"input {request_input.name!r} has datatype {request_input.datatype}; this explainer "
+            "explains texts: send them as BYTES",
+            400,
+        )
+    try:
+        texts = StringCodec.decode_input(request_input)
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        raise MLServerError(
+            f"input {request_input.name!r} could not be decoded as texts: {err}", 400
+        ) from None
+    return list(texts)
 
 
 def _decode_one_input(payload: InferenceRequest) -> np.ndarray:

@@ -339,6 +339,46 @@ class ExplainerService:
             raise ServiceError(message, status)
         return value
 
+    def inputs_to_explain(self, inputs: Any) -> Rows | list[str]:
+        """The request's inputs as the explainer takes them: texts for an explainer of text
+        (:meth:`texts_to_explain`), else rows (:meth:`rows_to_explain`)."""
+        if self.explainer.takes_texts:
+            return self.texts_to_explain(inputs)
+        return self.rows_to_explain(inputs)
+
+    def texts_to_explain(self, inputs: Any) -> list[str]:
+        """The request's texts: a list (or array) of strings, bytes read as UTF-8; one string is one text."""
+        if isinstance(inputs, (str, bytes)):
+            inputs = [inputs]
+        if isinstance(inputs, np.ndarray):
+            inputs = inputs.reshape(-1).tolist()
+        if not isinstance(inputs, (list, tuple)):
+            raise ServiceError(
+                f"{self.explainer.name} explains texts: send a list of strings, got {type(inputs).__name__}"
+            )
+        texts = []
+        for k, item in enumerate(inputs):
+            if isinstance(item, bytes):
+                try:
+                    item = item.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ServiceError(f"text {k} is not UTF-8") from None
+            if not isinstance(item, str):
+                raise ServiceError(
+                    f"{self.explainer.name} explains texts: item {k} is {type(item).__name__}, "
+                    "expected a string"
+                )
+            texts.append(item)
+        if not texts:
+            raise ServiceError("the inputs are empty: send at least one text")
+        if len(texts) > self.max_rows:
+            raise ServiceError(
+                f"the request holds {len(texts)} texts; this server explains at most {self.max_rows} per "
+                "request (max_rows): send fewer texts per request",
+                status=413,
+            )
+        return texts[:1] if self.rows == "first" else texts
+
     def rows_to_explain(self, inputs: Any) -> Rows:
         """The request's rows, checked once, as the :class:`~torchexplain.models.Rows` the explainer
         takes (it checks them no further); a 1-D input is one row (``(C,)`` → ``(1, C)``, what a curl
@@ -395,6 +435,8 @@ class ExplainerService:
         """What a request's one input is, as v2 metadata: ``name``, ``datatype``, ``shape`` (``-1``: any)."""
         expected = self.explainer.input_shape()
         shape = [-1, *expected] if expected is not None else [-1]
+        if self.explainer.takes_texts:
+            return {"name": name, "datatype": "BYTES", "shape": [-1]}
         if self.explainer.kind == "whitebox":
             datatype = v2_datatype(_model_dtype(self.explainer.model))
         else:  # any numbers are taken; float32 is what a client of a float model sends
@@ -408,9 +450,9 @@ class ExplainerService:
             ServiceError: with status 400/413 (bad request), 502 (the model endpoint
                 failed), 504 (it did not answer in time) or 500 (anything else).
         """
-        return self._explain(self.rows_to_explain(inputs), self.parameters(parameters))
+        return self._explain(self.inputs_to_explain(inputs), self.parameters(parameters))
 
-    def _explain(self, rows: Rows, settings: dict[str, Any]) -> Explanation:
+    def _explain(self, rows: Rows | list[str], settings: dict[str, Any]) -> Explanation:
         settings.pop("explanation_format", None)
         with self._slots:
             try:
@@ -436,12 +478,12 @@ class ExplainerService:
         ``Explanation.to_json()`` text, or Alibi's layout (one text per row or per request)."""
         from torchexplain.alibi_layout import to_alibi_json
 
-        rows = self.rows_to_explain(inputs)
+        rows = self.inputs_to_explain(inputs)
         settings = self.parameters(parameters)
         chosen = settings.get("explanation_format", self.explanation_format)
         explanation = self._explain(rows, settings)
         if chosen == "alibi":
-            return to_alibi_json(explanation, rows.values)
+            return to_alibi_json(explanation, rows if isinstance(rows, list) else rows.values)
         return [explanation.to_json()]
 
     def explain_json(self, inputs: Any, parameters: Any = None) -> str:
