@@ -38,7 +38,10 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES + KERNEL_PACKAGES,
     package_dir={"torchexplain": "torchexplain", "torchexplain.kernels": "kernels"},
-    package_data={"torchexplain": ["py.typed"], "torchexplain.datasets": ["*.csv.gz", "*.txt.gz", "*.safetensors", "NOTICE.md"]},
+    package_data={
+        "torchexplain": ["py.typed"],
+        "torchexplain.datasets": ["*.csv.gz", "*.txt.gz", "*.safetensors", "NOTICE.md"],
+    },
     include_package_data=False,
     # safetensors: how saved explainers store tensors (no pickle).
     install_requires=[

@@ -54,8 +54,8 @@ def test_remote_model_sends_texts_as_v2_bytes_and_v1_strings(words):
     for protocol in ("v2", "kserve_v1"):
         model = RemoteModel(base, protocol=protocol, model_name="words", batch_size=1)
         np.testing.assert_allclose(model(TEXTS), want)
-    with pytest.raises(ValueError, match="non-empty list of str"):
-        RemoteModel(base, model_name="words")(["fine", 3])
+    with pytest.raises(TypeError, match="non-empty list of texts"):
+        RemoteModel(base, model_name="words")([3, "fine"])
     with pytest.raises(ValueError, match="takes FP64, not texts"):
         RemoteModel(base, model_name="toy")(TEXTS)
 

@@ -326,20 +326,24 @@ def save_text_anchors(explanation: Any, path: str | Path, width: int = 720) -> P
     """
     data = explanation.data
     font = ImageFont.load_default()
-    char_w, line_h, pad = 6, 15, 8
-    layout: list[tuple[int, list[list[tuple[str, bool]]]]] = []
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    space = max(measure.textlength(" ", font=font), 5.0)  # the bitmap font's space is narrow
+    line_h, pad = 15, 8
+    layout: list[tuple[int, list[list[tuple[str, bool, float]]]]] = []
     height = pad
     for i, words in enumerate(data["words"]):
         anchor = set(data["feature"][i])
-        lines: list[list[tuple[str, bool]]] = [[]]
-        used = 0
+        lines: list[list[tuple[str, bool, float]]] = [[]]
+        left = 0.0
         for j, word in enumerate(words):
-            need = (len(word) + 1) * char_w
-            if used + need > width - 2 * pad and lines[-1]:
+            # no space before punctuation that closes a phrase
+            gap = 0.0 if not lines[-1] or word in ",.;:!?)'" else space
+            size = measure.textlength(word, font=font)
+            if left + gap + size > width - 2 * pad and lines[-1]:
                 lines.append([])
-                used = 0
-            lines[-1].append((word, j in anchor))
-            used += need
+                left, gap = 0.0, 0.0
+            lines[-1].append((word, j in anchor, left + gap))
+            left += gap + size
         layout.append((i, lines))
         height += line_h * (len(lines) + 1) + pad
     canvas = Image.new("RGB", (width, height), "white")
@@ -354,15 +358,14 @@ def save_text_anchors(explanation: Any, path: str | Path, width: int = 720) -> P
         draw.text((pad, top), caption, fill=(90, 90, 90), font=font)
         top += line_h
         for line in lines:
-            left = pad
-            for word, highlighted in line:
+            for word, highlighted, x in line:
+                left = pad + x
                 if highlighted:
+                    right = left + measure.textlength(word, font=font)
                     draw.rectangle(
-                        [left - 1, top - 1, left + len(word) * char_w, top + line_h - 3],
-                        fill=ANCHOR_HIGHLIGHT,
+                        [left - 2, top - 1, right + 1, top + line_h - 3], fill=ANCHOR_HIGHLIGHT
                     )
                 draw.text((left, top), word, fill="black", font=font)
-                left += (len(word) + 1) * char_w
             top += line_h
         top += pad
     path = Path(path)

@@ -232,9 +232,13 @@ class RemoteModel(Predictor):
         """The served model's outputs on ``inputs`` ``(N, ...)``: numpy in, numpy out; a tensor in, a tensor
         out; a list of texts (sent as v2 ``BYTES``, or JSON strings for v1) in, numpy out."""
         if isinstance(inputs, list):
-            if not inputs or not all(isinstance(text, str) for text in inputs):
-                raise ValueError("RemoteModel needs a non-empty list of str when it is given texts")
-            return super().__call__(inputs)
+            if inputs and all(isinstance(text, str) for text in inputs):
+                return super().__call__(inputs)
+            held = type(inputs[0]).__name__ if inputs else "nothing"
+            raise TypeError(
+                "RemoteModel takes a numpy array or a tensor, or a non-empty list of texts (str); "
+                f"got a list holding {held}"
+            )
         rows = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else inputs
         if isinstance(rows, np.ndarray):
             if rows.ndim < 1 or rows.shape[0] == 0:
