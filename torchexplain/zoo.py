@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from torchexplain.datasets import load_census, load_mnist
+from torchexplain.anchors.tokens import WORD_PATTERN
+from torchexplain.datasets import load_census, load_mnist, load_movie_reviews
 
 
 class MnistCNN(nn.Module):
@@ -317,8 +319,6 @@ class ReviewClassifier(nn.Module):
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ids, offsets)`` of the texts' words, as ``nn.EmbeddingBag`` takes them (an empty text
         counts as one unknown word)."""
-        from torchexplain.anchors.tokens import WORD_PATTERN
-
         index = self.index
         ids: list[int] = []
         offsets: list[int] = []
@@ -339,10 +339,6 @@ class ReviewClassifier(nn.Module):
 
 def review_vocabulary(texts: list[str], min_count: int = 2) -> list[str]:
     """The words (lower case) seen at least ``min_count`` times, most frequent first (ties alphabetical)."""
-    from collections import Counter
-
-    from torchexplain.anchors.tokens import WORD_PATTERN
-
     counts = Counter(w for text in texts for w in WORD_PATTERN.findall(text.lower()))
     return [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
 
@@ -356,8 +352,6 @@ def pretrained_review_classifier(
     Returns:
         ``(model, from_cache)``.
     """
-    from torchexplain.datasets import load_movie_reviews
-
     data = load_movie_reviews()
     vocab = review_vocabulary(data.texts_train)
     key = hashlib.sha1(f"reviews|{len(vocab)}|{epochs}|{seed}|v1".encode()).hexdigest()[:12]

@@ -226,14 +226,12 @@ class AnchorText(Explainer):
         cache = self.__dict__.setdefault("_vector_tables", {})
         key = (id(config.vectors), id(config.nlp), str(device))
         if key not in cache:
-            if config.vectors is not None:
-                vocab, vectors = config.vectors
-            elif _spacy_vectors(config.nlp) is not None:
-                vocab, vectors = _spacy_vectors(config.nlp)
-            else:
+            found = config.vectors or _spacy_vectors(config.nlp)
+            if found is None:
                 from torchexplain.datasets import load_word_vectors
 
-                vocab, vectors = load_word_vectors()
+                found = load_word_vectors()
+            vocab, vectors = found
             cache.clear()
             cache[key] = WordVectorTable.of(vocab, vectors, device)
         return cache[key]
@@ -387,14 +385,8 @@ class _TextRun:
         key = _random.stream_key(config.seed, _COVERAGE_STREAM, device)
         rows = torch.arange(config.coverage_samples, device=device)
         drawn = _random.uniform(key, rows, self.m) < config.sample_proba  # (n_cov, M)
-        bits = []
-        for i in range(len(self.tokens)):
-            start = int(self.replacements.offset[i])
-            count = torch.zeros(self.m, dtype=torch.int64, device=device)
-            n = len(self.tokens[i])
-            count[:n] = self.replacements.count[start : start + n]
-            bits.append(pack_rows(~(drawn & (count > 0))))
-        return torch.stack(bits)
+        replaceable = self.replacements.counts(self.valid) > 0  # (B, M)
+        return torch.stack([pack_rows(~(drawn & can)) for can in replaceable])
 
     def sample(
         self,

@@ -100,6 +100,21 @@ class Replacements:
     count: torch.Tensor
     cdf: torch.Tensor | None
 
+    def counts(self, valid: torch.Tensor) -> torch.Tensor:
+        """``(N, M)`` int64: the number of options of word ``j`` of each row's text (0 where
+        ``valid`` is False), for ``valid`` ``(N, M)`` rows of texts ``0..N-1``."""
+        return self._counts(torch.arange(valid.shape[0], device=valid.device), valid)[1]
+
+    def _counts(
+        self, owner: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each cell's word number across the batch and its count of options (0 where not ``valid``)."""
+        m = valid.shape[1]
+        word = (self.offset[owner][:, None] + torch.arange(m, device=owner.device)).clamp(
+            max=max(int(self.count.shape[0]) - 1, 0)
+        )
+        return word, torch.where(valid, self.count[word], 0)
+
     def draw(
         self,
         owner: torch.Tensor,
@@ -121,10 +136,7 @@ class Replacements:
             replace_key, choice_key: :func:`torchexplain._random.stream_key` of the two draws.
         """
         n, m = keep.shape
-        word = (self.offset[owner][:, None] + torch.arange(m, device=owner.device)).clamp(
-            max=max(int(self.count.shape[0]) - 1, 0)
-        )
-        count = torch.where(valid, self.count[word], 0)
+        word, count = self._counts(owner, valid)
         replaced = (_random.uniform(replace_key, stream, m) < sample_proba) & ~keep & (count > 0)
         u = _random.uniform(choice_key, stream, m)
         if self.cdf is None:
@@ -146,10 +158,9 @@ class Replacements:
         owners = owner.tolist()
         choices = choice.tolist()
         offsets = self.offset.tolist()
-        gaps = {i: tokens[i].gaps() for i in set(owners)}
         out = []
         for i, row in zip(owners, choices, strict=True):
-            text, base, words, gap = tokens[i], offsets[i], tokens[i].words, gaps[i]
+            text, base, words, gap = tokens[i], offsets[i], tokens[i].words, tokens[i].gaps
             pieces = [gap[0]]
             for j in range(len(text)):
                 k = row[j]

@@ -16,6 +16,7 @@ its words (strings, ``(start, end)`` pairs, or tokens with ``.idx``) can replace
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,16 +47,18 @@ class Tokens:
     def __len__(self) -> int:
         return len(self.words)
 
-    def gaps(self) -> list[str]:
-        """The ``len + 1`` stretches of text around the words (before the first, between, after the last)."""
+    @functools.cached_property
+    def gaps(self) -> tuple[str, ...]:
+        """The ``len + 1`` stretches of text around the words (before the first, between, after the
+        last); computed once (perturbed texts are rebuilt from them every round)."""
         bounds = [0, *[x for pair in zip(self.starts, self.ends) for x in pair], len(self.text)]
-        return [self.text[bounds[k] : bounds[k + 1]] for k in range(0, len(bounds), 2)]
+        return tuple(self.text[bounds[k] : bounds[k + 1]] for k in range(0, len(bounds), 2))
 
     def rebuild(self, replacements: dict[int, str] | list[str | None]) -> str:
         """The text with word ``i`` replaced by ``replacements[i]`` (None or absent: kept)."""
         if isinstance(replacements, dict):
             replacements = [replacements.get(i) for i in range(len(self.words))]
-        gaps = self.gaps()
+        gaps = self.gaps
         pieces = [gaps[0]]
         for word, new, gap in zip(self.words, replacements, gaps[1:], strict=True):
             pieces.append(word if new is None else new)

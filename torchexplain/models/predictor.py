@@ -246,8 +246,9 @@ class Predictor:
         """One call of the model on ``batch``, padded; outputs ``(n, ...)`` on the output device."""
         n = len(batch)
         rows = padded_size(n, self.pad_to_multiple)
+        rows_device = torch.device("cpu") if isinstance(batch, list) else batch.device
+        out_device = torch.device(device) if device is not None else (self.device or rows_device)
         if isinstance(batch, list):
-            out_device = torch.device(device or self.device or "cpu")
             output = self._forward(batch + batch[-1:] * (rows - n))
         elif self.takes == "numpy":
             array = pad_rows(batch, rows).detach().cpu().numpy()
@@ -255,10 +256,6 @@ class Predictor:
         else:
             tensor = pad_rows(batch.to(self.device) if self.device is not None else batch, rows)
             output = self._forward(self.prepare(tensor) if self.prepare is not None else tensor)
-        if not isinstance(batch, list):
-            out_device = (
-                torch.device(device) if device is not None else (self.device or batch.device)
-            )
         self.calls += 1
         self.rows_evaluated += n
         return _as_output_tensor(output, rows, out_device)[:n]

@@ -324,8 +324,8 @@ class RemoteModel(Predictor):
             )
         return outputs
 
-    def _v2_text_input(self) -> str:
-        """The name of the model's one input, which must take ``BYTES`` when the metadata says."""
+    def _v2_declared_input(self) -> dict[str, Any]:
+        """The model's one input as its metadata declares it (``{}`` when it declares none)."""
         inputs = self.metadata().get("inputs") or [{}]
         if len(inputs) != 1:
             raise RemoteModelError(
@@ -333,13 +333,18 @@ class RemoteModel(Predictor):
                 200,
                 f"model {self.model_name!r} has {len(inputs)} inputs; RemoteModel sends one",
             )
-        datatype = inputs[0].get("datatype")
+        return inputs[0]
+
+    def _v2_text_input(self) -> str:
+        """The name of the model's one input, which must take ``BYTES`` when the metadata says."""
+        declared = self._v2_declared_input()
+        datatype = declared.get("datatype")
         if datatype not in (None, "BYTES"):
             raise ValueError(
                 f"model {self.model_name!r} takes {datatype}, not texts (BYTES); explain it with a "
                 "method of numbers, or serve a model that takes strings"
             )
-        return inputs[0].get("name", "input-0")
+        return declared.get("name", "input-0")
 
     def _v2_request(self, rows: np.ndarray) -> dict[str, Any]:
         name, datatype = self._v2_input(rows)
@@ -357,16 +362,9 @@ class RemoteModel(Predictor):
 
     def _v2_input(self, rows: np.ndarray) -> tuple[str, str]:
         """The v2 input's name and datatype: the model's metadata's, else ``input-0`` and the rows'."""
-        meta = self.metadata()
-        inputs = meta.get("inputs") or [{}]
-        if len(inputs) != 1:
-            raise RemoteModelError(
-                self.url,
-                200,
-                f"model {self.model_name!r} has {len(inputs)} inputs; RemoteModel sends one",
-            )
-        name = inputs[0].get("name", "input-0")
-        datatype = inputs[0].get("datatype") or V2_DATATYPES.get(rows.dtype)
+        declared = self._v2_declared_input()
+        name = declared.get("name", "input-0")
+        datatype = declared.get("datatype") or V2_DATATYPES.get(rows.dtype)
         if datatype not in _V2_NUMPY:
             raise ValueError(
                 f"cannot send a batch of dtype {rows.dtype} as v2 datatype {datatype!r}"

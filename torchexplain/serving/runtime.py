@@ -249,15 +249,20 @@ def _declare(runtime: MLModel, inputs: list[dict[str, Any]], outputs: list[dict[
         settings.outputs = [MetadataTensor(**spec) for spec in outputs]
 
 
-def _decode_texts(payload: InferenceRequest) -> list[str]:
-    """The request's one input as texts: a v2 ``BYTES`` tensor of strings (JSON strings, or binary
-    data MLServer's codec reads); an MLServerError (HTTP 400) naming what is wrong otherwise."""
+def _one_input(payload: InferenceRequest, what: str) -> RequestInput:
+    """The request's only input; an MLServerError (HTTP 400) when it holds another number of them."""
     if len(payload.inputs) != 1:
         names = [i.name for i in payload.inputs]
         raise MLServerError(
-            f"the request must hold exactly one input (the texts), got {len(names)}: {names}", 400
+            f"the request must hold exactly one input ({what}), got {len(names)}: {names}", 400
         )
-    request_input: RequestInput = payload.inputs[0]
+    return payload.inputs[0]
+
+
+def _decode_texts(payload: InferenceRequest) -> list[str]:
+    """The request's one input as texts: a v2 ``BYTES`` tensor of strings (JSON strings, or binary
+    data MLServer's codec reads); an MLServerError (HTTP 400) naming what is wrong otherwise."""
+    request_input = _one_input(payload, "the texts")
     if request_input.datatype != "BYTES":
         raise MLServerError(
             f"input {request_input.name!r} has datatype {request_input.datatype}; this explainer "
@@ -275,12 +280,7 @@ def _decode_texts(payload: InferenceRequest) -> list[str]:
 
 def _decode_one_input(payload: InferenceRequest) -> np.ndarray:
     """The request's one input as a numpy array; an MLServerError (HTTP 400) naming what is wrong when it is not."""
-    if len(payload.inputs) != 1:
-        names = [i.name for i in payload.inputs]
-        raise MLServerError(
-            f"the request must hold exactly one input (the rows), got {len(names)}: {names}", 400
-        )
-    request_input: RequestInput = payload.inputs[0]
+    request_input = _one_input(payload, "the rows")
     if request_input.datatype not in V2_NUMERIC_DATATYPES:
         raise MLServerError(
             f"input {request_input.name!r} has datatype {request_input.datatype}; "

@@ -433,10 +433,10 @@ class ExplainerService:
 
     def input_metadata(self, name: str = "rows") -> dict[str, Any]:
         """What a request's one input is, as v2 metadata: ``name``, ``datatype``, ``shape`` (``-1``: any)."""
-        expected = self.explainer.input_shape()
-        shape = [-1, *expected] if expected is not None else [-1]
         if self.explainer.takes_texts:
             return {"name": name, "datatype": "BYTES", "shape": [-1]}
+        expected = self.explainer.input_shape()
+        shape = [-1, *expected] if expected is not None else [-1]
         if self.explainer.kind == "whitebox":
             datatype = v2_datatype(_model_dtype(self.explainer.model))
         else:  # any numbers are taken; float32 is what a client of a float model sends
