@@ -73,6 +73,8 @@ setup(
             "mkdocs>=1.6",
             "mkdocs-material>=9.5",
             "mkdocstrings[python]>=0.26",
+            # AnchorText's language_model sampler, on a tiny masked LM trained by the tests
+            "transformers>=4.40",
         ],
         # MLServer 1.7 supports Python 3.9-3.12; RemoteModel alone needs only urllib3 (http://)
         # or grpcio with MLServer's v2 messages (grpc://), which MLServer brings.
@@ -81,6 +83,8 @@ setup(
         "shap": ["shap>=0.43", "scikit-learn>=1.2"],
         # this site: MkDocs with the Material theme and mkdocstrings (API pages from the docstrings)
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
+        # AnchorText's language_model sampler: a Hugging Face masked LM, loaded from local files only
+        "text": ["transformers>=4.40"],
         "dev": ["ruff>=0.5"],
     },
     entry_points={"console_scripts": ["torchexplain = torchexplain.cli:console_main"]},

@@ -312,3 +312,219 @@ def test_user_vectors_replace_words_by_their_nearest():
         ["good film"],
     )
     assert run.replacements.options == [["great", "fine"], ["fine", "great"]]
+
+
+# ----------------------------------------------------------------------------- the language model
+
+
+@pytest.fixture(scope="module")
+def review_lm():
+    pytest.importorskip("tokenizers")
+    try:
+        from torchexplain.zoo import pretrained_review_language_model
+
+        model, tokenizer, _ = pretrained_review_language_model()
+    except ImportError as err:
+        pytest.skip(str(err))
+    return model, tokenizer
+
+
+class FixedLogits(torch.nn.Module):
+    """A masked LM whose logits are the same at every position: ``logits[v]`` for token ``v``."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", logits)
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.table.expand(*input_ids.shape, -1).clone())
+
+
+def _lm_replacements(texts, model, tokenizer, **options):
+    from torchexplain.anchors.text_language_model import (
+        DEFAULT_PUNCTUATION,
+        LanguageModelReplacements,
+    )
+
+    settings = dict(
+        filling="parallel",
+        frac_mask_templates=0.1,
+        top_n=5,
+        use_proba=True,
+        temperature=0.5,
+        batch_size_lm=32,
+        punctuation=DEFAULT_PUNCTUATION,
+        stopwords=["the"],
+        sample_punctuation=False,
+    )
+    settings.update(options)
+    tokens = [tokenize(t) for t in texts]
+    return tokens, LanguageModelReplacements(
+        tokens, model, tokenizer, torch.device("cpu"), **settings
+    )
+
+
+def test_mask_templates_are_alibis_shares_and_at_least_one_word(review_lm):
+    _, tokenizer = review_lm
+    logits = torch.zeros(len(tokenizer))
+    tokens, reps = _lm_replacements(["The plot is good, mostly."], FixedLogits(logits), tokenizer)
+    assert reps.count.tolist() == [0, 1, 1, 1, 0, 1, 0]  # 'the' a stopword; punctuation never
+    # a request of 105 samples: int(10.5) = 10 templates, the first 5 of 11 samples (Alibi's shares)
+    group = torch.cat([torch.zeros(105, dtype=torch.int64), torch.ones(100, dtype=torch.int64)])
+    template = reps._template_of(group)
+    sizes = torch.unique(template, return_counts=True)[1].tolist()
+    assert sizes == [11] * 5 + [10] * 5 + [10] * 10
+    # masks: each allowed word with probability p, at least one, against a brute-force loop
+    key = _random.stream_key(5, 9)
+    n = 20000
+    allowed = torch.tensor([[False, True, True, True, False, True, False]]).expand(n, -1)
+    masks = reps.template_masks(torch.arange(n), allowed, 0.2, key)
+    u = _random.uniform(key, torch.arange(n), 8)
+    for t in range(0, n, 1009):
+        want = [bool(allowed[t, j]) and float(u[t, j]) < 0.2 for j in range(7)]
+        if not any(want):  # the allowed word of rank floor(u * 4)
+            rank = min(int(float(u[t, 7]) * 4), 3)
+            want[[1, 2, 3, 5][rank]] = True
+        assert masks[t].tolist() == want
+    counts = torch.bincount(masks.sum(1), minlength=5).double() / n
+    binomial = torch.tensor([0.8**4, 4 * 0.2 * 0.8**3, 6 * 0.04 * 0.64, 4 * 0.008 * 0.8, 0.0016])
+    want = binomial.clone()
+    want[1] += want[0]
+    want[0] = 0.0  # max(1, Binomial(4, 0.2))
+    assert torch.allclose(counts, want.double(), atol=0.01), (counts, want)
+
+
+@pytest.mark.parametrize("use_proba", [True, False])
+def test_language_model_fills_follow_its_top_n_logits(review_lm, use_proba):
+    _, tokenizer = review_lm
+    vocab = tokenizer.get_vocab()
+    logits = torch.full((len(tokenizer),), -5.0)
+    favourites = ["great", "dull", "film", "plot", "##s", ",", "[MASK]"]
+    for rank, token in enumerate(favourites):
+        logits[vocab[token]] = 6.0 - rank
+    tokens, reps = _lm_replacements(
+        ["a good film"], FixedLogits(logits), tokenizer, use_proba=use_proba, top_n=4
+    )
+    n = 20000
+    choice = reps.draw(
+        torch.zeros(n, dtype=torch.int64),
+        torch.tensor([[True, False, True]]).expand(n, -1),  # the anchor: 'a' and 'film'
+        torch.arange(n),
+        torch.ones(n, 3, dtype=torch.bool),
+        1.0,
+        _random.stream_key(1, 1),
+        _random.stream_key(1, 2),
+        torch.zeros(n, dtype=torch.int64),
+    )
+    assert bool((choice[:, [0, 2]] == -1).all()) and bool((choice[:, 1] >= 0).all())
+    # the top 4 tokens that may fill a word: sub-word pieces, punctuation and specials never
+    top = [vocab[t] for t in ["great", "dull", "film", "plot"]]
+    got = torch.tensor([(choice[:, 1] == t).double().mean().item() for t in top]).double()
+    scores = torch.tensor([6.0, 5.0, 4.0, 3.0], dtype=torch.float64)
+    want = torch.softmax(scores / 0.5, 0) if use_proba else torch.full((4,), 0.25).double()
+    assert torch.allclose(got, want, atol=0.01), (got, want)
+    assert bool(torch.isin(choice[:, 1], torch.tensor(top)).all())  # nothing else is drawn
+    texts = reps.texts(tokens, torch.zeros(3, dtype=torch.int64), choice[:3])
+    assert all(t.startswith("a ") and t.endswith(" film") for t in texts)
+
+
+def test_language_model_anchors_hold_and_a_batch_gives_each_text_alone(review_lm):
+    lm, tokenizer = review_lm
+    model, _ = pretrained_review_classifier()
+    texts = load_movie_reviews().texts_test[30:33]
+    # One template per sample: the precision bounds assume independent samples. With Alibi's
+    # default (a template per 10 samples) they do not hold: measured on these reviews, an anchor
+    # estimated at 0.962 on 210 samples (21 templates) held 0.885 on independent ones.
+    explainer = AnchorText(
+        model,
+        sampling_strategy="language_model",
+        language_model=lm,
+        tokenizer=tokenizer,
+        seed=2,
+        frac_mask_templates=1.0,
+    )
+    exp = explainer.explain(texts)
+    assert bool(exp.success.all())
+    for i, text in enumerate(texts):
+        alone = explainer.explain([text])
+        assert alone.anchor == exp.anchor[i : i + 1]
+        assert torch.equal(alone.precision, exp.precision[i : i + 1])
+        assert alone.covered_true == exp.covered_true[i : i + 1]
+    # precision on 1,000 fresh, independent samples (another seed) of each anchor
+    config = dataclasses.replace(explainer._settings_for_call({}), seed=99)
+    tokens = [tokenize(t) for t in texts]
+    run = _TextRun(model, tokens, config, torch.device("cpu"), None, (lm, tokenizer))
+    run.target, run.cache = exp.target, None
+    run.calls = np.ones(3, dtype=np.int64)
+    run.evaluated = np.ones(3, dtype=np.int64)
+    for i in range(len(texts)):
+        features = torch.zeros(1000, run.m, dtype=torch.bool)
+        features[:, exp.feature[i]] = True
+        with torch.no_grad():
+            _, agree, _ = run.sample(
+                torch.full((1000,), i),
+                features,
+                None,
+                torch.arange(1000),
+                torch.zeros(1000, dtype=torch.int64),
+            )
+        assert float(agree.double().mean()) >= explainer.settings.threshold - 0.05, i
+
+
+def test_language_model_from_a_folder_saves_and_loads(review_lm, tmp_path):
+    lm, tokenizer = review_lm
+    lm.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    explainer = AnchorText(
+        good_predictor,
+        sampling_strategy="language_model",
+        language_model=str(tmp_path / "lm"),
+        seed=0,
+        coverage_samples=500,
+    )
+    want = explainer.explain(["a good film"])
+    assert want.anchor == [["good"]]
+    explainer.save(tmp_path / "saved")
+    from torchexplain import load_explainer
+
+    loaded = load_explainer(tmp_path / "saved", model=good_predictor)
+    assert loaded.explain(["a good film"]).to_json() == want.to_json()
+    with pytest.raises(ValueError, match="needs language_model"):
+        AnchorText(good_predictor, sampling_strategy="language_model")
+    with pytest.raises(ValueError, match="pass its tokenizer too"):
+        AnchorText(good_predictor, sampling_strategy="language_model", language_model=lm)
+    with pytest.raises(ValueError, match="is not a folder"):
+        AnchorText(
+            good_predictor, sampling_strategy="language_model", language_model=str(tmp_path / "x")
+        ).explain(["a good film"])
+
+
+def test_autoregressive_filling_fills_each_mask_given_the_ones_before(review_lm):
+    _, tokenizer = review_lm
+    vocab = tokenizer.get_vocab()
+
+    class Echo(torch.nn.Module):
+        """Logits that favour, at each mask, the token just before it (so a left-to-right fill
+        repeats the word before the first mask into every following mask)."""
+
+        def forward(self, input_ids, attention_mask=None):
+            logits = torch.full((*input_ids.shape, len(tokenizer)), -9.0)
+            before = torch.roll(input_ids, 1, dims=1)
+            logits.scatter_(2, before[..., None], 9.0)
+            return SimpleNamespace(logits=logits)
+
+    tokens, reps = _lm_replacements(
+        ["great plot plot plot"], Echo(), tokenizer, filling="autoregressive", top_n=1
+    )
+    n = 8
+    choice = reps.draw(
+        torch.zeros(n, dtype=torch.int64),
+        torch.tensor([[True, False, False, False]]).expand(n, -1),
+        torch.arange(n),
+        torch.ones(n, 4, dtype=torch.bool),
+        1.0,
+        _random.stream_key(1, 1),
+        _random.stream_key(1, 2),
+        torch.zeros(n, dtype=torch.int64),
+    )
+    assert bool((choice[:, 1:] == vocab["great"]).all())  # each mask saw the fill before it

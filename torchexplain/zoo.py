@@ -17,6 +17,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -379,3 +380,89 @@ def pretrained_review_classifier(
         return model
 
     return _cached(path, ReviewClassifier(vocab), retrain, train)
+
+
+def pretrained_review_language_model(
+    cache_dir: str | Path | None = None, epochs: int = 2, seed: int = 0, retrain: bool = False
+) -> tuple[Any, Any, bool]:
+    """A tiny masked language model of the bundled movie reviews, for AnchorText's
+    ``language_model`` sampler in the tests and the demo: a WordPiece vocabulary of 3,000 pieces
+    learnt from the training snippets (``tokenizers``) and a 2-layer, 64-wide BERT trained on
+    them with masked-word prediction (``transformers``), from the cache when possible.
+
+    It exercises the sampler's plumbing on any machine in about a minute; it is **not** a good
+    language model (its fills are often ungrammatical): for real explanations load a trained
+    one (``AutoModelForMaskedLM.from_pretrained(path, local_files_only=True)``).
+
+    Returns:
+        ``(model, tokenizer, from_cache)``: a ``BertForMaskedLM`` in eval mode and its
+        ``PreTrainedTokenizerFast``.
+
+    Raises:
+        ImportError: ``transformers`` or ``tokenizers`` is not installed (``pip install
+            "torchexplain[text]"``).
+    """
+    from torchexplain.anchors.text_language_model import import_transformers, load_language_model
+
+    transformers = import_transformers()
+    import tokenizers  # a dependency of transformers
+
+    data = load_movie_reviews()
+    key = hashlib.sha1(f"review-lm|{len(data.texts_train)}|{epochs}|{seed}|v2".encode()).hexdigest()
+    folder = Path(cache_dir or default_cache_dir()) / f"review_lm-{key[:12]}"
+    if (folder / "ready").is_file() and not retrain:
+        model, tokenizer = load_language_model(folder)
+        return model, tokenizer, True
+    pieces = tokenizers.BertWordPieceTokenizer(lowercase=True)
+    pieces.train_from_iterator(data.texts_train, vocab_size=3000, min_frequency=2)
+    folder.mkdir(parents=True, exist_ok=True)
+    pieces.save(str(folder / "pieces.json"))
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(folder / "pieces.json"),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+    )
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.BertForMaskedLM(config)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+        shuffle = torch.Generator().manual_seed(seed)
+        special = torch.tensor(sorted(tokenizer.all_special_ids))
+        model.train()
+        for _ in range(epochs):
+            order = torch.randperm(len(data.texts_train), generator=shuffle).tolist()
+            for start in range(0, len(order), 64):
+                batch = tokenizer(
+                    [data.texts_train[i] for i in order[start : start + 64]],
+                    padding=True,
+                    truncation=True,
+                    max_length=128,
+                    return_tensors="pt",
+                )
+                ids = batch["input_ids"]
+                chosen = (torch.rand(ids.shape) < 0.15) & ~torch.isin(ids, special)
+                labels = torch.where(chosen, ids, -100)
+                masked = torch.where(chosen, tokenizer.mask_token_id, ids)
+                optimizer.zero_grad(set_to_none=True)
+                out = model(input_ids=masked, attention_mask=batch["attention_mask"], labels=labels)
+                out.loss.backward()
+                optimizer.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    tokenizer.save_pretrained(folder)
+    model.save_pretrained(folder)
+    (folder / "ready").write_text("trained\n")
+    return model, tokenizer, False

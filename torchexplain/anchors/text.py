@@ -3,7 +3,8 @@
 An anchor for a text is a small set of its words that, kept as they are, make the
 model repeat its prediction with high probability (precision >= ``threshold``)
 whatever happens to the other words, each of which is replaced with probability
-``sample_proba`` (by ``UNK``, or by a similar word: :mod:`torchexplain.anchors.text_samplers`).
+``sample_proba`` (by ``UNK`` or a similar word, :mod:`torchexplain.anchors.text_samplers`, or by a
+masked language model's fill, :mod:`torchexplain.anchors.text_language_model`).
 This is Alibi's ``AnchorText`` on the batched engine:
 
 - the searches of every text in the batch advance together
@@ -33,6 +34,11 @@ from torchexplain._model_state import preserved_model_state
 from torchexplain.anchors._batches import merge_parts, parts
 from torchexplain.anchors._settings import AnchorSearchSettings
 from torchexplain.anchors.engine import EngineResult, pack_rows, run_engine
+from torchexplain.anchors.text_language_model import (
+    DEFAULT_PUNCTUATION,
+    LanguageModelReplacements,
+    load_language_model,
+)
 from torchexplain.anchors.text_samplers import (
     Replacements,
     WordVectorTable,
@@ -47,8 +53,8 @@ from torchexplain.settings import DeviceSettings, ModelCallSettings, SeedSetting
 
 __all__ = ["SAMPLING_STRATEGIES", "AnchorText", "AnchorTextSettings", "anchor_text"]
 
-#: the samplers (Alibi's ``sampling_strategy`` values; its ``language_model`` is not here yet)
-SAMPLING_STRATEGIES = ("unknown", "similarity")
+#: the samplers (Alibi's ``sampling_strategy`` values)
+SAMPLING_STRATEGIES = ("unknown", "similarity", "language_model")
 #: texts per predictor call with ``internal_batch_size="auto"``
 _AUTO_TEXTS = 1024
 
@@ -63,6 +69,29 @@ def _check_nlp(name: str, value: Any) -> Any:
             f"text to its words; got {type(value).__name__}"
         )
     return value
+
+
+def _check_language_model(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, (str, Path)):
+        return None if value is None else str(value)
+    if not callable(value):
+        raise TypeError(
+            f"{name} must be a masked language model (a callable torch module), the path of a folder "
+            f"holding one, or None; got {type(value).__name__}"
+        )
+    return value
+
+
+def _check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    return value
+
+
+def _check_words(name: str, value: Any) -> list[str]:
+    if isinstance(value, str) or not all(isinstance(w, str) for w in value):
+        raise TypeError(f"{name} must be a list of words (str), got {value!r}")
+    return list(value)
 
 
 def _check_vectors(name: str, value: Any) -> Any:
@@ -95,8 +124,8 @@ class AnchorTextSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, Mod
 
     sampling_strategy: str = setting(
         "unknown",
-        "what replaces a word outside the anchor: 'unknown' (the token UNK) or 'similarity' (one of its "
-        "top_n nearest words by word vectors)",
+        "what replaces a word outside the anchor: 'unknown' (the token UNK), 'similarity' (one of its "
+        "top_n nearest words by word vectors) or 'language_model' (a masked language model's fill)",
         check=_checks.choice(*SAMPLING_STRATEGIES),
     )
     nlp: Any = setting(
@@ -111,6 +140,44 @@ class AnchorTextSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, Mod
         "word vectors of the similarity sampler, (vocab, (V, D) array); None: the nlp's own vectors when it "
         "has any, else the GloVe 6B 50d subset bundled with torchexplain",
         check=_check_vectors,
+    )
+    language_model: Any = setting(
+        None,
+        "language_model sampler: a Hugging Face masked LM (AutoModelForMaskedLM; pass its tokenizer too), or "
+        "the path of a local folder holding one (loaded with local_files_only=True)",
+        check=_check_language_model,
+    )
+    tokenizer: Any = setting(
+        None,
+        "language_model sampler: the model's tokenizer (None: loaded from the language_model folder)",
+        check=_checks.optional_callable(),
+    )
+    filling: str = setting(
+        "parallel",
+        "language_model: 'parallel' (one forward pass of the mask templates) or 'autoregressive' (masks "
+        "filled left to right, one pass a step)",
+        per_call=True,
+        check=_checks.choice("parallel", "autoregressive"),
+    )
+    frac_mask_templates: float = setting(
+        0.1,
+        "language_model: mask templates per request, as a fraction of its samples (at least one), in (0, 1]",
+        per_call=True,
+        check=_checks.number(0.0, 1.0, low_open=True),
+    )
+    batch_size_lm: int = setting(
+        32, "language_model: templates per forward pass", per_call=True, check=_checks.integer(1)
+    )
+    punctuation: str = setting(
+        DEFAULT_PUNCTUATION,
+        "language_model: characters of punctuation (words of them are never masked)",
+        check=_check_str,
+    )
+    stopwords: list[str] = setting((), "language_model: words never masked", check=_check_words)
+    sample_punctuation: bool = setting(
+        False,
+        "language_model: the model may fill a word with punctuation",
+        check=_checks.boolean(),
     )
     stop_on_first: bool = setting(
         True,
@@ -142,6 +209,7 @@ class AnchorTextSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, Mod
         per_call=True,
         check=_checks.number(low=0.0, low_open=True),
     )
+
     cache_predictions: bool = setting(
         True,
         "query the predictor once per distinct perturbed text of a call and reuse the answer when the search "
@@ -149,6 +217,19 @@ class AnchorTextSettings(AnchorSearchSettings, SeedSettings, DeviceSettings, Mod
         "does. The explanation is the same either way",
         check=_checks.boolean(),
     )
+
+    def validate(self) -> dict[str, Any]:
+        if self.sampling_strategy == "language_model":
+            if self.language_model is None:
+                raise ValueError(
+                    "sampling_strategy='language_model' needs language_model: a masked LM with its "
+                    "tokenizer, or the path of a local folder holding them"
+                )
+            if not isinstance(self.language_model, str) and self.tokenizer is None:
+                raise ValueError(
+                    "language_model is a model object: pass its tokenizer too (tokenizer=...)"
+                )
+        return super().validate()
 
 
 @register_explainer
@@ -186,8 +267,9 @@ class AnchorText(Explainer):
             **settings: per-call settings (``threshold``, ``delta``, ``tau``, ``batch_size``,
                 ``coverage_samples``, ``beam_size``, ``stop_on_first``, ``max_anchor_size``,
                 ``min_samples_start``, ``n_covered_ex``, ``sample_proba``, ``top_n``,
-                ``use_proba``, ``temperature``, ``internal_batch_size``), as Alibi's
-                ``explain`` takes them.
+                ``use_proba``, ``temperature``, ``filling``, ``frac_mask_templates``,
+                ``batch_size_lm``, ``internal_batch_size``), as Alibi's ``explain`` and
+                ``AnchorText`` take them.
 
         Returns:
             An :class:`Explanation` whose ``data`` holds, for B texts: ``anchor`` (B lists
@@ -210,11 +292,14 @@ class AnchorText(Explainer):
         device = torch.device(config.device or "cpu")
         tokens = [tokenize(text, config.nlp) for text in texts]
         table = self._vectors(config, device) if config.sampling_strategy == "similarity" else None
+        language_model = (
+            self._language_model(config) if config.sampling_strategy == "language_model" else None
+        )
         longest = max((len(t) for t in tokens), default=1)
         # a stored sample: its words kept or not, its choice per word, 41 bytes of bookkeeping
         datas, totals = [], []
         for part in parts(len(texts), longest * 9 + 41, device):
-            run = _TextRun(self.model, tokens[part], config, device, table)
+            run = _TextRun(self.model, tokens[part], config, device, table, language_model)
             data, total = run.explain()
             datas.append(data)
             totals.append(total)
@@ -235,6 +320,17 @@ class AnchorText(Explainer):
             cache.clear()
             cache[key] = WordVectorTable.of(vocab, vectors, device)
         return cache[key]
+
+    def _language_model(self, config: AnchorTextSettings) -> tuple[Any, Any]:
+        """The ``language_model`` sampler's ``(model, tokenizer)``: given, or loaded once from its folder."""
+        if isinstance(config.language_model, str):
+            cache = self.__dict__.setdefault("_language_models", {})
+            if config.language_model not in cache:
+                cache.clear()
+                cache[config.language_model] = load_language_model(config.language_model)
+            model, tokenizer = cache[config.language_model]
+            return model, config.tokenizer or tokenizer
+        return config.language_model, config.tokenizer
 
     def explanation_map(self, explanation: Explanation, inputs: Any) -> torch.Tensor:
         """1.0 on each text's anchor words, 0.0 on its other words: ``(B, M)`` (M: the most words)."""
@@ -328,6 +424,7 @@ class _TextRun:
         config: AnchorTextSettings,
         device: torch.device,
         table: WordVectorTable | None,
+        language_model: tuple[Any, Any] | None = None,
     ) -> None:
         self.model, self.tokens, self.config, self.device = model, tokens, config, device
         self.n_words = torch.tensor([len(t) for t in tokens], dtype=torch.int64, device=device)
@@ -335,6 +432,23 @@ class _TextRun:
         self.valid = torch.arange(self.m, device=device) < self.n_words[:, None]
         if config.sampling_strategy == "unknown":
             self.replacements: Replacements = unknown_replacements(tokens, device)
+        elif config.sampling_strategy == "language_model":
+            lm, lm_tokenizer = language_model
+            self.replacements = LanguageModelReplacements(
+                tokens,
+                lm,
+                lm_tokenizer,
+                device,
+                filling=config.filling,
+                frac_mask_templates=config.frac_mask_templates,
+                top_n=config.top_n,
+                use_proba=config.use_proba,
+                temperature=config.temperature,
+                batch_size_lm=config.batch_size_lm,
+                punctuation=config.punctuation,
+                stopwords=list(config.stopwords),
+                sample_punctuation=config.sample_punctuation,
+            )
         else:
             tag_of = _tagger(config.nlp)
             self.replacements = similarity_replacements(
@@ -355,7 +469,8 @@ class _TextRun:
         config, device = self.config, self.device
         b = len(self.tokens)
         module = self.model if isinstance(self.model, nn.Module) else None
-        with preserved_model_state(module), torch.no_grad():
+        lm = getattr(self.replacements, "model", None)
+        with preserved_model_state(module), preserved_model_state(lm), torch.no_grad():
             predictions = self.predictor.outputs([t.text for t in self.tokens])
             self.target = as_labels(predictions).to(device)
             self.calls = np.ones(b, dtype=np.int64)
@@ -383,10 +498,13 @@ class _TextRun:
         """``(B, M, W)``: per text and word, which coverage samples (drawn for the empty anchor) keep it."""
         config, device = self.config, self.device
         key = _random.stream_key(config.seed, _COVERAGE_STREAM, device)
-        rows = torch.arange(config.coverage_samples, device=device)
-        drawn = _random.uniform(key, rows, self.m) < config.sample_proba  # (n_cov, M)
-        replaceable = self.replacements.counts(self.valid) > 0  # (B, M)
-        return torch.stack([pack_rows(~(drawn & can)) for can in replaceable])
+        n, p = config.coverage_samples, config.sample_proba
+        return torch.stack(
+            [
+                pack_rows(self.replacements.coverage_present(i, n, self.valid[i], p, key))
+                for i in range(len(self.tokens))
+            ]
+        )
 
     def sample(
         self,
@@ -406,6 +524,7 @@ class _TextRun:
             self.config.sample_proba,
             self.replace_key,
             self.choice_key,
+            group,
         )
         present = (choice < 0) & valid
 

@@ -95,15 +95,12 @@ class Replacements:
     probabilities of its options (None: options equally likely).
     """
 
-    options: list[list[str]]
+    options: list[list[str]] | None
     offset: torch.Tensor
     count: torch.Tensor
     cdf: torch.Tensor | None
-
-    def counts(self, valid: torch.Tensor) -> torch.Tensor:
-        """``(N, M)`` int64: the number of options of word ``j`` of each row's text (0 where
-        ``valid`` is False), for ``valid`` ``(N, M)`` rows of texts ``0..N-1``."""
-        return self._counts(torch.arange(valid.shape[0], device=valid.device), valid)[1]
+    #: with ``options`` None: choices are indices into this one table of strings (a vocabulary)
+    strings = None
 
     def _counts(
         self, owner: torch.Tensor, valid: torch.Tensor
@@ -115,6 +112,16 @@ class Replacements:
         )
         return word, torch.where(valid, self.count[word], 0)
 
+    def coverage_present(
+        self, i: int, n: int, valid: torch.Tensor, sample_proba: float, key: torch.Tensor
+    ) -> torch.Tensor:
+        """``(n, M)`` bool: text ``i``'s ``n`` coverage samples (drawn for the empty anchor): which
+        words each keeps (``valid``: ``(M,)``, the text's words)."""
+        owner = torch.full((1,), i, dtype=torch.int64, device=valid.device)
+        _, count = self._counts(owner, valid[None])
+        drawn = _random.uniform(key, torch.arange(n, device=valid.device), valid.shape[0])
+        return ~((drawn < sample_proba) & (count > 0)) & valid
+
     def draw(
         self,
         owner: torch.Tensor,
@@ -124,6 +131,7 @@ class Replacements:
         sample_proba: float,
         replace_key: torch.Tensor,
         choice_key: torch.Tensor,
+        group: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(N, M)`` int64: per sample and word, the option it is replaced by, -1 where it is kept.
 
@@ -134,6 +142,8 @@ class Replacements:
             valid: ``(N, M)`` bool, the word exists (``j < len(text)``).
             sample_proba: probability that a replaceable word outside the anchor is replaced.
             replace_key, choice_key: :func:`torchexplain._random.stream_key` of the two draws.
+            group: ``(N,)`` the request each sample answers (the language-model sampler's
+                templates are per request; the others draw every sample alone).
         """
         n, m = keep.shape
         word, count = self._counts(owner, valid)
@@ -158,13 +168,17 @@ class Replacements:
         owners = owner.tolist()
         choices = choice.tolist()
         offsets = self.offset.tolist()
+        options, strings = self.options, self.strings
         out = []
         for i, row in zip(owners, choices, strict=True):
             text, base, words, gap = tokens[i], offsets[i], tokens[i].words, tokens[i].gaps
             pieces = [gap[0]]
             for j in range(len(text)):
                 k = row[j]
-                pieces.append(words[j] if k < 0 else self.options[base + j][k])
+                if k < 0:
+                    pieces.append(words[j])
+                else:
+                    pieces.append(strings[k] if options is None else options[base + j][k])
                 pieces.append(gap[j + 1])
             out.append("".join(pieces))
         return out
