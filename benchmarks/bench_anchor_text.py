@@ -4,7 +4,8 @@ Providers, in one run, on held-out reviews of the bundled movie-review snippets,
 the zoo's ``ReviewClassifier``:
 
 - ``torchexplain``: ``AnchorText`` on a batch of 16 and of 256 reviews (one call each),
-  ``unknown`` and ``similarity`` samplers;
+  ``unknown`` and ``similarity`` samplers, and the ``language_model`` sampler (the zoo's tiny
+  masked LM of the reviews) on ``--lm-reviews`` reviews;
 - ``alibi``: ``alibi.explainers.AnchorText`` 0.9.6, ``unknown`` sampler, ``spacy.blank("en")``
   as ``nlp`` (no download), one review per call as Alibi explains them, in its own
   environment (Alibi needs numpy < 2; the tests' cached venv), with the same classifier
@@ -14,7 +15,8 @@ the zoo's ``ReviewClassifier``:
 Per provider: seconds per review (median of ``--repeats``, after a warm-up), precision
 re-estimated on 1,000 fresh samples of each successful anchor (with the provider's own
 sampler), coverage and anchor length. Alibi's similarity sampler needs a spaCy model with
-vectors and its lexeme probabilities (downloads): it is not timed here.
+vectors and its lexeme probabilities (downloads), and its language-model sampler TensorFlow:
+neither is timed here.
 
 Run: ``python benchmarks/bench_anchor_text.py [--device cpu] [--alibi-reviews 16]``.
 """
@@ -88,7 +90,8 @@ def fresh_precision(explainer: AnchorText, texts: list[str], exp, device: torch.
     config = dataclasses.replace(explainer._settings_for_call({}), seed=99)
     tokens = [tokenize(t, config.nlp) for t in texts]
     table = explainer._vectors(config, device) if config.sampling_strategy == "similarity" else None
-    run = _TextRun(explainer.model, tokens, config, device, table)
+    lm = explainer._language_model(config) if config.sampling_strategy == "language_model" else None
+    run = _TextRun(explainer.model, tokens, config, device, table, lm)
     with torch.no_grad():
         run.target = exp.target.to(device)
         run.calls = np.ones(len(texts), dtype=np.int64)
@@ -118,15 +121,18 @@ def quality(exp, fresh: list) -> dict:
         "success_rate": float(exp.success.float().mean()),
         "precision": float(exp.precision.mean()),
         "fresh_precision": statistics.mean(ok) if ok else None,
+        "fresh_precisions": fresh,
         "coverage": float(exp.coverage.mean()),
         "anchor_length": sum(map(len, exp.anchor)) / len(exp.anchor),
     }
 
 
-def bench_ours(model, texts, sizes, samplers, repeats, device) -> list[dict]:
+def bench_ours(model, texts, sizes, samplers, repeats, device, extra=None) -> list[dict]:
     rows = []
     for sampler in samplers:
-        explainer = AnchorText(model, sampling_strategy=sampler, seed=0, device=str(device))
+        explainer = AnchorText(
+            model, sampling_strategy=sampler, seed=0, device=str(device), **(extra or {})
+        )
         explainer.explain(texts[:4])  # warm-up
         for size in sizes:
             batch = texts[:size]
@@ -239,6 +245,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="16,256")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--alibi-reviews", type=int, default=16)
+    parser.add_argument(
+        "--lm-reviews",
+        type=int,
+        default=16,
+        help="reviews for the language_model sampler (0: none)",
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument(
         "--quick", action="store_true", help="16 reviews, one repeat, Alibi on 2 reviews"
@@ -246,6 +258,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.repeats, args.alibi_reviews = "16", 1, min(args.alibi_reviews, 2)
+        args.lm_reviews = min(args.lm_reviews, 4)
     device = torch.device(args.device)
     data = load_movie_reviews()
     model, _ = pretrained_review_classifier()
@@ -254,6 +267,22 @@ def main() -> None:
     rows = bench_ours(
         model.to(device), texts, sizes, ("unknown", "similarity"), args.repeats, device
     )
+    if args.lm_reviews:
+        try:
+            from torchexplain.zoo import pretrained_review_language_model
+
+            lm, tokenizer, _ = pretrained_review_language_model()
+            rows += bench_ours(
+                model,
+                texts,
+                [args.lm_reviews],
+                ("language_model",),
+                args.repeats,
+                device,
+                {"language_model": lm.to(device), "tokenizer": tokenizer},
+            )
+        except ImportError as err:
+            print(f"language_model not timed: {err}")
     peer = (
         bench_alibi(model.cpu(), texts[: args.alibi_reviews]) if args.alibi_reviews else "skipped"
     )
@@ -273,6 +302,7 @@ def main() -> None:
             "success_rate": statistics.mean(r["success"] for r in results),
             "precision": statistics.mean(r["precision"] for r in results),
             "fresh_precision": statistics.mean(fresh) if fresh else None,
+            "fresh_precisions": [r["fresh_precision"] for r in results],
             "coverage": statistics.mean(r["coverage"] for r in results),
             "anchor_length": statistics.mean(len(r["anchor"]) for r in results),
             "anchors": [r["anchor"] for r in results],

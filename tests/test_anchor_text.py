@@ -528,3 +528,28 @@ def test_autoregressive_filling_fills_each_mask_given_the_ones_before(review_lm)
         torch.zeros(n, dtype=torch.int64),
     )
     assert bool((choice[:, 1:] == vocab["great"]).all())  # each mask saw the fill before it
+
+
+def test_text_demo_writes_what_the_explainer_gives(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    from torchexplain import Explanation
+
+    path = Path(__file__).parents[1] / "examples" / "text_anchors.py"
+    spec = importlib.util.spec_from_file_location("text_anchors", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    out = tmp_path / "out"
+    summary = demo.run(out, n_reviews=6, device="cpu", n_lm_reviews=2)
+    assert summary["classifier_test_accuracy"] > 0.7
+    model, _ = pretrained_review_classifier()
+    texts = load_movie_reviews().texts_test[:6]
+    for sampler in ("unknown", "similarity"):
+        saved = Explanation.from_json((out / f"text_anchors_{sampler}.json").read_text())
+        again = AnchorText(model, sampling_strategy=sampler, seed=0).explain(texts)
+        assert saved.anchor == again.anchor and torch.equal(saved.precision, again.precision)
+        assert Image.open(out / f"text_anchors_{sampler}.png").size[0] == 720
+    assert summary["samplers"]["unknown"]["reviews"] == 6
