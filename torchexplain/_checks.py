@@ -263,6 +263,25 @@ def names() -> FieldCheck:
     return check
 
 
+def indices() -> FieldCheck:
+    """None or a list of distinct ints >= 0, as a sorted list."""
+
+    def check(name: str, value: Any) -> list[int] | None:
+        if value is None:
+            return None
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise TypeError(
+                f"{name} must be None or a list of feature indices, got {_shown(value)}"
+            )
+        if not all(is_int(i) and i >= 0 for i in value):
+            raise ValueError(f"{name} must hold ints >= 0 (feature indices), got {list(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{name} must be distinct, got {list(value)}")
+        return sorted(int(i) for i in value)
+
+    return check
+
+
 def category_names() -> FieldCheck:
     """None or a dict column index -> non-empty list of category names, sorted by column."""
 

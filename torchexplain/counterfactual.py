@@ -158,6 +158,12 @@ class SearchSettings(ModelCallSettings):
         "'logits' (a softmax is applied) or 'probabilities'",
         check=_checks.choice(*_MODEL_OUTPUTS),
     )
+    immutable_features: list[int] | None = setting(
+        None,
+        "indices into one instance's flattened features that the search never changes (protected "
+        "attributes, say): their gradient is zero, so they keep the input's values",
+        check=_checks.indices(),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,12 +337,13 @@ class Counterfactual(CounterfactualResults, Explainer):
         config = self._settings_for_call(settings)
         x = Rows.of(inputs, numpy=False, layout="(B, ...)").values
         low, high = _resolve_feature_range(config.feature_range, x)
+        frozen = frozen_features(config.immutable_features, x)
         weights = _resolve_mad(self.mad, x)
         targets = _resolve_target_class(config.target_class, x.shape[0], x.device)
 
         model = self.model
         with input_gradients_only(model):
-            search = _Search(model, low, high, weights, config)
+            search = _Search(model, low, high, weights, config, frozen)
             data = search_in_chunks(search, x, targets, config.internal_batch_size)
         return self._explanation(config, data, x.device, mad_scaled=self.mad is not None)
 
@@ -420,6 +427,21 @@ def _resolve_feature_range(
             f"features outside it (values span [{x.min().item():.4g}, {x.max().item():.4g}])"
         )
     return low, high
+
+
+def frozen_features(indices: list[int] | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A bool mask shaped like one instance, True at the ``immutable_features``."""
+    if not indices:
+        return None
+    size = x[0].numel()
+    if indices[-1] >= size:
+        raise ValueError(
+            f"immutable_features {indices} must index one instance's {size} features, "
+            f"got {indices[-1]}"
+        )
+    frozen = torch.zeros(size, dtype=torch.bool, device=x.device)
+    frozen[indices] = True
+    return frozen.view(x.shape[1:])
 
 
 def _resolve_mad(mad: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
@@ -609,9 +631,11 @@ class _Search(ModelCalls):
         high: torch.Tensor,
         weights: torch.Tensor | None,
         config: CounterfactualSettings,
+        frozen: torch.Tensor | None = None,
     ) -> None:
         super().__init__(model, config.model_output, config.padding())
         self.low, self.high, self.weights = low, high, weights
+        self.frozen = frozen
         self.target_proba = float(config.target_proba)
         self.tol = float(config.tol)
         self.lam_init = float(config.lam_init)
@@ -691,6 +715,9 @@ class _Search(ModelCalls):
             distance = self.distance(xa - x.index_select(0, active))
             loss = ((p_target - self.target_proba) ** 2 + lam * distance).sum()
             (grad,) = torch.autograd.grad(loss, xa)
+        if self.frozen is not None:
+            # Adam's step is 0 where the gradient always is: those features keep x's values
+            grad = grad.masked_fill(self.frozen, 0.0)
         detached = (probs.detach(), p_target.detach(), target, distance.detach(), grad)
         return (xa.detach(), lam, *detached)
 

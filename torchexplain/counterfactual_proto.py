@@ -50,6 +50,7 @@ from torchexplain.counterfactual import (
     _resolve_target_class,
     _top_class,
     check_feature_range,
+    frozen_features,
     input_gradients_only,
     search_in_chunks,
     target_class_check,
@@ -343,6 +344,7 @@ class CounterfactualProto(CounterfactualResults, Explainer):
             search = _ProtoSearch(
                 self.model, low, high, config, self.points if uses_prototypes else None, self.labels
             )
+            search.frozen = frozen_features(config.immutable_features, x)
             data = search_in_chunks(search, x, targets, config.internal_batch_size)
         return self._explanation(
             config, data, x.device, prototypes=self.space if uses_prototypes else None
@@ -398,6 +400,7 @@ class _ProtoSearch(ModelCalls):
         super().__init__(model, config.model_output, config.padding())
         self.low, self.high = low, high
         self.config = config
+        self.frozen: torch.Tensor | None = None  # immutable features: their gradient is 0
         self.points, self.labels = points, labels
         self.kappa, self.beta = float(config.kappa), float(config.beta)
         self.gamma, self.theta = float(config.gamma), float(config.theta)
@@ -560,6 +563,9 @@ class _ProtoSearch(ModelCalls):
                 y, x_a, c_a, class_a, proto_a, with_l1=self.config.optimizer != "fista"
             )
             (grad,) = torch.autograd.grad(loss.sum(), y)
+        if self.frozen is not None:
+            # no step, no shrinkage away from x: those features keep x's values
+            grad = grad.masked_fill(self.frozen, 0.0)
         return grad.clamp(*self.config.clip)
 
     def step(
