@@ -75,6 +75,10 @@ setup(
             "mkdocstrings[python]>=0.26",
             # AnchorText's language_model sampler, on a tiny masked LM trained by the tests
             "transformers>=4.40",
+            # torchexplain.fairness is tested against fairlearn (never a dependency of the
+            # package) and draws its report with matplotlib
+            "fairlearn>=0.15",
+            "matplotlib>=3.5",
         ],
         # MLServer 1.7 supports Python 3.9-3.12; RemoteModel alone needs only urllib3 (http://)
         # or grpcio with MLServer's v2 messages (grpc://), which MLServer brings.
@@ -85,6 +89,8 @@ setup(
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
         # AnchorText's language_model sampler: a Hugging Face masked LM, loaded from local files only
         "text": ["transformers>=4.40"],
+        # the fairness report's pictures (the metrics themselves need nothing more than torch)
+        "fairness": ["matplotlib>=3.5"],
         "dev": ["ruff>=0.5"],
     },
     entry_points={"console_scripts": ["torchexplain = torchexplain.cli:console_main"]},

@@ -2,11 +2,12 @@
 
     torchexplain explain --model FILE --input FILE [FILE ...] [--method ig] --out DIR
     torchexplain serve PATH [--infer-uri URL | --model PT2] [--host 0.0.0.0] [--http-port 8080] [--name NAME] [--write-only]
+    torchexplain fairness (--model FILE --data CSV --label COLUMN | --census) --sensitive COL [COL ...] --out DIR
     torchexplain kserve --model_name NAME --predictor_host HOST [--host 0.0.0.0] [--http_port 8080] [--storage_uri DIR]
     torchexplain demo [--out DIR] [--device cpu|cuda]        (a source checkout's examples/mnist_cnn.py)
     torchexplain bench [--device cuda|cpu] [--quick] [--compare baseline.json]   (its benchmarks/run.py)
 
-``explain``, ``serve`` and ``kserve`` are part of the installed package. ``demo`` and
+``explain``, ``fairness``, ``serve`` and ``kserve`` are part of the installed package. ``demo`` and
 ``bench`` run tooling of a source checkout (examples and benchmarks are not installed)
 and say so when there is none.
 
@@ -383,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         commands.add_parser(name, help=text, description=text, add_help=False)
     _add_explain_parser(commands)
+    _add_fairness_parser(commands)
     _add_serve_parser(commands)
     kserve = commands.add_parser(
         "kserve", help="serve a saved explainer as a KServe explainer (v1 :explain)"
@@ -439,6 +441,174 @@ def _add_explain_parser(commands: Any) -> None:
     )
     add("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add("--quiet", action="store_true", help="no progress bar or per-file lines")
+
+
+def _add_fairness_parser(commands: Any) -> None:
+    fairness = commands.add_parser(
+        "fairness",
+        help="bias evaluation of a model on a table: the data, the model per group, explanations per group",
+    )
+    add = fairness.add_argument
+    add(
+        "--model",
+        default=None,
+        help="torch.export archive (.pt2) or TorchScript file: rows -> class scores",
+    )
+    add("--data", default=None, metavar="CSV", help="the rows evaluated: a CSV with a header row")
+    add("--label", default=None, help="the CSV's label column")
+    add(
+        "--train",
+        default=None,
+        metavar="CSV",
+        help="rows the explainers learn from (default --data)",
+    )
+    add(
+        "--categorical",
+        nargs="*",
+        default=[],
+        metavar="COLUMN",
+        help="numeric columns that are categories (text columns always are)",
+    )
+    add(
+        "--census",
+        action="store_true",
+        help="the bundled census table and the zoo's census MLP (trained and cached on first use)",
+    )
+    add("--sensitive", nargs="+", required=True, metavar="COLUMN", help="the protected columns")
+    add("--out", required=True, help="folder for fairness.json and fairness.html")
+    add("--model-output", default="logits", choices=("logits", "probabilities"))
+    add("--positive-class", type=int, default=1, help="the favourable class (default 1)")
+    add("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    add("--rows", type=int, default=None, help="evaluate only the first ROWS rows")
+    add(
+        "--steps",
+        nargs="+",
+        default=None,
+        metavar="STEP",
+        help="data model importance gap anchors recourse flip (default all)",
+    )
+    add("--seed", type=int, default=0)
+    add("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def read_table(
+    path: Path, categorical: list[str]
+) -> tuple[list[str], np.ndarray, dict[int, list[str]]]:
+    """A CSV's columns as a float matrix, with the names of each categorical column's codes.
+
+    Text columns are coded 0..K-1 in the sorted order of the values present (give a model that
+    expects fixed codes the codes themselves); numeric columns named in ``categorical`` are
+    codes already and are kept as they are."""
+    import csv
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if len(rows) < 2:
+        raise UsageError(f"{path}: needs a header row and at least one row")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
+    if bad:
+        raise UsageError(f"{path}: rows {bad[:5]} do not have {len(header)} fields")
+    unknown = sorted(set(categorical) - set(header))
+    if unknown:
+        raise UsageError(f"--categorical {unknown}: not columns of {path} ({header})")
+    columns, names = [], {}
+    for j, name in enumerate(header):
+        values = [row[j].strip() for row in body]
+        try:
+            numbers = [float(v) for v in values]
+        except ValueError:
+            numbers = None
+        if numbers is None:  # text: coded in the sorted order of the values present
+            levels = sorted(set(values))
+            code = {v: i for i, v in enumerate(levels)}
+            columns.append([code[v] for v in values])
+            names[j] = levels
+            continue
+        if name in categorical:  # codes already: kept, so the model sees what it was trained on
+            if any(v < 0 or v != int(v) for v in numbers):
+                raise UsageError(f"--categorical {name}: its values must be codes 0, 1, 2, ...")
+            names[j] = [str(k) for k in range(int(max(numbers)) + 1)]
+        columns.append(numbers)
+    return header, np.asarray(columns, dtype=np.float32).T, names
+
+
+def _fairness_inputs(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    if args.census:
+        if args.model or args.data:
+            raise UsageError(
+                "--census uses the bundled table and model: leave out --model and --data"
+            )
+        from torchexplain.datasets import load_census
+        from torchexplain.zoo import pretrained_census_mlp
+
+        data = load_census()
+        model, _ = pretrained_census_mlp()
+        return dict(
+            model=model.to(device).eval(),
+            X=data.X_test,
+            y=data.y_test,
+            train_data=data.X_train,
+            feature_names=data.feature_names,
+            categorical_names=data.categorical_names,
+        )
+    if not (args.model and args.data and args.label):
+        raise UsageError("give --model, --data and --label (or --census)")
+    header, table, names = read_table(Path(args.data), args.categorical)
+    if args.label not in header:
+        raise UsageError(f"--label {args.label!r}: not a column of {args.data} ({header})")
+    label = header.index(args.label)
+    keep = [j for j in range(len(header)) if j != label]
+    train = None
+    if args.train:
+        train_header, train_table, _ = read_table(Path(args.train), args.categorical)
+        if train_header != header:
+            raise UsageError(f"--train {args.train}: its columns differ from --data's")
+        train = train_table[:, keep]
+    return dict(
+        model=load_model(Path(args.model), device).forward,
+        X=table[:, keep],
+        y=table[:, label].astype(np.int64),
+        train_data=train,
+        feature_names=[header[j] for j in keep],
+        categorical_names={keep.index(j): v for j, v in names.items() if j != label},
+    )
+
+
+def run_fairness(args: argparse.Namespace) -> int:
+    """``torchexplain fairness``: the report on a model and a table."""
+    from torchexplain.fairness.report import STEPS, fairness_report
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    inputs = _fairness_inputs(args, device)
+    if args.rows is not None:
+        if args.rows < 1:
+            raise UsageError(f"--rows must be >= 1, got {args.rows}")
+        inputs["X"], inputs["y"] = inputs["X"][: args.rows], inputs["y"][: args.rows]
+    try:
+        result = fairness_report(
+            inputs.pop("model"),
+            inputs.pop("X"),
+            inputs.pop("y"),
+            args.out,
+            train_data=inputs.pop("train_data"),
+            sensitive=args.sensitive,
+            model_output=args.model_output,
+            positive_class=args.positive_class,
+            n_boot=args.n_boot,
+            steps=tuple(args.steps or STEPS),
+            seed=args.seed,
+            device=str(device),
+            **inputs,
+        )
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    print(f"torchexplain fairness: {result['paths']['html']} and {result['paths']['json']}")
+    return EXIT_OK
 
 
 def _add_serve_parser(commands: Any) -> None:
@@ -571,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_explain(args)
         if args.command == "serve":
             return run_serve(args)
+        if args.command == "fairness":
+            return run_fairness(args)
         return run_kserve(args)
     except UsageError as err:
         print(f"torchexplain {args.command}: error: {err}", file=sys.stderr)

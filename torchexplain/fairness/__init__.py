@@ -1,7 +1,31 @@
 """Bias evaluation beside the explanations: the data, the model per group, and which features
 carry a gap (see the docs' "Fairness" page)."""
 
+from torchexplain.fairness.data import (
+    Associations,
+    BalancedSplit,
+    GroupCounts,
+    associations,
+    balanced_train_test_split,
+    cluster_order,
+    group_counts,
+)
+from torchexplain.fairness.explanations import (
+    AnchorsByGroup,
+    AttributeFlip,
+    GapSplit,
+    RecourseBurden,
+    anchors_by_group,
+    attribute_flip,
+    gap_by_feature,
+    recourse_burden,
+)
 from torchexplain.fairness.groups import Groups, as_groups
+from torchexplain.fairness.importance import (
+    PermutationImportance,
+    permutation_importance,
+    sklearn_permutations,
+)
 from torchexplain.fairness.metrics import (
     METRICS,
     MetricFrame,
@@ -21,8 +45,28 @@ from torchexplain.fairness.metrics import (
     true_negative_rate,
     true_positive_rate,
 )
+from torchexplain.fairness.report import fairness_report
 
 __all__ = [
+    "AnchorsByGroup",
+    "Associations",
+    "AttributeFlip",
+    "BalancedSplit",
+    "GapSplit",
+    "GroupCounts",
+    "PermutationImportance",
+    "RecourseBurden",
+    "anchors_by_group",
+    "associations",
+    "attribute_flip",
+    "balanced_train_test_split",
+    "cluster_order",
+    "fairness_report",
+    "gap_by_feature",
+    "group_counts",
+    "permutation_importance",
+    "recourse_burden",
+    "sklearn_permutations",
     "METRICS",
     "Groups",
     "MetricFrame",
