@@ -91,6 +91,8 @@ def test_the_report_holds_the_functions_numbers(report):
     assert written["flip"]["Sex"]["any_flip_rate"] == flip.any_flip_rate.tolist()
     assert written["flip"]["Sex"]["values"] == ["Female", "Male"]
     assert set(written["data"]["proxies"]["Sex"]) >= {"Relationship"}  # husband / wife
+    race = np.array(data.categorical_names[7])[X[:20, 7].astype(int)]
+    assert written["recourse"]["by"]["Race"]["groups"] == sorted(set(race))
     recourse = written["recourse"]["by"]["Sex"]
     assert [u - f for u, f in zip(recourse["unfavourable"], recourse["found"])] == recourse[
         "failed"

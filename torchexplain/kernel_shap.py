@@ -57,10 +57,7 @@ from torchexplain.settings import (
 
 __all__ = ["KernelShap", "KernelShapSettings", "coalition_plan", "kernel_shap"]
 
-#: what one perturbed row costs while the predictor runs, in multiples of its input
-#: bytes (forward only). Measured on the census MLP (12 columns, 2-core EPYC): 8,192
-#: rows per call 0.10 s per instance, 32,768 rows 0.14 s, 65,536 rows 0.11-0.16 s
-_FORWARD_BYTES_FACTOR = 128
+_FORWARD_BYTES_FACTOR = _memory.FORWARD_BYTES_FACTOR
 #: shap's cut-off below which a Shapley value is rounded to exactly 0
 _ZERO_BELOW = 1e-10
 #: ``l1_reg="auto"`` selects features when fewer than this share of all coalitions is evaluated

@@ -226,7 +226,7 @@ def permutation_importance(
         batch[torch.arange(stop - start, device=device), feature] = rows[orders[repeat, i], feature]
         return batch
 
-    bytes_per_row = rows.element_size() * d * 4
+    bytes_per_row = rows.element_size() * d * _memory.FORWARD_BYTES_FACTOR
     predictor = Predictor.wrap(
         model,
         device=device,

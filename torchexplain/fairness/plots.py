@@ -211,7 +211,7 @@ def recourse_chart(burden: dict[str, Any], title: str) -> bytes:
     left.set_xlim(0, 1)
     left.set_xlabel("counterfactual found (share)")
     right.barh(groups, np.nan_to_num(np.array(burden["burden"], dtype=float)), color=colours)
-    right.set_xlabel(f"burden: mean {burden['distance']}")
+    right.set_xlabel("burden: mean L1 change of the counterfactuals found")
     right.set_yticks([])
     left.invert_yaxis()
     right.invert_yaxis()
