@@ -329,7 +329,8 @@ def balanced_train_test_split(
     Args:
         y: ``(N,)`` labels.
         sensitive_features: one column or several.
-        min_per_group, max_per_group: the bounds per cell.
+        min_per_group: the fewest rows per cell (see ``fallback``).
+        max_per_group: the most rows per cell (None: all).
         test_size: the share of each cell that goes to test, in (0, 1).
         fallback: ``"upsample"``, ``"ignore"`` or ``"error"``.
         seed: the random draws' seed (the same seed, the same split).

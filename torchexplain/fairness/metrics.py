@@ -279,9 +279,10 @@ class MetricFrame:
             (one weight for every metric).
         sample_weight: ``(N,)`` row weights (the same as ``sample_params``).
         pos_label: the positive label of ``y_true`` and ``y_pred``.
-        n_boot, ci_quantiles, random_state: bootstrap intervals: ``n_boot`` resamples of all
-            rows with replacement. An int ``random_state`` draws the very resamples fairlearn
-            draws for it, so the intervals equal fairlearn's.
+        n_boot: bootstrap resamples of all rows with replacement (with ``ci_quantiles``).
+        ci_quantiles: the quantiles of the resampled values the ``*_ci`` results give.
+        random_state: the resamples' seed: an int draws the very resamples fairlearn draws
+            for it, so the intervals equal fairlearn's.
         device: where the counts are computed (default: CUDA when available).
         output: ``"tensor"`` (default) or ``"pandas"`` (fairlearn's Series and DataFrames).
 
