@@ -52,23 +52,28 @@ FL_METRICS = {
 
 
 @pytest.mark.parametrize("columns", [["sex"], ["sex", "race"]])
-def test_metric_frame_equals_fairlearn(labelled, columns):
+def test_metric_frame_equals_fairlearn(labelled, columns, device):
     features = {c: labelled[c] for c in columns}
     kwargs = dict(y_true=labelled["y"], y_pred=labelled["pred"], sensitive_features=features)
-    ours = fairness.MetricFrame(metrics=FL_METRICS, device="cpu", **kwargs)
+    ours = fairness.MetricFrame(metrics=FL_METRICS, device=device, **kwargs)
     theirs = fm.MetricFrame(metrics=FL_METRICS, **kwargs)
-    np.testing.assert_allclose(ours.by_group.numpy(), theirs.by_group.to_numpy(float), rtol=1e-12)
-    np.testing.assert_allclose(ours.overall.numpy(), theirs.overall.to_numpy(float), rtol=1e-12)
+    assert ours.by_group.device.type == device.type
+    np.testing.assert_allclose(
+        ours.by_group.cpu().numpy(), theirs.by_group.to_numpy(float), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        ours.overall.cpu().numpy(), theirs.overall.to_numpy(float), rtol=1e-12
+    )
     assert ours.groups.labels == list(theirs.by_group.index)
     for method in ("between_groups", "to_overall"):
         np.testing.assert_allclose(
-            ours.difference(method).numpy(), theirs.difference(method=method).to_numpy(float)
+            ours.difference(method).cpu().numpy(), theirs.difference(method=method).to_numpy(float)
         )
         np.testing.assert_allclose(
-            ours.ratio(method).numpy(), theirs.ratio(method=method).to_numpy(float)
+            ours.ratio(method).cpu().numpy(), theirs.ratio(method=method).to_numpy(float)
         )
-    np.testing.assert_allclose(ours.group_min().numpy(), theirs.group_min().to_numpy(float))
-    np.testing.assert_allclose(ours.group_max().numpy(), theirs.group_max().to_numpy(float))
+    np.testing.assert_allclose(ours.group_min().cpu().numpy(), theirs.group_min().to_numpy(float))
+    np.testing.assert_allclose(ours.group_max().cpu().numpy(), theirs.group_max().to_numpy(float))
 
 
 def test_pandas_output_is_fairlearns_frame(labelled):
@@ -424,13 +429,21 @@ def test_permutation_importance_equals_sklearn(census_model):
     np.testing.assert_allclose(ours.importances.numpy(), reference.importances, atol=1e-12)
 
 
-def test_permutation_importance_per_group_equals_a_loop(census_model):
+def test_permutation_importance_per_group_equals_a_loop(census_model, device):
     data, model = census_model
     X, y = data.X_test[:300], data.y_test[:300]
     sex = X[:, 8]
     result = permutation_importance(
-        model, X, y, n_repeats=2, seed=3, sensitive_features=sex, features=[0, 8], device="cpu"
+        model.to(device),
+        X,
+        y,
+        n_repeats=2,
+        seed=3,
+        sensitive_features=sex,
+        features=[0, 8],
+        device=device,
     )
+    model.cpu()
     orders = torch.stack(
         [
             torch.randperm(300, generator=g)

@@ -186,3 +186,37 @@ def test_the_command_on_a_saved_model_and_a_csv(census, tmp_path, capsys):
         cli.main(["fairness", "--data", "x.csv", "--sensitive", "Sex", "--out", str(tmp_path)]) == 2
     )
     assert "give --model, --data and --label" in capsys.readouterr().err
+
+
+def test_the_report_leaves_the_model_as_found(census, tmp_path):
+    data, model = census
+    model.train()
+    calls = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    before = {name: p.requires_grad for name, p in model.named_parameters()}
+    try:
+        fairness.fairness_report(
+            model,
+            data.X_test[:120],
+            data.y_test[:120],
+            tmp_path,
+            train_data=data.X_train[:500],
+            sensitive=[8],
+            feature_names=data.feature_names,
+            categorical_names=data.categorical_names,
+            n_boot=10,
+            n_repeats=1,
+            n_explain=20,
+            n_background=10,
+            n_anchors=10,
+            n_recourse=10,
+            device="cpu",
+        )
+        assert model.training
+        assert all(p.grad is None for p in model.parameters())
+        assert {name: p.requires_grad for name, p in model.named_parameters()} == before
+        assert calls  # the user's hook still runs
+        assert len(model._forward_hooks) == 1
+    finally:
+        handle.remove()
+        model.eval()
