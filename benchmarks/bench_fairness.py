@@ -35,18 +35,11 @@ from _common import metadata, print_table, sync, time_providers, write_results  
 
 from torchexplain.datasets import load_census  # noqa: E402
 from torchexplain.fairness import MetricFrame, permutation_importance, sklearn_permutations  # noqa: E402
+from torchexplain.fairness.report import REPORT_METRICS  # noqa: E402
 from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
 
-LABEL_METRICS = (
-    "count",
-    "selection_rate",
-    "accuracy",
-    "precision",
-    "recall",
-    "false_positive_rate",
-    "specificity",
-    "f1",
-)
+#: the report's metrics that are computed from labels (fairlearn takes AUC in a frame of its own)
+LABEL_METRICS = tuple(m for m in REPORT_METRICS if m != "roc_auc")
 
 
 def _fairlearn_metrics() -> dict:
