@@ -18,6 +18,7 @@ from torchexplain.kernel_shap import KernelShap, kernel_shap
 from torchexplain.monitor import ExplanationMonitor
 from torchexplain.saving import load_explainer
 from torchexplain.tree_shap import TreeShap, tree_shap
+from torchexplain.trust import TrustScore
 
 __all__ = [
     "AnchorImage",
@@ -31,6 +32,7 @@ __all__ = [
     "IntegratedGradients",
     "KernelShap",
     "TreeShap",
+    "TrustScore",
     "__version__",
     "anchor_image",
     "anchor_tabular",
