@@ -89,7 +89,8 @@ setup(
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
         # AnchorText's language_model sampler: a Hugging Face masked LM, loaded from local files only
         "text": ["transformers>=4.40"],
-        # the fairness report's pictures (the metrics themselves need nothing more than torch)
+        # the pictures of the fairness report and of evaluate (the numbers need only torch)
+        "plots": ["matplotlib>=3.5"],
         "fairness": ["matplotlib>=3.5"],
         "dev": ["ruff>=0.5"],
     },

@@ -3,11 +3,12 @@
     torchexplain explain --model FILE --input FILE [FILE ...] [--method ig] --out DIR
     torchexplain serve PATH [--infer-uri URL | --model PT2] [--host 0.0.0.0] [--http-port 8080] [--name NAME] [--write-only]
     torchexplain fairness (--model FILE --data CSV --label COLUMN | --census) --sensitive COL [COL ...] --out DIR
+    torchexplain evaluate --model FILE --input FILE [FILE ...] [--methods ig kernel_shap random] --out DIR
     torchexplain kserve --model_name NAME --predictor_host HOST [--host 0.0.0.0] [--http_port 8080] [--storage_uri DIR]
     torchexplain demo [--out DIR] [--device cpu|cuda]        (a source checkout's examples/mnist_cnn.py)
     torchexplain bench [--device cuda|cpu] [--quick] [--compare baseline.json]   (its benchmarks/run.py)
 
-``explain``, ``fairness``, ``serve`` and ``kserve`` are part of the installed package. ``demo`` and
+``explain``, ``evaluate``, ``fairness``, ``serve`` and ``kserve`` are part of the installed package. ``demo`` and
 ``bench`` run tooling of a source checkout (examples and benchmarks are not installed)
 and say so when there is none.
 
@@ -384,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         commands.add_parser(name, help=text, description=text, add_help=False)
     _add_explain_parser(commands)
+    _add_evaluate_parser(commands)
     _add_fairness_parser(commands)
     _add_serve_parser(commands)
     kserve = commands.add_parser(
@@ -441,6 +443,94 @@ def _add_explain_parser(commands: Any) -> None:
     )
     add("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add("--quiet", action="store_true", help="no progress bar or per-file lines")
+
+
+def _add_evaluate_parser(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score explanation methods on a saved model's inputs (infidelity, sensitivity, deletion, insertion)",
+    )
+    add = evaluate.add_argument
+    add("--model", required=True, help="torch.export archive (.pt2) or TorchScript file")
+    add("--input", required=True, nargs="+", metavar="FILE", help="images or .pt/.npy tensors")
+    add(
+        "--methods",
+        nargs="+",
+        default=["ig", "kernel_shap", "random"],
+        help="methods with their defaults (ig, kernel_shap, ...) and 'random', the control",
+    )
+    add(
+        "--metrics",
+        nargs="+",
+        default=None,
+        help="infidelity sensitivity_max deletion insertion (default all)",
+    )
+    add("--n-sensitivity-samples", type=int, default=5, help="explanations per example (default 5)")
+    add(
+        "--n-steps",
+        type=int,
+        default=20,
+        help="steps of the deletion/insertion curves (default 20)",
+    )
+    add(
+        "--model-output",
+        default="logits",
+        choices=("logits", "probabilities"),
+        help="what the model returns (the curves follow probabilities)",
+    )
+    add("--channels", type=int, choices=(1, 3), default=None)
+    add("--seed", type=int, default=0)
+    add("--out", required=True, help="folder for evaluation.json and evaluation.png")
+    add("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``torchexplain evaluate``: every method on every input, one table and one picture."""
+    from torchexplain.evaluation import METRICS, evaluate, random_attributions
+
+    device = _device(args.device)
+    model = load_model(Path(args.model), device)
+    batches = [load_inputs(Path(p), model.example_shape, args.channels) for p in args.input]
+    shapes = {tuple(b.shape[1:]) for b in batches}
+    if len(shapes) != 1:
+        raise UsageError(f"--input: the examples must share one shape, got {sorted(shapes)}")
+    inputs = torch.cat(batches).to(device)
+    methods: dict[str, Any] = {}
+    for name in args.methods:
+        if name == "random":
+            methods[name] = random_attributions(args.seed)
+            continue
+        cls = _method(name)
+        if cls.cli_needs_images and not is_image_batch(inputs):
+            raise UsageError(
+                f"--methods {name} explains images; got examples shaped {tuple(inputs.shape[1:])}"
+            )
+        settings = {"seed": args.seed} if "seed" in cls.settings_class.names() else {}
+        methods[name] = cls(model.forward, **settings).default_fit(inputs)
+    chosen = args.metrics or list(METRICS)
+    try:
+        evaluation = evaluate(
+            model.forward,
+            inputs,
+            methods,
+            metrics_to_run=chosen,
+            n_sensitivity_samples=args.n_sensitivity_samples,
+            n_steps=args.n_steps,
+            model_output=args.model_output,
+            seed=args.seed,
+        )
+        paths = evaluation.save(args.out)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    table = evaluation.table()
+    for method in evaluation.methods:
+        print(
+            f"{method:>16}  " + "  ".join(f"{k} {table[method][k]:.4g}" for k in evaluation.metrics)
+        )
+    print(f"torchexplain evaluate: {paths['json']} and {paths['png']}")
+    return EXIT_OK
 
 
 def _add_fairness_parser(commands: Any) -> None:
@@ -743,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_serve(args)
         if args.command == "fairness":
             return run_fairness(args)
+        if args.command == "evaluate":
+            return run_evaluate(args)
         return run_kserve(args)
     except UsageError as err:
         print(f"torchexplain {args.command}: error: {err}", file=sys.stderr)

@@ -399,6 +399,7 @@ def deletion_curve(
     model_output: str = "probabilities",
     mode: str = "deletion",
     batch_size: int | str | None = "auto",
+    predictor_input: str = "auto",
 ) -> PerturbationCurve:
     """Replace features with the baseline, most relevant first, and follow the model's score.
 
@@ -420,6 +421,8 @@ def deletion_curve(
         model_output: ``"probabilities"`` (the outputs as they are) or ``"logits"`` (softmax).
         mode: ``"deletion"`` or ``"insertion"`` (start from the baseline, insert features).
         batch_size: rows per model call.
+        predictor_input: what the model is handed: ``"tensor"``, ``"numpy"`` or ``"auto"``
+            (tensors for an ``nn.Module``, numpy arrays for any other callable).
 
     Returns:
         A :class:`PerturbationCurve`.
@@ -468,6 +471,8 @@ def deletion_curve(
     bytes_per_row = inputs[0].numel() * inputs.element_size() * _memory.FORWARD_BYTES_FACTOR
     predictor = Predictor.wrap(
         model,
+        takes=predictor_input,
+        device=inputs.device,
         batch_size=batch_size,
         auto_rows=lambda total: _memory.rows_per_chunk(bytes_per_row, inputs.device, total),
     )

@@ -5,10 +5,13 @@ Each function draws one figure and returns it as PNG bytes, so the report can em
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
+
+from torchexplain._plotting import COLOURS as _COLOURS
+from torchexplain._plotting import png as _png
+from torchexplain._plotting import pyplot as _pyplot
 
 __all__ = [
     "association_heatmap",
@@ -19,28 +22,6 @@ __all__ = [
     "gap_chart",
     "recourse_chart",
 ]
-
-_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError(
-            'the fairness report draws with matplotlib: pip install "torchexplain[fairness]"'
-        ) from err
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return buffer.getvalue()
 
 
 def group_counts_chart(counts: dict[str, Any], title: str) -> bytes:
