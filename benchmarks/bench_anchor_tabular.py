@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import statistics
 import sys
 import time
@@ -40,61 +39,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import metadata, print_table, sync, write_results  # noqa: E402
 
-from torchexplain import AnchorTabular, _random  # noqa: E402
-from torchexplain.anchors.tabular import _AUTO_ROWS, _TabularRun  # noqa: E402
+from torchexplain import AnchorTabular  # noqa: E402
+from torchexplain.anchors.fresh import TabularRules as Rules  # noqa: E402
+from torchexplain.anchors.tabular import _AUTO_ROWS  # noqa: E402
 from torchexplain.datasets import load_census  # noqa: E402
-from torchexplain.models import Rows  # noqa: E402
 from torchexplain.zoo import pretrained_census_mlp  # noqa: E402
 
 THRESHOLD = 0.95
 FRESH_SAMPLES = 1000
-
-
-class Rules:
-    """Our view of the rows: their predicates, a fresh-sample sampler, and Alibi's names mapped to predicates."""
-
-    def __init__(self, explainer: AnchorTabular, rows: np.ndarray, seed: int = 12345) -> None:
-        config = dataclasses.replace(explainer._settings_for_call({}), seed=seed)
-        self.run = _TabularRun(explainer, config, Rows.of(rows, integers=True))
-        with torch.no_grad():
-            _, self.run.target = self.run.predict(self.run.rows)
-        self.run._instance_predicates()
-        self.run.sample_key = _random.stream_key(seed, 12)
-        self.model = explainer.model
-
-    def predicates_of(self, i: int, names: list[str]) -> list[int] | None:
-        """The predicates an anchor written as ``names`` means for row ``i`` (None: a name we do not write)."""
-        run = self.run
-        lookup: dict[str, list[int]] = {}
-        for p in range(run.m):
-            lookup[run._names(i, [p])[0][0]] = [p]
-            for q in range(p + 1, run.m):
-                if run.pred_column[q] == run.pred_column[p]:
-                    lookup.setdefault(run._names(i, [p, q])[0][0], [p, q])
-        chosen: list[int] = []
-        for name in names:
-            if name not in lookup:
-                return None
-            chosen += lookup[name]
-        return chosen
-
-    def fresh_precision(
-        self, i: int, predicates: list[int], n: int = FRESH_SAMPLES, batch: int = 100
-    ) -> float:
-        """Precision on ``n`` fresh samples, drawn as the search draws them: requests of ``batch``.
-
-        (Alibi's sampler changes with the request size: a request larger than the
-        training rows matching the anchor is filled with partial anchors.)
-        """
-        run = self.run
-        owner = torch.full((n,), i, dtype=torch.int64, device=run.device)
-        order = torch.tensor([predicates or [-1]] * n, device=run.device)
-        stream = torch.arange(n, device=run.device) + 10**9  # far from any stream the search used
-        group = torch.arange(n, device=run.device) // batch
-        values = run.conditioned_rows(owner, order, stream, group)
-        with torch.no_grad():
-            _, labels = run.predict(values)
-        return float((labels == run.target[i]).float().mean())
 
 
 def quality(
@@ -108,7 +60,7 @@ def quality(
         if predicates is None:
             unmapped += 1
             continue
-        fresh.append(rules.fresh_precision(i, predicates))
+        fresh.append(rules.precision(i, predicates, FRESH_SAMPLES))
     return {
         "success_rate": float(np.mean(success)),
         "coverage_mean": float(np.mean(coverage)),

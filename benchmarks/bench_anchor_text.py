@@ -24,7 +24,6 @@ Run: ``python benchmarks/bench_anchor_text.py [--device cpu] [--alibi-reviews 16
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import subprocess
@@ -40,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import metadata, write_results  # noqa: E402
 from torchexplain import AnchorText  # noqa: E402
-from torchexplain.anchors.text import _TextRun  # noqa: E402
-from torchexplain.anchors.tokens import tokenize  # noqa: E402
+from torchexplain.anchors.fresh import fresh_precision as anchor_fresh_precision  # noqa: E402
 from torchexplain.datasets import load_movie_reviews  # noqa: E402
 from torchexplain.zoo import pretrained_review_classifier  # noqa: E402
 
@@ -87,32 +85,8 @@ print(json.dumps({"version": alibi.__version__, "spacy": spacy.__version__, "res
 
 def fresh_precision(explainer: AnchorText, texts: list[str], exp, device: torch.device) -> list:
     """Each successful anchor's precision on 1,000 samples drawn with another seed (None where it failed)."""
-    config = dataclasses.replace(explainer._settings_for_call({}), seed=99)
-    tokens = [tokenize(t, config.nlp) for t in texts]
-    table = explainer._vectors(config, device) if config.sampling_strategy == "similarity" else None
-    lm = explainer._language_model(config) if config.sampling_strategy == "language_model" else None
-    run = _TextRun(explainer.model, tokens, config, device, table, lm)
-    with torch.no_grad():
-        run.target = exp.target.to(device)
-        run.calls = np.ones(len(texts), dtype=np.int64)
-        run.evaluated = np.ones(len(texts), dtype=np.int64)
-        run.cache = None
-        out = []
-        for i in range(len(texts)):
-            if not bool(exp.success[i]):
-                out.append(None)
-                continue
-            features = torch.zeros(1000, run.m, dtype=torch.bool, device=device)
-            features[:, exp.feature[i]] = True
-            _, agree, _ = run.sample(
-                torch.full((1000,), i, device=device),
-                features,
-                None,
-                torch.arange(1000, device=device),
-                torch.zeros(1000, dtype=torch.int64, device=device),
-            )
-            out.append(float(agree.double().mean()))
-    return out
+    values = anchor_fresh_precision(explainer, texts, exp, n_samples=1000, seed=99)
+    return [None if v != v else v for v in values.tolist()]
 
 
 def quality(exp, fresh: list) -> dict:

@@ -285,3 +285,40 @@ def test_additivity_error_of_kernel_shap_is_float_precision(net):
     assert metrics.additivity_error(logit.explain(torch.randn(3, 6))).max() < 1e-5
     explanation.data["shap_values"] = explanation.data["shap_values"] * 2
     assert metrics.additivity_error(explanation).max() > 1e-3
+
+
+def test_anchor_precision_on_fresh_samples_agrees_with_the_search():
+    from torchexplain.datasets import load_census
+    from torchexplain.zoo import Probabilities, pretrained_census_mlp
+
+    data = load_census()
+    model = Probabilities(pretrained_census_mlp()[0]).eval()
+    rows = data.X_test[:24]
+    explainer = torchexplain.AnchorTabular(
+        model, data.feature_names, data.categorical_names, seed=0
+    ).fit(data.X_train)
+    explanation = explainer.explain(rows)
+    fresh = metrics.anchor_precision(explainer, rows, explanation, n_samples=500)
+    success = explanation.success.bool()
+    assert torch.equal(torch.isnan(fresh), ~success)
+    # fresh samples of the same sampler: the search's estimate holds on average
+    assert abs(float(fresh[success].mean()) - float(explanation.precision[success].mean())) < 0.05
+    again = metrics.anchor_precision(explainer, rows, explanation, n_samples=500)
+    assert torch.equal(torch.nan_to_num(again), torch.nan_to_num(fresh))
+    with pytest.raises(TypeError, match="AnchorTabular and AnchorText"):
+        metrics.anchor_precision(torchexplain.KernelShap(model), rows, explanation)
+
+
+def test_anchor_precision_of_a_text_anchor_that_decides_the_model_is_one():
+    def keyword(texts):
+        hits = np.array([float("good" in t.split()) for t in texts])
+        return np.stack([1 - hits, hits], 1)
+
+    texts = ["a good film with a dull plot", "the good cast saves it", "dull and long"]
+    explainer = torchexplain.AnchorText(keyword, sampling_strategy="unknown", seed=0)
+    explanation = explainer.explain(texts)
+    fresh = metrics.anchor_precision(explainer, texts, explanation, n_samples=300, seed=5)
+    for i, anchor in enumerate(explanation.anchor):
+        if "good" in anchor:
+            assert float(fresh[i]) == 1.0
+    assert explanation.anchor[0] == ["good"] and explanation.anchor[1] == ["good"]

@@ -10,6 +10,7 @@
   top down, and compare with the original attributions (Adebayo et al., "Sanity Checks for
   Saliency Maps", NeurIPS 2018). It randomises a copy: the user's model is not touched.
 - :func:`additivity_error`: how far SHAP values are from adding up to the prediction.
+- :func:`anchor_precision`: anchors' precision re-estimated on fresh samples.
 
 Perturbation functions are seeded (:func:`noise_perturbation`, :func:`uniform_perturbation`):
 they draw from their own generator and leave the global random state as it was. Captum's own
@@ -32,10 +33,12 @@ from torch import nn
 from torchexplain import _checks, _memory
 from torchexplain._model_state import preserved_random_state
 from torchexplain._targets import resolve_target
+from torchexplain.anchors.fresh import fresh_precision as anchor_precision
 from torchexplain.models.predictor import Predictor, as_probabilities
 
 __all__ = [
     "PerturbationCurve",
+    "anchor_precision",
     "RandomisationCheck",
     "additivity_error",
     "deletion_curve",
