@@ -7,10 +7,11 @@
 - ``sensitivity_max``: the same digits, IG with 16 steps as the explanation function, 10 uniform
   perturbations (radius 0.02): ours against Captum's; the floor is the explanation function's
   own calls (the digits and their 640 perturbations).
-- ``deletion``: the deletion curve and its area for the 64 digits, 20 steps of pixels: ours (one
+- ``deletion``: the deletion curve and its area for the 64 digits, 28 steps of 28 pixels: ours (one
   batched pass) against a plain loop (one model call per digit and step, as a reference
-  implementation on numpy would make); the floor is the model on the same 1,344 rows at once.
-  Quantus is not measured (see the docs).
+  implementation on numpy would make) and Quantus 0.6's ``PixelFlipping`` (28 pixels a step,
+  given ``--quantus-python``: an interpreter with quantus; the docs say how it was made); the
+  floor is the model on the same 1,856 rows at once.
 - ``trust_score``: fit + score on the census table (30,000 training rows, 2,561 test rows,
   12 columns), no filter and ``distance_knn`` (alpha 0.1): ours against Alibi 0.9.6's
   ``TrustScore`` in its own environment (``tests/_venvs.py``), the same data, the values checked
@@ -126,7 +127,26 @@ def bench_sensitivity(model, digits, repeats, device) -> dict:
     }
 
 
-def bench_deletion(model, digits, repeats, device, n_steps: int = 20) -> dict:
+def _quantus(python: str | None, digits, attributions, target, repeats: int, step: int) -> dict:
+    """Quantus' PixelFlipping on the same digits and attributions, in the interpreter given."""
+    if not python:
+        return {"quantus": "not measured: give --quantus-python (an environment with quantus 0.6)"}
+    folder = Path(tempfile.mkdtemp())
+    np.save(folder / "x.npy", digits.cpu().numpy())
+    np.save(folder / "a.npy", attributions.detach().cpu().numpy())
+    np.save(folder / "y.npy", target.cpu().numpy())
+    result = subprocess.run(
+        [python, "-c", QUANTUS_DELETION, str(folder), str(repeats), str(step)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if result.returncode != 0:
+        return {"quantus": f"failed: {result.stderr[-400:]}"}
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def bench_deletion(model, digits, repeats, device, n_steps: int = 28, quantus_python=None) -> dict:
     attributions = torchexplain.IntegratedGradients(model).explain(digits).attributions
     curve = metrics.deletion_curve(
         model, digits, attributions, n_steps=n_steps, model_output="logits"
@@ -166,14 +186,62 @@ def bench_deletion(model, digits, repeats, device, n_steps: int = 20) -> dict:
         "floor": floor,
     }
     timings = time_providers(providers, device, repeats=repeats)
-    return {
+    entry = {
         "method": "deletion",
         "config": f"{b} MNIST digits x {steps} steps of pixels",
         "providers": timings,
         "max_abs_difference": float((providers["torchexplain"]() - loop()).abs().max()),
         "ratio_vs_floor": timings["torchexplain"]["median_s"] / timings["floor"]["median_s"],
     }
+    # Quantus flips 784 / 28 = 28 pixels a step (it needs a step that divides the pixels)
+    step = flat.shape[1] // n_steps
+    peer = _quantus(quantus_python, digits, attributions, target, repeats, step)
+    if "median_s" in peer:
+        timings["quantus"] = {
+            "median_s": peer["median_s"],
+            "min_s": peer["median_s"],
+            "max_s": peer["median_s"],
+            "repeats": repeats,
+        }
+        entry["quantus_version"] = peer["quantus"]
+        entry["speedup_vs_quantus"] = peer["median_s"] / timings["torchexplain"]["median_s"]
+        theirs = torch.tensor(peer["curves"], dtype=torch.float64)  # (B, 28): after each step
+        ours = metrics.deletion_curve(
+            model, digits, attributions, n_steps=n_steps, model_output="logits"
+        )
+        entry["max_abs_difference_of_curves_vs_quantus"] = float(
+            (ours.scores[:, 1:] - theirs).abs().max()
+        )
+        entry["quantus_note"] = (
+            "PixelFlipping with 28 pixels a step: the same ranking and baseline; it returns the "
+            "scores after each step (ours also has the unperturbed point first)"
+        )
+    else:
+        entry.update(peer)
+    return entry
 
+
+QUANTUS_DELETION = r"""
+import json, sys, time
+import numpy as np
+import quantus, torch
+from torchexplain.datasets import load_mnist
+from torchexplain.zoo import pretrained_mnist_cnn
+folder, repeats, step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+model, _ = pretrained_mnist_cnn()
+model.eval()
+x = np.load(f"{folder}/x.npy"); a = np.load(f"{folder}/a.npy"); y = np.load(f"{folder}/y.npy")
+# its AUC calls np.trapz, gone in numpy 2.4: take the curves and integrate them here
+metric = quantus.PixelFlipping(features_in_step=step, perturb_baseline="black", disable_warnings=True)
+times = []
+for _ in range(repeats + 1):
+    start = time.perf_counter()
+    curves = metric(model=model, x_batch=x, y_batch=y, a_batch=a, device="cpu", softmax=True, batch_size=len(x))
+    times.append(time.perf_counter() - start)
+curves = np.asarray(curves)
+print(json.dumps({"median_s": sorted(times[1:])[len(times[1:]) // 2], "quantus": quantus.__version__,
+                  "curves": curves.tolist()}))
+"""
 
 ALIBI_TRUST = r"""
 import json, sys, time
@@ -262,6 +330,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true", help="16 digits, 2 repeats")
+    parser.add_argument(
+        "--quantus-python",
+        default=None,
+        help="an interpreter with quantus 0.6 (and torch, torchexplain) for the deletion peer",
+    )
     args = parser.parse_args()
     if args.quick:
         args.digits, args.repeats = 16, 2
@@ -272,7 +345,7 @@ def main() -> None:
     results = [
         bench_infidelity(model, digits, args.repeats, device),
         bench_sensitivity(model, digits, args.repeats, device),
-        bench_deletion(model, digits, args.repeats, device),
+        bench_deletion(model, digits, args.repeats, device, quantus_python=args.quantus_python),
         *bench_trust(args.repeats, device),
     ]
     sync(device)
