@@ -227,12 +227,11 @@ def infidelity(
             differences = (
                 at_inputs.repeat_interleave(size) - resolved.scores(outputs, rows).double()
             ).view(bsz, size)
+            # a . I per row in the inputs' dtype (as Captum), without repeating the attributions
             products = sum(
-                (a.repeat_interleave(size, dim=0).double() * p.double())
-                .reshape(bsz * size, -1)
-                .sum(1)
+                (a.unsqueeze(1) * p.view(bsz, size, *p.shape[1:])).reshape(bsz, size, -1).sum(-1)
                 for a, p in zip(attributions_t, perturbations)
-            ).view(bsz, size)
+            ).double()
             sums[0] += (
                 (products * products).sum(1)
                 if normalize
