@@ -3,12 +3,13 @@
     torchexplain explain --model FILE --input FILE [FILE ...] [--method ig] --out DIR
     torchexplain serve PATH [--infer-uri URL | --model PT2] [--host 0.0.0.0] [--http-port 8080] [--name NAME] [--write-only]
     torchexplain fairness (--model FILE --data CSV --label COLUMN | --census) --sensitive COL [COL ...] --out DIR
+    torchexplain explain-dataset SAVED_EXPLAINER DATA --out DIR [--model PT2] [--resume | --overwrite]
     torchexplain evaluate --model FILE --input FILE [FILE ...] [--methods ig kernel_shap random] --out DIR
     torchexplain kserve --model_name NAME --predictor_host HOST [--host 0.0.0.0] [--http_port 8080] [--storage_uri DIR]
     torchexplain demo [--out DIR] [--device cpu|cuda]        (a source checkout's examples/mnist_cnn.py)
     torchexplain bench [--device cuda|cpu] [--quick] [--compare baseline.json]   (its benchmarks/run.py)
 
-``explain``, ``evaluate``, ``fairness``, ``serve`` and ``kserve`` are part of the installed package. ``demo`` and
+``explain``, ``explain-dataset``, ``evaluate``, ``fairness``, ``serve`` and ``kserve`` are part of the installed package. ``demo`` and
 ``bench`` run tooling of a source checkout (examples and benchmarks are not installed)
 and say so when there is none.
 
@@ -385,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         commands.add_parser(name, help=text, description=text, add_help=False)
     _add_explain_parser(commands)
+    _add_dataset_parser(commands)
     _add_evaluate_parser(commands)
     _add_fairness_parser(commands)
     _add_serve_parser(commands)
@@ -443,6 +445,57 @@ def _add_explain_parser(commands: Any) -> None:
     )
     add("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add("--quiet", action="store_true", help="no progress bar or per-file lines")
+
+
+def _add_dataset_parser(commands: Any) -> None:
+    dataset = commands.add_parser(
+        "explain-dataset",
+        help="explain every row of a file with a saved explainer, into resumable shards",
+    )
+    add = dataset.add_argument
+    add("path", help="the folder explainer.save() wrote")
+    add("data", help=".npy, .safetensors, .csv (numeric, with a header) or .parquet rows")
+    add("--out", required=True, help="folder of shards (and manifest.json when done)")
+    add("--model", default=None, metavar="PT2", help="the model, for a saved black-box explainer")
+    add("--drop", nargs="*", default=[], metavar="COLUMN", help="CSV/Parquet columns to leave out")
+    add("--chunk-rows", type=int, default=256, help="rows per shard (default 256)")
+    add("--resume", action="store_true", help="finish a run that was stopped")
+    add("--overwrite", action="store_true", help="start over in a folder that holds another run")
+    add("--device", default=None, help="cpu or cuda (default: the saved explainer's)")
+    add("--quiet", action="store_true", help="no progress bar")
+
+
+def run_explain_dataset(args: argparse.Namespace) -> int:
+    """``torchexplain explain-dataset``: shards of explanations, resumable, split by torchrun rank."""
+    from torchexplain.dataset import explain_dataset, read_rows
+    from torchexplain.saving import load_explainer
+
+    out = Path(args.out)
+    if out.exists() and any(out.glob("shard-*")) and not (args.resume or args.overwrite):
+        raise UsageError(
+            f"--out {out}: holds shards of a run; give --resume to finish it or --overwrite"
+        )
+    try:
+        rows = read_rows(args.data, args.drop)
+        options = {} if args.device is None else {"device": args.device}
+        model = None
+        if args.model is not None:
+            model = load_model(Path(args.model), _device(args.device)).forward
+        explainer = load_explainer(args.path, model=model, **options)
+        manifest = explain_dataset(
+            explainer,
+            rows,
+            out,
+            chunk_rows=args.chunk_rows,
+            overwrite=args.overwrite,
+            progress=False if args.quiet else None,
+        )
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    print(
+        f"torchexplain explain-dataset: {manifest['rows']} rows in {len(manifest['shards'])} shards, {out / 'manifest.json'}"
+    )
+    return EXIT_OK
 
 
 def _add_evaluate_parser(commands: Any) -> None:
@@ -835,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_fairness(args)
         if args.command == "evaluate":
             return run_evaluate(args)
+        if args.command == "explain-dataset":
+            return run_explain_dataset(args)
         return run_kserve(args)
     except UsageError as err:
         print(f"torchexplain {args.command}: error: {err}", file=sys.stderr)

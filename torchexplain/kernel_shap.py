@@ -435,7 +435,9 @@ class KernelShap(Explainer):
                 f"{sorted(data)} and {sorted(tensors)}"
             )
         background = Rows.of(tensors["background"], "background", integers=True).values
-        weights = _as_weights(tensors["weights"], background.shape[0])
+        _as_weights(tensors["weights"], background.shape[0])  # checked, not renormalised: a
+        # second division by a sum that rounds to 1 - 1e-16 changed the last bit of the values
+        weights = tensors["weights"].to(torch.float64)
         groups = data["groups"]
         columns_of = None if groups is None else _check_groups(groups, background.shape[1])
         self._set_fitted(background, weights, columns_of, data["group_names"])
