@@ -154,6 +154,41 @@ def _split(explanation: Explanation, n: int) -> tuple[dict[str, torch.Tensor], E
     return tensors, Explanation(explanation.meta, rest)
 
 
+def _claim_folder(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """Write ``run.json``; a folder holding another run is refused, or cleared with ``overwrite``."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / RUN_FILE
+    if run_file.exists():
+        old = json.loads(run_file.read_text())
+        if old != fingerprint:
+            if not overwrite:
+                raise ValueError(
+                    f"{out} holds a run with other {', '.join(_differences(old, fingerprint))}; "
+                    "give overwrite=True (--overwrite) to start over, or another folder"
+                )
+            for stale in out.glob("shard-*"):
+                stale.unlink()
+            (out / MANIFEST_FILE).unlink(missing_ok=True)
+    _atomic_write(run_file, json.dumps(fingerprint, indent=1).encode())
+
+
+def _write_shard(out: Path, name: str, explanation: Explanation, start: int, stop: int) -> None:
+    """The tensors first, then the JSON that records their checksum: the shard's completion."""
+    from safetensors.torch import save as save_tensors
+
+    tensors, rest = _split(explanation, stop - start)
+    data = save_tensors(tensors)
+    _atomic_write(out / f"{name}.safetensors", data)
+    record = {
+        "start": start,
+        "stop": stop,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "tensors": sorted(tensors),
+        "rest": json.loads(rest.to_json()),
+    }
+    _atomic_write(out / f"{name}.json", json.dumps(record).encode())
+
+
 def _shard_done(out: Path, name: str) -> bool:
     """Done: its JSON is there and the tensors' file matches the checksum it records."""
     record = out / f"{name}.json"
@@ -210,21 +245,8 @@ def explain_dataset(
     out = Path(out)
     rank, world = _rank()
     fingerprint = _fingerprint(explainer, rows, chunk_rows)
-    run_file = out / RUN_FILE
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if run_file.exists():
-            old = json.loads(run_file.read_text())
-            if old != fingerprint:
-                if not overwrite:
-                    raise ValueError(
-                        f"{out} holds a run with other {', '.join(_differences(old, fingerprint))}; "
-                        "give overwrite=True (--overwrite) to start over, or another folder"
-                    )
-                for stale in out.glob("shard-*"):
-                    stale.unlink()
-                (out / MANIFEST_FILE).unlink(missing_ok=True)
-        _atomic_write(run_file, json.dumps(fingerprint, indent=1).encode())
+        _claim_folder(out, fingerprint, overwrite)
     _barrier(world)
     n = rows.shape[0]
     plan = [(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
@@ -243,19 +265,7 @@ def explain_dataset(
             if device is not None:
                 batch = batch.to(device)
             explanation = explainer.explain(batch, **options)
-            tensors, rest = _split(explanation, stop - start)
-            from safetensors.torch import save as save_tensors
-
-            data = save_tensors(tensors)
-            _atomic_write(out / f"{name}.safetensors", data)
-            record = {
-                "start": start,
-                "stop": stop,
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "tensors": sorted(tensors),
-                "rest": json.loads(rest.to_json()),
-            }
-            _atomic_write(out / f"{name}.json", json.dumps(record).encode())
+            _write_shard(out, name, explanation, start, stop)
             bar.advance(stop - start)
             if on_shard is not None:
                 on_shard(name)
