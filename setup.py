@@ -79,6 +79,8 @@ setup(
             # package) and draws its report with matplotlib
             "fairlearn>=0.15",
             "matplotlib>=3.5",
+            # ExplainBatches is run under Ray Data on a local 2-CPU cluster
+            "ray[data]>=2.50",
         ],
         # MLServer 1.7 supports Python 3.9-3.12; RemoteModel alone needs only urllib3 (http://)
         # or grpcio with MLServer's v2 messages (grpc://), which MLServer brings.
@@ -91,6 +93,8 @@ setup(
         "text": ["transformers>=4.40"],
         # the pictures of the fairness report and of evaluate (the numbers need only torch)
         "plots": ["matplotlib>=3.5"],
+        # whole datasets on Ray Data (ExplainBatches); torchrun needs nothing more than torch
+        "ray": ["ray[data]>=2.50"],
         "fairness": ["matplotlib>=3.5"],
         "dev": ["ruff>=0.5"],
     },

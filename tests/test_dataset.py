@@ -252,3 +252,44 @@ def test_explain_batches_turns_batches_into_columns(census, tmp_path):
     assert list(out) == ["shap_values"] and out["shap_values"].shape == (3, 2, 12)
     with pytest.raises(ValueError, match="fields \\['nope'\\] are not per-row fields"):
         ExplainBatches(str(saved), fields=["nope"], load_options={"model": explainer.model})(frame)
+
+
+@pytest.mark.slow
+def test_ray_data_actors_equal_one_call(tmp_path, monkeypatch):
+    """A local 2-CPU Ray cluster, two actors, each loading the saved folder (nothing pickled but
+    the folder's path); results keyed by a row id equal one call of the loaded explainer."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # ray 2.60 writes an auth token otherwise
+    from torchexplain.dataset import ExplainBatches
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)
+    ).eval()
+    rows = torch.randn(40, 6)
+    torchexplain.IntegratedGradients(model, n_steps=8).save(
+        tmp_path / "ig", example_inputs=rows[:4]
+    )
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        items = [{"id": i, "rows": row} for i, row in enumerate(rows.numpy())]
+        dataset = ray.data.from_items(items, override_num_blocks=4)
+        explained = dataset.map_batches(
+            ExplainBatches,
+            fn_constructor_kwargs={
+                "path": str(tmp_path / "ig"),
+                "column": "rows",
+                "fields": ["attributions"],
+                "keep": ["id"],
+            },
+            batch_format="numpy",
+            batch_size=10,
+            concurrency=2,
+        ).take_all()
+    finally:
+        ray.shutdown()
+    order = np.argsort([r["id"] for r in explained])
+    got = np.stack([explained[i]["attributions"] for i in order])
+    expected = torchexplain.load_explainer(tmp_path / "ig").explain(rows).attributions.numpy()
+    assert sorted(r["id"] for r in explained) == list(range(40))  # none lost, none twice
+    assert np.array_equal(got, expected)

@@ -368,6 +368,7 @@ class ExplainBatches:
         path: the folder ``explainer.save()`` wrote.
         column: the batch's column that holds the rows (default: every column, stacked in order).
         fields: the explanation fields to return (default every per-row field).
+        keep: batch columns passed through to the output (a row id, to key the results by).
         explain_options: per-call settings.
         load_options: passed to :func:`~torchexplain.load_explainer` (``device``, settings).
     """
@@ -377,19 +378,19 @@ class ExplainBatches:
         path: str,
         column: str | None = None,
         fields: list[str] | None = None,
+        keep: list[str] | None = None,
         explain_options: dict[str, Any] | None = None,
         load_options: dict[str, Any] | None = None,
     ) -> None:
         from torchexplain.saving import load_explainer
 
         self.explainer = load_explainer(path, **(load_options or {}))
-        self.column, self.fields = column, fields
+        self.column, self.fields, self.keep = column, fields, list(keep or [])
         self.options = dict(explain_options or {})
 
     def rows_of(self, batch: Any) -> np.ndarray:
-        if hasattr(batch, "to_numpy") and hasattr(batch, "columns"):  # pandas
-            batch = {c: batch[c].to_numpy() for c in batch.columns}
         if isinstance(batch, dict):
+            batch = {c: v for c, v in batch.items() if c not in self.keep}
             if self.column is not None:
                 return (
                     np.stack(list(batch[self.column]))
@@ -400,6 +401,11 @@ class ExplainBatches:
         return np.asarray(batch)
 
     def __call__(self, batch: Any) -> dict[str, np.ndarray]:
+        if hasattr(batch, "to_numpy") and hasattr(batch, "columns"):  # pandas
+            batch = {c: batch[c].to_numpy() for c in batch.columns}
+        missing = [c for c in self.keep if not isinstance(batch, dict) or c not in batch]
+        if missing:
+            raise ValueError(f"keep: the batch has no columns {missing}")
         rows = self.rows_of(batch)
         explanation = self.explainer.explain(
             torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)), **self.options
@@ -416,6 +422,8 @@ class ExplainBatches:
                     f"fields {missing} are not per-row fields of {self.explainer.name}: {sorted(columns)}"
                 )
             columns = {f: columns[f] for f in self.fields}
+        for name in self.keep:
+            columns[name] = np.asarray(batch[name])
         return columns
 
 
