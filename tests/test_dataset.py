@@ -50,6 +50,24 @@ def test_shards_equal_one_call(census, tmp_path):
     assert [e.shap_values.shape[0] for e in results.shards()] == [16, 16, 16, 12]
 
 
+def test_the_progress_bar_shows_rows_per_second_and_an_eta(census, tmp_path, monkeypatch):
+    import io
+
+    from torchexplain import _progress
+
+    explainer, rows = census
+    stream = io.StringIO()
+    original = _progress.Progress.__init__
+
+    def drawn_to_stream(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, "stream": stream})
+
+    monkeypatch.setattr(_progress.Progress, "__init__", drawn_to_stream)
+    explain_dataset(explainer, rows, tmp_path, chunk_rows=20, progress=True)
+    drawn = stream.getvalue()
+    assert "explain_dataset [" in drawn and "20/60" in drawn and "/s ETA " in drawn
+
+
 def test_anchor_lists_come_back_in_row_order(tmp_path):
     from torchexplain.datasets import load_census
     from torchexplain.zoo import Probabilities, pretrained_census_mlp

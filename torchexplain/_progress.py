@@ -92,9 +92,14 @@ class Progress:
     def _draw_locked(self) -> None:
         filled = round(self.WIDTH * self.done / self.total)
         elapsed = time.perf_counter() - self.start
+        rate = ""
+        if self.done and elapsed > 0:  # items/s, and the time left at that rate
+            per_second = self.done / elapsed
+            left = (self.total - self.done) / per_second
+            rate = f" {per_second:.3g}/s ETA {left:.0f}s"
         line = (
             f"{self.description} [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
-            f"{self.done}/{self.total} {elapsed:5.0f}s {self.label}"
+            f"{self.done}/{self.total} {elapsed:5.0f}s{rate} {self.label}"
         )
         pad = max(0, self._drawn - len(line))
         self.stream.write("\r" + line + " " * pad)
