@@ -11,7 +11,9 @@ rows, ``nsamples="auto"``), AnchorTabular on census rows, IG on MNIST digits (32
 - ``torchrun, 2 processes``: the same call under ``torch.distributed.run --nproc_per_node=2``
   (gloo): the slowest rank's time inside ``explain_dataset``, and, apart, the start-up (the
   processes, the imports, the process group, loading the model): the wall time less that; one
-  run each.
+  run each;
+- ``ray, 2 actors``: ``ray.data`` ``map_batches(ExplainBatches, concurrency=2)`` on a local 2-CPU
+  cluster (the map's time; ``ray.init`` apart), when Ray is installed.
 
 Usage: ``python benchmarks/bench_dataset.py [--quick] [--out PATH]`` (CPU; on GPUs the ranks
 take one GPU each).
@@ -124,6 +126,55 @@ def _two_processes(name: str, rows: int, chunk_rows: int) -> dict:
     return {"torchrun, 2 processes": inside, "torchrun start-up": wall - inside}
 
 
+def _ray(name: str, rows: int, chunk_rows: int) -> dict:
+    """The same rows through ``ray.data`` map_batches with ExplainBatches, 2 actors on a local
+    2-CPU cluster: the explainer saved to a folder that each actor loads (the model travels as the
+    saved ``torch.export`` program for IG; for the black-box methods, as a pickled constructor
+    argument)."""
+    import os
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        import ray
+    except ImportError:
+        return {}
+    from torchexplain.dataset import ExplainBatches
+
+    namespace: dict = {}
+    exec(_setup(name, rows), namespace)  # noqa: S102 - this script's own configurations
+    explainer, inputs = namespace["explainer"], namespace["rows"]
+    folder = Path(tempfile.mkdtemp())
+    white_box = name == "integrated_gradients"
+    explainer.save(folder / "saved", example_inputs=inputs[:4] if white_box else None)
+    load = {} if white_box else {"model": explainer.model}
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started = time.perf_counter() - start
+    try:
+        items = [{"id": i, "rows": row} for i, row in enumerate(inputs.numpy())]
+        dataset = ray.data.from_items(items, override_num_blocks=max(2, rows // chunk_rows))
+        start = time.perf_counter()
+        out = dataset.map_batches(
+            ExplainBatches,
+            fn_constructor_kwargs={
+                "path": str(folder / "saved"),
+                "column": "rows",
+                "keep": ["id"],
+                "load_options": load,
+            },
+            batch_format="numpy",
+            batch_size=chunk_rows,
+            concurrency=2,
+        ).take_all()
+        seconds = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+        shutil.rmtree(folder)
+    if sorted(r["id"] for r in out) != list(range(rows)):
+        raise RuntimeError("Ray lost or doubled rows")
+    return {"ray, 2 actors": seconds, "ray start-up (init)": started}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunk-rows", type=int, default=64)
@@ -148,7 +199,7 @@ def main() -> None:
                 "config": f"{name}, {rows} rows, shards of {args.chunk_rows}",
                 "rows": rows,
                 "seconds": seconds,
-                "rows_per_s": {k: rows / v for k, v in seconds.items() if k != "torchrun start-up"},
+                "rows_per_s": {k: rows / v for k, v in seconds.items() if "start-up" not in k},
                 "streaming_overhead": streamed / one - 1,
                 "two_processes_speedup": streamed / two,
                 # the generic table of benchmarks/run.py: ours (1 process) against one explain call
