@@ -187,6 +187,7 @@ def main() -> None:
         seconds = {
             **_one_process(name, rows, args.chunk_rows),
             **_two_processes(name, rows, args.chunk_rows),
+            **_ray(name, rows, args.chunk_rows),
         }
         one, streamed, two = (
             seconds["one explain call"],
