@@ -276,8 +276,8 @@ def test_explain_batches_turns_batches_into_columns(census, tmp_path):
 def test_ray_data_actors_equal_one_call(tmp_path, monkeypatch):
     """A local 2-CPU Ray cluster, two actors, each loading the saved folder (nothing pickled but
     the folder's path); results keyed by a row id equal one call of the loaded explainer."""
-    ray = pytest.importorskip("ray")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # ray 2.60 writes an auth token otherwise
+    ray = pytest.importorskip("ray")
     from torchexplain.dataset import ExplainBatches
 
     torch.manual_seed(0)
