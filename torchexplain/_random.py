@@ -19,7 +19,24 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["integers", "mix32", "stream_key", "uniform"]
+__all__ = ["SeededGenerators", "integers", "mix32", "stream_key", "uniform"]
+
+
+class SeededGenerators:
+    """One ``torch.Generator`` per device, seeded with ``seed`` on first use: a draw function's own
+    stream (each call continues it), the global generator left as it was. For the perturbations of
+    quality metrics, which follow Captum's sequential draws rather than counter-based ones."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._by_device: dict[str, torch.Generator] = {}
+
+    def __call__(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._by_device:
+            self._by_device[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._by_device[key]
+
 
 _MASK32 = 0xFFFFFFFF
 _MULTIPLIERS = (0x7FEB352D, 0x68E31DA5, 0x2C1B3C6D)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from torchexplain import _checks, metrics
+from torchexplain._random import SeededGenerators
 from torchexplain._targets import resolve_target
 from torchexplain.base import Explainer
 
@@ -40,13 +41,10 @@ METRICS = {"infidelity": True, "sensitivity_max": True, "deletion": True, "inser
 def random_attributions(seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
     """The control: standard normal maps shaped like the inputs, a fresh draw per call, from a
     generator of its own."""
-    generators: dict[str, torch.Generator] = {}
+    generator = SeededGenerators(seed)
 
     def attribute(inputs: torch.Tensor) -> torch.Tensor:
-        key = str(inputs.device)
-        if key not in generators:
-            generators[key] = torch.Generator(device=inputs.device).manual_seed(seed)
-        return torch.randn(inputs.shape, generator=generators[key], device=inputs.device)
+        return torch.randn(inputs.shape, generator=generator(inputs.device), device=inputs.device)
 
     return attribute
 

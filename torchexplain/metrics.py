@@ -32,6 +32,7 @@ from torch import nn
 
 from torchexplain import _checks, _memory
 from torchexplain._model_state import preserved_random_state
+from torchexplain._random import SeededGenerators
 from torchexplain._targets import resolve_target
 from torchexplain.anchors.fresh import fresh_precision as anchor_precision
 from torchexplain.models.predictor import Predictor, as_probabilities
@@ -110,14 +111,14 @@ def noise_perturbation(std: float = 0.1, seed: int = 0) -> Callable:
     """An infidelity perturbation: Gaussian noise ``I`` of ``std``, returned as ``(I, x - I)``
     (Captum's convention), from a generator of its own (seeded once; each call draws anew)."""
     std = _checks.check_number("std", std, low=0.0, low_open=True)
-    generator: dict[str, torch.Generator] = {}
+    generator = SeededGenerators(seed)
 
     def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        key = str(inputs.device)
-        if key not in generator:
-            generator[key] = torch.Generator(device=inputs.device).manual_seed(seed)
         noise = torch.randn(
-            inputs.shape, generator=generator[key], device=inputs.device, dtype=inputs.dtype
+            inputs.shape,
+            generator=generator(inputs.device),
+            device=inputs.device,
+            dtype=inputs.dtype,
         )
         noise = noise * std
         return noise, inputs - noise
@@ -128,14 +129,14 @@ def noise_perturbation(std: float = 0.1, seed: int = 0) -> Callable:
 def uniform_perturbation(radius: float = 0.02, seed: int = 0) -> Callable:
     """A sensitivity perturbation: ``x + U(-radius, radius)`` (Captum's default, seeded)."""
     radius = _checks.check_number("radius", radius, low=0.0, low_open=True)
-    generator: dict[str, torch.Generator] = {}
+    generator = SeededGenerators(seed)
 
     def perturb(inputs: torch.Tensor) -> torch.Tensor:
-        key = str(inputs.device)
-        if key not in generator:
-            generator[key] = torch.Generator(device=inputs.device).manual_seed(seed)
         noise = torch.rand(
-            inputs.shape, generator=generator[key], device=inputs.device, dtype=inputs.dtype
+            inputs.shape,
+            generator=generator(inputs.device),
+            device=inputs.device,
+            dtype=inputs.dtype,
         )
         return inputs + (noise * 2 - 1) * radius
 
@@ -366,9 +367,7 @@ def _feature_ids(inputs: torch.Tensor, feature_mask: Any) -> tuple[torch.Tensor,
         raise TypeError("feature_mask must be an integer tensor of feature ids")
     mask = feature_mask.to(inputs.device).long()
     try:
-        mask = (
-            mask.expand(inputs.shape) if mask.dim() == inputs.dim() else mask.expand(inputs.shape)
-        )
+        mask = mask.expand(inputs.shape)
     except RuntimeError as err:
         raise ValueError(
             f"feature_mask of shape {tuple(feature_mask.shape)} does not broadcast to the inputs {tuple(inputs.shape)}"

@@ -93,9 +93,12 @@ def _as_labels(name: str, value: Any, n: int, classes: int | None, device) -> to
         if not bool((value == value.round()).all()):
             raise ValueError(f"{name} must hold integer class labels, got non-integer values")
     labels = value.to(device=device, dtype=torch.int64)
-    if bool((labels < 0).any()) or (classes is not None and bool((labels >= classes).any())):
-        bad = labels[(labels < 0) | (labels >= (classes or 1 << 62))][0].item()
-        raise ValueError(f"{name} has label {bad}, outside the classes 0..{(classes or 0) - 1}")
+    outside = labels < 0
+    if classes is not None:
+        outside |= labels >= classes
+    if bool(outside.any()):
+        known = f"the classes 0..{classes - 1}" if classes is not None else "labels >= 0"
+        raise ValueError(f"{name} has label {labels[outside][0].item()}, outside {known}")
     return labels
 
 

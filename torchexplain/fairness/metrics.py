@@ -642,34 +642,24 @@ def bootstrap_indices(n: int, n_boot: int, random_state: Any) -> np.ndarray:
 
 
 def _one(metric: str, y_true, y_pred, sample_weight=None, pos_label=1) -> float:
+    """One metric on all rows: the counts of a single group."""
     true = as_column("y_true", y_true)
     pred = as_column("y_pred", y_pred, len(true))
-    return _OverallOnly(metric, true, pred, sample_weight, pos_label).value
-
-
-class _OverallOnly:
-    """One metric on all rows (the single-group path of the counts)."""
-
-    def __init__(self, metric, true, pred, sample_weight, pos_label) -> None:
-        device = torch.device("cpu")
-        weight = _sample_weight(None, sample_weight, len(true))
-        if metric in ("count", "mean_prediction"):
-            cells = torch.zeros(len(true), dtype=torch.long)
-        else:
-            cells = torch.as_tensor(
-                2 * _binary("y_true", true, pos_label) + _binary("y_pred", pred, pos_label),
-                dtype=torch.long,
-            )
-        ones = torch.ones(1, len(true), dtype=torch.float64, device=device)
-        w = ones if weight is None else ones * torch.as_tensor(weight)
-        codes = torch.zeros(len(true), dtype=torch.long)
-        counts = _cell_counts(w, cells, codes, 1)
-        extra = {}
-        if metric == "mean_prediction":
-            extra["prediction_sum"] = _grouped_sum(
-                w, torch.as_tensor(_scores("y_pred", pred)), codes, 1
-            )
-        self.value = float(_metric_values(metric, counts, ones.sum(1, keepdim=True), extra)[0, 0])
+    weight = _sample_weight(None, sample_weight, len(true))
+    if metric in ("count", "mean_prediction"):
+        cells = torch.zeros(len(true), dtype=torch.long)
+    else:
+        labels = 2 * _binary("y_true", true, pos_label) + _binary("y_pred", pred, pos_label)
+        cells = torch.as_tensor(labels, dtype=torch.long)
+    ones = torch.ones(1, len(true), dtype=torch.float64)
+    w = ones if weight is None else ones * torch.as_tensor(weight)
+    codes = torch.zeros(len(true), dtype=torch.long)
+    extra = {}
+    if metric == "mean_prediction":
+        prediction = torch.as_tensor(_scores("y_pred", pred))
+        extra["prediction_sum"] = _grouped_sum(w, prediction, codes, 1)
+    counts = _cell_counts(w, cells, codes, 1)
+    return float(_metric_values(metric, counts, ones.sum(1, keepdim=True), extra)[0, 0])
 
 
 def selection_rate(y_true, y_pred, *, pos_label: Any = 1, sample_weight=None) -> float:
@@ -708,6 +698,7 @@ def count(y_true, y_pred) -> int:
 
 
 def _disparity(metrics, how, y_true, y_pred, sensitive_features, method, sample_weight):
+    """``(M,)`` the difference or ratio of each metric across the groups."""
     frame = MetricFrame(
         metrics=metrics,
         y_true=y_true,
@@ -715,24 +706,20 @@ def _disparity(metrics, how, y_true, y_pred, sensitive_features, method, sample_
         sensitive_features=sensitive_features,
         sample_weight=sample_weight,
     )
-    values = frame.difference(method) if how == "difference" else frame.ratio(method)
-    return values
+    return frame.difference(method) if how == "difference" else frame.ratio(method)
+
+
+def _one_disparity(metric, how, y_true, y_pred, sensitive_features, method, sample_weight) -> float:
+    values = _disparity([metric], how, y_true, y_pred, sensitive_features, method, sample_weight)
+    return float(values[0])
 
 
 def demographic_parity_difference(
     y_true, y_pred, *, sensitive_features, method: str = "between_groups", sample_weight=None
 ) -> float:
     """The spread of selection rates across groups (0: parity)."""
-    return float(
-        _disparity(
-            ["selection_rate"],
-            "difference",
-            y_true,
-            y_pred,
-            sensitive_features,
-            method,
-            sample_weight,
-        )[0]
+    return _one_disparity(
+        "selection_rate", "difference", y_true, y_pred, sensitive_features, method, sample_weight
     )
 
 
@@ -740,10 +727,8 @@ def demographic_parity_ratio(
     y_true, y_pred, *, sensitive_features, method: str = "between_groups", sample_weight=None
 ) -> float:
     """The smallest ratio of selection rates across groups (1: parity)."""
-    return float(
-        _disparity(
-            ["selection_rate"], "ratio", y_true, y_pred, sensitive_features, method, sample_weight
-        )[0]
+    return _one_disparity(
+        "selection_rate", "ratio", y_true, y_pred, sensitive_features, method, sample_weight
     )
 
 
@@ -802,16 +787,14 @@ def equal_opportunity_difference(
     y_true, y_pred, *, sensitive_features, method: str = "between_groups", sample_weight=None
 ) -> float:
     """The spread of true positive rates across groups."""
-    return float(
-        _disparity(
-            ["true_positive_rate"],
-            "difference",
-            y_true,
-            y_pred,
-            sensitive_features,
-            method,
-            sample_weight,
-        )[0]
+    return _one_disparity(
+        "true_positive_rate",
+        "difference",
+        y_true,
+        y_pred,
+        sensitive_features,
+        method,
+        sample_weight,
     )
 
 
@@ -819,16 +802,8 @@ def equal_opportunity_ratio(
     y_true, y_pred, *, sensitive_features, method: str = "between_groups", sample_weight=None
 ) -> float:
     """The smallest ratio of true positive rates across groups."""
-    return float(
-        _disparity(
-            ["true_positive_rate"],
-            "ratio",
-            y_true,
-            y_pred,
-            sensitive_features,
-            method,
-            sample_weight,
-        )[0]
+    return _one_disparity(
+        "true_positive_rate", "ratio", y_true, y_pred, sensitive_features, method, sample_weight
     )
 
 
