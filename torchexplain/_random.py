@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SeededGenerators", "integers", "mix32", "stream_key", "uniform"]
+__all__ = [
+    "SeededGenerators",
+    "bits",
+    "integers",
+    "integers_from_bits",
+    "mix32",
+    "stream_key",
+    "uniform",
+]
 
 
 class SeededGenerators:
@@ -60,8 +68,13 @@ def stream_key(seed: int, stream: int, device: torch.device | str = "cpu") -> to
     return mix32(key ^ words[2]).to(device)
 
 
-def _bits(key: torch.Tensor, counter: torch.Tensor, slots: torch.Tensor | int) -> torch.Tensor:
-    """32 random bits per (counter, slot): ``(N, K)`` for counters ``(N,)`` and ``K`` slots."""
+def bits(key: torch.Tensor, counter: torch.Tensor, slots: torch.Tensor | int) -> torch.Tensor:
+    """32 random bits per (counter, slot): ``(N, K)`` for counters ``(N,)`` and ``K`` slots.
+
+    A column of the result equals the same slot drawn alone, so a caller needing several
+    slots of the same counters draws them in one call (one hash of the counters, not one
+    per slot) and maps each column with :func:`integers_from_bits`.
+    """
     if isinstance(slots, int):
         slots = torch.arange(slots, dtype=torch.int64, device=counter.device)
     row = mix32(key ^ mix32(counter.to(torch.int64)))
@@ -82,7 +95,7 @@ def uniform(
         slots: ``K`` or a ``(K,)`` int64 tensor of slot numbers (e.g. feature indices).
         dtype: floating dtype of the result.
     """
-    return (_bits(key, counter, slots) >> 8).to(dtype) * (1.0 / (1 << 24))
+    return (bits(key, counter, slots) >> 8).to(dtype) * (1.0 / (1 << 24))
 
 
 def integers(
@@ -93,5 +106,10 @@ def integers(
     Lemire's multiply-shift maps 32 random bits onto the range; the bias is below
     ``high / 2**32``, far under the Monte Carlo error of any estimate built on it.
     """
-    high = torch.as_tensor(high, dtype=torch.int64, device=counter.device)
-    return (_bits(key, counter, slots) * high) >> 32
+    return integers_from_bits(bits(key, counter, slots), high)
+
+
+def integers_from_bits(random_bits: torch.Tensor, high: torch.Tensor | int) -> torch.Tensor:
+    """:func:`integers` from bits already drawn by :func:`bits` (broadcast against ``high``)."""
+    high = torch.as_tensor(high, dtype=torch.int64, device=random_bits.device)
+    return (random_bits * high) >> 32

@@ -49,6 +49,7 @@ __all__ = [
     "Sampler",
     "SampleStore",
     "compute_beta",
+    "kl_bound",
     "kl_lower_bound",
     "kl_upper_bound",
     "pack_rows",
@@ -106,25 +107,46 @@ def kl_bernoulli(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))
 
 
-def _kl_bound(p: torch.Tensor, level: torch.Tensor, n_iter: int, upper: bool) -> torch.Tensor:
+def _kl_bound(
+    p: torch.Tensor, level: torch.Tensor, n_iter: int, upper: bool | torch.Tensor
+) -> torch.Tensor:
+    """Bisection for the q on the ``upper`` side of p (elementwise when a bool tensor; the lower
+    side where False) where ``KL(p, q) = level``: one bisection serves arms needing either bound."""
     p = p.to(torch.float64)
     level = torch.as_tensor(level, dtype=torch.float64, device=p.device).expand_as(p)
     radius = torch.sqrt(level / 2.0)
-    if upper:
-        lo, hi = p.clone(), (p + radius).clamp_max(1.0)
+    if isinstance(upper, bool):
+        if upper:
+            lo, hi = p.clone(), (p + radius).clamp_max(1.0)
+        else:
+            lo, hi = (p - radius).clamp(0.0, 1.0), p.clone()
     else:
-        lo, hi = (p - radius).clamp(0.0, 1.0), p.clone()
+        lo = torch.where(upper, p, (p - radius).clamp(0.0, 1.0))
+        hi = torch.where(upper, (p + radius).clamp_max(1.0), p)
     # KL(p, q) = [p log p + (1-p) log(1-p)] - p log q - (1-p) log(1-q): the bracket is fixed.
     pc = p.clamp(_EPS_LOW, _EPS_HIGH)
-    entropy_term = pc * torch.log(pc) + (1 - pc) * torch.log(1 - pc)
+    qc = 1 - pc
+    entropy_term = pc * torch.log(pc) + qc * torch.log(qc)
+    lower_side = ~upper if isinstance(upper, torch.Tensor) else None
     for _ in range(1, n_iter):
         mid = (lo + hi) / 2.0
         q = mid.clamp(_EPS_LOW, _EPS_HIGH)
-        kl = entropy_term - pc * torch.log(q) - (1 - pc) * torch.log(1 - q)
-        move_hi = (kl > level) == upper
+        kl = entropy_term - pc * torch.log(q) - qc * torch.log(1 - q)
+        # the upper bound moves hi down where KL exceeds the level; the lower one moves lo up
+        if lower_side is not None:
+            move_hi = (kl > level) ^ lower_side
+        else:
+            move_hi = kl > level if upper else kl <= level
         hi = torch.where(move_hi, mid, hi)
         lo = torch.where(move_hi, lo, mid)
-    return hi if upper else lo
+    return torch.where(upper, hi, lo) if isinstance(upper, torch.Tensor) else (hi if upper else lo)
+
+
+def kl_bound(
+    p: torch.Tensor, level: torch.Tensor, upper: torch.Tensor, n_iter: int = 17
+) -> torch.Tensor:
+    """The upper bound where ``upper`` (bool, broadcast against p) is True, else the lower one."""
+    return _kl_bound(p, level, n_iter, upper)
 
 
 def kl_bounds(
@@ -184,16 +206,15 @@ def pack_rows(present: torch.Tensor) -> torch.Tensor:
 def popcount(bits: torch.Tensor) -> torch.Tensor:
     """Set bits of ``(..., n_words)`` int64 bitsets: ``(...)`` int64 (bit-parallel count per word).
 
-    Every shift is followed by a mask that clears the top bit, so the arithmetic right
-    shift of int64 never leaks a sign bit into the count.
+    Byte counts by the usual masks (each shift is followed by a mask that clears the top
+    bits, so the arithmetic right shift of int64 leaks no sign bit), then one multiply sums
+    the eight bytes into the top byte. The multiply wraps modulo 2**64 (two's complement,
+    on the CPU and CUDA alike); the top byte holds at most 64, so its shift down is positive.
     """
     x = bits - ((bits >> 1) & 0x5555555555555555)
     x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
     x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-    x = x + (x >> 8)
-    x = x + (x >> 16)
-    x = x + (x >> 32)
-    return (x & 0x7F).sum(-1)
+    return ((x * 0x0101010101010101) >> 56).sum(-1)
 
 
 @dataclass
@@ -325,6 +346,7 @@ class _Engine:
         )  # L: longest anchor stored
         self.n_hist = self.beam * self.length
         self.n_cand = self.beam * max(m, 1)
+        self.kl_width = max(self.n_hist, self.n_cand)
         self.hist0, self.cand0 = 1, 1 + self.n_hist
         a = self.n_slots = 1 + self.n_hist + self.n_cand
         n_words = self.coverage_bits.shape[-1]
@@ -537,12 +559,18 @@ class _Engine:
         rank = torch.arange(a, device=self.device)
         is_best = rank >= (a - top)[:, None]
         is_rest = (rank >= (a - n_active)[:, None]) & ~is_best
+        # The active arms sort last (the others' means are -inf) and are candidates, or beams
+        # in the final choice: only the last ``kl_width`` ranks can hold any.
+        width = self.kl_width
+        sorted_means, order = sorted_means[:, a - width :], order[:, a - width :]
+        is_best, is_rest = is_best[:, a - width :], is_rest[:, a - width :]
         n_sorted = self.n[idx].gather(1, order).clamp_min(1)
         beta = compute_beta(n_active, self.kl_t[idx], self.delta)[:, None]
         safe_means = sorted_means.clamp_min(0.0)
-        lower, upper = kl_bounds(safe_means, beta / n_sorted)
-        upper = torch.where(is_rest, upper, -math.inf)
-        lower = torch.where(is_best, lower, math.inf)
+        # Upper bounds for the rest, lower bounds for the best: one bisection for both.
+        bound = kl_bound(safe_means, beta / n_sorted, is_rest)
+        upper = torch.where(is_rest, bound, -math.inf)
+        lower = torch.where(is_best, bound, math.inf)
         challenger_rank = upper.argmax(1)
         weakest_rank = lower.argmin(1)
         gap = (
@@ -561,8 +589,8 @@ class _Engine:
         # Done: the top arms in ascending order of precision (as the reference's argsort).
         j = torch.arange(self.beam, device=self.device)
         take = j < top[:, None]
-        best_positions = (a - top)[:, None] + j
-        chosen = torch.where(take, order.gather(1, best_positions.clamp(max=a - 1)), -1)
+        best_positions = (width - top)[:, None] + j
+        chosen = torch.where(take, order.gather(1, best_positions.clamp(0, width - 1)), -1)
         self.chosen[idx] = torch.where(more[:, None], self.chosen[idx], chosen)
         self.phase[idx] = torch.where(more, _KL_LOOP, _CHOSEN)
 

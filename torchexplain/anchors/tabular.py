@@ -139,6 +139,23 @@ class _Predicates:
         return (values >= self.lo.to(codes.device)) & (values <= self.hi.to(codes.device))
 
 
+_BYTE_SHIFTS = torch.arange(0, 64, 8)
+_BYTE_TABLES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _byte_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per byte value: its set bits ``(256,)``, and the position of its k-th set bit ``(256, 8)``."""
+    key = str(device)
+    if key not in _BYTE_TABLES:
+        counts = torch.tensor([bin(v).count("1") for v in range(256)], dtype=torch.int64)
+        select = torch.zeros(256, 8, dtype=torch.int64)
+        for v in range(256):
+            positions = [k for k in range(8) if v >> k & 1]
+            select[v, : len(positions)] = torch.tensor(positions, dtype=torch.int64)
+        _BYTE_TABLES[key] = (counts.to(device), select.to(device))
+    return _BYTE_TABLES[key]
+
+
 class _BitSelector:
     """Picks the ``rank``-th set bit of one of many bitsets, for many queries at once.
 
@@ -164,17 +181,15 @@ class _BitSelector:
         before = torch.where(word % w == 0, self.offsets[which], self.flat[(word - 1).clamp_min(0)])
         remaining = target - before  # rank within the word
         value = self.bits.reshape(-1)[word]
-        # Within the word: bytes, then bits.
-        shifts = torch.arange(0, 64, 8, device=value.device)
-        byte_values = (value[:, None] >> shifts) & 0xFF
-        byte_cum = torch.cumsum(popcount(byte_values[..., None]), 1)
-        byte = torch.searchsorted(byte_cum, remaining[:, None], right=True)[:, 0]
-        remaining = remaining - torch.where(
-            byte > 0, byte_cum.gather(1, (byte - 1).clamp_min(0)[:, None])[:, 0], 0
-        )
-        chosen = byte_values.gather(1, byte[:, None])[:, 0]
-        bit_values = (chosen[:, None] >> torch.arange(8, device=value.device)) & 1
-        bit = torch.searchsorted(torch.cumsum(bit_values, 1), remaining[:, None], right=True)[:, 0]
+        # Within the word: bytes (counted by table), then the bit (looked up by table).
+        counts, select = _byte_tables(value.device)
+        byte_values = (value[:, None] >> _BYTE_SHIFTS.to(value.device)) & 0xFF
+        byte_cum = torch.cumsum(counts[byte_values], 1)
+        byte = torch.searchsorted(byte_cum, remaining[:, None], right=True)
+        before_byte = torch.where(byte > 0, byte_cum.gather(1, (byte - 1).clamp_min(0)), 0)
+        chosen = byte_values.gather(1, byte)[:, 0]
+        bit = select[chosen, remaining - before_byte[:, 0]]
+        byte = byte[:, 0]
         return (word % w) * 64 + byte * 8 + bit
 
 
@@ -353,7 +368,8 @@ class _Requests:
     """A round's requests that fall back (fewer matching training rows than samples), G of them.
 
     Per sample (n): ``rows`` its row in the round's values, ``owner`` its instance, ``stream``
-    its position in the instance's stream, ``group`` its request (0..G-1). Per request: the
+    its position in the instance's stream, ``group`` its request (0..G-1), ``random_bits``
+    ``(n, 2 + L)`` its draws (see :meth:`_TabularRun.conditioned_rows`). Per request: the
     anchor's ``order``, ``pred`` (predicate index) and ``column`` at each position ``(G, L)``
     (-1 padded), the samples asked for (``size``) and the first sample's row (``first_row``).
     """
@@ -367,6 +383,7 @@ class _Requests:
     column: torch.Tensor
     size: torch.Tensor
     first_row: torch.Tensor
+    random_bits: torch.Tensor
 
 
 @dataclasses.dataclass
@@ -521,10 +538,8 @@ class _TabularRun:
         n_train = self.train.shape[0]
         key = self.sample_key
         length = order.shape[1]
-        base = _random.integers(key, stream, 1, n_train)[:, 0]
-        values = self.train[base].clone()
         if length == 0 or n == 0:
-            return values
+            return self.train[_random.integers(key, stream, 1, n_train)[:, 0]].clone()
         # One entry per request (rows of a request are adjacent).
         n_groups = int(group[-1]) + 1
         first_row = torch.zeros(n_groups, dtype=torch.int64, device=dev)
@@ -535,6 +550,11 @@ class _TabularRun:
         g_owner, g_order = owner[first_row], order[first_row]  # (G,), (G, L)
         # Only as many positions as this round's longest anchor (bitsets are (G, L, W)).
         length = int((g_order >= 0).sum(1).max())
+        # Every draw of a sample in one hash of its stream position: slot 0 its base row,
+        # slot 1 its rank among the rows satisfying the anchor (or its level), slot 2 + r its
+        # rank among the rows satisfying the anchor's r-th known column.
+        random_bits = _random.bits(key, stream, length + 2)
+        values = self.train[_random.integers_from_bits(random_bits[:, 0], n_train)].clone()
         if length == 0:
             return values
         g_order = g_order[:, :length]
@@ -554,9 +574,7 @@ class _TabularRun:
         enough = full.totals >= size
         easy = torch.nonzero(enough[group]).flatten()
         if easy.numel():
-            rank = _random.integers(
-                key, stream[easy], torch.tensor([1], device=dev), full.totals[group[easy], None]
-            )[:, 0]
+            rank = _random.integers_from_bits(random_bits[easy, 1], full.totals[group[easy]])
             source = full.select(group[easy], rank)
             for position in range(length):
                 column = g_col[group[easy], position]
@@ -578,6 +596,7 @@ class _TabularRun:
                 column=g_col[hard],
                 size=size[hard],
                 first_row=first_row[hard],
+                random_bits=random_bits[rows],
             )
             self._fallback_rows(values, requests)
         return values
@@ -695,12 +714,9 @@ class _TabularRun:
         )
         this_count = level_count[group].gather(1, last)[:, 0]
         fully_used = s_cum.gather(1, last)[:, 0] <= size[group]
-        random_rank = _random.integers(
-            self.sample_key,
-            requests.stream,
-            torch.tensor([1], device=dev),
-            this_count.clamp_min(1)[:, None],
-        )[:, 0]
+        random_rank = _random.integers_from_bits(
+            requests.random_bits[:, 1], this_count.clamp_min(1)
+        )
         in_level = torch.where(enough[group] | ~fully_used, random_rank, slot - prev)
         has_level = (level < n_known[group]) & (n_known[group] > 0)
         which = group * length + level_prefix[group].gather(1, last)[:, 0].clamp_min(0)
@@ -724,7 +740,6 @@ class _TabularRun:
     ) -> None:
         """Each known column of each sample: from its level's row, or (dropped by the level, or beyond
         every level) from a training row satisfying that column's predicates alone."""
-        dev = self.device
         group = requests.group
         length = requests.order.shape[1]
         own_count = columns.own.totals.view(-1, length)
@@ -733,12 +748,9 @@ class _TabularRun:
             active = column >= 0
             if not bool(active.any()):
                 break
-            own_rank = _random.integers(
-                self.sample_key,
-                requests.stream,
-                torch.tensor([2 + r], device=dev),
-                own_count[group, r].clamp_min(1)[:, None],
-            )[:, 0]
+            own_rank = _random.integers_from_bits(
+                requests.random_bits[:, 2 + r], own_count[group, r].clamp_min(1)
+            )
             alone = torch.nonzero(active & ~from_level[:, r]).flatten()
             source = level_row.clone()
             if alone.numel():
