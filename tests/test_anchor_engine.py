@@ -60,6 +60,8 @@ SETTINGS = [
     {"stop_on_first": True, "beam_size": 2},
     {"threshold": 0.99, "max_anchor_size": 2},  # mostly failures: the best-precision attempt
     {"delta": 0.3, "tau": 0.3, "batch_size": 37, "min_samples_start": 13},
+    {"precision_samples": "fresh"},
+    {"precision_samples": "fresh", "beam_size": 2, "max_anchor_size": 3},
 ]
 
 

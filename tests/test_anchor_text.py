@@ -168,12 +168,20 @@ def test_similarity_draws_follow_the_softmax_of_similarities():
 # ----------------------------------------------------------------------------- the search
 
 
-@pytest.mark.parametrize("strategy", ["unknown", "similarity"])
-def test_engine_equals_the_reference_search_on_texts(strategy):
+@pytest.mark.parametrize(
+    "strategy, precision_samples",
+    [("unknown", "reuse"), ("similarity", "reuse"), ("similarity", "fresh")],
+)
+def test_engine_equals_the_reference_search_on_texts(strategy, precision_samples):
     model, _ = pretrained_review_classifier()
     texts = load_movie_reviews().texts_test[:3]
     explainer = AnchorText(
-        model, sampling_strategy=strategy, seed=4, coverage_samples=2000, stop_on_first=False
+        model,
+        sampling_strategy=strategy,
+        seed=4,
+        coverage_samples=2000,
+        stop_on_first=False,
+        precision_samples=precision_samples,
     )
     got = explainer.explain(texts)
     run = _run(explainer, texts, seed=4)

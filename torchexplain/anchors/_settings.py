@@ -54,6 +54,15 @@ class AnchorSearchSettings(Settings):
     min_samples_start: int = setting(
         100, "samples for the empty-anchor check", per_call=True, check=_checks.integer(1)
     )
+    precision_samples: str = setting(
+        "reuse",
+        "which samples estimate a candidate's precision: 'reuse' (Alibi's rule: a new candidate starts "
+        "from its parent's samples that satisfy the added feature; biased upward where the sampler "
+        "draws the added feature's column with the rest of its row, as the tabular one does) or "
+        "'fresh' (only samples drawn for the candidate itself: unbiased, more model calls)",
+        per_call=True,
+        check=_checks.choice("reuse", "fresh"),
+    )
     n_covered_ex: int = setting(
         10,
         "examples kept of each kind (prediction kept / changed)",
@@ -72,4 +81,5 @@ class AnchorSearchSettings(Settings):
             "min_samples_start": self.min_samples_start,
             "max_anchor_size": self.max_anchor_size,
             "stop_on_first": self.stop_on_first,
+            "precision_samples": self.precision_samples,
         }

@@ -7,7 +7,11 @@ search this engine is tested against): the same empty-anchor check, candidate pr
 exploration rate ``beta``, refinement around the threshold, choice of the valid anchor
 of largest coverage and best-precision attempt with ``success=False``, and the same
 reuse of samples (a new candidate starts from its parent's samples that keep the added
-feature; later draws count only for the arm they were drawn for).
+feature; later draws count only for the arm they were drawn for). With
+``precision_samples="fresh"`` the reused samples still rank the candidates in KL-LUCB, but
+an anchor chosen into the beam drops them: its refinement, its validity and the precision
+reported rest only on samples drawn for it (reused samples are biased where the sampler
+draws the added feature together with the rest of a row, as the tabular sampler does).
 
 Representation (B instances, M features, A arm slots per instance):
 
@@ -315,7 +319,13 @@ class _Engine:
         min_samples_start: int,
         max_anchor_size: int | None,
         stop_on_first: bool,
+        precision_samples: str = "reuse",
     ) -> None:
+        if precision_samples not in ("reuse", "fresh"):
+            raise ValueError(
+                f"precision_samples must be 'reuse' or 'fresh', got {precision_samples!r}"
+            )
+        self.fresh = precision_samples == "fresh"
         self.sampler = sampler
         self.device = coverage_bits.device
         dev = self.device
@@ -627,7 +637,28 @@ class _Engine:
                 shape = valid.shape + (1,) * (values.dim() - 2)
                 table[inst, hist] = torch.where(valid.reshape(shape), values, old)
             self.n_beam[sub, size] = valid.sum(1)
+            if self.fresh:
+                self._keep_own_samples(sub, hist, valid)
         self.phase[idx] = torch.where(final, _DONE, _REFINE)
+
+    def _keep_own_samples(self, sub: torch.Tensor, hist: torch.Tensor, valid: torch.Tensor) -> None:
+        """Fresh precision: the new beam anchors (history slots ``hist``, ``(n, beam)``) drop the
+        samples they inherited and keep those drawn for them; one without any draws a batch.
+
+        The inherited samples are exactly the parent's (whose set no longer changes once it has
+        children), so the anchor's own are its samples outside its parent's."""
+        inst = sub[:, None]
+        parent = self.slot_parent[inst, hist]
+        own = self.member[inst, hist] & ~self.member[inst, parent]
+        own = torch.where(valid[..., None], own, self.member[inst, hist])
+        self.member[inst, hist] = own
+        self.n[inst, hist] = popcount(own).to(torch.float64)
+        self.positives[inst, hist] = popcount(own & self.agree_bits[sub][:, None, :]).to(
+            torch.float64
+        )
+        empty = valid & (self.n[inst, hist] == 0)
+        self.request[inst, hist] += empty.to(torch.int64) * self.batch_size
+        self.requested[sub] |= empty.any(1)
 
     def _refine(self, idx: torch.Tensor) -> None:
         size = self.size[idx]
@@ -829,6 +860,7 @@ def run_engine(
     min_samples_start: int = 100,
     max_anchor_size: int | None = None,
     stop_on_first: bool = False,
+    precision_samples: str = "reuse",
 ) -> EngineResult:
     """Run the anchor searches of B instances together.
 
@@ -849,6 +881,9 @@ def run_engine(
         min_samples_start: samples for the empty-anchor check.
         max_anchor_size: largest anchor tried (None: every feature).
         stop_on_first: stop at the first valid anchor.
+        precision_samples: ``"reuse"`` (Alibi's rule throughout) or ``"fresh"``: an anchor
+            chosen into the beam keeps only the samples drawn for it (drawing a batch if it has
+            none), so its refinement, validity and reported precision rest on its own draws.
 
     Returns:
         An :class:`EngineResult`.
@@ -867,6 +902,7 @@ def run_engine(
         min_samples_start=min_samples_start,
         max_anchor_size=max_anchor_size,
         stop_on_first=stop_on_first,
+        precision_samples=precision_samples,
     )
     return engine.run()
 

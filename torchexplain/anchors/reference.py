@@ -22,7 +22,8 @@ candidates grown by one feature from the current beam, arm selection by KL-LUCB
 the chosen arms until their confidence bounds settle around the threshold, the valid
 anchor of largest coverage, and the best-precision attempt with ``success=False`` when
 no anchor is valid. Samples drawn for an anchor are reused for its extensions wherever
-they keep the added feature, as in Alibi. The result carries the samples its estimate
+they keep the added feature, as in Alibi; with ``precision_samples="fresh"`` an anchor
+chosen into the beam then drops those and keeps only its own draws. The result carries the samples its estimate
 rests on, so the caller can show examples without drawing more (Alibi draws a fresh
 batch for an anchor that was only ever estimated from reused samples). Bookkeeping is
 numpy on the CPU (tiny arrays); the heavy work (building and scoring perturbed inputs)
@@ -172,6 +173,7 @@ class _ArmStats:
     n_samples: float
     coverage: float
     order: list[int] = field(default_factory=list)
+    n_inherited: int = 0  # the first rows of idx came from the parent (Alibi's reuse)
 
 
 class BeamSearch:
@@ -191,6 +193,8 @@ class BeamSearch:
         min_samples_start: samples for the empty-anchor check.
         max_anchor_size: largest anchor tried (None: M).
         stop_on_first: stop at the first valid anchor.
+        precision_samples: ``"reuse"`` (Alibi) or ``"fresh"``: an anchor chosen into the beam
+            keeps only the samples drawn for it (a batch is drawn if it has none).
     """
 
     def __init__(
@@ -206,7 +210,13 @@ class BeamSearch:
         min_samples_start: int = 100,
         max_anchor_size: int | None = None,
         stop_on_first: bool = False,
+        precision_samples: str = "reuse",
     ) -> None:
+        if precision_samples not in ("reuse", "fresh"):
+            raise ValueError(
+                f"precision_samples must be 'reuse' or 'fresh', got {precision_samples!r}"
+            )
+        self.fresh = precision_samples == "fresh"
         self.n_features = int(n_features)
         self.coverage_data = np.asarray(coverage_data, dtype=bool)
         self.threshold = threshold
@@ -264,7 +274,12 @@ class BeamSearch:
             for f in range(self.n_features):
                 rows = np.flatnonzero(present[:, f])
                 self._arms[(f,)] = _ArmStats(
-                    rows, float(agree[rows].sum()), float(rows.size), self._coverage((f,)), [f]
+                    rows,
+                    float(agree[rows].sum()),
+                    float(rows.size),
+                    self._coverage((f,)),
+                    [f],
+                    n_inherited=rows.size,
                 )
                 candidates.append((f,))
             return candidates
@@ -286,6 +301,7 @@ class BeamSearch:
                     float(rows.size),
                     self._coverage(anchor),
                     [*parent_arm.order, f],
+                    n_inherited=rows.size,
                 )
                 candidates.append(anchor)
         return candidates
@@ -341,6 +357,18 @@ class BeamSearch:
             challenger, weakest = critical_arms()
         return np.argsort(positives / n_samples, kind="stable")[-top_n:]
 
+    def _keep_own_samples(self, beam: list[Anchor]) -> Generator[Request, list[SampleBatch], None]:
+        """Fresh precision: the beam's anchors drop their inherited samples; those left with none
+        draw a batch."""
+        for anchor in beam:
+            arm = self._arms[anchor]
+            own = arm.idx[arm.n_inherited :]
+            arm.idx, arm.n_inherited = own, 0
+            arm.positives, arm.n_samples = float(self._agree[own].sum()), float(own.size)
+        empty = [a for a in beam if self._arms[a].n_samples == 0]
+        if empty:
+            yield from self._pull(empty, self.batch_size)
+
     def _needs_samples(self, means: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
         above = (means >= self.threshold) & (lower < self.threshold - self.epsilon_stop)
         below = (means < self.threshold) & (upper >= self.threshold + self.epsilon_stop)
@@ -385,6 +413,8 @@ class BeamSearch:
             chosen = yield from self._kllucb(anchors, min(self.beam_size, len(anchors)))
             beam = [anchors[i] for i in chosen]
             best_of_size[size] = beam
+            if self.fresh:
+                yield from self._keep_own_samples(beam)
             positives, n_samples = self._stats(beam)
             coverages = np.array([self._arms[a].coverage for a in beam])
             # One bound per (beam slot, feature) that may be tested: a union bound.
