@@ -4,7 +4,10 @@ Same model (``torchexplain.zoo.CensusMLP``: 12 coded columns, one-hot inside to 
 inputs, hidden 64-64), same training rows, discretiser (quartiles) and test rows,
 threshold 0.95, in one run:
 
-- ``torchexplain (batch N)``: N test rows in one ``explain`` call (N = 16, 256, 1024).
+- ``torchexplain (batch N)``: N test rows in one ``explain`` call (N = 16, 256, 1024), with
+  the default ``precision_samples="reuse"`` (Alibi's rule); ``torchexplain fresh (batch N)``:
+  the same with ``precision_samples="fresh"`` (N = 256 and the largest), with its time
+  against the default (``time_vs_reuse``). Each records the search's host syncs per round.
 - ``torchexplain (one by one)``: the first rows explained one call each, as Alibi works.
 - ``alibi``: ``alibi.explainers.AnchorTabular`` (0.9.6) on the same rows one at a time,
   with a numpy predict function over the same model, when ``alibi`` is importable
@@ -207,25 +210,33 @@ def main() -> None:
     results: dict[str, dict] = {}
     explanations = {}
     explainer.explain(test[:16])  # warm-up
-    for n in sizes:
+    fresh_sizes = [256 if 256 in sizes else sizes[-1], sizes[-1]]
+    runs = [(n, "reuse") for n in sizes] + [(n, "fresh") for n in dict.fromkeys(fresh_sizes)]
+    for n, mode in runs:
         times = []
         for _ in range(repeats):
             sync(device)
             start = time.perf_counter()
-            exp = explainer.explain(test[:n])
+            exp = explainer.explain(test[:n], precision_samples=mode)
             sync(device)
             times.append(time.perf_counter() - start)
-        explanations[n] = exp
+        explanations[n, mode] = exp
         seconds = statistics.median(times)
-        results[f"torchexplain (batch {n})"] = {
+        name = f"torchexplain (batch {n})" if mode == "reuse" else f"torchexplain fresh (batch {n})"
+        results[name] = {
             "rows": n,
+            "precision_samples": mode,
             "s_per_row": seconds / n,
             "rows_per_s": n / seconds,
             "seconds_median": seconds,
             "rows_asked_per_row": exp.meta["total_rows_evaluated"] / n,
             "model_calls": exp.meta["total_model_calls"],
             "search_rounds": exp.meta["search_rounds"],
+            "host_syncs_per_round": exp.meta["host_syncs"] / max(exp.meta["search_rounds"], 1),
         }
+        if mode == "fresh":
+            reuse = results[f"torchexplain (batch {n})"]
+            results[name]["time_vs_reuse"] = seconds / reuse["seconds_median"]
     per_row, asked = [], []
     for i in range(one_by_one):
         sync(device)
@@ -242,7 +253,7 @@ def main() -> None:
     }
     # The floor: the model alone on as many rows as the reference batch asked for, same chunks.
     reference_n = 256 if 256 in sizes else sizes[-1]
-    n_rows = int(explanations[reference_n].meta["total_rows_evaluated"])
+    n_rows = int(explanations[reference_n, "reuse"].meta["total_rows_evaluated"])
     pool = torch.from_numpy(data.X_train).to(device)
     floor_rows = pool[
         torch.randint(0, pool.shape[0], (n_rows,), generator=torch.Generator().manual_seed(0))
@@ -264,11 +275,16 @@ def main() -> None:
         "note": f"the model on the rows the batch-{reference_n} search asked for, chunks of {_AUTO_ROWS}",
     }
     # Quality of the anchors, ours (largest batch) and Alibi's, on the same rows.
-    largest = explanations[sizes[-1]]
     rules = Rules(explainer, data.X_test[: sizes[-1]])
-    results[f"torchexplain (batch {sizes[-1]})"].update(
-        quality(rules, largest.anchor, largest.success.tolist(), largest.coverage.tolist())
-    )
+    for mode, name in (("reuse", "torchexplain"), ("fresh", "torchexplain fresh")):
+        largest = explanations[sizes[-1], mode]
+        results[f"{name} (batch {sizes[-1]})"].update(
+            quality(rules, largest.anchor, largest.success.tolist(), largest.coverage.tolist())
+        )
+    floor_s = results["model only (floor)"]["s_per_row"]
+    for row in results.values():
+        if "precision_samples" in row and row["rows"] == reference_n:
+            row["vs_floor"] = row["s_per_row"] / floor_s
     try:
         import alibi  # noqa: F401
     except ImportError:
@@ -290,14 +306,15 @@ def main() -> None:
             peer.update(
                 quality(alibi_rules, peer["anchors"], peer.pop("_success"), peer.pop("_coverage"))
             )
-            ours = explanations[sizes[-1]]
             same_rows = min(n_alibi, sizes[-1])
-            peer["ours_same_rows"] = quality(
-                alibi_rules,
-                ours.anchor[:same_rows],
-                ours.success[:same_rows].tolist(),
-                ours.coverage[:same_rows].tolist(),
-            )
+            for mode, key in (("fresh", "ours_fresh_same_rows"), ("reuse", "ours_same_rows")):
+                ours = explanations[sizes[-1], mode]
+                peer[key] = quality(
+                    alibi_rules,
+                    ours.anchor[:same_rows],
+                    ours.success[:same_rows].tolist(),
+                    ours.coverage[:same_rows].tolist(),
+                )
             peer["same_anchor_as_ours"] = float(
                 np.mean(
                     [
@@ -349,6 +366,8 @@ def main() -> None:
             "s_per_row",
             "median_s_per_row",
             "rows_asked_per_row",
+            "host_syncs_per_round",
+            "vs_floor",
             "speedup_vs_alibi",
             "success_rate",
             "coverage_mean",

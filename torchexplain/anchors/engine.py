@@ -734,15 +734,20 @@ class _Engine:
             (_FINISH, self._finish),
         ]
         while True:
-            waiting = (self.phase != _DONE) & ~self.requested
+            # One host sync per pass: the waiting instances sorted by phase, and how many are in
+            # each. An instance a handler moves on is handled in the next pass.
+            key = torch.where(self.requested, _DONE, self.phase)
+            order = torch.argsort(key, stable=True)
+            counts = torch.bincount(key, minlength=_DONE + 1).tolist()
             self.n_syncs += 1
-            if not bool(waiting.any()):
+            if counts[_DONE] == self.b:
                 return
+            starts = [0]
+            for count in counts:
+                starts.append(starts[-1] + count)
             for phase, handler in handlers:
-                # Instances may have moved into this phase earlier in this pass.
-                idx = self._sync_nonzero((self.phase == phase) & ~self.requested)
-                if idx.numel():
-                    handler(idx)
+                if counts[phase]:
+                    handler(order[starts[phase] : starts[phase + 1]])
 
     def _draw(self) -> None:
         """Answer the round's requests with one sampler call and update the counts."""
@@ -775,6 +780,7 @@ class _Engine:
             starts_word[1:] = (owner[1:] != owner[:-1]) | (word[1:] != word[:-1])
             segment = torch.cumsum(starts_word, 0) - 1
             n_segments = int(segment[-1]) + 1
+            self.n_syncs += 1
             seg_owner, seg_word = owner[starts_word], word[starts_word]
             bits = torch.zeros(n_segments, 2 + self.m, dtype=torch.int64, device=dev)
             bits.index_add_(
@@ -796,6 +802,7 @@ class _Engine:
             starts_arm[1:] |= slot[1:] != slot[:-1]
             arm_segment = torch.cumsum(starts_arm, 0) - 1
             arm_bits = torch.zeros(int(arm_segment[-1]) + 1, dtype=torch.int64, device=dev)
+            self.n_syncs += 1
             arm_bits.index_add_(0, arm_segment, bit)
             self.member.index_put_(
                 (owner[starts_arm], slot[starts_arm], word[starts_arm]), arm_bits, accumulate=True
@@ -815,6 +822,7 @@ class _Engine:
         if self.b:
             while True:
                 self._advance()
+                self.n_syncs += 1
                 if not bool(self.requested.any()):
                     break
                 self._draw()

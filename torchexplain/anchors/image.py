@@ -454,6 +454,7 @@ class _AnchorRun:
             "total_model_calls": self.predictor.calls,
             "total_images_evaluated": self.predictor.rows_evaluated,
             "search_rounds": result.n_rounds,
+            "host_syncs": result.n_syncs,
         }
         return data, totals
 

@@ -474,6 +474,7 @@ class _TabularRun:
             "total_model_calls": self.predictor.calls,
             "total_rows_evaluated": self.predictor.rows_evaluated,
             "search_rounds": result.n_rounds,
+            "host_syncs": result.n_syncs,
         }
 
     def _instance_predicates(self) -> None:

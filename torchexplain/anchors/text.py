@@ -492,6 +492,7 @@ class _TextRun:
             "total_model_calls": self.predictor.calls,
             "total_texts_evaluated": self.predictor.rows_evaluated,
             "search_rounds": result.n_rounds,
+            "host_syncs": result.n_syncs,
         }
 
     def coverage_bits(self) -> torch.Tensor:
