@@ -146,11 +146,11 @@ def _requests(run: _TabularRun, anchors: list[list[int]], n: int):
     length = max(len(a) for a in anchors)
     owner = torch.zeros(n * len(anchors), dtype=torch.int64)
     features = torch.zeros(n * len(anchors), run.m, dtype=torch.bool)
-    order = torch.full((n * len(anchors), length), -1, dtype=torch.int64)
+    order = torch.full((len(anchors), length), -1, dtype=torch.int64)  # one row per request
     group = torch.arange(len(anchors)).repeat_interleave(n)
     for g, anchor in enumerate(anchors):
         features[g * n : (g + 1) * n, anchor] = True
-        order[g * n : (g + 1) * n, : len(anchor)] = torch.tensor(anchor)
+        order[g, : len(anchor)] = torch.tensor(anchor)
     stream = torch.arange(n * len(anchors))
     return owner, features, order, stream, group
 
@@ -260,7 +260,7 @@ def test_engine_equals_the_reference_search_on_census_rows(census, precision_sam
     def sample_fn(requests):
         out = []
         for i, anchor, n in requests:
-            order = torch.tensor([list(anchor) or [-1]] * n)
+            order = torch.tensor([list(anchor) or [-1]])  # one request
             stream = torch.arange(drawn[i], drawn[i] + n)
             drawn[i] += n
             present, agree, _ = run.sample(

@@ -92,6 +92,10 @@ class Sampler(Protocol):
     which predicates it satisfies), ``agree`` ``(N,)`` bool (the model's prediction on
     it equals the explained one) and an optional ``payload`` ``(N, ...)`` tensor the
     sampler needs to rebuild the sample later (stored and handed back).
+
+    A sampler with an attribute ``per_request = True`` gets ``features`` ``(G, M)`` and
+    ``order`` ``(G, L)`` per request instead (row g for request g), which spares the engine
+    a per-sample copy of both when the sampler only needs them per request.
     """
 
     def __call__(
@@ -393,7 +397,6 @@ class _Engine:
         self.member = torch.zeros(b, a, words, **i64)
         self.present_bits = torch.zeros(b, m, words, **i64)
         self.agree_bits = torch.zeros(b, words, **i64)
-        self.row_of = torch.full((b, 64 * words), -1, **i64)  # store row of each (instance, sample)
         self.bit_weights = torch.tensor([1 << k for k in range(63)] + [-(1 << 63)], **i64)
         self.n_rounds = 0
         self.request = torch.zeros(b, a, **i64)
@@ -430,7 +433,6 @@ class _Engine:
         self.member = torch.nn.functional.pad(self.member, pad)
         self.present_bits = torch.nn.functional.pad(self.present_bits, pad)
         self.agree_bits = torch.nn.functional.pad(self.agree_bits, pad)
-        self.row_of = torch.nn.functional.pad(self.row_of, (0, 64 * (words - old)), value=-1)
 
     # ------------------------------------------------------------------ phases
 
@@ -763,9 +765,18 @@ class _Engine:
         per_instance = self.request.sum(1)
         starts = torch.cumsum(per_instance, 0) - per_instance
         stream = self.n_drawn[owner] + (torch.arange(total, device=dev) - starts[owner])
-        features = self.slot_features[owner, slot]
-        order = self.slot_order[owner, slot] if getattr(self.sampler, "needs_order", True) else None
         group = (torch.cumsum(counts > 0, 0) - 1)[flat]
+        if getattr(self.sampler, "per_request", False):
+            # One row per request: the (instance, slot) pairs with samples, in flat order.
+            pairs = torch.nonzero(counts).flatten()
+            self.n_syncs += 1
+            features = self.slot_features.view(-1, self.m)[pairs]
+            order = self.slot_order.view(-1, self.length)[pairs]
+        else:
+            features = self.slot_features[owner, slot]
+            order = (
+                self.slot_order[owner, slot] if getattr(self.sampler, "needs_order", True) else None
+            )
         present, agree, payload = self.sampler(owner, features, order, stream, group)
         present = present.to(dev, torch.bool)
         agree = agree.to(dev, torch.bool)
@@ -807,7 +818,6 @@ class _Engine:
             self.member.index_put_(
                 (owner[starts_arm], slot[starts_arm], word[starts_arm]), arm_bits, accumulate=True
             )
-        self.row_of[owner, stream] = self.store.size + torch.arange(total, device=dev)
         self.n_rounds += 1
         self.store.append(present, agree, owner, stream, payload)
         self.n += self.request
@@ -831,13 +841,12 @@ class _Engine:
         precision = self.positives[idx, slot] / self.n[idx, slot].clamp_min(1.0)
         coverage = self.slot_coverage[idx, slot]
         n_samples = self.n[idx, slot].to(torch.int64)
-        members = torch.zeros(self.store.size, dtype=torch.bool, device=self.device)
-        if self.b:
-            bits = self.member[idx, slot]  # (B, W): the result arms' samples
-            shifts = torch.arange(64, device=self.device)
-            kept = ((bits[..., None] >> shifts) & 1).bool().reshape(self.b, -1)
-            kept &= self.row_of >= 0
-            members[self.row_of[kept]] = True
+        # A stored sample is one of its instance's anchor's samples when its bit is set in the
+        # result arm's bitset (one gather per stored row).
+        owner, stream = self.store.view("owner"), self.store.view("stream")
+        bits = self.member[idx, slot]  # (B, W): the result arms' samples
+        word = bits[owner, stream // 64]
+        members = ((word >> (stream % 64)) & 1).bool()
         orders = self.slot_order[idx, slot].tolist()
         anchors = [[f for f in order if f >= 0] for order in orders]
         return EngineResult(

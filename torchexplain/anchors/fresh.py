@@ -69,9 +69,9 @@ class TabularRules:
         than the training rows matching the rule with partial matches, so the size matters)."""
         run = self.run
         owner = torch.full((n,), i, dtype=torch.int64, device=run.device)
-        order = torch.tensor([predicates or [-1]] * n, device=run.device)
         stream = torch.arange(n, device=run.device) + _FRESH_STREAMS
         group = torch.arange(n, device=run.device) // batch
+        order = torch.tensor([predicates or [-1]] * (int(group[-1]) + 1), device=run.device)
         values = run.conditioned_rows(owner, order, stream, group)
         with torch.no_grad():
             _, labels = run.predict(values)

@@ -405,6 +405,7 @@ class _TabularRun:
     """One ``explain`` call: predicates per row, coverage, the batched searches and the results."""
 
     needs_order = True  # the fallbacks drop the anchor's last-added columns first
+    per_request = True  # anchors come one row per request (see the engine's Sampler)
 
     def __init__(self, explainer: AnchorTabular, config: AnchorTabularSettings, rows: Rows) -> None:
         """``rows``: checked (their columns and category codes too) by ``AnchorTabular.explain``."""
@@ -463,7 +464,7 @@ class _TabularRun:
             self.sample_key = _random.stream_key(config.seed, _SAMPLE_STREAM, device)
             n_features = torch.full((b,), self.m, dtype=torch.int64, device=device)
             result = run_engine(
-                self.sample,
+                self,
                 n_features,
                 coverage_bits,
                 config.coverage_samples,
@@ -503,6 +504,10 @@ class _TabularRun:
         self.pred_lo = self.predicates.lo.to(self.device)[self.pred_index]
         self.pred_hi = self.predicates.hi.to(self.device)[self.pred_index]
 
+    def __call__(self, *request: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The engine's sampler (with ``needs_order`` and ``per_request`` read off this object)."""
+        return self.sample(*request)
+
     def sample(
         self,
         owner: torch.Tensor,
@@ -512,8 +517,7 @@ class _TabularRun:
         group: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One round of samples for every row: predicates satisfied, agreement, the sampled rows."""
-        values = self.conditioned_rows(owner, order, stream, group)
-        codes = self.discretiser.codes(values, sorted(self.categorical))
+        values, codes = self._conditioned(owner, order, stream, group)
         sample_codes = codes[:, self.pred_column]  # (N, M)
         present = (sample_codes >= self.pred_lo[owner]) & (sample_codes <= self.pred_hi[owner])
         _, labels = self.predict(values)
@@ -533,14 +537,26 @@ class _TabularRun:
         fall short, every anchor column is drawn on its own. A column no training row
         satisfies gets the row's own category, or a uniform draw over the numerical
         column's training range, with a warning.
+
+        ``owner``, ``stream`` and ``group`` are per sample ``(N,)``; ``order`` is per request
+        ``(G, L)`` (the anchor's predicates in the order added, -1 padded), G = ``group[-1] + 1``.
         """
+        return self._conditioned(owner, order, stream, group)[0]
+
+    def _conditioned(
+        self, owner: torch.Tensor, order: torch.Tensor, stream: torch.Tensor, group: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`conditioned_rows` and their codes: each value is chosen as the training row it
+        comes from (``(N, C)`` sources), then values and codes are gathered from the training
+        rows and their codes at once (no discretising of the samples)."""
         dev = self.device
         n = owner.shape[0]
         n_train = self.train.shape[0]
         key = self.sample_key
         length = order.shape[1]
         if length == 0 or n == 0:
-            return self.train[_random.integers(key, stream, 1, n_train)[:, 0]].clone()
+            base = _random.integers(key, stream, 1, n_train)[:, 0]
+            return self.train[base], self.train_codes[base]
         # One entry per request (rows of a request are adjacent).
         n_groups = int(group[-1]) + 1
         first_row = torch.zeros(n_groups, dtype=torch.int64, device=dev)
@@ -548,16 +564,17 @@ class _TabularRun:
             0, group, torch.arange(n, device=dev), reduce="amin", include_self=False
         )
         size = torch.bincount(group, minlength=n_groups)
-        g_owner, g_order = owner[first_row], order[first_row]  # (G,), (G, L)
+        g_owner, g_order = owner[first_row], order  # (G,), (G, L)
         # Only as many positions as this round's longest anchor (bitsets are (G, L, W)).
         length = int((g_order >= 0).sum(1).max())
         # Every draw of a sample in one hash of its stream position: slot 0 its base row,
         # slot 1 its rank among the rows satisfying the anchor (or its level), slot 2 + r its
         # rank among the rows satisfying the anchor's r-th known column.
         random_bits = _random.bits(key, stream, length + 2)
-        values = self.train[_random.integers_from_bits(random_bits[:, 0], n_train)].clone()
+        base = _random.integers_from_bits(random_bits[:, 0], n_train)
         if length == 0:
-            return values
+            return self.train[base], self.train_codes[base]
+        source_row = base[:, None].expand(n, self.train.shape[1]).clone()  # (N, C)
         g_order = g_order[:, :length]
         valid = g_order >= 0
         g_pred = torch.where(valid, self.pred_index[g_owner[:, None], g_order.clamp_min(0)], 0)
@@ -580,8 +597,9 @@ class _TabularRun:
             for position in range(length):
                 column = g_col[group[easy], position]
                 use = torch.nonzero(column >= 0).flatten()
-                values[easy[use], column[use]] = self.train[source[use], column[use]]
+                source_row[easy[use], column[use]] = source[use]
         hard = torch.nonzero(~enough).flatten()
+        unknown = None
         if hard.numel():
             rows = torch.nonzero(~enough[group]).flatten()
             # Renumber the hard requests 0..G'-1 and fill them with Alibi's fallbacks.
@@ -599,31 +617,42 @@ class _TabularRun:
                 first_row=first_row[hard],
                 random_bits=random_bits[rows],
             )
-            self._fallback_rows(values, requests)
-        return values
-
-    def _fallback_rows(self, values: torch.Tensor, requests: _Requests) -> None:
-        """Requests with fewer matching training rows than samples: Alibi's levels and fallbacks.
-
-        Named steps: the anchor's columns and the training rows satisfying each
-        (:meth:`_anchor_columns`), the level each sample draws its row from
-        (:meth:`_level_rows`), each column from that row or drawn on its own
-        (:meth:`_fill_columns`), and columns no training row satisfies (:meth:`_fill_unknown`).
-        """
-        sub = values[requests.rows]
-        columns = self._anchor_columns(requests)
-        level_row, from_level = self._level_rows(requests, columns)
-        self._fill_columns(sub, requests, columns, level_row, from_level)
-        if bool(columns.unknown.any()):
+            unknown = self._fallback_sources(source_row, requests)
+        values = self.train.gather(0, source_row)
+        codes = self.train_codes.gather(0, source_row)
+        if unknown is not None:
+            # Columns no training row satisfies: values of no training row, coded afresh.
+            sub = values[requests.rows]
             self._fill_unknown(
                 sub,
                 requests.owner,
                 requests.stream,
                 requests.group,
-                columns.unknown,
-                columns.column_of_rank,
+                unknown.unknown,
+                unknown.column_of_rank,
             )
-        values[requests.rows] = sub
+            values[requests.rows] = sub
+            codes[requests.rows] = self.discretiser.codes(sub, sorted(self.categorical))
+        return values, codes
+
+    def _fallback_sources(
+        self, source_row: torch.Tensor, requests: _Requests
+    ) -> _AnchorColumns | None:
+        """Requests with fewer matching training rows than samples: Alibi's levels and fallbacks,
+        as the training row each of their values comes from (written into ``source_row``).
+
+        Named steps: the anchor's columns and the training rows satisfying each
+        (:meth:`_anchor_columns`), the level each sample draws its row from
+        (:meth:`_level_rows`), each column from that row or drawn on its own
+        (:meth:`_fill_columns`). Returns the columns when some of them no training row
+        satisfies (filled by :meth:`_fill_unknown` once the values exist), else None.
+        """
+        sub = source_row[requests.rows]
+        columns = self._anchor_columns(requests)
+        level_row, from_level = self._level_rows(requests, columns)
+        self._fill_columns(sub, requests, columns, level_row, from_level)
+        source_row[requests.rows] = sub
+        return columns if bool(columns.unknown.any()) else None
 
     def _anchor_columns(self, requests: _Requests) -> _AnchorColumns:
         """Per request, the anchor's columns in order of first appearance, each with the training rows
@@ -733,14 +762,15 @@ class _TabularRun:
 
     def _fill_columns(
         self,
-        values: torch.Tensor,
+        source_row: torch.Tensor,
         requests: _Requests,
         columns: _AnchorColumns,
         level_row: torch.Tensor,
         from_level: torch.Tensor,
     ) -> None:
         """Each known column of each sample: from its level's row, or (dropped by the level, or beyond
-        every level) from a training row satisfying that column's predicates alone."""
+        every level) from a training row satisfying that column's predicates alone (the row
+        chosen, written into ``source_row``)."""
         group = requests.group
         length = requests.order.shape[1]
         own_count = columns.own.totals.view(-1, length)
@@ -757,7 +787,7 @@ class _TabularRun:
             if alone.numel():
                 source[alone] = columns.own.select(group[alone] * length + r, own_rank[alone])
             hit = torch.nonzero(active).flatten()
-            values[hit, column[hit]] = self.train[source[hit], column[hit]]
+            source_row[hit, column[hit]] = source[hit]
 
     def _fill_unknown(self, values, owner, stream, group, unknown, col_of_rank) -> None:
         """Columns of an anchor no training row satisfies: the row's category, or uniform over the range."""
