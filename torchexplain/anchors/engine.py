@@ -389,6 +389,7 @@ class _Engine:
         self.chosen = torch.full((b, self.beam), -1, **i64)
         self.n_beam = torch.zeros(b, self.length + 1, **i64)
         self.n_drawn = torch.zeros(b, **i64)
+        self.max_drawn = 0  # the most samples any instance has drawn (known on the host)
         self.store = SampleStore.empty(m, dev)
         # Which samples belong to which arm, as bitsets over each instance's own stream of
         # samples (bit s = its sample number s): per slot, per feature (kept / predicate
@@ -422,6 +423,11 @@ class _Engine:
         pos = self.positives[idx[:, None], slots]
         n = self.n[idx[:, None], slots]
         return pos / n, n
+
+    def _used_words(self) -> int:
+        """Bitset words that can hold a set bit (every sample's bit is below ``max_drawn``): the
+        per-arm work reads and writes only these, not the whole capacity."""
+        return min(self.max_drawn // 64 + 1, self.member.shape[-1])
 
     def _grow_bitsets(self, words: int) -> None:
         """Room for ``64 * words`` samples per instance in every bitset."""
@@ -535,11 +541,12 @@ class _Engine:
         self.slot_coverage[inst, slots] = torch.where(cand_valid, coverage, 0.0)
         # Alibi's reuse: a candidate starts with its parent's samples that keep the added
         # feature (a snapshot: the parent's later draws count for the parent only).
-        member = self.member[inst, cand_parent] & self.present_bits[inst, cand_feat]
+        w = self._used_words()
+        member = self.member[inst, cand_parent, :w] & self.present_bits[inst, cand_feat, :w]
         member = torch.where(cand_valid[..., None], member, 0)
-        self.member[inst, slots] = member
+        self.member[inst, slots, :w] = member
         self.n[inst, slots] = popcount(member).to(torch.float64)
-        self.positives[inst, slots] = popcount(member & self.agree_bits[idx][:, None, :]).to(
+        self.positives[inst, slots] = popcount(member & self.agree_bits[idx, None, :w]).to(
             torch.float64
         )
         return coverage
@@ -621,19 +628,23 @@ class _Engine:
             hist = self._hist_slots(size)
             inst = sub[:, None]
             src = chosen.clamp_min(0)
-            for name in (
-                "slot_features",
-                "slot_order",
-                "slot_len",
-                "slot_parent",
-                "slot_added",
-                "member",
-                "slot_cov_bits",
-                "slot_coverage",
-                "positives",
-                "n",
-            ):
-                table = getattr(self, name)
+            tables = [
+                getattr(self, name)
+                for name in (
+                    "slot_features",
+                    "slot_order",
+                    "slot_len",
+                    "slot_parent",
+                    "slot_added",
+                    "slot_cov_bits",
+                    "slot_coverage",
+                    "positives",
+                    "n",
+                )
+            ]
+            # Words past the used ones are zero in every slot (no sample has a bit there).
+            tables.append(self.member[..., : self._used_words()])
+            for table in tables:
                 values = table[inst, src]
                 old = table[inst, hist]
                 shape = valid.shape + (1,) * (values.dim() - 2)
@@ -651,11 +662,12 @@ class _Engine:
         children), so the anchor's own are its samples outside its parent's."""
         inst = sub[:, None]
         parent = self.slot_parent[inst, hist]
-        own = self.member[inst, hist] & ~self.member[inst, parent]
-        own = torch.where(valid[..., None], own, self.member[inst, hist])
-        self.member[inst, hist] = own
+        w = self._used_words()
+        own = self.member[inst, hist, :w] & ~self.member[inst, parent, :w]
+        own = torch.where(valid[..., None], own, self.member[inst, hist, :w])
+        self.member[inst, hist, :w] = own
         self.n[inst, hist] = popcount(own).to(torch.float64)
-        self.positives[inst, hist] = popcount(own & self.agree_bits[sub][:, None, :]).to(
+        self.positives[inst, hist] = popcount(own & self.agree_bits[sub, None, :w]).to(
             torch.float64
         )
         empty = valid & (self.n[inst, hist] == 0)
@@ -780,7 +792,8 @@ class _Engine:
         present, agree, payload = self.sampler(owner, features, order, stream, group)
         present = present.to(dev, torch.bool)
         agree = agree.to(dev, torch.bool)
-        self._grow_bitsets(int((self.n_drawn + per_instance).max()) // 64 + 1)
+        self.max_drawn = int((self.n_drawn + per_instance).max())
+        self._grow_bitsets(self.max_drawn // 64 + 1)
         self.n_syncs += 1
         word, bit = stream // 64, self.bit_weights[stream % 64]
         # Rows come instance by instance in stream order, so rows sharing an (instance, word)

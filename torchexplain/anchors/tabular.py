@@ -437,6 +437,15 @@ class _TabularRun:
             pad_to_multiple=config.padding(),
         )
         self.unknown_warned: set[int] = set()
+        # Per predicate, the training rows satisfying it in row order (its bitset's set bits):
+        # a one-predicate anchor's rank-th matching row is one lookup, no bitset select.
+        n_train = self.train.shape[0]
+        shifts = torch.arange(64, device=self.device)
+        satisfied = ((self.train_bits[..., None] >> shifts) & 1).bool()
+        satisfied = satisfied.reshape(self.train_bits.shape[0], -1)[:, :n_train]
+        self.pred_rows = torch.nonzero(satisfied)[:, 1]  # grouped by predicate, rows ascending
+        self.pred_count = satisfied.sum(1)
+        self.pred_start = torch.cumsum(self.pred_count, 0) - self.pred_count
 
     # ----------------------------------------------------------------- the predictor
 
@@ -580,20 +589,38 @@ class _TabularRun:
         g_pred = torch.where(valid, self.pred_index[g_owner[:, None], g_order.clamp_min(0)], 0)
         g_col = torch.where(valid, self.predicates.column.to(dev)[g_pred], -1)
         # The common case first: enough training rows satisfy the whole anchor, and every
-        # anchor column comes from one random one of them (one AND per predicate, one select).
-        words = self.train_bits.shape[1]
-        all_rows = self.all_rows
-        full_bits = all_rows.expand(n_groups, words).clone()
-        for position in range(length):
-            full_bits &= torch.where(
-                valid[:, position, None], self.train_bits[g_pred[:, position]], all_rows
-            )
-        full = _BitSelector(full_bits)
-        enough = full.totals >= size
+        # anchor column comes from one random one of them. One-predicate anchors (most
+        # requests) read their rows off the predicate's list; longer ones AND the predicates'
+        # bitsets and select a set bit.
+        single = valid.sum(1) == 1
+        totals = torch.where(single, self.pred_count[g_pred[:, 0]], 0)
+        multi = torch.nonzero(~single).flatten()
+        full = None
+        if multi.numel():
+            words = self.train_bits.shape[1]
+            all_rows = self.all_rows
+            m_valid, m_pred = valid[multi], g_pred[multi]
+            full_bits = all_rows.expand(multi.numel(), words).clone()
+            for position in range(length):
+                full_bits &= torch.where(
+                    m_valid[:, position, None], self.train_bits[m_pred[:, position]], all_rows
+                )
+            full = _BitSelector(full_bits)
+            totals[multi] = full.totals
+        enough = totals >= size
         easy = torch.nonzero(enough[group]).flatten()
         if easy.numel():
-            rank = _random.integers_from_bits(random_bits[easy, 1], full.totals[group[easy]])
-            source = full.select(group[easy], rank)
+            easy_group = group[easy]
+            rank = _random.integers_from_bits(random_bits[easy, 1], totals[easy_group])
+            first_pred = g_pred[easy_group, 0]
+            source = self.pred_rows[
+                (self.pred_start[first_pred] + rank).clamp_max(self.pred_rows.shape[0] - 1)
+            ]
+            if full is not None:
+                position_in_multi = torch.full((n_groups,), -1, dtype=torch.int64, device=dev)
+                position_in_multi[multi] = torch.arange(multi.numel(), device=dev)
+                longer = torch.nonzero(~single[easy_group]).flatten()
+                source[longer] = full.select(position_in_multi[easy_group[longer]], rank[longer])
             for position in range(length):
                 column = g_col[group[easy], position]
                 use = torch.nonzero(column >= 0).flatten()
