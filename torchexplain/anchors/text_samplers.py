@@ -164,24 +164,22 @@ class Replacements:
         return torch.where(replaced, pick, -1)
 
     def texts(self, tokens: list[Tokens], owner: torch.Tensor, choice: torch.Tensor) -> list[str]:
-        """The perturbed texts: text ``owner[k]`` with each word replaced as ``choice[k]`` says."""
+        """The perturbed texts: text ``owner[k]`` with each word replaced as ``choice[k]`` says.
+
+        Each text starts as a copy of its pieces (gaps and words); only the replaced words are
+        visited (one pass over the replaced cells, in row order), then each is joined."""
         owners = owner.tolist()
-        choices = choice.tolist()
+        cells = torch.nonzero(choice >= 0)
+        rows, columns = cells[:, 0].tolist(), cells[:, 1].tolist()
+        picks = choice[cells[:, 0], cells[:, 1]].tolist()
         offsets = self.offset.tolist()
         options, strings = self.options, self.strings
-        out = []
-        for i, row in zip(owners, choices, strict=True):
-            text, base, words, gap = tokens[i], offsets[i], tokens[i].words, tokens[i].gaps
-            pieces = [gap[0]]
-            for j in range(len(text)):
-                k = row[j]
-                if k < 0:
-                    pieces.append(words[j])
-                else:
-                    pieces.append(strings[k] if options is None else options[base + j][k])
-                pieces.append(gap[j + 1])
-            out.append("".join(pieces))
-        return out
+        pieces = [list(tokens[i].pieces) for i in owners]
+        for r, j, k in zip(rows, columns, picks, strict=True):
+            pieces[r][2 * j + 1] = (
+                strings[k] if options is None else options[offsets[owners[r]] + j][k]
+            )
+        return ["".join(p) for p in pieces]
 
 
 def _offsets(tokens: list[Tokens], device: torch.device) -> torch.Tensor:

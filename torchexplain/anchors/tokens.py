@@ -54,6 +54,15 @@ class Tokens:
         bounds = [0, *[x for pair in zip(self.starts, self.ends) for x in pair], len(self.text)]
         return tuple(self.text[bounds[k] : bounds[k + 1]] for k in range(0, len(bounds), 2))
 
+    @functools.cached_property
+    def pieces(self) -> tuple[str, ...]:
+        """The text as ``gap, word, gap, ..., word, gap`` (word ``j`` at ``2 j + 1``): a perturbed
+        text is a copy with some words swapped, joined."""
+        out = [self.gaps[0]]
+        for word, gap in zip(self.words, self.gaps[1:], strict=True):
+            out += [word, gap]
+        return tuple(out)
+
     def rebuild(self, replacements: dict[int, str] | list[str | None]) -> str:
         """The text with word ``i`` replaced by ``replacements[i]`` (None or absent: kept)."""
         if isinstance(replacements, dict):
