@@ -4,7 +4,7 @@ Providers, in one run, on held-out reviews of the bundled movie-review snippets,
 the zoo's ``ReviewClassifier``:
 
 - ``torchexplain``: ``AnchorText`` on a batch of 16 and of 256 reviews (one call each),
-  ``unknown`` and ``similarity`` samplers, and the ``language_model`` sampler (the zoo's tiny
+  ``unknown`` and ``similarity`` samplers (``unknown`` also with ``precision_samples="fresh"``), and the ``language_model`` sampler (the zoo's tiny
   masked LM of the reviews) on ``--lm-reviews`` reviews;
 - ``alibi``: ``alibi.explainers.AnchorText`` 0.9.6, ``unknown`` sampler, ``spacy.blank("en")``
   as ``nlp`` (no download), one review per call as Alibi explains them, in its own
@@ -130,13 +130,19 @@ def bench_ours(model, texts, sizes, samplers, repeats, device, extra=None) -> li
                     "reviews_per_s": size / seconds,
                     "texts_scored": scored,
                     "floor_seconds": floor,
+                    "vs_floor": seconds / floor,
+                    "precision_samples": (extra or {}).get("precision_samples", "reuse"),
+                    "search_rounds": exp.meta["search_rounds"],
+                    "host_syncs_per_round": exp.meta["host_syncs"]
+                    / max(exp.meta["search_rounds"], 1),
                     "anchors": exp.anchor,
                     **quality(exp, fresh_precision(explainer, batch, exp, device)),
                 }
             )
             print(
-                f"torchexplain {sampler:10s} {size:4d} reviews: {1000 * seconds / size:7.1f} ms/review "
-                f"(floor: the model on the {scored} texts scored, {1000 * floor / size:.1f} ms/review)"
+                f"torchexplain {sampler:10s} {rows[-1]['precision_samples']:5s} {size:4d} reviews: "
+                f"{1000 * seconds / size:7.1f} ms/review (floor: the model on the {scored} texts "
+                f"scored, {1000 * floor / size:.1f} ms/review, {seconds / floor:.2f}x)"
             )
     return rows
 
@@ -206,7 +212,9 @@ def common_rows(rows: list[dict], alibi_row: dict | None) -> list[dict]:
         out.append(
             {
                 "method": "anchor_text",
-                "config": f"{row['sampler']}, {row['reviews']} reviews, s per review",
+                "config": f"{row['sampler']}"
+                + (", fresh precision samples" if row["precision_samples"] == "fresh" else "")
+                + f", {row['reviews']} reviews, s per review",
                 "providers": providers,
             }
         )
@@ -240,6 +248,15 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = bench_ours(
         model.to(device), texts, sizes, ("unknown", "similarity"), args.repeats, device
+    )
+    rows += bench_ours(
+        model.to(device),
+        texts,
+        sizes,
+        ("unknown",),
+        args.repeats,
+        device,
+        {"precision_samples": "fresh"},
     )
     if args.lm_reviews:
         try:

@@ -629,6 +629,8 @@ class _TabularRun:
         unknown = None
         if hard.numel():
             rows = torch.nonzero(~enough[group]).flatten()
+            # Only as many positions as the longest anchor among these requests.
+            hard_length = int(valid[hard].sum(1).max())
             # Renumber the hard requests 0..G'-1 and fill them with Alibi's fallbacks.
             renumber = torch.full((n_groups,), -1, dtype=torch.int64, device=dev)
             renumber[hard] = torch.arange(hard.numel(), device=dev)
@@ -637,12 +639,12 @@ class _TabularRun:
                 owner=owner[rows],
                 stream=stream[rows],
                 group=renumber[group[rows]],
-                order=g_order[hard],
-                pred=g_pred[hard],
-                column=g_col[hard],
+                order=g_order[hard, :hard_length],
+                pred=g_pred[hard, :hard_length],
+                column=g_col[hard, :hard_length],
                 size=size[hard],
                 first_row=first_row[hard],
-                random_bits=random_bits[rows],
+                random_bits=random_bits[rows, : hard_length + 2],
             )
             unknown = self._fallback_sources(source_row, requests)
         values = self.train.gather(0, source_row)
@@ -801,20 +803,21 @@ class _TabularRun:
         group = requests.group
         length = requests.order.shape[1]
         own_count = columns.own.totals.view(-1, length)
-        for r in range(length):
-            column = columns.column[group, r]
-            active = column >= 0
-            if not bool(active.any()):
-                break
-            own_rank = _random.integers_from_bits(
-                requests.random_bits[:, 2 + r], own_count[group, r].clamp_min(1)
-            )
-            alone = torch.nonzero(active & ~from_level[:, r]).flatten()
-            source = level_row.clone()
-            if alone.numel():
-                source[alone] = columns.own.select(group[alone] * length + r, own_rank[alone])
-            hit = torch.nonzero(active).flatten()
-            source_row[hit, column[hit]] = source[hit]
+        column = columns.column[group]  # (n, L): each sample's known columns, -1 past the last
+        active = column >= 0
+        # Every (sample, column) at once: its own random rank among the rows satisfying that
+        # column alone (slot 2 + r of the sample's draws), used where its level drops it.
+        own_rank = _random.integers_from_bits(
+            requests.random_bits[:, 2 : 2 + length], own_count[group].clamp_min(1)
+        )
+        source = level_row[:, None].expand(-1, length).clone()
+        alone = torch.nonzero(active & ~from_level)
+        if alone.numel():
+            r, k = alone[:, 0], alone[:, 1]
+            source[r, k] = columns.own.select(group[r] * length + k, own_rank[r, k])
+        hit = torch.nonzero(active)
+        r, k = hit[:, 0], hit[:, 1]
+        source_row[r, column[r, k]] = source[r, k]
 
     def _fill_unknown(self, values, owner, stream, group, unknown, col_of_rank) -> None:
         """Columns of an anchor no training row satisfies: the row's category, or uniform over the range."""
