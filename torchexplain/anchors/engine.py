@@ -256,7 +256,8 @@ class SampleStore:
                 old = getattr(self, name)
                 if old is None:
                     continue
-                grown = torch.zeros((capacity, *old.shape[1:]), dtype=old.dtype, device=old.device)
+                # rows past ``size`` are never read: no need to clear them
+                grown = torch.empty((capacity, *old.shape[1:]), dtype=old.dtype, device=old.device)
                 grown[: self.size] = old[: self.size]
                 setattr(self, name, grown)
         if payload is not None and self.payload is None:

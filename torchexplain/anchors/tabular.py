@@ -418,7 +418,8 @@ class _TabularRun:
         self.categorical = dict(config.categorical_names or {})
         self.rows = rows.values.to(self.device, fit["train"].dtype)
         self.train = fit["train"].to(self.device)
-        self.train_codes = fit["codes"].to(self.device)
+        # codes are small (categories, bins): int32 halves the per-sample gathers and compares
+        self.train_codes = fit["codes"].to(self.device, torch.int32)
         self.train_bits = fit["train_bits"].to(self.device)
         # every training row, as a bitset (the neutral element of AND)
         self.all_rows = pack_rows(
@@ -510,8 +511,8 @@ class _TabularRun:
             if index
             else torch.zeros(self.rows.shape[0], 0, dtype=torch.int64, device=self.device)
         )
-        self.pred_lo = self.predicates.lo.to(self.device)[self.pred_index]
-        self.pred_hi = self.predicates.hi.to(self.device)[self.pred_index]
+        self.pred_lo = self.predicates.lo.to(self.device, torch.int32)[self.pred_index]
+        self.pred_hi = self.predicates.hi.to(self.device, torch.int32)[self.pred_index]
 
     def __call__(self, *request: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The engine's sampler (with ``needs_order`` and ``per_request`` read off this object)."""
@@ -576,10 +577,11 @@ class _TabularRun:
         g_owner, g_order = owner[first_row], order  # (G,), (G, L)
         # Only as many positions as this round's longest anchor (bitsets are (G, L, W)).
         length = int((g_order >= 0).sum(1).max())
-        # Every draw of a sample in one hash of its stream position: slot 0 its base row,
-        # slot 1 its rank among the rows satisfying the anchor (or its level), slot 2 + r its
-        # rank among the rows satisfying the anchor's r-th known column.
-        random_bits = _random.bits(key, stream, length + 2)
+        # A sample's draws, hashed from its stream position: slot 0 its base row, slot 1 its
+        # rank among the rows satisfying the anchor (or its level), and, for the samples of
+        # requests that fall back, slot 2 + r its rank among the rows satisfying the anchor's
+        # r-th known column (drawn below, for those samples only).
+        random_bits = _random.bits(key, stream, 2)
         base = _random.integers_from_bits(random_bits[:, 0], n_train)
         if length == 0:
             return self.train[base], self.train_codes[base]
@@ -621,10 +623,11 @@ class _TabularRun:
                 position_in_multi[multi] = torch.arange(multi.numel(), device=dev)
                 longer = torch.nonzero(~single[easy_group]).flatten()
                 source[longer] = full.select(position_in_multi[easy_group[longer]], rank[longer])
-            for position in range(length):
-                column = g_col[group[easy], position]
-                use = torch.nonzero(column >= 0).flatten()
-                source_row[easy[use], column[use]] = source[use]
+            # Every anchor column of every such sample from its source row, in one write.
+            column = g_col[easy_group]  # (n_easy, L), -1 past the anchor
+            cells = torch.nonzero(column >= 0)
+            r, k = cells[:, 0], cells[:, 1]
+            source_row[easy[r], column[r, k]] = source[r]
         hard = torch.nonzero(~enough).flatten()
         unknown = None
         if hard.numel():
@@ -644,7 +647,15 @@ class _TabularRun:
                 column=g_col[hard, :hard_length],
                 size=size[hard],
                 first_row=first_row[hard],
-                random_bits=random_bits[rows, : hard_length + 2],
+                random_bits=torch.cat(
+                    [
+                        random_bits[rows],
+                        _random.bits(
+                            key, stream[rows], torch.arange(2, hard_length + 2, device=dev)
+                        ),
+                    ],
+                    dim=1,
+                ),
             )
             unknown = self._fallback_sources(source_row, requests)
         values = self.train.gather(0, source_row)
