@@ -672,7 +672,9 @@ class _TabularRun:
                 unknown.column_of_rank,
             )
             values[requests.rows] = sub
-            codes[requests.rows] = self.discretiser.codes(sub, sorted(self.categorical))
+            codes[requests.rows] = self.discretiser.codes(sub, sorted(self.categorical)).to(
+                codes.dtype
+            )
         return values, codes
 
     def _fallback_sources(
