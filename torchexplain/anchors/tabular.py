@@ -556,9 +556,10 @@ class _TabularRun:
     def _conditioned(
         self, owner: torch.Tensor, order: torch.Tensor, stream: torch.Tensor, group: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`conditioned_rows` and their codes: each value is chosen as the training row it
-        comes from (``(N, C)`` sources), then values and codes are gathered from the training
-        rows and their codes at once (no discretising of the samples)."""
+        """:meth:`conditioned_rows` and their codes: each sample starts as its base training row
+        (values and codes, whole rows), and each anchor column is a cell (sample, column,
+        training row it comes from), filled from the training rows and their codes at the end
+        (no discretising of the samples)."""
         dev = self.device
         n = owner.shape[0]
         n_train = self.train.shape[0]
@@ -585,7 +586,7 @@ class _TabularRun:
         base = _random.integers_from_bits(random_bits[:, 0], n_train)
         if length == 0:
             return self.train[base], self.train_codes[base]
-        source_row = base[:, None].expand(n, self.train.shape[1]).clone()  # (N, C)
+        cell_rows, cell_columns, cell_sources = [], [], []
         g_order = g_order[:, :length]
         valid = g_order >= 0
         g_pred = torch.where(valid, self.pred_index[g_owner[:, None], g_order.clamp_min(0)], 0)
@@ -627,7 +628,9 @@ class _TabularRun:
             column = g_col[easy_group]  # (n_easy, L), -1 past the anchor
             cells = torch.nonzero(column >= 0)
             r, k = cells[:, 0], cells[:, 1]
-            source_row[easy[r], column[r, k]] = source[r]
+            cell_rows.append(easy[r])
+            cell_columns.append(column[r, k])
+            cell_sources.append(source[r])
         hard = torch.nonzero(~enough).flatten()
         unknown = None
         if hard.numel():
@@ -657,9 +660,15 @@ class _TabularRun:
                     dim=1,
                 ),
             )
-            unknown = self._fallback_sources(source_row, requests)
-        values = self.train.gather(0, source_row)
-        codes = self.train_codes.gather(0, source_row)
+            rows_f, columns_f, sources_f, unknown = self._fallback_sources(requests)
+            cell_rows.append(rows_f)
+            cell_columns.append(columns_f)
+            cell_sources.append(sources_f)
+        values, codes = self.train[base], self.train_codes[base]
+        if cell_rows:
+            r, c, source = torch.cat(cell_rows), torch.cat(cell_columns), torch.cat(cell_sources)
+            values[r, c] = self.train[source, c]
+            codes[r, c] = self.train_codes[source, c]
         if unknown is not None:
             # Columns no training row satisfies: values of no training row, coded afresh.
             sub = values[requests.rows]
@@ -678,23 +687,21 @@ class _TabularRun:
         return values, codes
 
     def _fallback_sources(
-        self, source_row: torch.Tensor, requests: _Requests
-    ) -> _AnchorColumns | None:
+        self, requests: _Requests
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, _AnchorColumns | None]:
         """Requests with fewer matching training rows than samples: Alibi's levels and fallbacks,
-        as the training row each of their values comes from (written into ``source_row``).
+        as cells (sample, column, training row the value comes from) for their anchor columns.
 
         Named steps: the anchor's columns and the training rows satisfying each
         (:meth:`_anchor_columns`), the level each sample draws its row from
         (:meth:`_level_rows`), each column from that row or drawn on its own
-        (:meth:`_fill_columns`). Returns the columns when some of them no training row
+        (:meth:`_fill_columns`). Also returns the columns when some of them no training row
         satisfies (filled by :meth:`_fill_unknown` once the values exist), else None.
         """
-        sub = source_row[requests.rows]
         columns = self._anchor_columns(requests)
         level_row, from_level = self._level_rows(requests, columns)
-        self._fill_columns(sub, requests, columns, level_row, from_level)
-        source_row[requests.rows] = sub
-        return columns if bool(columns.unknown.any()) else None
+        r, c, source = self._fill_columns(requests, columns, level_row, from_level)
+        return requests.rows[r], c, source, (columns if bool(columns.unknown.any()) else None)
 
     def _anchor_columns(self, requests: _Requests) -> _AnchorColumns:
         """Per request, the anchor's columns in order of first appearance, each with the training rows
@@ -804,15 +811,14 @@ class _TabularRun:
 
     def _fill_columns(
         self,
-        source_row: torch.Tensor,
         requests: _Requests,
         columns: _AnchorColumns,
         level_row: torch.Tensor,
         from_level: torch.Tensor,
-    ) -> None:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each known column of each sample: from its level's row, or (dropped by the level, or beyond
-        every level) from a training row satisfying that column's predicates alone (the row
-        chosen, written into ``source_row``)."""
+        every level) from a training row satisfying that column's predicates alone. Returns the
+        cells: sample (among the requests' rows), column, training row."""
         group = requests.group
         length = requests.order.shape[1]
         own_count = columns.own.totals.view(-1, length)
@@ -830,7 +836,7 @@ class _TabularRun:
             source[r, k] = columns.own.select(group[r] * length + k, own_rank[r, k])
         hit = torch.nonzero(active)
         r, k = hit[:, 0], hit[:, 1]
-        source_row[r, column[r, k]] = source[r, k]
+        return r, column[r, k], source[r, k]
 
     def _fill_unknown(self, values, owner, stream, group, unknown, col_of_rank) -> None:
         """Columns of an anchor no training row satisfies: the row's category, or uniform over the range."""
