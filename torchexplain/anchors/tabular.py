@@ -929,14 +929,13 @@ class _TabularRun:
         owner = store.view("owner")
         agree = store.view("agree")
         covered_true, covered_false = [], []
-        order = torch.argsort(owner, stable=True)
-        members = result.members[order]
+        # Only the anchors' own samples, grouped by instance (stable: in draw order).
+        member_rows = torch.nonzero(result.members).flatten()
+        order = member_rows[torch.argsort(owner[member_rows], stable=True)]
         owner_sorted, agree_sorted = owner[order], agree[order]
         for kind, kept in ((True, covered_true), (False, covered_false)):
-            hits = order[members & (agree_sorted == kind)]
-            counts = torch.bincount(
-                owner_sorted[members & (agree_sorted == kind)], minlength=b
-            ).tolist()
+            hits = order[agree_sorted == kind]
+            counts = torch.bincount(owner_sorted[agree_sorted == kind], minlength=b).tolist()
             start = 0
             for i in range(b):
                 rows = hits[start : start + min(counts[i], self.config.n_covered_ex)]
