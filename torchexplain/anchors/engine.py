@@ -389,12 +389,22 @@ class _Engine:
         self.kl_final = torch.zeros(b, dtype=torch.bool, device=dev)
         self.chosen = torch.full((b, self.beam), -1, **i64)
         self.n_beam = torch.zeros(b, self.length + 1, **i64)
+        self._init_samples()
+        # One bound per (beam slot, feature) that may be tested: a union bound (as Alibi).
+        self.refine_beta = torch.log(
+            1.0 / (delta / (1 + (beam_size - 1) * self.n_features.to(torch.float64)))
+        )
+
+    def _init_samples(self) -> None:
+        """The samples' state: the store, the requests, the counters, and which samples belong to
+        which arm, as bitsets over each instance's own stream of samples (bit s = its sample
+        number s): per slot, per feature (kept / predicate satisfied), and the agreement.
+        Alibi's reuse rule is then one AND per candidate."""
+        b, a, m, dev = self.b, self.n_slots, self.m, self.device
+        i64 = dict(dtype=torch.int64, device=dev)
         self.n_drawn = torch.zeros(b, **i64)
         self.max_drawn = 0  # the most samples any instance has drawn (known on the host)
         self.store = SampleStore.empty(m, dev)
-        # Which samples belong to which arm, as bitsets over each instance's own stream of
-        # samples (bit s = its sample number s): per slot, per feature (kept / predicate
-        # satisfied), and the agreement. Alibi's reuse rule is then one AND per candidate.
         words = 64
         self.member = torch.zeros(b, a, words, **i64)
         self.present_bits = torch.zeros(b, m, words, **i64)
@@ -404,10 +414,6 @@ class _Engine:
         self.request = torch.zeros(b, a, **i64)
         self.requested = torch.zeros(b, dtype=torch.bool, device=dev)
         self.n_syncs = 0
-        # One bound per (beam slot, feature) that may be tested: a union bound (as Alibi).
-        self.refine_beta = torch.log(
-            1.0 / (delta / (1 + (beam_size - 1) * self.n_features.to(torch.float64)))
-        )
 
     # ------------------------------------------------------------------ helpers
 

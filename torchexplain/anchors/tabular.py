@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -586,79 +586,35 @@ class _TabularRun:
         base = _random.integers_from_bits(random_bits[:, 0], n_train)
         if length == 0:
             return self.train[base], self.train_codes[base]
-        cell_rows, cell_columns, cell_sources = [], [], []
         g_order = g_order[:, :length]
         valid = g_order >= 0
         g_pred = torch.where(valid, self.pred_index[g_owner[:, None], g_order.clamp_min(0)], 0)
         g_col = torch.where(valid, self.predicates.column.to(dev)[g_pred], -1)
-        # The common case first: enough training rows satisfy the whole anchor, and every
-        # anchor column comes from one random one of them. One-predicate anchors (most
-        # requests) read their rows off the predicate's list; longer ones AND the predicates'
-        # bitsets and select a set bit.
-        single = valid.sum(1) == 1
-        totals = torch.where(single, self.pred_count[g_pred[:, 0]], 0)
-        multi = torch.nonzero(~single).flatten()
-        full = None
-        if multi.numel():
-            words = self.train_bits.shape[1]
-            all_rows = self.all_rows
-            m_valid, m_pred = valid[multi], g_pred[multi]
-            full_bits = all_rows.expand(multi.numel(), words).clone()
-            for position in range(length):
-                full_bits &= torch.where(
-                    m_valid[:, position, None], self.train_bits[m_pred[:, position]], all_rows
-                )
-            full = _BitSelector(full_bits)
-            totals[multi] = full.totals
+        cell_rows, cell_columns, cell_sources = [], [], []
+        totals, pick = self._whole_anchor_rows(valid, g_pred)
         enough = totals >= size
         easy = torch.nonzero(enough[group]).flatten()
         if easy.numel():
-            easy_group = group[easy]
-            rank = _random.integers_from_bits(random_bits[easy, 1], totals[easy_group])
-            first_pred = g_pred[easy_group, 0]
-            source = self.pred_rows[
-                (self.pred_start[first_pred] + rank).clamp_max(self.pred_rows.shape[0] - 1)
-            ]
-            if full is not None:
-                position_in_multi = torch.full((n_groups,), -1, dtype=torch.int64, device=dev)
-                position_in_multi[multi] = torch.arange(multi.numel(), device=dev)
-                longer = torch.nonzero(~single[easy_group]).flatten()
-                source[longer] = full.select(position_in_multi[easy_group[longer]], rank[longer])
-            # Every anchor column of every such sample from its source row, in one write.
-            column = g_col[easy_group]  # (n_easy, L), -1 past the anchor
+            # The common case: every anchor column of the sample from one random training row
+            # satisfying the whole anchor, in one write.
+            source = pick(
+                group[easy], _random.integers_from_bits(random_bits[easy, 1], totals[group[easy]])
+            )
+            column = g_col[group[easy]]  # (n_easy, L), -1 past the anchor
             cells = torch.nonzero(column >= 0)
             r, k = cells[:, 0], cells[:, 1]
             cell_rows.append(easy[r])
             cell_columns.append(column[r, k])
             cell_sources.append(source[r])
         hard = torch.nonzero(~enough).flatten()
-        unknown = None
+        requests = unknown = None
         if hard.numel():
-            rows = torch.nonzero(~enough[group]).flatten()
-            # Only as many positions as the longest anchor among these requests.
-            hard_length = int(valid[hard].sum(1).max())
-            # Renumber the hard requests 0..G'-1 and fill them with Alibi's fallbacks.
-            renumber = torch.full((n_groups,), -1, dtype=torch.int64, device=dev)
-            renumber[hard] = torch.arange(hard.numel(), device=dev)
             requests = _Requests(
-                rows=rows,
-                owner=owner[rows],
-                stream=stream[rows],
-                group=renumber[group[rows]],
-                order=g_order[hard, :hard_length],
-                pred=g_pred[hard, :hard_length],
-                column=g_col[hard, :hard_length],
+                **self._hard_request_fields(
+                    hard, ~enough[group], owner, stream, group, random_bits, g_order, g_pred, g_col
+                ),
                 size=size[hard],
                 first_row=first_row[hard],
-                random_bits=torch.cat(
-                    [
-                        random_bits[rows],
-                        _random.bits(
-                            key, stream[rows], torch.arange(2, hard_length + 2, device=dev)
-                        ),
-                    ],
-                    dim=1,
-                ),
             )
             rows_f, columns_f, sources_f, unknown = self._fallback_sources(requests)
             cell_rows.append(rows_f)
@@ -669,22 +625,87 @@ class _TabularRun:
             r, c, source = torch.cat(cell_rows), torch.cat(cell_columns), torch.cat(cell_sources)
             values[r, c] = self.train[source, c]
             codes[r, c] = self.train_codes[source, c]
-        if unknown is not None:
+        if unknown is not None and requests is not None:
             # Columns no training row satisfies: values of no training row, coded afresh.
             sub = values[requests.rows]
-            self._fill_unknown(
-                sub,
-                requests.owner,
-                requests.stream,
-                requests.group,
-                unknown.unknown,
-                unknown.column_of_rank,
-            )
+            self._fill_unknown(sub, requests, unknown)
             values[requests.rows] = sub
             codes[requests.rows] = self.discretiser.codes(sub, sorted(self.categorical)).to(
                 codes.dtype
             )
         return values, codes
+
+    def _hard_request_fields(
+        self,
+        hard: torch.Tensor,
+        is_hard: torch.Tensor,
+        owner: torch.Tensor,
+        stream: torch.Tensor,
+        group: torch.Tensor,
+        random_bits: torch.Tensor,
+        g_order: torch.Tensor,
+        g_pred: torch.Tensor,
+        g_col: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """The per-sample and per-anchor fields of the requests that fall back (``hard``, renumbered
+        0..G'-1), with only as many positions as their longest anchor and, per sample, the draws
+        of slots 2 + r (its rank among the rows satisfying its anchor's r-th known column)."""
+        dev = self.device
+        rows = torch.nonzero(is_hard).flatten()
+        hard_length = int((g_order[hard] >= 0).sum(1).max())
+        renumber = torch.full((g_order.shape[0],), -1, dtype=torch.int64, device=dev)
+        renumber[hard] = torch.arange(hard.numel(), device=dev)
+        slots = torch.arange(2, hard_length + 2, device=dev)
+        return {
+            "rows": rows,
+            "owner": owner[rows],
+            "stream": stream[rows],
+            "group": renumber[group[rows]],
+            "order": g_order[hard, :hard_length],
+            "pred": g_pred[hard, :hard_length],
+            "column": g_col[hard, :hard_length],
+            "random_bits": torch.cat(
+                [random_bits[rows], _random.bits(self.sample_key, stream[rows], slots)], dim=1
+            ),
+        }
+
+    def _whole_anchor_rows(
+        self, valid: torch.Tensor, g_pred: torch.Tensor
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+        """Per request (``valid``, ``g_pred``: ``(G, L)``), how many training rows satisfy its whole
+        anchor, and ``pick(request, rank)``: the rank-th of them (in row order) for each query.
+
+        One-predicate anchors (most requests) read their rows off the predicate's list; longer
+        ones AND the predicates' bitsets and select a set bit."""
+        dev = self.device
+        single = valid.sum(1) == 1
+        totals = torch.where(single, self.pred_count[g_pred[:, 0]], 0)
+        multi = torch.nonzero(~single).flatten()
+        full = None
+        if multi.numel():
+            all_rows = self.all_rows
+            m_valid, m_pred = valid[multi], g_pred[multi]
+            full_bits = all_rows.expand(multi.numel(), self.train_bits.shape[1]).clone()
+            for position in range(valid.shape[1]):
+                full_bits &= torch.where(
+                    m_valid[:, position, None], self.train_bits[m_pred[:, position]], all_rows
+                )
+            full = _BitSelector(full_bits)
+            totals[multi] = full.totals
+        position_in_multi = torch.full((valid.shape[0],), -1, dtype=torch.int64, device=dev)
+        position_in_multi[multi] = torch.arange(multi.numel(), device=dev)
+
+        def pick(request: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+            first_pred = g_pred[request, 0]
+            source = self.pred_rows[
+                (self.pred_start[first_pred] + rank).clamp_max(self.pred_rows.shape[0] - 1)
+            ]
+            if full is not None:
+                longer = torch.nonzero(~single[request]).flatten()
+                source[longer] = full.select(position_in_multi[request[longer]], rank[longer])
+            return source
+
+        return totals, pick
 
     def _fallback_sources(
         self, requests: _Requests
@@ -838,8 +859,12 @@ class _TabularRun:
         r, k = hit[:, 0], hit[:, 1]
         return r, column[r, k], source[r, k]
 
-    def _fill_unknown(self, values, owner, stream, group, unknown, col_of_rank) -> None:
+    def _fill_unknown(
+        self, values: torch.Tensor, requests: _Requests, columns: _AnchorColumns
+    ) -> None:
         """Columns of an anchor no training row satisfies: the row's category, or uniform over the range."""
+        owner, stream, group = requests.owner, requests.stream, requests.group
+        unknown, col_of_rank = columns.unknown, columns.column_of_rank
         key = self.sample_key
         length = unknown.shape[1]
         for r in range(length):
