@@ -279,6 +279,21 @@ def test_explain_anchor_matches_the_library(small_model, inputs, tmp_path):
     assert torch.equal(got.precision, want.precision)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["inputs"][0]["target"] == want.target.tolist()
+    # --precision-samples reaches the explainer
+    flags = ["--n-segments", "4", "--threshold", "0.9", "--precision-samples", "fresh", "--quiet"]
+    command = ["explain", "--model", str(model_path), "--input", str(inputs["png"])]
+    assert cli.main([*command, "--out", str(tmp_path / "fresh"), "--method", "anchor", *flags]) == 0
+    got = Explanation.from_json((tmp_path / "fresh" / "digit.json").read_text())
+    want = anchor_image(
+        small_model,
+        expected_batch(inputs["png"]),
+        segmentation_kwargs=segmentation,
+        threshold=0.9,
+        seed=0,
+        precision_samples="fresh",
+    )
+    assert got.meta["params"]["precision_samples"] == "fresh"
+    assert got.anchor == want.anchor and torch.equal(got.precision, want.precision)
 
 
 def test_console_errors_exit_nonzero_without_traceback(tmp_path):

@@ -186,7 +186,7 @@ def cli_methods() -> dict[str, type[Explainer]]:
 
 
 #: flags that set the method's setting of the same name, for the methods that have one
-SETTING_FLAGS = ("n_steps", "max_lam_steps", "max_iter", "threshold", "seed")
+SETTING_FLAGS = ("n_steps", "max_lam_steps", "max_iter", "threshold", "precision_samples", "seed")
 
 
 def _method(name: str) -> type[Explainer]:
@@ -429,6 +429,13 @@ def _add_explain_parser(commands: Any) -> None:
         help="counterfactual: optimiser steps per round (default: the library's, 1000)",
     )
     add("--threshold", type=float, default=0.95, help="anchor: precision to reach (default 0.95)")
+    add(
+        "--precision-samples",
+        choices=("reuse", "fresh"),
+        default=None,
+        help="anchor: estimate each anchor's precision from reused samples (Alibi's rule, the "
+        "default) or only from samples drawn for it",
+    )
     add(
         "--n-segments",
         type=int,
