@@ -163,22 +163,9 @@ def kl_bounds(
     """``(lower, upper)`` bounds together: one bisection over both (half the small-op overhead)."""
     p = p.to(torch.float64)
     level = torch.as_tensor(level, dtype=torch.float64, device=p.device).expand_as(p)
-    radius = torch.sqrt(level / 2.0)
-    lo = torch.stack([(p - radius).clamp(0.0, 1.0), p])
-    hi = torch.stack([p, (p + radius).clamp_max(1.0)])
-    lower_half = torch.tensor([True, False], device=p.device).reshape((2,) + (1,) * p.dim())
-    pc = p.clamp(_EPS_LOW, _EPS_HIGH)
-    qc = 1 - pc
-    entropy_term = pc * torch.log(pc) + qc * torch.log(qc)
-    for _ in range(1, n_iter):
-        mid = (lo + hi) / 2.0
-        q = mid.clamp(_EPS_LOW, _EPS_HIGH)
-        kl = entropy_term - pc * torch.log(q) - qc * torch.log(1 - q)
-        # the upper bound moves hi down where KL exceeds the level; the lower one moves lo up
-        move_hi = (kl > level) ^ lower_half
-        hi = torch.where(move_hi, mid, hi)
-        lo = torch.where(move_hi, lo, mid)
-    return lo[0], hi[1]
+    upper_half = torch.tensor([False, True], device=p.device).reshape((2,) + (1,) * p.dim())
+    bounds = _kl_bound(p.expand(2, *p.shape), level.expand(2, *p.shape), n_iter, upper_half)
+    return bounds[0], bounds[1]
 
 
 def kl_upper_bound(p: torch.Tensor, level: torch.Tensor, n_iter: int = 17) -> torch.Tensor:
@@ -416,10 +403,6 @@ class _Engine:
         self.n_syncs = 0
 
     # ------------------------------------------------------------------ helpers
-
-    def _sync_nonzero(self, mask: torch.Tensor) -> torch.Tensor:
-        self.n_syncs += 1
-        return torch.nonzero(mask).flatten()
 
     def _hist_slots(self, size: torch.Tensor) -> torch.Tensor:
         """``(n, beam)`` history slot numbers of the beam of anchor size ``size`` ``(n,)``."""
