@@ -404,8 +404,9 @@ class _AnchorColumns:
 class _TabularRun:
     """One ``explain`` call: predicates per row, coverage, the batched searches and the results."""
 
-    needs_order = True  # the fallbacks drop the anchor's last-added columns first
-    per_request = True  # anchors come one row per request (see the engine's Sampler)
+    # anchors (in the order their predicates were added: the fallbacks drop the last-added
+    # columns first) come one row per request (see the engine's Sampler)
+    per_request = True
 
     def __init__(self, explainer: AnchorTabular, config: AnchorTabularSettings, rows: Rows) -> None:
         """``rows``: checked (their columns and category codes too) by ``AnchorTabular.explain``."""
@@ -515,7 +516,7 @@ class _TabularRun:
         self.pred_hi = self.predicates.hi.to(self.device, torch.int32)[self.pred_index]
 
     def __call__(self, *request: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The engine's sampler (with ``needs_order`` and ``per_request`` read off this object)."""
+        """The engine's sampler (``per_request`` is read off this object)."""
         return self.sample(*request)
 
     def sample(
@@ -609,12 +610,8 @@ class _TabularRun:
         hard = torch.nonzero(~enough).flatten()
         requests = unknown = None
         if hard.numel():
-            requests = _Requests(
-                **self._hard_request_fields(
-                    hard, ~enough[group], owner, stream, group, random_bits, g_order, g_pred, g_col
-                ),
-                size=size[hard],
-                first_row=first_row[hard],
+            requests = self._hard_requests(
+                hard, owner, stream, group, size, first_row, random_bits, g_order, g_pred, g_col
             )
             rows_f, columns_f, sources_f, unknown = self._fallback_sources(requests)
             cell_rows.append(rows_f)
@@ -635,39 +632,44 @@ class _TabularRun:
             )
         return values, codes
 
-    def _hard_request_fields(
+    def _hard_requests(
         self,
         hard: torch.Tensor,
-        is_hard: torch.Tensor,
         owner: torch.Tensor,
         stream: torch.Tensor,
         group: torch.Tensor,
+        size: torch.Tensor,
+        first_row: torch.Tensor,
         random_bits: torch.Tensor,
         g_order: torch.Tensor,
         g_pred: torch.Tensor,
         g_col: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        """The per-sample and per-anchor fields of the requests that fall back (``hard``, renumbered
-        0..G'-1), with only as many positions as their longest anchor and, per sample, the draws
-        of slots 2 + r (its rank among the rows satisfying its anchor's r-th known column)."""
+    ) -> _Requests:
+        """The requests that fall back (``hard``, renumbered 0..G'-1), with only as many positions
+        as their longest anchor and, per sample, the draws of slots 2 + r (its rank among the rows
+        satisfying its anchor's r-th known column)."""
         dev = self.device
-        rows = torch.nonzero(is_hard).flatten()
+        is_hard = torch.zeros(g_order.shape[0], dtype=torch.bool, device=dev)
+        is_hard[hard] = True
+        rows = torch.nonzero(is_hard[group]).flatten()
         hard_length = int((g_order[hard] >= 0).sum(1).max())
         renumber = torch.full((g_order.shape[0],), -1, dtype=torch.int64, device=dev)
         renumber[hard] = torch.arange(hard.numel(), device=dev)
         slots = torch.arange(2, hard_length + 2, device=dev)
-        return {
-            "rows": rows,
-            "owner": owner[rows],
-            "stream": stream[rows],
-            "group": renumber[group[rows]],
-            "order": g_order[hard, :hard_length],
-            "pred": g_pred[hard, :hard_length],
-            "column": g_col[hard, :hard_length],
-            "random_bits": torch.cat(
+        return _Requests(
+            rows=rows,
+            owner=owner[rows],
+            stream=stream[rows],
+            group=renumber[group[rows]],
+            order=g_order[hard, :hard_length],
+            pred=g_pred[hard, :hard_length],
+            column=g_col[hard, :hard_length],
+            size=size[hard],
+            first_row=first_row[hard],
+            random_bits=torch.cat(
                 [random_bits[rows], _random.bits(self.sample_key, stream[rows], slots)], dim=1
             ),
-        }
+        )
 
     def _whole_anchor_rows(
         self, valid: torch.Tensor, g_pred: torch.Tensor
