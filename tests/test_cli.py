@@ -241,31 +241,19 @@ def test_explain_counterfactual_matches_the_library(small_model, inputs, tmp_pat
     assert (tmp_path / "out" / "batch.png").is_file()
 
 
-def test_explain_anchor_matches_the_library(small_model, inputs, tmp_path):
+@pytest.mark.parametrize("precision_samples", [None, "fresh"])
+def test_explain_anchor_matches_the_library(small_model, inputs, tmp_path, precision_samples):
     from torchexplain import anchor_image
     from torchexplain.anchors.image import DEFAULT_SEGMENTATION_KWARGS
 
     model_path = tmp_path / "model.ts"
     torch.jit.save(torch.jit.script(small_model), model_path)
-    status = cli.main(
-        [
-            "explain",
-            "--model",
-            str(model_path),
-            "--input",
-            str(inputs["png"]),
-            "--out",
-            str(tmp_path / "out"),
-            "--method",
-            "anchor",
-            "--n-segments",
-            "4",
-            "--threshold",
-            "0.9",
-            "--quiet",
-        ]
-    )
-    assert status == 0
+    command = ["explain", "--model", str(model_path), "--input", str(inputs["png"])]
+    command += ["--out", str(tmp_path / "out"), "--method", "anchor"]
+    command += ["--n-segments", "4", "--threshold", "0.9", "--quiet"]
+    if precision_samples is not None:
+        command += ["--precision-samples", precision_samples]
+    assert cli.main(command) == 0
     got = Explanation.from_json((tmp_path / "out" / "digit.json").read_text())
     segmentation = {**DEFAULT_SEGMENTATION_KWARGS["slic"], "n_segments": 4}
     want = anchor_image(
@@ -274,26 +262,13 @@ def test_explain_anchor_matches_the_library(small_model, inputs, tmp_path):
         segmentation_kwargs=segmentation,
         threshold=0.9,
         seed=0,
+        precision_samples=precision_samples or "reuse",
     )
+    assert got.meta["params"]["precision_samples"] == (precision_samples or "reuse")
     assert got.anchor == want.anchor and torch.equal(got.mask, want.mask)
     assert torch.equal(got.precision, want.precision)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["inputs"][0]["target"] == want.target.tolist()
-    # --precision-samples reaches the explainer
-    flags = ["--n-segments", "4", "--threshold", "0.9", "--precision-samples", "fresh", "--quiet"]
-    command = ["explain", "--model", str(model_path), "--input", str(inputs["png"])]
-    assert cli.main([*command, "--out", str(tmp_path / "fresh"), "--method", "anchor", *flags]) == 0
-    got = Explanation.from_json((tmp_path / "fresh" / "digit.json").read_text())
-    want = anchor_image(
-        small_model,
-        expected_batch(inputs["png"]),
-        segmentation_kwargs=segmentation,
-        threshold=0.9,
-        seed=0,
-        precision_samples="fresh",
-    )
-    assert got.meta["params"]["precision_samples"] == "fresh"
-    assert got.anchor == want.anchor and torch.equal(got.precision, want.precision)
 
 
 def test_console_errors_exit_nonzero_without_traceback(tmp_path):
